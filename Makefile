@@ -1,0 +1,33 @@
+# Two entry points: `make serve` and `make test`. Both create .venv and install what they need.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+ARGS ?=
+
+.PHONY: serve test install install-test lint bench clean
+
+serve: install
+	$(VENV)/bin/llamafoundry serve $(ARGS)
+
+test: install-test
+	$(PY) -m pytest $(ARGS)
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+$(VENV)/.installed: pyproject.toml scripts/install.sh
+	VENV=$(VENV) PYTHON=$(PYTHON) bash scripts/install.sh
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml scripts/install-test.sh
+	VENV=$(VENV) bash scripts/install-test.sh
+	touch $@
+
+lint: install-test
+	$(VENV)/bin/ruff check src tests bench
+
+bench: install
+	$(PY) bench/engine_throughput.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info

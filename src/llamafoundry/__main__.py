@@ -1,0 +1,3 @@
+from llamafoundry.cli import main
+
+raise SystemExit(main())

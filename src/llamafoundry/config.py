@@ -1,0 +1,63 @@
+"""Settings, validated at construction. A leaf module: imports nothing from the rest of the package."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def default_home() -> Path:
+    """The data directory: $LLAMAFOUNDRY_HOME, else ~/.llamafoundry."""
+    return Path(os.environ.get("LLAMAFOUNDRY_HOME", Path.home() / ".llamafoundry"))
+
+
+def generate_api_key() -> str:
+    """A 32-character key, as Azure deployments have."""
+    return secrets.token_hex(16)
+
+
+@dataclass
+class EngineSettings:
+    """How the local engine runs one model.
+
+    `ctx_size` is the context of one sequence (prompt + completion); the KV cache holds `parallel` of them.
+    """
+
+    model_path: Path
+    ctx_size: int = 4096
+    parallel: int = 4
+    threads: int | None = None
+    batch_size: int = 512
+    max_queue: int = 64
+
+    def __post_init__(self) -> None:
+        self.model_path = Path(self.model_path)
+        for name in ("ctx_size", "parallel", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.ctx_size < 16:
+            raise ValueError(f"ctx_size must be at least 16 tokens, got {self.ctx_size}")
+        if self.max_queue < 0:
+            raise ValueError(f"max_queue must be 0 or more, got {self.max_queue}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be at least 1, got {self.threads}")
+
+
+@dataclass
+class ServeSettings:
+    """What `llamafoundry serve` was asked to do."""
+
+    engine: EngineSettings
+    model_name: str
+    model_provider: str = "Meta"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str = field(default_factory=generate_api_key)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be between 0 and 65535, got {self.port}")
+        if not self.api_key:
+            raise ValueError("api_key must not be empty")

@@ -1,0 +1,99 @@
+"""Per-request generation settings, validated once at construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class InvalidSamplingParams(ValueError):
+    """A sampling setting is out of range or inconsistent with another one.
+
+    Attributes:
+        param: the request field at fault (the API reports it as `param`).
+    """
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+        self.message = message
+
+
+MAX_TOP_LOGPROBS = 20
+
+
+@dataclass
+class SamplingParams:
+    """How to generate the completion(s) of one request.
+
+    `max_tokens=None` means "until the end of the sequence's context". `n` choices are returned; with
+    `best_of > n` that many candidates are generated and the `n` with the highest mean token log-probability
+    are kept. `use_beam_search` runs a beam search of width `best_of` at temperature 0 and returns the
+    `n` best beams.
+    """
+
+    max_tokens: int | None = None
+    temperature: float = 1.0
+    top_p: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    stop_token_ids: list[int] = field(default_factory=list)
+    ignore_eos: bool = False
+    skip_special_tokens: bool = True
+    logprobs: bool = False
+    top_logprobs: int = 0
+    n: int = 1
+    best_of: int | None = None
+    use_beam_search: bool = False
+
+    def __post_init__(self) -> None:
+        self._check_ranges()
+        self._check_combinations()
+
+    def _check_ranges(self) -> None:
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise InvalidSamplingParams("max_tokens", f"max_tokens must be at least 1, got {self.max_tokens}.")
+        if not 0.0 <= self.temperature <= 2.0:
+            raise InvalidSamplingParams("temperature", f"temperature must be between 0 and 2, got {self.temperature}.")
+        if not 0.0 < self.top_p <= 1.0:
+            raise InvalidSamplingParams("top_p", f"top_p must be greater than 0 and at most 1, got {self.top_p}.")
+        for name in ("presence_penalty", "frequency_penalty"):
+            value = getattr(self, name)
+            if not -2.0 <= value <= 2.0:
+                raise InvalidSamplingParams(name, f"{name} must be between -2 and 2, got {value}.")
+        if not 0 <= self.top_logprobs <= MAX_TOP_LOGPROBS:
+            raise InvalidSamplingParams(
+                "top_logprobs", f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}, got {self.top_logprobs}."
+            )
+        if self.n < 1:
+            raise InvalidSamplingParams("n", f"n must be at least 1, got {self.n}.")
+        if any(not isinstance(s, str) or s == "" for s in self.stop):
+            raise InvalidSamplingParams("stop", "stop must be a list of non-empty strings.")
+        if any(t < 0 for t in self.stop_token_ids):
+            raise InvalidSamplingParams("stop_token_ids", "stop_token_ids must be non-negative token ids.")
+
+    def _check_combinations(self) -> None:
+        if self.best_of is not None and self.best_of < self.n:
+            raise InvalidSamplingParams(
+                "best_of", f"best_of ({self.best_of}) must be greater than or equal to n ({self.n})."
+            )
+        if self.use_beam_search:
+            if self.num_candidates < 2:
+                raise InvalidSamplingParams("use_beam_search", "use_beam_search needs best_of greater than 1.")
+            if self.temperature != 0:
+                raise InvalidSamplingParams("use_beam_search", "use_beam_search needs temperature 0.")
+
+    @property
+    def num_candidates(self) -> int:
+        """Sequences generated for this request: best_of when given, else n."""
+        return self.best_of if self.best_of is not None else self.n
+
+    @property
+    def is_greedy(self) -> bool:
+        return self.temperature == 0.0
+
+    @property
+    def needs_all_before_output(self) -> bool:
+        """True when choices are only known at the end (ranking or beam search), so nothing can stream."""
+        return self.use_beam_search or self.num_candidates > self.n

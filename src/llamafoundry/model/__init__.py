@@ -1,0 +1,1 @@
+"""Model backends behind the ModelRunner protocol (model/base.py)."""

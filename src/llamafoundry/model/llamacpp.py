@@ -1,0 +1,233 @@
+"""Every llama_cpp call of the project lives here.
+
+llama-cpp-python's low-level names moved three times across 0.3.x (`llama_kv_cache_*`, `llama_kv_self_*`,
+`llama_memory_*`); keeping them in one module makes the next rename a one-file change. The version is pinned
+in pyproject.toml.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from pathlib import Path
+
+import llama_cpp
+import numpy as np
+
+from llamafoundry.model.base import DecodeError
+
+_backend_lock = threading.Lock()
+_backend_ready = False
+_log_callback = None  # keep a reference: ctypes must not collect the callback while llama.cpp holds it
+
+QUANT_TYPES = {
+    "F32": llama_cpp.LLAMA_FTYPE_ALL_F32,
+    "F16": llama_cpp.LLAMA_FTYPE_MOSTLY_F16,
+    "Q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0,
+    "Q4_K_M": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M,
+}
+
+
+def _ensure_backend() -> None:
+    """Initialise llama.cpp once per process and silence its logging unless LLAMAFOUNDRY_LLAMA_LOG=1."""
+    global _backend_ready, _log_callback
+    with _backend_lock:
+        if _backend_ready:
+            return
+        if os.environ.get("LLAMAFOUNDRY_LLAMA_LOG") != "1":
+
+            @llama_cpp.llama_log_callback
+            def _quiet(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+                return None
+
+            _log_callback = _quiet
+            llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
+        llama_cpp.llama_backend_init()
+        _backend_ready = True
+
+
+class LlamaCppVocab:
+    """A loaded GGUF vocabulary (with or without weights): tokenize, detokenize, metadata."""
+
+    def __init__(self, path: str | Path, vocab_only: bool = True) -> None:
+        _ensure_backend()
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"GGUF file not found: {path}")
+        params = llama_cpp.llama_model_default_params()
+        params.vocab_only = vocab_only
+        params.n_gpu_layers = 0
+        model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+        if not model:
+            raise ValueError(f"llama.cpp could not load {path}: is it a valid GGUF file for a supported architecture?")
+        self.path = path
+        self._model = model
+        self._vocab = llama_cpp.llama_model_get_vocab(model)
+        self.vocab_size = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        self.eog_token_ids = frozenset(t for t in range(self.vocab_size) if llama_cpp.llama_vocab_is_eog(self._vocab, t))
+        self._piece_buf = ctypes.create_string_buffer(256)
+
+    @property
+    def bos_token_id(self) -> int:
+        return llama_cpp.llama_vocab_bos(self._vocab)
+
+    @property
+    def eos_token_id(self) -> int:
+        return llama_cpp.llama_vocab_eos(self._vocab)
+
+    def token_text(self, token_id: int) -> str:
+        return llama_cpp.llama_vocab_get_text(self._vocab, token_id).decode("utf-8", errors="replace")
+
+    def n_ctx_train(self) -> int:
+        return llama_cpp.llama_model_n_ctx_train(self._model)
+
+    def tokenize(self, text: str, add_bos: bool = False, parse_special: bool = True) -> list[int]:
+        data = text.encode("utf-8")
+        capacity = len(data) + 8
+        tokens = (llama_cpp.llama_token * capacity)()
+        count = llama_cpp.llama_tokenize(self._vocab, data, len(data), tokens, capacity, add_bos, parse_special)
+        if count < 0:  # buffer too small: llama.cpp returns -needed
+            capacity = -count
+            tokens = (llama_cpp.llama_token * capacity)()
+            count = llama_cpp.llama_tokenize(self._vocab, data, len(data), tokens, capacity, add_bos, parse_special)
+        return list(tokens[:count])
+
+    def token_bytes(self, token_id: int, special: bool) -> bytes:
+        buf = self._piece_buf
+        n = llama_cpp.llama_token_to_piece(self._vocab, token_id, buf, len(buf), 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token_id, buf, len(buf), 0, special)
+        return buf.raw[:n]
+
+    def is_control(self, token_id: int) -> bool:
+        return bool(llama_cpp.llama_vocab_is_control(self._vocab, token_id))
+
+    def metadata(self, key: str) -> str | None:
+        size = 1 << 16
+        while True:
+            buf = ctypes.create_string_buffer(size)
+            n = llama_cpp.llama_model_meta_val_str(self._model, key.encode(), buf, size)
+            if n < 0:
+                return None
+            if n < size:
+                return buf.value.decode("utf-8", errors="replace")
+            size = n + 1
+
+    def close(self) -> None:
+        if self._model:
+            llama_cpp.llama_model_free(self._model)
+            self._model = None
+
+
+class LlamaCppRunner(LlamaCppVocab):
+    """A GGUF model with one llama.cpp context whose unified KV cache holds up to `max_seqs` sequences.
+
+    Satisfies `model.base.ModelRunner`. Not thread-safe: the engine thread owns it.
+
+    Args:
+        path: the GGUF file.
+        kv_size: KV cache cells shared by all sequences (tokens).
+        max_seqs: distinct sequence ids.
+        max_batch_tokens: most tokens per decode (llama.cpp `n_batch`).
+        num_threads: CPU threads for decode and prefill (default: all cores).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        kv_size: int,
+        max_seqs: int,
+        max_batch_tokens: int = 512,
+        num_threads: int | None = None,
+    ) -> None:
+        super().__init__(path, vocab_only=False)
+        threads = num_threads or os.cpu_count() or 1
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = kv_size
+        params.n_batch = max_batch_tokens
+        params.n_ubatch = max_batch_tokens
+        params.n_seq_max = max_seqs
+        params.n_threads = threads
+        params.n_threads_batch = threads
+        # One cache for all sequences: a fork (n > 1, beams) shares its prompt cells instead of copying
+        # buffers, and a sequence may grow as long as the cells it reserved at admission allow.
+        params.kv_unified = True
+        params.no_perf = True
+        ctx = llama_cpp.llama_init_from_model(self._model, params)
+        if not ctx:
+            self.close()
+            raise ValueError(
+                f"llama.cpp could not create a context of {kv_size} tokens for {path}: lower --ctx-size or --parallel."
+            )
+        self._ctx = ctx
+        self._memory = llama_cpp.llama_get_memory(ctx)
+        self.kv_size = llama_cpp.llama_n_ctx(ctx)
+        self.max_seqs = llama_cpp.llama_n_seq_max(ctx)
+        self.max_batch_tokens = max_batch_tokens
+        self.num_threads = threads
+        self._batch = llama_cpp.llama_batch_init(max_batch_tokens, 0, max_seqs)
+        self._batch_len = 0
+
+    def batch_clear(self) -> None:
+        self._batch_len = 0
+
+    def batch_add(self, token_id: int, pos: int, seq_ids: list[int], want_logits: bool) -> int:
+        i = self._batch_len
+        if i >= self.max_batch_tokens:
+            raise DecodeError(f"batch is full ({self.max_batch_tokens} tokens)")
+        batch = self._batch
+        batch.token[i] = token_id
+        batch.pos[i] = pos
+        batch.n_seq_id[i] = len(seq_ids)
+        row = batch.seq_id[i]
+        for j, seq_id in enumerate(seq_ids):
+            row[j] = seq_id
+        batch.logits[i] = want_logits
+        self._batch_len = i + 1
+        return i
+
+    def decode(self) -> None:
+        self._batch.n_tokens = self._batch_len
+        status = llama_cpp.llama_decode(self._ctx, self._batch)
+        if status != 0:
+            raise DecodeError(f"llama_decode returned {status}", no_kv_space=status == 1)
+
+    def logits(self, batch_index: int) -> np.ndarray:
+        ptr = llama_cpp.llama_get_logits_ith(self._ctx, batch_index)
+        if not ptr:
+            raise DecodeError(f"no logits for batch index {batch_index}")
+        return np.ctypeslib.as_array(ptr, shape=(self.vocab_size,))
+
+    def seq_remove(self, seq_id: int, p0: int = -1, p1: int = -1) -> None:
+        llama_cpp.llama_memory_seq_rm(self._memory, seq_id, p0, p1)
+
+    def seq_copy(self, src: int, dst: int, p0: int = -1, p1: int = -1) -> None:
+        llama_cpp.llama_memory_seq_cp(self._memory, src, dst, p0, p1)
+
+    def close(self) -> None:
+        if getattr(self, "_ctx", None):
+            llama_cpp.llama_batch_free(self._batch)
+            llama_cpp.llama_free(self._ctx)
+            self._ctx = None
+        super().close()
+
+
+def quantize_gguf(src: str | Path, dst: str | Path, quant: str, num_threads: int | None = None) -> None:
+    """Quantize a GGUF file with llama.cpp's own quantizer (`llama_model_quantize`).
+
+    Args:
+        src: an F32/F16 GGUF.
+        dst: where to write the result.
+        quant: one of QUANT_TYPES (F32, F16, Q8_0, Q4_K_M).
+    """
+    if quant not in QUANT_TYPES:
+        raise ValueError(f"unknown quantization {quant!r}; choose one of {', '.join(QUANT_TYPES)}")
+    _ensure_backend()
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = QUANT_TYPES[quant]
+    params.nthread = num_threads or os.cpu_count() or 1
+    status = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+    if status != 0:
+        raise RuntimeError(f"llama.cpp failed to quantize {src} to {quant} (status {status})")

@@ -1,0 +1,83 @@
+"""Records that cross the API <-> service seam. Plain dataclasses: no HTTP, no pydantic."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from llamafoundry.engine.outputs import TokenLogprob
+from llamafoundry.engine.sampling_params import SamplingParams
+
+
+@dataclass
+class ChatMessage:
+    """One message, normalized: role is system|user|assistant|tool (developer is mapped to system by the API);
+    content is text (content parts already joined)."""
+
+    role: str
+    content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
+
+
+@dataclass
+class ChatRequest:
+    messages: list[ChatMessage]
+    params: SamplingParams = field(default_factory=SamplingParams)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass
+class ChatChoice:
+    """A finished choice. `finish_reason` is one of stop|length|content_filter|tool_calls."""
+
+    index: int
+    text: str
+    finish_reason: str
+    logprobs: list[TokenLogprob] | None = None
+
+
+@dataclass
+class ChatResult:
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+@dataclass
+class ChatDelta:
+    """New text of one choice; `finish_reason` is set on the choice's last delta."""
+
+    index: int
+    text: str
+    finish_reason: str | None = None
+    logprobs: list[TokenLogprob] | None = None
+
+
+@dataclass
+class ChatUpdate:
+    """One streaming update: the deltas that advanced, and token usage so far (final on the last update)."""
+
+    deltas: list[ChatDelta]
+    usage: Usage
+    finished: bool = False
+
+
+class ChatStream(Protocol):
+    """Streaming updates of one chat request. Call `abort()` when you stop reading early (client gone)."""
+
+    def __aiter__(self) -> AsyncIterator[ChatUpdate]: ...
+
+    def abort(self) -> None: ...
