@@ -1,0 +1,209 @@
+"""The asyncio face of the engine: one thread owns the model, asyncio queues carry results back.
+
+The event loop never blocks on the model: `add_request` only validates and hands the request to the
+engine thread; each engine step ends with at most one `call_soon_threadsafe` that delivers every output of
+that step to the per-request queues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable
+
+from llamafoundry.engine.client import ModelInfo
+from llamafoundry.engine.engine import LLMEngine
+from llamafoundry.engine.outputs import EngineUnavailableError, QueueFullError, RequestOutput
+from llamafoundry.engine.sampling_params import SamplingParams
+from llamafoundry.engine.sequence import Request
+from llamafoundry.model.base import ModelRunner
+
+log = logging.getLogger(__name__)
+
+_END = object()  # queued to a stream after abort, so a pending reader wakes up and stops
+
+
+class AsyncRequestStream:
+    """Outputs of one request; satisfies `engine.client.RequestStream`."""
+
+    def __init__(self, engine: AsyncEngine, request: Request, queue: asyncio.Queue[object]) -> None:
+        self._engine = engine
+        self._request = request
+        self._queue = queue
+        self._is_done = False
+
+    def __aiter__(self) -> AsyncIterator[RequestOutput]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[RequestOutput]:
+        try:
+            while not self._is_done:
+                item = await self._queue.get()
+                if item is _END:
+                    return
+                if isinstance(item, Exception):
+                    self._is_done = True
+                    raise item
+                assert isinstance(item, RequestOutput)
+                self._is_done = item.finished
+                yield item
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        if self._is_done:
+            return
+        self._is_done = True
+        self._engine._submit(("abort", self._request))
+        self._queue.put_nowait(_END)
+
+
+class AsyncEngine:
+    """EngineClient over LLMEngine.
+
+    Args:
+        load_runner: builds the ModelRunner (called on a worker thread by `start()`; loading takes seconds).
+        ctx_size: positions per sequence; the runner's KV cache must hold `max_seqs * ctx_size` cells.
+        max_queue: requests that may wait for a slot; beyond it `add_request` raises QueueFullError.
+        model_info: how to describe the model (chat template etc.), derived from the loaded runner.
+    """
+
+    def __init__(
+        self,
+        load_runner: Callable[[], ModelRunner],
+        ctx_size: int,
+        max_queue: int,
+        describe: Callable[[ModelRunner], ModelInfo],
+    ) -> None:
+        self._load_runner = load_runner
+        self._ctx_size = ctx_size
+        self._max_queue = max_queue
+        self._describe = describe
+        self._engine: LLMEngine | None = None
+        self._model_info: ModelInfo | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._cond = threading.Condition()
+        self._inbox: list[tuple[str, Request]] = []
+        self._outbox: list[tuple[asyncio.Queue[object], object]] = []
+        self._queues: dict[str, asyncio.Queue[object]] = {}
+        self._ids = itertools.count()
+        self._is_stopping = False
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        runner = await asyncio.to_thread(self._load_runner)
+        self._model_info = self._describe(runner)
+        self._engine = LLMEngine(runner, self._ctx_size, self._max_queue)
+        self._thread = threading.Thread(target=self._run, name="llamafoundry-engine", daemon=True)
+        self._thread.start()
+
+    async def stop(self) -> None:
+        """End every in-flight stream, stop the engine thread and free the model."""
+        with self._cond:
+            self._is_stopping = True
+            self._cond.notify()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+        for queue in self._queues.values():
+            queue.put_nowait(EngineUnavailableError("The server is shutting down; retry the request."))
+        self._queues.clear()
+        if self._engine is not None:
+            self._engine.runner.close()
+            self._engine = None
+
+    @property
+    def is_ready(self) -> bool:
+        return self._engine is not None and not self._is_stopping
+
+    @property
+    def model_info(self) -> ModelInfo:
+        if self._model_info is None:
+            raise EngineUnavailableError("The model is still loading; retry in a few seconds.")
+        return self._model_info
+
+    @property
+    def num_running(self) -> int:
+        return self._engine.num_running if self._engine else 0
+
+    @property
+    def num_waiting(self) -> int:
+        return (self._engine.num_waiting if self._engine else 0) + len(self._inbox)
+
+    # ---- EngineClient ----------------------------------------------------------------------------
+
+    def tokenize(self, text: str) -> list[int]:
+        engine = self._require_engine()
+        return engine.runner.tokenize(text, add_bos=False, parse_special=True)
+
+    async def add_request(self, prompt_token_ids: list[int], params: SamplingParams) -> AsyncRequestStream:
+        engine = self._require_engine()
+        if self.num_waiting >= self._max_queue:
+            raise QueueFullError(
+                f"The server is busy: {self.num_waiting} requests are already waiting. Retry shortly.",
+            )
+        request_id = f"req-{next(self._ids)}"
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        request = engine.make_request(request_id, prompt_token_ids, params, self._emitter(request_id, queue))
+        self._queues[request_id] = queue
+        self._submit(("add", request))
+        return AsyncRequestStream(self, request, queue)
+
+    def _require_engine(self) -> LLMEngine:
+        if self._engine is None or self._is_stopping:
+            raise EngineUnavailableError("The model is not ready (loading or shutting down); retry shortly.")
+        return self._engine
+
+    # ---- the engine thread -----------------------------------------------------------------------
+
+    def _submit(self, command: tuple[str, Request]) -> None:
+        with self._cond:
+            self._inbox.append(command)
+            self._cond.notify()
+
+    def _emitter(self, request_id: str, queue: asyncio.Queue[object]) -> Callable[[object], None]:
+        def emit(item: object) -> None:  # runs on the engine thread
+            self._outbox.append((queue, item))
+            if not isinstance(item, RequestOutput) or item.finished:
+                self._queues.pop(request_id, None)
+
+        return emit
+
+    def _run(self) -> None:
+        engine = self._engine
+        assert engine is not None
+        while True:
+            with self._cond:
+                while not self._inbox and not engine.has_work and not self._is_stopping:
+                    self._cond.wait()
+                if self._is_stopping:
+                    return
+                commands, self._inbox = self._inbox, []
+            for kind, request in commands:
+                if kind == "add":
+                    engine.add_request(request)
+                elif not request.is_aborted:
+                    engine.abort(request)
+                    self._queues.pop(request.request_id, None)
+            try:
+                engine.step()
+            except Exception:  # a bug must not kill the thread silently: fail what is running, keep serving
+                log.exception("engine step failed")
+                engine.fail_all("The engine hit an internal error; retry the request.")
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._outbox:
+            return
+        batch, self._outbox = self._outbox, []
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(_deliver, batch)
+
+
+def _deliver(batch: list[tuple[asyncio.Queue[object], object]]) -> None:
+    for queue, item in batch:
+        queue.put_nowait(item)

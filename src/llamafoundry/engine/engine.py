@@ -1,0 +1,366 @@
+"""The synchronous engine: one `step()` = schedule, run one llama_batch, sample and emit.
+
+Only the engine thread calls into this class (see async_engine.py for the thread and the asyncio side).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+
+import numpy as np
+
+from llamafoundry.engine.beam_search import best_candidates, remap_seq_ids
+from llamafoundry.engine.detokenizer import IncrementalDetokenizer
+from llamafoundry.engine.outputs import (
+    ChoiceDelta,
+    EngineError,
+    FinishReason,
+    PromptTooLongError,
+    RequestOutput,
+    RequestTooLargeError,
+    TokenLogprob,
+    TopLogprob,
+)
+from llamafoundry.engine.sampler import TokenSampler, token_logprob
+from llamafoundry.engine.sampling_params import SamplingParams
+from llamafoundry.engine.scheduler import Scheduler, StepPlan
+from llamafoundry.engine.sequence import Request, RequestStatus, Sequence
+from llamafoundry.model.base import DecodeError, ModelRunner
+
+
+class LLMEngine:
+    """Continuous batching over one ModelRunner.
+
+    Args:
+        runner: the loaded model; its KV cache must hold `runner.max_seqs * ctx_size` cells.
+        ctx_size: positions one sequence may use (prompt + completion).
+        max_queue: requests that may wait for a slot before `add_request` refuses more.
+    """
+
+    def __init__(self, runner: ModelRunner, ctx_size: int, max_queue: int) -> None:
+        self.runner = runner
+        self.ctx_size = ctx_size
+        self.scheduler = Scheduler(runner.max_seqs, runner.max_batch_tokens, max_queue)
+        self._pieces: dict[tuple[int, bool], bytes] = {}
+
+    # ---- admission -------------------------------------------------------------------------------
+
+    def check_request(self, prompt_ids: list[int], params: SamplingParams) -> int:
+        """Raise if the request can never run here; return its completion budget in tokens."""
+        if not prompt_ids:
+            raise EngineError("The prompt is empty.", param="messages")
+        num_prompt = len(prompt_ids)
+        if num_prompt >= self.ctx_size:
+            raise PromptTooLongError(
+                f"The prompt has {num_prompt} tokens, but this model's context holds {self.ctx_size} tokens per "
+                "request (prompt plus completion). Shorten the messages or start the server with a larger --ctx-size.",
+                param="messages",
+            )
+        room = self.ctx_size - num_prompt
+        if params.max_tokens is not None and params.max_tokens > room:
+            raise PromptTooLongError(
+                f"This model's context holds {self.ctx_size} tokens per request, but {num_prompt + params.max_tokens} "
+                f"were requested ({num_prompt} in the messages, {params.max_tokens} in the completion). "
+                "Lower max_tokens or shorten the messages.",
+                param="max_tokens",
+            )
+        if params.num_candidates > self.runner.max_seqs:
+            param = "best_of" if params.best_of is not None else "n"
+            raise RequestTooLargeError(
+                f"{param}={params.num_candidates} needs {params.num_candidates} parallel sequences, but this server "
+                f"runs {self.runner.max_seqs}. Lower {param} or start the server with --parallel "
+                f"{params.num_candidates} or more.",
+                param=param,
+            )
+        if any(t >= self.runner.vocab_size for t in params.stop_token_ids):
+            raise EngineError(
+                f"stop_token_ids must be below the vocabulary size ({self.runner.vocab_size}).", param="stop_token_ids"
+            )
+        return params.max_tokens if params.max_tokens is not None else room
+
+    def make_request(
+        self, request_id: str, prompt_ids: list[int], params: SamplingParams, emit: Callable[[object], None]
+    ) -> Request:
+        max_new = self.check_request(prompt_ids, params)
+        seed = params.seed if params.seed is not None else secrets.randbits(63)
+        return Request(request_id, list(prompt_ids), params, max_new, seed, emit)
+
+    def add_request(self, request: Request) -> None:
+        self.scheduler.add(request)
+
+    def abort(self, request: Request) -> None:
+        """Stop a request now and free its sequences; emits nothing (its reader is gone)."""
+        request.is_aborted = True
+        self._release(request)
+
+    @property
+    def has_work(self) -> bool:
+        return self.scheduler.has_work
+
+    @property
+    def num_running(self) -> int:
+        return len(self.scheduler.running)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.scheduler.waiting)
+
+    # ---- one step --------------------------------------------------------------------------------
+
+    def step(self) -> None:
+        for request, slots in self.scheduler.admit():
+            self._allocate(request, slots)
+        plan = self.scheduler.plan()
+        if plan.is_empty:
+            return
+        rows = self._fill_batch(plan)
+        try:
+            self.runner.decode()
+        except DecodeError as exc:
+            self._fail(plan, EngineError(f"The model failed to process the batch ({exc}). Retry the request."))
+            return
+        self._postprocess(plan, rows)
+
+    def _allocate(self, request: Request, slots: list[int]) -> None:
+        """Create the sequences of an admitted request on its slots."""
+        params = request.params
+        if params.use_beam_search:
+            # One beam is born from the prompt; the other slots wait for its forks.
+            request.sequences.append(Sequence(0, slots[0], None, IncrementalDetokenizer(params.stop)))
+            request.spare_seq_ids = slots[1:]
+            return
+        banned = self.runner.eog_token_ids if params.ignore_eos else ()
+        for index, seq_id in enumerate(slots):
+            sampler = TokenSampler(params, request.seed + index, banned)
+            request.sequences.append(Sequence(index, seq_id, sampler, IncrementalDetokenizer(params.stop)))
+
+    def _fill_batch(self, plan: StepPlan) -> dict[int, int]:
+        """Queue this step's tokens in the runner's batch. Returns {id(sequence or request): batch index}."""
+        runner = self.runner
+        runner.batch_clear()
+        rows: dict[int, int] = {}
+        for request in plan.decoding:
+            base = request.num_prompt_tokens - 1
+            for seq in request.live_sequences:
+                pos = base + len(seq.output_ids)
+                rows[id(seq)] = runner.batch_add(seq.output_ids[-1], pos, [seq.seq_id], True)
+        for chunk in plan.prefill:
+            request = chunk.request
+            seq_ids = [request.sequences[0].seq_id]
+            last = request.num_prompt_tokens - 1
+            for pos in range(chunk.start, chunk.end):
+                index = runner.batch_add(request.prompt_ids[pos], pos, seq_ids, pos == last)
+            request.num_computed = chunk.end
+            if chunk.is_last:
+                rows[id(request)] = index
+        return rows
+
+    def _postprocess(self, plan: StepPlan, rows: dict[int, int]) -> None:
+        for request in plan.decoding:
+            if request.params.use_beam_search:
+                self._beam_step(request, [self.runner.logits(rows[id(s)]) for s in request.live_sequences])
+            else:
+                for seq in request.live_sequences:
+                    self._sample(request, seq, self.runner.logits(rows[id(seq)]))
+            self._publish(request)
+        for chunk in plan.prefill:
+            if chunk.is_last:
+                self._start_decoding(chunk.request, self.runner.logits(rows[id(chunk.request)]))
+                self._publish(chunk.request)
+
+    def _start_decoding(self, request: Request, logits: np.ndarray) -> None:
+        """The prompt is in the cache of the first sequence: fork it to the others and sample their first token."""
+        request.status = RequestStatus.DECODING
+        if request.params.use_beam_search:
+            self._beam_step(request, [logits])
+            return
+        first = request.sequences[0].seq_id
+        for seq in request.sequences[1:]:
+            self.runner.seq_copy(first, seq.seq_id)
+        for seq in request.sequences:
+            self._sample(request, seq, logits)
+
+    # ---- sampling and stopping -------------------------------------------------------------------
+
+    def _piece(self, token_id: int, special: bool) -> bytes:
+        key = (token_id, special)
+        piece = self._pieces.get(key)
+        if piece is None:
+            piece = self._pieces[key] = self.runner.token_bytes(token_id, special)
+        return piece
+
+    def _sample(self, request: Request, seq: Sequence, logits: np.ndarray) -> None:
+        params = request.params
+        assert seq.sampler is not None
+        token = seq.sampler.sample(logits)
+        seq.sampler.accept(token)
+        if params.logprobs or params.num_candidates > params.n:
+            self._record_logprob(seq, logits, token, params)
+        seq.output_ids.append(token)
+        seq.pending_token_ids.append(token)
+        self._check_stop(request, seq, token)
+
+    def _record_logprob(self, seq: Sequence, logits: np.ndarray, token: int, params: SamplingParams) -> None:
+        logprob, top = token_logprob(logits, token, params.top_logprobs if params.logprobs else 0)
+        seq.sum_logprob += logprob
+        if params.logprobs:
+            seq.pending_logprobs.append(self._token_logprob(token, logprob, top))
+
+    def _token_logprob(self, token: int, logprob: float, top: list[tuple[int, float]]) -> TokenLogprob:
+        raw = self._piece(token, True)
+        tops = []
+        for top_id, top_logprob in top:
+            top_raw = self._piece(top_id, True)
+            tops.append(TopLogprob(top_raw.decode("utf-8", errors="replace"), top_logprob, list(top_raw)))
+        return TokenLogprob(raw.decode("utf-8", errors="replace"), logprob, list(raw), tops)
+
+    def _check_stop(self, request: Request, seq: Sequence, token: int) -> None:
+        params = request.params
+        if token in params.stop_token_ids or (token in self.runner.eog_token_ids and not params.ignore_eos):
+            self._finish_sequence(request, seq, FinishReason.STOP)
+            return
+        seq.pending_text += seq.detokenizer.push(self._piece(token, not params.skip_special_tokens))
+        if seq.detokenizer.stopped:
+            self._finish_sequence(request, seq, FinishReason.STOP)
+        elif len(seq.output_ids) >= request.max_new_tokens:
+            self._finish_sequence(request, seq, FinishReason.LENGTH)
+
+    def _finish_sequence(self, request: Request, seq: Sequence, reason: FinishReason) -> None:
+        if not seq.detokenizer.stopped:
+            seq.pending_text += seq.detokenizer.finish()
+        seq.finish_reason = reason
+        if seq.seq_id >= 0:
+            self.runner.seq_remove(seq.seq_id)
+            self.scheduler.release_slot(seq.seq_id)
+            seq.seq_id = -1
+
+    # ---- beam search -----------------------------------------------------------------------------
+
+    def _beam_step(self, request: Request, logits: list[np.ndarray]) -> None:
+        """Extend the live beams by one token; set finished hypotheses aside; finish when done."""
+        params, width = request.params, request.num_slots_needed
+        beams = request.live_sequences
+        candidates = best_candidates([b.sum_logprob for b in beams], logits, width)
+        keep = []
+        for cand in candidates:
+            ends = cand.token_id in params.stop_token_ids or (
+                cand.token_id in self.runner.eog_token_ids and not params.ignore_eos
+            )
+            if ends and len(request.finished_beams) < width:
+                request.finished_beams.append(self._grow_beam(beams[cand.parent], cand.token_id, cand.score, -1))
+            elif not ends and len(keep) < width:
+                keep.append(cand)
+        seq_ids = remap_seq_ids(
+            [b.seq_id for b in beams], request.spare_seq_ids, [c.parent for c in keep], self._replace_seq
+        )
+        new_beams = [self._grow_beam(beams[c.parent], c.token_id, c.score, sid) for c, sid in zip(keep, seq_ids)]
+        request.spare_seq_ids = [sid for sid in [b.seq_id for b in beams] + request.spare_seq_ids if sid not in seq_ids]
+        for sid in request.spare_seq_ids:
+            self.runner.seq_remove(sid)
+        request.sequences = new_beams
+        at_limit = not new_beams or len(new_beams[0].output_ids) >= request.max_new_tokens
+        if len(request.finished_beams) >= width or at_limit:
+            self._finish_beams(request)
+
+    def _replace_seq(self, src: int, dst: int) -> None:
+        self.runner.seq_remove(dst)
+        self.runner.seq_copy(src, dst)
+
+    @staticmethod
+    def _grow_beam(parent: Sequence, token: int, score: float, seq_id: int) -> Sequence:
+        # Beams share the parent's (unused) detokenizer: their text is rebuilt once, in _beam_choice.
+        return Sequence(parent.index, seq_id, None, parent.detokenizer, parent.output_ids + [token], score)
+
+    def _finish_beams(self, request: Request) -> None:
+        """Rank hypotheses by mean token logprob and turn the n best into the request's choices."""
+        params = request.params
+        pool = request.finished_beams + request.sequences
+        pool.sort(key=lambda b: b.mean_logprob, reverse=True)
+        choices = []
+        for index, beam in enumerate(pool[: params.n]):
+            ended = beam in request.finished_beams
+            choices.append(self._beam_choice(request, beam, index, ended))
+        for sid in [b.seq_id for b in request.sequences if b.seq_id >= 0] + request.spare_seq_ids:
+            self.runner.seq_remove(sid)
+            self.scheduler.release_slot(sid)
+        request.spare_seq_ids = []
+        request.finished_beams = []
+        request.sequences = choices
+
+    def _beam_choice(self, request: Request, beam: Sequence, index: int, ended: bool) -> Sequence:
+        params = request.params
+        detok = IncrementalDetokenizer(params.stop)
+        body = beam.output_ids[:-1] if ended else beam.output_ids
+        text = "".join(detok.push(self._piece(t, not params.skip_special_tokens)) for t in body)
+        reason = FinishReason.STOP if ended or detok.stopped else FinishReason.LENGTH
+        if not detok.stopped:
+            text += detok.finish()
+        choice = Sequence(index, -1, None, detok, beam.output_ids, beam.sum_logprob, reason)
+        choice.pending_text = text
+        choice.pending_token_ids = list(beam.output_ids)
+        return choice
+
+    # ---- output ----------------------------------------------------------------------------------
+
+    def _publish(self, request: Request) -> None:
+        """Emit what advanced; when every sequence is done, finish the request and drop it."""
+        finished = not request.live_sequences and not request.finished_beams
+        if request.params.needs_all_before_output and not finished:
+            return
+        sequences = request.sequences
+        if finished and request.params.num_candidates > request.params.n and not request.params.use_beam_search:
+            sequences = self._best_of(request)
+        deltas = [self._take_delta(seq, index) for index, seq in enumerate(sequences) if self._has_news(seq)]
+        output = RequestOutput(
+            request.request_id, deltas, request.num_prompt_tokens, request.num_completion_tokens, finished
+        )
+        if finished:
+            request.status = RequestStatus.FINISHED
+            self.scheduler.remove(request)
+        if deltas or finished:
+            request.emit(output)
+
+    def _best_of(self, request: Request) -> list[Sequence]:
+        ranked = sorted(request.sequences, key=lambda s: s.mean_logprob, reverse=True)
+        return ranked[: request.params.n]
+
+    @staticmethod
+    def _has_news(seq: Sequence) -> bool:
+        return bool(seq.pending_text or seq.pending_token_ids or (seq.is_finished and not seq.reported))
+
+    @staticmethod
+    def _take_delta(seq: Sequence, index: int) -> ChoiceDelta:
+        delta = ChoiceDelta(
+            index=index,
+            text=seq.pending_text,
+            token_ids=seq.pending_token_ids,
+            logprobs=seq.pending_logprobs or None,
+            finish_reason=seq.finish_reason,
+        )
+        seq.pending_text, seq.pending_token_ids, seq.pending_logprobs = "", [], []
+        seq.reported = seq.finish_reason is not None
+        return delta
+
+    # ---- failure and release ---------------------------------------------------------------------
+
+    def fail_all(self, message: str) -> None:
+        """Fail every running and waiting request (after an unexpected error) so no reader hangs."""
+        for request in list(self.scheduler.running) + list(self.scheduler.waiting):
+            self._release(request)
+            request.emit(EngineError(message))
+
+    def _fail(self, plan: StepPlan, error: EngineError) -> None:
+        for request in plan.decoding + [chunk.request for chunk in plan.prefill]:
+            self._release(request)
+            request.emit(error)
+
+    def _release(self, request: Request) -> None:
+        for seq_id in request.seq_ids:
+            self.runner.seq_remove(seq_id)
+            self.scheduler.release_slot(seq_id)
+        for seq in request.sequences:
+            seq.seq_id = -1
+        request.spare_seq_ids = []
+        request.status = RequestStatus.FINISHED
+        self.scheduler.remove(request)

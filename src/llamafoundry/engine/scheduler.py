@@ -1,0 +1,107 @@
+"""Which requests run and what each step's batch holds. Pure bookkeeping: no model, no numpy.
+
+Memory is guaranteed by construction: the KV cache has `max_seqs * ctx_size` cells and every sequence is
+capped at `ctx_size` positions (its prompt cells are shared with its forks), so a request that holds
+sequence slots can always grow to its limit. Admission therefore only needs free slots.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from llamafoundry.engine.sequence import Request, RequestStatus
+
+
+@dataclass
+class PrefillChunk:
+    request: Request
+    start: int  # first prompt position of the chunk
+    end: int  # one past the last
+
+    @property
+    def is_last(self) -> bool:
+        return self.end == self.request.num_prompt_tokens
+
+
+@dataclass
+class StepPlan:
+    """One decode step: a token for every live sequence of the decoding requests, then prompt chunks."""
+
+    decoding: list[Request] = field(default_factory=list)
+    prefill: list[PrefillChunk] = field(default_factory=list)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.decoding and not self.prefill
+
+
+class Scheduler:
+    """FIFO admission into sequence slots; decode first, then prefill chunks within the token budget.
+
+    Running decodes always get their token in every step, so a long prompt arriving never stalls the
+    streams already running (chunked prefill); it only shares the step's remaining token budget.
+    """
+
+    def __init__(self, max_seqs: int, max_batch_tokens: int, max_queue: int) -> None:
+        self.max_batch_tokens = max_batch_tokens
+        self.max_queue = max_queue
+        self.waiting: deque[Request] = deque()
+        self.running: list[Request] = []
+        self._free_slots: list[int] = list(range(max_seqs - 1, -1, -1))  # pop() hands out slot 0 first
+
+    @property
+    def num_free_slots(self) -> int:
+        return len(self._free_slots)
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def is_queue_full(self) -> bool:
+        return len(self.waiting) >= self.max_queue
+
+    def add(self, request: Request) -> None:
+        self.waiting.append(request)
+
+    def take_slot(self) -> int:
+        return self._free_slots.pop()
+
+    def release_slot(self, seq_id: int) -> None:
+        self._free_slots.append(seq_id)
+
+    def admit(self) -> list[tuple[Request, list[int]]]:
+        """Move waiting requests, oldest first, into PREFILL while their slots fit.
+
+        Returns each admitted request with the sequence slots taken for it (all it will ever need).
+        """
+        admitted = []
+        while self.waiting and self.waiting[0].num_slots_needed <= self.num_free_slots:
+            request = self.waiting.popleft()
+            request.status = RequestStatus.PREFILL
+            self.running.append(request)
+            admitted.append((request, [self.take_slot() for _ in range(request.num_slots_needed)]))
+        return admitted
+
+    def plan(self) -> StepPlan:
+        plan = StepPlan()
+        budget = self.max_batch_tokens
+        for request in self.running:
+            if request.status is RequestStatus.DECODING:
+                plan.decoding.append(request)
+                budget -= len(request.live_sequences)
+        for request in self.running:
+            if request.status is not RequestStatus.PREFILL or budget <= 0:
+                continue
+            start = request.num_computed
+            end = min(request.num_prompt_tokens, start + budget)
+            plan.prefill.append(PrefillChunk(request, start, end))
+            budget -= end - start
+        return plan
+
+    def remove(self, request: Request) -> None:
+        """Drop a finished or aborted request from the queues (slots are released by the engine)."""
+        if request in self.running:
+            self.running.remove(request)
+        elif request in self.waiting:
+            self.waiting.remove(request)

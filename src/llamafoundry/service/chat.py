@@ -1,0 +1,128 @@
+"""The chat use case: messages -> prompt tokens -> engine -> choices or streaming updates."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from llamafoundry.engine.client import EngineClient, RequestStream
+from llamafoundry.engine.outputs import ChoiceDelta, EngineUnavailableError, RequestOutput, TokenLogprob
+from llamafoundry.service.chat_format import ChatFormatter
+from llamafoundry.service.types import ChatChoice, ChatDelta, ChatRequest, ChatResult, ChatUpdate, Usage
+
+
+class ManagedEngine(EngineClient, Protocol):
+    """An EngineClient with a lifecycle (the local AsyncEngine; a remote backend later)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class ChatService:
+    """Turns chat requests into engine requests for one model.
+
+    Args:
+        engine: the model's engine; started by `start()`.
+        model_name: reported by /info and in every response's `model`.
+        model_provider: reported by /info.
+        max_context: tokens one request may use (prompt + completion).
+    """
+
+    def __init__(self, engine: ManagedEngine, model_name: str, model_provider: str, max_context: int) -> None:
+        self.engine = engine
+        self.model_name = model_name
+        self.model_provider = model_provider
+        self.max_context = max_context
+        self._formatter: ChatFormatter | None = None
+
+    @property
+    def is_ready(self) -> bool:
+        return self._formatter is not None and self.engine.is_ready
+
+    async def start(self) -> None:
+        await self.engine.start()
+        info = self.engine.model_info
+        self._formatter = ChatFormatter(info.chat_template, bos_token=info.bos_token, eos_token=info.eos_token)
+
+    async def stop(self) -> None:
+        await self.engine.stop()
+
+    def prompt_ids(self, request: ChatRequest) -> list[int]:
+        """Render the messages with the model's chat template and tokenize them."""
+        if self._formatter is None:
+            raise EngineUnavailableError("The model is still loading; retry in a few seconds.")
+        text = self._formatter.render(request.messages, tools=request.tools)
+        return self.engine.tokenize(text)
+
+    def count_tokens(self, request: ChatRequest) -> int:
+        return len(self.prompt_ids(request))
+
+    async def complete(self, request: ChatRequest) -> ChatResult:
+        stream = await self.engine.add_request(self.prompt_ids(request), request.params)
+        choices: dict[int, _ChoiceBuilder] = {}
+        last: RequestOutput | None = None
+        try:
+            async for output in stream:
+                last = output
+                for delta in output.deltas:
+                    choices.setdefault(delta.index, _ChoiceBuilder(delta.index)).add(delta)
+        finally:
+            stream.abort()
+        assert last is not None and last.finished
+        return ChatResult(
+            choices=[choices[i].build() for i in sorted(choices)],
+            usage=Usage(last.num_prompt_tokens, last.num_completion_tokens),
+        )
+
+    async def stream(self, request: ChatRequest) -> ChatStreamHandle:
+        """Submit the request now (errors are raised here, before any output) and return its updates."""
+        stream = await self.engine.add_request(self.prompt_ids(request), request.params)
+        return ChatStreamHandle(stream)
+
+
+class ChatStreamHandle:
+    """Satisfies `service.types.ChatStream`."""
+
+    def __init__(self, stream: RequestStream) -> None:
+        self._stream = stream
+
+    def __aiter__(self) -> AsyncIterator[ChatUpdate]:
+        return self._updates()
+
+    async def _updates(self) -> AsyncIterator[ChatUpdate]:
+        try:
+            async for output in self._stream:
+                yield ChatUpdate(
+                    deltas=[_chat_delta(d) for d in output.deltas],
+                    usage=Usage(output.num_prompt_tokens, output.num_completion_tokens),
+                    finished=output.finished,
+                )
+        finally:
+            self._stream.abort()
+
+    def abort(self) -> None:
+        self._stream.abort()
+
+
+def _chat_delta(delta: ChoiceDelta) -> ChatDelta:
+    reason = delta.finish_reason.value if delta.finish_reason is not None else None
+    return ChatDelta(index=delta.index, text=delta.text, finish_reason=reason, logprobs=delta.logprobs)
+
+
+class _ChoiceBuilder:
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.parts: list[str] = []
+        self.logprobs: list[TokenLogprob] | None = None
+        self.finish_reason: str | None = None
+
+    def add(self, delta: ChoiceDelta) -> None:
+        self.parts.append(delta.text)
+        if delta.logprobs:
+            self.logprobs = (self.logprobs or []) + delta.logprobs
+        if delta.finish_reason is not None:
+            self.finish_reason = delta.finish_reason.value
+
+    def build(self) -> ChatChoice:
+        return ChatChoice(self.index, "".join(self.parts), self.finish_reason or "stop", self.logprobs)
