@@ -1,0 +1,98 @@
+"""`llamafoundry serve`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from llamafoundry.commands.common import console
+from llamafoundry.config import EngineSettings, ServeSettings, default_home, generate_api_key
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    _add_serve(commands)
+
+
+def _add_serve(commands: argparse._SubParsersAction) -> None:
+    serve = commands.add_parser("serve", help="serve a model behind the Azure AI Model Inference API")
+    serve.add_argument("--model", type=Path, help="GGUF file to serve (default: the embedded default model)")
+    serve.add_argument("--name", help="model name reported by /info and in responses (default: from the file)")
+    serve.add_argument("--provider", default=None, help="model_provider_name in /info (default: Meta)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--api-key", help="key clients must send (default: a generated 32-character key)")
+    serve.add_argument("--ctx-size", type=int, default=4096, help="context of one request, prompt + completion")
+    serve.add_argument("--parallel", type=int, default=4, help="sequences decoded together (KV cache slots)")
+    serve.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    serve.add_argument("--batch-size", type=int, default=512, help="most tokens per engine step")
+    serve.add_argument("--max-queue", type=int, default=64, help="requests that may wait for a slot")
+    serve.add_argument("--data-dir", type=Path, default=None, help="data directory (default: ~/.llamafoundry)")
+    serve.set_defaults(handler=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from llamafoundry.api.app import create_app
+    from llamafoundry.engine.factory import build_local_engine
+    from llamafoundry.service.chat import ChatService
+
+    home = args.data_dir or default_home()
+    model_path, default_name, default_provider = _resolve_model(args.model, home)
+    settings = ServeSettings(
+        engine=EngineSettings(
+            model_path=model_path,
+            ctx_size=args.ctx_size,
+            parallel=args.parallel,
+            threads=args.threads,
+            batch_size=args.batch_size,
+            max_queue=args.max_queue,
+        ),
+        model_name=args.name or default_name,
+        model_provider=args.provider or default_provider,
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key or generate_api_key(),
+    )
+    engine = build_local_engine(settings.engine, settings.model_name, settings.model_provider)
+    service = ChatService(engine, settings.model_name, settings.model_provider, settings.engine.ctx_size)
+    _print_banner(settings, generated_key=args.api_key is None)
+    uvicorn.run(
+        create_app(service, settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def _resolve_model(model: Path | None, home: Path) -> tuple[Path, str, str]:
+    """The GGUF to serve, its default name and provider: --model, else the embedded default model."""
+    if model is not None:
+        if not model.is_file():
+            raise FileNotFoundError(f"--model {model}: no such file. Pass the path of a .gguf file.")
+        return model, model.stem, "Meta"
+    from llamafoundry.model.gguf_builder import default_model_path, ensure_default_model
+
+    if not default_model_path(home).is_file():
+        console.print(f"Building the embedded default model in {default_model_path(home)} (first start only)...")
+    return ensure_default_model(home), "llamafoundry-tiny", "llamafoundry"
+
+
+def _print_banner(settings: ServeSettings, generated_key: bool) -> None:
+    url = f"http://{settings.host}:{settings.port}"
+    key_note = " (generated; pass --api-key to choose one)" if generated_key else ""
+    console.print(f"[bold]llamafoundry[/bold] serving [cyan]{settings.model_name}[/cyan] at {url}")
+    console.print(f"API key{key_note}: [green]{settings.api_key}[/green]")
+    console.print(
+        "Try it:\n"
+        "  from azure.ai.inference import ChatCompletionsClient\n"
+        "  from azure.ai.inference.models import UserMessage\n"
+        "  from azure.core.credentials import AzureKeyCredential\n"
+        f'  client = ChatCompletionsClient("{url}", AzureKeyCredential("{settings.api_key}"))\n'
+        '  print(client.complete(messages=[UserMessage("Hi!")]).choices[0].message.content)',
+        highlight=False,
+    )
+
+
