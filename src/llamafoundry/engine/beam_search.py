@@ -28,7 +28,7 @@ def best_candidates(
     candidates: list[BeamCandidate] = []
     for parent, (score, logits) in enumerate(zip(beam_scores, beam_logits, strict=True)):
         ids, logprobs = top_k_logprobs(logits, 2 * width)
-        candidates.extend(BeamCandidate(parent, int(t), score + float(lp)) for t, lp in zip(ids, logprobs))
+        candidates.extend(BeamCandidate(parent, int(t), score + float(lp)) for t, lp in zip(ids, logprobs, strict=True))
     candidates.sort(key=lambda c: c.score, reverse=True)
     return candidates[: 2 * width]
 

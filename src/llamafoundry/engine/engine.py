@@ -254,7 +254,9 @@ class LLMEngine:
         seq_ids = remap_seq_ids(
             [b.seq_id for b in beams], request.spare_seq_ids, [c.parent for c in keep], self._replace_seq
         )
-        new_beams = [self._grow_beam(beams[c.parent], c.token_id, c.score, sid) for c, sid in zip(keep, seq_ids)]
+        new_beams = [
+            self._grow_beam(beams[c.parent], c.token_id, c.score, sid) for c, sid in zip(keep, seq_ids, strict=True)
+        ]
         request.spare_seq_ids = [sid for sid in [b.seq_id for b in beams] + request.spare_seq_ids if sid not in seq_ids]
         for sid in request.spare_seq_ids:
             self.runner.seq_remove(sid)

@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass, field
 
 
-class FinishReason(str, enum.Enum):
+class FinishReason(enum.StrEnum):
     """Why a choice stopped. Values are the API's `finish_reason` strings."""
 
     STOP = "stop"

@@ -65,7 +65,8 @@ class LlamaCppVocab:
         self._model = model
         self._vocab = llama_cpp.llama_model_get_vocab(model)
         self.vocab_size = llama_cpp.llama_vocab_n_tokens(self._vocab)
-        self.eog_token_ids = frozenset(t for t in range(self.vocab_size) if llama_cpp.llama_vocab_is_eog(self._vocab, t))
+        is_eog = llama_cpp.llama_vocab_is_eog
+        self.eog_token_ids = frozenset(t for t in range(self.vocab_size) if is_eog(self._vocab, t))
         self._piece_buf = ctypes.create_string_buffer(256)
 
     @property
