@@ -1,0 +1,129 @@
+"""The ASGI application: routes, error handlers, request context, and the model's lifecycle.
+
+uvicorn accepts connections only once lifespan startup returns, so the model is loaded in a background task:
+`/health` answers 503 while it loads (and again while the server drains), and chat requests get 503 with
+`Retry-After` until it is ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from llamafoundry.api.auth import AuthError
+from llamafoundry.api.errors import ApiError, json_response, not_found, unauthorized_response
+from llamafoundry.api.inference import inference_router
+from llamafoundry.api.middleware import RequestContextMiddleware
+from llamafoundry.config import ServeSettings
+
+if TYPE_CHECKING:
+    from llamafoundry.service.chat import ChatService
+
+logger = logging.getLogger(__name__)
+
+
+class ModelLifecycle:
+    """Starts the service in the background and stops it on shutdown; tells /health where it stands."""
+
+    def __init__(self, service: ChatService) -> None:
+        self.service = service
+        self.start_task: asyncio.Task[None] | None = None
+        self.load_error: BaseException | None = None
+        self.is_draining = False
+
+    def begin_start(self) -> None:
+        self.start_task = asyncio.create_task(self._start())
+
+    async def _start(self) -> None:
+        try:
+            await self.service.start()
+            logger.info("model %s is ready", self.service.model_name)
+        except Exception as exc:
+            self.load_error = exc
+            logger.exception("the model failed to load; the server will answer 503 until restarted")
+
+    async def shutdown(self) -> None:
+        self.is_draining = True
+        if self.start_task is not None and not self.start_task.done():
+            await self.start_task  # a half-loaded model cannot be stopped cleanly: let the load finish
+        try:
+            await self.service.stop()
+        except Exception:
+            logger.exception("stopping the model failed")
+
+    def health(self) -> Response:
+        if self.service.is_ready and not self.is_draining:
+            return json_response({"status": "ready", "model": self.service.model_name})
+        if self.load_error is not None:
+            message = "The model failed to load; see the server log, fix the cause and restart the server."
+            return ApiError(503, "model_load_failed", message).response()
+        if self.is_draining:
+            return ApiError(503, "ServiceUnavailable", "The server is shutting down.", retry_after=5).response()
+        return ApiError(
+            503, "ServiceUnavailable", "The model is loading; retry in a few seconds.", retry_after=5
+        ).response()
+
+
+def create_app(service: ChatService, settings: ServeSettings) -> FastAPI:
+    """The Azure AI Model Inference API for one model.
+
+    Args:
+        service: the chat service; started in the background at startup, stopped (drained) at shutdown.
+        settings: the API key and the deployment name (`/deployments/<name>` routes).
+    """
+    lifecycle = ModelLifecycle(service)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        lifecycle.begin_start()
+        try:
+            yield
+        finally:
+            await lifecycle.shutdown()
+
+    app = FastAPI(title="llamafoundry", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.lifecycle = lifecycle
+    app.add_middleware(RequestContextMiddleware)
+    _add_error_handlers(app)
+
+    async def health(request: Request) -> Response:
+        return lifecycle.health()
+
+    app.add_api_route("/health", health, methods=["GET"], include_in_schema=False)
+    app.include_router(inference_router(service, settings))
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    async def api_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        return exc.response()
+
+    async def auth_error(request: Request, exc: Exception) -> Response:
+        return unauthorized_response()
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 404:
+            return not_found(f"Resource not found: {request.url.path}.").response()
+        if exc.status_code == 405:
+            allowed = (exc.headers or {}).get("Allow", "")
+            message = f"Method {request.method} is not allowed on {request.url.path}; use {allowed}."
+            return ApiError(405, "MethodNotAllowed", message, headers={"Allow": allowed}).response()
+        return ApiError(exc.status_code, "HttpError", str(exc.detail)).response()
+
+    async def request_validation_error(request: Request, exc: Exception) -> Response:
+        return ApiError(400, "invalid_request", "The request is not valid.").response()
+
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(AuthError, auth_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, request_validation_error)

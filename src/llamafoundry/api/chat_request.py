@@ -1,0 +1,249 @@
+"""A chat request body -> a validated `ChatRequest`: JSON, the `extra-parameters` header, field validation,
+what this text-only Llama model cannot do, and the cross-field rules of the Llama extras.
+
+Every failure is an `ApiError` (400, 415 or 422) that names the field at fault.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from llamafoundry.api.errors import ApiError, invalid, not_supported
+from llamafoundry.api.schemas import (
+    LLAMA_EXTRA_PARAMETERS,
+    OPENAI_ROUTE_PARAMETERS,
+    SPEC_PARAMETERS,
+    ChatCompletionsOptions,
+    Content,
+    LlamaExtras,
+    Message,
+    NamedToolChoice,
+    TextPart,
+)
+from llamafoundry.api.validation import validation_error
+from llamafoundry.engine.sampling_params import InvalidSamplingParams, SamplingParams
+from llamafoundry.service.types import ChatMessage, ChatRequest
+
+logger = logging.getLogger(__name__)
+
+EXTRA_PARAMETERS_MODES = ("error", "drop", "pass-through")
+# The Azure spec's default (TSP/OAS25 ChatCompletionsOptions.temperature); OpenAI's is 1.
+DEFAULT_TEMPERATURE = 0.7
+# top_p 0 is in the spec's range but means "no token"; the limit is "only the most likely token".
+_TOP_P_FLOOR = 1e-9
+
+
+@dataclass
+class ParsedChat:
+    request: ChatRequest
+    stream: bool
+
+
+def extra_parameters_mode(header: str | None) -> str:
+    """The `extra-parameters` header's mode; `error` when absent."""
+    if header is None or not header.strip():
+        return "error"
+    mode = header.strip().lower()
+    if mode not in EXTRA_PARAMETERS_MODES:
+        text = (
+            f"Unexpected EXTRA_PARAMETERS option {header.strip()}, expected options are {list(EXTRA_PARAMETERS_MODES)}"
+        )
+        raise ApiError(400, "invalid_extra_parameters", text, "extra-parameters", extra={"detail": text})
+    return mode
+
+
+def parse_json_object(raw: bytes, content_type: str | None) -> dict[str, Any]:
+    """The body as a JSON object. Raises ApiError 415 for a non-JSON content type, 400 for anything else."""
+    media_type = (content_type or "").split(";")[0].strip().lower()
+    if media_type and media_type != "application/json" and not media_type.endswith("+json"):
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"Content-Type '{media_type}' is not supported: send the body "
+            "as JSON with 'Content-Type: application/json'.",
+        )
+    if not raw.strip():
+        raise ApiError(400, "invalid_json", "The request body is empty: send a JSON object with 'messages'.")
+    try:
+        body = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc) or type(exc).__name__
+        raise ApiError(
+            400, "invalid_json", f"The request body is not valid JSON ({reason}). Send a JSON object."
+        ) from None
+    if not isinstance(body, dict):
+        raise ApiError(
+            400,
+            "invalid_json",
+            'The request body must be a JSON object, such as {"messages": [{"role": "user", "content": "Hello"}]}.',
+        )
+    return body
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_chat(body: dict[str, Any], mode: str, *, is_openai_route: bool, max_context: int) -> ParsedChat:
+    """Validate a chat body under `extra-parameters: mode` and build the service request.
+
+    Args:
+        body: the JSON object.
+        mode: `error`, `drop` or `pass-through`.
+        is_openai_route: `/v1/chat/completions`, which also knows (and ignores) OpenAI's `stream_options`, `user`.
+        max_context: tokens per request; a larger `max_tokens` is refused.
+    """
+    known = SPEC_PARAMETERS | OPENAI_ROUTE_PARAMETERS if is_openai_route else SPEC_PARAMETERS
+    extras = [key for key in body if key not in known]
+    if extras and mode == "error":
+        text = (
+            f"Extra parameters {extras!r} are not allowed when extra-parameters is not set or set to be 'error'. "
+            "Set extra-parameters to 'pass-through' to pass to the model."
+        )
+        raise ApiError(400, "extra_parameters_not_allowed", text, extra={"detail": text})
+    try:
+        options = ChatCompletionsOptions.model_validate({k: v for k, v in body.items() if k in SPEC_PARAMETERS})
+        passed = {k: body[k] for k in extras if k in LLAMA_EXTRA_PARAMETERS} if mode == "pass-through" else {}
+        llama = LlamaExtras.model_validate(passed)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+    if mode == "pass-through" and set(extras) - LLAMA_EXTRA_PARAMETERS:
+        logger.debug("ignoring extra parameters this model does not know: %s", set(extras) - LLAMA_EXTRA_PARAMETERS)
+
+    _check_supported(options)
+    _check_tool_choice(options)
+    params = sampling_params(options, llama)
+    stream = bool(options.stream)
+    if stream and params.needs_all_before_output:
+        param = "use_beam_search" if params.use_beam_search else "best_of"
+        raise invalid(
+            param,
+            f"{param} cannot be used with stream: true, because the returned choices are only known "
+            "when every candidate has finished. Send stream: false, or leave best_of equal to n.",
+        )
+    if params.max_tokens is not None and params.max_tokens > max_context:
+        raise invalid(
+            "max_tokens",
+            f"max_tokens ({params.max_tokens}) is larger than the model's context of "
+            f"{max_context} tokens, which also holds the prompt. Ask for fewer tokens.",
+        )
+    request = ChatRequest(
+        messages=[chat_message(m) for m in options.messages],
+        params=params,
+        tools=[t.model_dump(by_alias=True, exclude_none=True) for t in options.tools] if options.tools else None,
+        tool_choice=_tool_choice(options.tool_choice),
+    )
+    return ParsedChat(request, stream)
+
+
+def _check_supported(options: ChatCompletionsOptions) -> None:
+    """422 for well-formed requests a text-only Llama cannot honour."""
+    fmt = options.response_format
+    if fmt is not None and fmt.type != "text":
+        raise not_supported(
+            "response_format",
+            f"response_format '{fmt.type}' is not supported by this model; Meta "
+            'Llama models answer in text. Remove response_format, or use {"type": "text"}.',
+            fmt.type,
+        )
+    for i, message in enumerate(options.messages):
+        if not isinstance(message.content, list):
+            continue
+        for j, part in enumerate(message.content):
+            if not isinstance(part, TextPart):
+                kind = "images" if part.type == "image_url" else "audio"
+                raise not_supported(
+                    f"messages[{i}].content[{j}]",
+                    f"This model accepts text only and cannot read "
+                    f"{kind} ('{part.type}' content part). Send text content parts only.",
+                    part.type,
+                )
+
+
+def _check_tool_choice(options: ChatCompletionsOptions) -> None:
+    choice = options.tool_choice
+    if choice is None or choice in ("auto", "none"):
+        return
+    if not options.tools:
+        raise invalid("tool_choice", "tool_choice needs tools: give the functions the model may call in 'tools'.")
+    if isinstance(choice, NamedToolChoice) and choice.function.name not in {t.function.name for t in options.tools}:
+        raise invalid(
+            "tool_choice",
+            f"tool_choice names the function '{choice.function.name}', which is not in "
+            "'tools'. Name one of the functions in 'tools'.",
+        )
+
+
+def _tool_choice(choice: str | NamedToolChoice | None) -> str | dict[str, Any] | None:
+    return choice.model_dump() if isinstance(choice, NamedToolChoice) else choice
+
+
+def sampling_params(options: ChatCompletionsOptions, llama: LlamaExtras) -> SamplingParams:
+    """The engine's settings for the request. Raises ApiError (400) naming the field for invalid combinations."""
+    logprobs, top_logprobs = _logprobs(llama)
+    use_beam_search = bool(llama.use_beam_search)
+    temperature = options.temperature
+    if temperature is None:  # beam search is greedy by definition: do not make users spell it out
+        temperature = 0.0 if use_beam_search else DEFAULT_TEMPERATURE
+    stop = [options.stop] if isinstance(options.stop, str) else list(options.stop or [])
+    try:
+        return SamplingParams(
+            max_tokens=options.max_tokens,
+            temperature=temperature,
+            top_p=max(options.top_p if options.top_p is not None else 1.0, _TOP_P_FLOOR),
+            presence_penalty=options.presence_penalty or 0.0,
+            frequency_penalty=options.frequency_penalty or 0.0,
+            # The sampler seeds numpy, which takes non-negative integers; any int64 (or larger) maps onto one.
+            seed=options.seed % 2**64 if options.seed is not None else None,
+            stop=stop,
+            stop_token_ids=list(llama.stop_token_ids or []),
+            ignore_eos=bool(llama.ignore_eos),
+            skip_special_tokens=llama.skip_special_tokens if llama.skip_special_tokens is not None else True,
+            logprobs=logprobs,
+            top_logprobs=top_logprobs,
+            n=llama.n or 1,
+            best_of=llama.best_of,
+            use_beam_search=use_beam_search,
+        )
+    except InvalidSamplingParams as exc:
+        raise invalid(exc.param, exc.message) from None
+
+
+def _logprobs(llama: LlamaExtras) -> tuple[bool, int]:
+    """(logprobs, top_logprobs) from OpenAI's `logprobs: true, top_logprobs: N` or the Llama `logprobs: N`."""
+    value, top = llama.logprobs, llama.top_logprobs
+    if isinstance(value, bool) or value is None:
+        if top and not value:
+            raise invalid("top_logprobs", "top_logprobs needs logprobs: true.")
+        return bool(value), top or 0
+    if top is not None and top != value:
+        raise invalid(
+            "top_logprobs",
+            f"logprobs: {value} already asks for the {value} most likely tokens; "
+            "send either an integer logprobs, or logprobs: true with top_logprobs.",
+        )
+    return True, value
+
+
+def chat_message(message: Message) -> ChatMessage:
+    """The service's message: developer -> system, text parts joined, tool calls kept."""
+    role = "system" if message.role == "developer" else message.role
+    tool_calls = getattr(message, "tool_calls", None)
+    return ChatMessage(
+        role=role,
+        content=_text(message.content),
+        tool_calls=[call.model_dump() for call in tool_calls] if tool_calls else None,
+        tool_call_id=getattr(message, "tool_call_id", None),
+        name=getattr(message, "name", None),
+    )
+
+
+def _text(content: Content | None) -> str | None:
+    if content is None or isinstance(content, str):
+        return content
+    return "\n".join(part.text for part in content if isinstance(part, TextPart))

@@ -1,0 +1,105 @@
+"""Service results -> response bodies and stream chunks, in the shapes the Azure and OpenAI SDKs parse.
+
+Plain dicts, so that the exact key set is visible: `created` is an integer (the .NET SDK requires it), `role`
+is omitted (never null) after a choice's first chunk, `content` is always a string in chunks, and `logprobs`
+is OpenAI's `{"content": [...]}` or null.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from llamafoundry.engine.outputs import TokenLogprob
+from llamafoundry.service.types import ChatDelta, ChatResult, Usage
+
+
+def new_completion_id() -> str:
+    return uuid.uuid4().hex  # 32 lowercase hex, as MaaS Llama ids are
+
+
+def usage_body(usage: Usage) -> dict[str, int]:
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+
+
+def logprobs_body(logprobs: list[TokenLogprob] | None) -> dict[str, Any] | None:
+    if logprobs is None:
+        return None
+    return {"content": [_token_logprob(lp) for lp in logprobs]}
+
+
+def _token_logprob(lp: TokenLogprob) -> dict[str, Any]:
+    top = [{"token": t.token, "logprob": t.logprob, "bytes": t.bytes} for t in lp.top_logprobs]
+    return {"token": lp.token, "logprob": lp.logprob, "bytes": lp.bytes, "top_logprobs": top}
+
+
+def completion_body(result: ChatResult, model: str) -> dict[str, Any]:
+    """The non-streaming `chat.completion` body."""
+    choices = [
+        {
+            "index": choice.index,
+            "message": {"role": "assistant", "content": choice.text, "tool_calls": None},
+            "finish_reason": choice.finish_reason,
+            "logprobs": logprobs_body(choice.logprobs),
+        }
+        for choice in result.choices
+    ]
+    return {
+        "id": new_completion_id(),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": choices,
+        "usage": usage_body(result.usage),
+    }
+
+
+@dataclass
+class ChunkRenderer:
+    """Builds the `chat.completion.chunk` objects of one stream: the same id, created and model in each."""
+
+    model: str
+    id: str = field(default_factory=new_completion_id)
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def _chunk(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+        }
+
+    def role(self, index: int) -> dict[str, Any]:
+        """A choice's first chunk: `{"role": "assistant", "content": ""}`."""
+        choice = {
+            "index": index,
+            "delta": {"role": "assistant", "content": ""},
+            "finish_reason": None,
+            "logprobs": None,
+        }
+        return self._chunk([choice])
+
+    def delta(self, delta: ChatDelta) -> dict[str, Any]:
+        choice = {
+            "index": delta.index,
+            "delta": {"content": delta.text},
+            "finish_reason": delta.finish_reason,
+            "logprobs": logprobs_body(delta.logprobs),
+        }
+        return self._chunk([choice])
+
+    def usage_only(self, usage: Usage) -> dict[str, Any]:
+        """A last chunk with usage and no choice: only when the stream ended without a final delta."""
+        return {**self._chunk([]), "usage": usage_body(usage)}
+
+    def error(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A chunk carrying an error envelope, for failures after the first byte (OpenAI clients raise on it)."""
+        return {**self._chunk([]), **body}

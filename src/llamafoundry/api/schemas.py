@@ -1,0 +1,212 @@
+"""Pydantic models of the request bodies: `ChatCompletionsOptions` (Azure AI Model Inference, 2025-04-01) and
+the Llama extra parameters that `extra-parameters: pass-through` lets through.
+
+Models ignore unknown nested keys: SDKs echo response objects back into requests (`function.call_id`,
+tool-call `index`, a tool message's `name`). Unknown top-level keys are governed by the `extra-parameters`
+header before these models run (see `chat_request.py`). Lax mode is on on purpose: `"stream": "True"`,
+numeric strings and an object as tool-call `arguments` are what real clients send.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+MAX_STOP_SEQUENCES = 16
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+# --- content parts -------------------------------------------------------------------------------------
+
+
+class TextPart(_Model):
+    type: Literal["text"]
+    text: str
+
+
+class ImageUrl(_Model):
+    url: str
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImageUrlPart(_Model):
+    type: Literal["image_url"]
+    image_url: ImageUrl
+
+
+class InputAudio(_Model):
+    data: str
+    format: str
+
+
+class InputAudioPart(_Model):
+    type: Literal["input_audio"]
+    input_audio: InputAudio
+
+
+class AudioUrl(_Model):
+    url: str
+
+
+class AudioUrlPart(_Model):
+    type: Literal["audio_url"]
+    audio_url: AudioUrl
+
+
+ContentPart = Annotated[TextPart | ImageUrlPart | InputAudioPart | AudioUrlPart, Field(discriminator="type")]
+Content = str | list[ContentPart]
+
+
+# --- messages ------------------------------------------------------------------------------------------
+
+
+class FunctionCall(_Model):
+    name: str
+    arguments: str
+
+    @field_validator("arguments", mode="before")
+    @classmethod
+    def _object_arguments_as_json(cls, value: Any) -> Any:
+        # PY-TEST payloads send arguments as a JSON object; the model sees it as the string it stands for.
+        return json.dumps(value) if isinstance(value, dict) else value
+
+
+class ToolCall(_Model):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class SystemMessage(_Model):
+    role: Literal["system", "developer"]  # developer (o1-style) is a system message for Llama
+    content: Content
+    name: str | None = None
+
+
+class UserMessage(_Model):
+    role: Literal["user"]
+    content: Content
+    name: str | None = None
+
+
+class AssistantMessage(_Model):
+    role: Literal["assistant"]
+    content: Content | None = None
+    tool_calls: list[ToolCall] | None = None
+    name: str | None = None
+
+
+class ToolMessage(_Model):
+    role: Literal["tool"]
+    content: Content | None = None
+    tool_call_id: str
+
+
+Message = Annotated[SystemMessage | UserMessage | AssistantMessage | ToolMessage, Field(discriminator="role")]
+
+
+# --- tools and response format -------------------------------------------------------------------------
+
+
+class FunctionDefinition(_Model):
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(_Model):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class FunctionName(_Model):
+    name: str
+
+
+class NamedToolChoice(_Model):
+    type: Literal["function"]
+    function: FunctionName
+
+
+class TextFormat(_Model):
+    type: Literal["text"]
+
+
+class JsonObjectFormat(_Model):
+    type: Literal["json_object"]
+
+
+class JsonSchema(_Model):
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    schema_: dict[str, Any] = Field(alias="schema")
+    description: str | None = None
+    strict: bool | None = False
+
+
+class JsonSchemaFormat(_Model):
+    type: Literal["json_schema"]
+    json_schema: JsonSchema
+
+
+ResponseFormat = Annotated[TextFormat | JsonObjectFormat | JsonSchemaFormat, Field(discriminator="type")]
+
+
+# --- the request ---------------------------------------------------------------------------------------
+
+
+class ChatCompletionsOptions(_Model):
+    """The body of `POST /chat/completions`. Ranges are the server's (temperature 0-2, as Llama and OpenAI)."""
+
+    messages: list[Message] = Field(min_length=1)
+    model: str | None = None
+    stream: bool | None = None
+    frequency_penalty: FiniteFloat | None = Field(default=None, ge=-2, le=2)
+    presence_penalty: FiniteFloat | None = Field(default=None, ge=-2, le=2)
+    temperature: FiniteFloat | None = Field(default=None, ge=0, le=2)
+    top_p: FiniteFloat | None = Field(default=None, ge=0, le=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    response_format: ResponseFormat | None = None
+    tools: list[Tool] | None = Field(default=None, min_length=1)
+    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_sequences(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list) and len(value) > MAX_STOP_SEQUENCES:
+            raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed")
+        return value
+
+
+# Top-level keys of ChatCompletionsOptions: anything else is an extra parameter.
+SPEC_PARAMETERS = frozenset(ChatCompletionsOptions.model_fields)
+# OpenAI request keys that OpenAI-style clients send routinely; known on /v1 only, and ignored there.
+OPENAI_ROUTE_PARAMETERS = frozenset({"stream_options", "user"})
+
+
+class LlamaExtras(_Model):
+    """The Llama extra parameters (D-LLAMA), honoured under `extra-parameters: pass-through`.
+
+    `logprobs` is either OpenAI's boolean (with `top_logprobs`) or an integer N: log-probabilities of the
+    sampled token and of the N most likely tokens.
+    """
+
+    n: int | None = Field(default=None, ge=1)
+    best_of: int | None = Field(default=None, ge=1)
+    logprobs: bool | Annotated[int, Field(ge=0)] | None = None
+    top_logprobs: int | None = Field(default=None, ge=0)
+    ignore_eos: bool | None = None
+    use_beam_search: bool | None = None
+    stop_token_ids: list[Annotated[int, Field(ge=0)]] | None = None
+    skip_special_tokens: bool | None = None
+
+
+LLAMA_EXTRA_PARAMETERS = frozenset(LlamaExtras.model_fields)

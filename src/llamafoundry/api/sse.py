@@ -1,0 +1,73 @@
+"""Server-sent events in the one form every Azure SDK parser accepts.
+
+`encode_event` is the only code that frames SSE bytes: `data: <compact JSON>\\n\\n`, `\\n` only, no comments,
+no `event:`/`id:`/`retry:` lines, one line per event (compact JSON escapes newlines inside strings). The PY
+SDK rejects CRLF, comments and multi-line data; the .NET SDK needs the blank line between events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+DONE = "[DONE]"
+MEDIA_TYPE = "text/event-stream; charset=utf-8"
+
+
+def encode_event(data: Mapping[str, Any] | str) -> bytes:
+    """One SSE event: `data: ` + compact JSON (or the literal `[DONE]`) + a blank line."""
+    text = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    if "\n" in text or "\r" in text:
+        raise ValueError("an SSE data line cannot contain a line break")
+    return b"data: " + text.encode() + b"\n\n"
+
+
+class EventStreamResponse(Response):
+    """An ASGI response that sends `events` (already framed by `encode_event`) as `text/event-stream`.
+
+    It watches the connection while streaming: when the client disconnects, the event iterator is cancelled
+    and closed at once (so its `finally` can abort generation), even if no event is due for a while. This
+    does not depend on the server's ASGI spec version (Starlette only watches on < 2.4).
+    """
+
+    def __init__(self, events: AsyncIterator[bytes], headers: Mapping[str, str] | None = None) -> None:
+        self.events = events
+        self.status_code = 200
+        self.background = None
+        self.media_type = MEDIA_TYPE
+        self.init_headers({"cache-control": "no-cache", "x-accel-buffering": "no", **(headers or {})})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        sender = asyncio.ensure_future(self._send_all(send))
+        watcher = asyncio.ensure_future(wait_for_disconnect(receive))
+        try:
+            await asyncio.wait({sender, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sender, watcher):
+                task.cancel()
+            await asyncio.gather(sender, watcher, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await self.events.aclose()  # type: ignore[attr-defined]
+        failure = sender.exception() if sender.done() and not sender.cancelled() else None
+        if failure is not None and not isinstance(failure, OSError):  # OSError: the client went away
+            raise failure
+
+    async def _send_all(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        async for event in self.events:
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def wait_for_disconnect(receive: Receive) -> None:
+    """Returns when the client has gone (after the request body, `receive` yields only this)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return

@@ -1,0 +1,79 @@
+"""Chat updates -> the canonical SSE stream, and client-disconnect handling for both kinds of response.
+
+The stream (contract §5.2): each choice's first chunk is `{"role": "assistant", "content": ""}`; then one chunk
+per choice delta; the chunk that finishes a choice carries `finish_reason`; the last choice-bearing chunk also
+carries `usage`; then `data: [DONE]`. To put usage on a chunk that already went out would be impossible, so a
+chunk that finishes a choice is held back until the next delta or the end of the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
+
+from starlette.types import Receive
+
+from llamafoundry.api.errors import internal_error
+from llamafoundry.api.render import ChunkRenderer, usage_body
+from llamafoundry.api.sse import DONE, encode_event, wait_for_disconnect
+from llamafoundry.service.types import ChatStream, Usage
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+async def chat_events(stream: ChatStream, renderer: ChunkRenderer, num_choices: int) -> AsyncIterator[bytes]:
+    """The SSE bytes of one chat stream. Aborts generation when closed early (client gone) or on failure."""
+    finished = False
+    try:
+        for index in range(num_choices):
+            yield encode_event(renderer.role(index))
+        held: dict[str, Any] | None = None
+        usage: Usage | None = None
+        async for update in stream:
+            usage = update.usage
+            finished = finished or update.finished
+            for delta in update.deltas:
+                if not delta.text and delta.finish_reason is None and not delta.logprobs:
+                    continue
+                if held is not None:
+                    yield encode_event(held)
+                chunk = renderer.delta(delta)
+                held = chunk if delta.finish_reason is not None else None
+                if held is None:
+                    yield encode_event(chunk)
+        if held is None and usage is not None:
+            held = renderer.usage_only(usage)
+        if held is not None:
+            if usage is not None:
+                held["usage"] = usage_body(usage)
+            yield encode_event(held)
+        yield encode_event(DONE)
+    except Exception:
+        # The status line went out long ago: say it in the stream (OpenAI clients raise on an `error` chunk;
+        # Azure clients skip it) and end without [DONE].
+        logger.exception("chat stream failed after the response started")
+        yield encode_event(renderer.error(internal_error().body()))
+    finally:
+        if not finished:
+            stream.abort()
+
+
+async def until_disconnect(receive: Receive, work: Awaitable[T]) -> T | None:
+    """Await `work`; if the client disconnects first, cancel it (which aborts its generation) and return None.
+
+    Call only after the request body has been read: `receive` then yields nothing but `http.disconnect`.
+    """
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(wait_for_disconnect(receive))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for pending in (watcher, task) if not task.done() else (watcher,):
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pending
+    return task.result() if not task.cancelled() else None

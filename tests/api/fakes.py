@@ -1,0 +1,118 @@
+"""A scripted ChatService for testing the HTTP layer in isolation (validation, framing, error mapping)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from llamafoundry.engine.outputs import TokenLogprob, TopLogprob
+from llamafoundry.service.types import (
+    ChatChoice,
+    ChatDelta,
+    ChatRequest,
+    ChatResult,
+    ChatUpdate,
+    Usage,
+)
+
+WORDS = ["Hello", " there", ",", " friend", "."]
+
+
+def fake_logprobs(text: str, top: int) -> list[TokenLogprob]:
+    alternatives = [TopLogprob(token=f"t{k}", logprob=-1.0 - k, bytes=list(f"t{k}".encode())) for k in range(top)]
+    return [TokenLogprob(token=text, logprob=-0.5, bytes=list(text.encode()), top_logprobs=alternatives)]
+
+
+class FakeStream:
+    def __init__(self, updates: list[ChatUpdate], delay_s: float, fail_after: int | None) -> None:
+        self.updates = updates
+        self.delay_s = delay_s
+        self.fail_after = fail_after
+        self.is_aborted = False
+        self.num_sent = 0
+
+    def __aiter__(self) -> AsyncIterator[ChatUpdate]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[ChatUpdate]:
+        for update in self.updates:
+            if self.is_aborted:
+                return
+            if self.fail_after is not None and self.num_sent >= self.fail_after:
+                raise RuntimeError("engine exploded")
+            await asyncio.sleep(self.delay_s)
+            self.num_sent += 1
+            yield update
+
+    def abort(self) -> None:
+        self.is_aborted = True
+
+
+@dataclass
+class FakeChatService:
+    """Answers every request with WORDS (per choice), or raises `error` from complete()/stream()."""
+
+    model_name: str = "fake-llama"
+    model_provider: str = "Meta"
+    max_context: int = 512
+    is_ready: bool = True
+    error: Exception | None = None
+    delay_s: float = 0.0
+    fail_after: int | None = None
+    num_words: int = len(WORDS)
+    requests: list[ChatRequest] = field(default_factory=list)
+    streams: list[FakeStream] = field(default_factory=list)
+    on_start: Callable[[], None] | None = None
+    num_stops: int = 0
+
+    async def start(self) -> None:
+        if self.on_start is not None:
+            self.on_start()
+
+    async def stop(self) -> None:
+        self.num_stops += 1
+
+    def count_tokens(self, request: ChatRequest) -> int:
+        return 7
+
+    def _usage(self, num_done: int) -> Usage:
+        return Usage(prompt_tokens=7, completion_tokens=num_done)
+
+    def _deltas(self, request: ChatRequest) -> list[ChatUpdate]:
+        params = request.params
+        updates, n, words = [], params.n, WORDS[: self.num_words]
+        for step, word in enumerate(words):
+            last = step == len(words) - 1
+            deltas = [
+                ChatDelta(
+                    index=i,
+                    text=word,
+                    finish_reason="stop" if last else None,
+                    logprobs=fake_logprobs(word, params.top_logprobs) if params.logprobs else None,
+                )
+                for i in range(n)
+            ]
+            updates.append(ChatUpdate(deltas=deltas, usage=self._usage((step + 1) * n), finished=last))
+        return updates
+
+    async def complete(self, request: ChatRequest) -> ChatResult:
+        self.requests.append(request)
+        if self.error is not None:
+            raise self.error
+        await asyncio.sleep(self.delay_s)
+        updates = self._deltas(request)
+        choices = []
+        for i in range(request.params.n):
+            text = "".join(d.text for u in updates for d in u.deltas if d.index == i)
+            lps = [lp for u in updates for d in u.deltas if d.index == i for lp in (d.logprobs or [])]
+            choices.append(ChatChoice(i, text, "stop", lps if request.params.logprobs else None))
+        return ChatResult(choices=choices, usage=updates[-1].usage)
+
+    async def stream(self, request: ChatRequest) -> FakeStream:
+        self.requests.append(request)
+        if self.error is not None:
+            raise self.error
+        stream = FakeStream(self._deltas(request), self.delay_s, self.fail_after)
+        self.streams.append(stream)
+        return stream
