@@ -132,7 +132,12 @@ class AsyncEngine:
 
     @property
     def num_waiting(self) -> int:
-        return (self._engine.num_waiting if self._engine else 0) + len(self._inbox)
+        """Requests without a sequence slot: queued in the engine, or just submitted and not likely to get one."""
+        if self._engine is None:
+            return 0
+        submitted = sum(1 for kind, _ in self._inbox if kind == "add")
+        free = self._engine.scheduler.num_free_slots
+        return self._engine.num_waiting + max(0, submitted - free)
 
     # ---- EngineClient ----------------------------------------------------------------------------
 

@@ -1,0 +1,24 @@
+"""Fixtures shared by every test folder: real tiny GGUF models built once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight Llama-architecture GGUF (tiny preset, real Llama 3 tokenizer and chat template)."""
+    from llamafoundry.model.gguf_builder import build_random_gguf
+
+    return build_random_gguf(tmp_path_factory.mktemp("models") / "tiny.gguf", preset="tiny", quant="F16")
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip(f"reference material not found at {SHARED} (only present in the project's workspace)")
+    return SHARED
