@@ -104,7 +104,9 @@ def test_best_of_and_beam_search_return_n_choices(tiny_model_path: Path) -> None
 
 def test_logprobs_are_log_softmax_of_raw_logits(tiny_model_path: Path) -> None:
     async def body(engine: AsyncEngine) -> list[RequestOutput]:
-        return await collect(engine, PROMPT, temperature=0, max_tokens=4, logprobs=True, top_logprobs=3, ignore_eos=True)
+        return await collect(
+            engine, PROMPT, temperature=0, max_tokens=4, logprobs=True, top_logprobs=3, ignore_eos=True
+        )
 
     outputs = run_engine(tiny_model_path, body, ctx_size=256, parallel=1)
     entries = [lp for out in outputs for d in out.deltas for lp in (d.logprobs or [])]

@@ -94,5 +94,3 @@ def _print_banner(settings: ServeSettings, generated_key: bool) -> None:
         '  print(client.complete(messages=[UserMessage("Hi!")]).choices[0].message.content)',
         highlight=False,
     )
-
-

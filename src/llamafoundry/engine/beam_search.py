@@ -17,9 +17,7 @@ class BeamCandidate:
     score: float  # parent's summed logprob + this token's logprob
 
 
-def best_candidates(
-    beam_scores: list[float], beam_logits: list[np.ndarray], width: int
-) -> list[BeamCandidate]:
+def best_candidates(beam_scores: list[float], beam_logits: list[np.ndarray], width: int) -> list[BeamCandidate]:
     """The 2*width best one-token extensions of the current beams, best first.
 
     Twice the width so that beams ending here (end of generation) can be set aside and `width` beams still
