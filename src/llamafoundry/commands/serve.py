@@ -84,7 +84,7 @@ def _print_banner(settings: ServeSettings, generated_key: bool) -> None:
     url = f"http://{settings.host}:{settings.port}"
     key_note = " (generated; pass --api-key to choose one)" if generated_key else ""
     console.print(f"[bold]llamafoundry[/bold] serving [cyan]{settings.model_name}[/cyan] at {url}")
-    console.print(f"API key{key_note}: [green]{settings.api_key}[/green]")
+    console.print(f"API key{key_note}: [green]{settings.api_key}[/green]", soft_wrap=True)
     console.print(
         "Try it:\n"
         "  from azure.ai.inference import ChatCompletionsClient\n"
@@ -93,4 +93,5 @@ def _print_banner(settings: ServeSettings, generated_key: bool) -> None:
         f'  client = ChatCompletionsClient("{url}", AzureKeyCredential("{settings.api_key}"))\n'
         '  print(client.complete(messages=[UserMessage("Hi!")]).choices[0].message.content)',
         highlight=False,
+        soft_wrap=True,  # never wrap the snippet: it must stay copy-pasteable
     )
