@@ -89,14 +89,13 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def parse_chat(body: dict[str, Any], mode: str, *, is_openai_route: bool, max_context: int) -> ParsedChat:
+def parse_chat(body: dict[str, Any], mode: str, *, is_openai_route: bool = False) -> ParsedChat:
     """Validate a chat body under `extra-parameters: mode` and build the service request.
 
     Args:
         body: the JSON object.
         mode: `error`, `drop` or `pass-through`.
         is_openai_route: `/v1/chat/completions`, which also knows (and ignores) OpenAI's `stream_options`, `user`.
-        max_context: tokens per request; a larger `max_tokens` is refused.
     """
     known = SPEC_PARAMETERS | OPENAI_ROUTE_PARAMETERS if is_openai_route else SPEC_PARAMETERS
     extras = [key for key in body if key not in known]
@@ -125,12 +124,6 @@ def parse_chat(body: dict[str, Any], mode: str, *, is_openai_route: bool, max_co
             param,
             f"{param} cannot be used with stream: true, because the returned choices are only known "
             "when every candidate has finished. Send stream: false, or leave best_of equal to n.",
-        )
-    if params.max_tokens is not None and params.max_tokens > max_context:
-        raise invalid(
-            "max_tokens",
-            f"max_tokens ({params.max_tokens}) is larger than the model's context of "
-            f"{max_context} tokens, which also holds the prompt. Ask for fewer tokens.",
         )
     request = ChatRequest(
         messages=[chat_message(m) for m in options.messages],

@@ -15,6 +15,7 @@ from typing import Any
 from starlette.responses import Response
 
 from llamafoundry.engine.outputs import (
+    EngineError,
     EngineUnavailableError,
     PromptTooLongError,
     QueueFullError,
@@ -131,11 +132,13 @@ def from_service_exception(exc: Exception) -> ApiError | None:
     if isinstance(exc, ChatFormatError):
         return invalid(exc.param, exc.message, code="invalid_messages")
     if isinstance(exc, PromptTooLongError):
-        return ApiError(400, exc.code, exc.message, "messages")
+        return ApiError(400, exc.code, exc.message, exc.param or "messages")
     if isinstance(exc, RequestTooLargeError):
-        return ApiError(400, exc.code, exc.message, "n")
+        return ApiError(400, exc.code, exc.message, exc.param or "n")
     if isinstance(exc, QueueFullError):
         return ApiError(429, exc.code, exc.message, retry_after=RETRY_AFTER_BUSY_S)
     if isinstance(exc, EngineUnavailableError):
         return ApiError(503, exc.code, exc.message, retry_after=RETRY_AFTER_UNAVAILABLE_S)
+    if isinstance(exc, EngineError):  # raised before any output: the request itself cannot be served
+        return ApiError(400, exc.code, exc.message, exc.param)
     return None

@@ -122,7 +122,7 @@ def inference_router(service: ChatService, settings: ServeSettings) -> APIRouter
 async def _chat(request: Request, service: ChatService, *, is_openai_route: bool) -> Response:
     mode = extra_parameters_mode(request.headers.get("extra-parameters"))
     body = parse_json_object(await read_body(request), request.headers.get("content-type"))
-    parsed = parse_chat(body, mode, is_openai_route=is_openai_route, max_context=service.max_context)
+    parsed = parse_chat(body, mode, is_openai_route=is_openai_route)
     if not service.is_ready:
         raise service_unavailable("The model is loading or the server is shutting down; retry in a few seconds.")
     try:
