@@ -206,7 +206,7 @@ def test_cancelling_a_stream_frees_its_slot(tiny_model_path: Path) -> None:
 
 def test_full_slots_queue_requests_and_a_full_queue_refuses(tiny_model_path: Path) -> None:
     async def body(engine: AsyncEngine) -> None:
-        params = SamplingParams(max_tokens=30, ignore_eos=True, temperature=0)
+        params = SamplingParams(max_tokens=200, ignore_eos=True, temperature=0)  # long enough to still run below
         first = await engine.add_request(engine.tokenize(PROMPT), params)
         second = await engine.add_request(engine.tokenize(PROMPT), params)  # waits for the only slot
         await asyncio.sleep(0.05)
