@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
-from llamafoundry.api.sse import DONE, encode_event
+from llamafoundry.api.sse import DONE, EventStreamResponse, encode_event
 
 
 def test_event_is_one_compact_data_line_and_a_blank_line() -> None:
@@ -31,3 +34,33 @@ def test_done_marker() -> None:
 def test_raw_text_with_a_line_break_is_refused() -> None:
     with pytest.raises(ValueError):
         encode_event("two\nlines")
+
+
+def test_a_disconnect_closes_the_event_iterator_at_once() -> None:
+    """No event is due for an hour; the iterator's cleanup (which aborts generation) must still run now."""
+    cleaned_up = asyncio.Event()
+    sent: list[dict[str, Any]] = []
+
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            yield encode_event({"n": 1})
+            await asyncio.sleep(3600)
+            yield encode_event({"n": 2})
+        finally:
+            cleaned_up.set()
+
+    async def receive() -> dict[str, Any]:
+        while not any(m.get("body") for m in sent):
+            await asyncio.sleep(0.01)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def run() -> None:
+        await asyncio.wait_for(EventStreamResponse(events())({"type": "http"}, receive, send), timeout=5)
+
+    asyncio.run(run())
+    assert cleaned_up.is_set()
+    assert [m.get("body") for m in sent[1:]] == [b'data: {"n":1}\n\n']
+    assert dict(sent[0]["headers"])[b"content-type"] == b"text/event-stream; charset=utf-8"

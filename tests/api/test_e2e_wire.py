@@ -1,0 +1,165 @@
+"""Byte-level checks with raw httpx against a real server: SSE framing (contract §5.2), plain-REST forms
+(no api-version, bare `Authorization`, `/v1`), client disconnects and the 429 of a full queue."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from azure.ai.inference import ChatCompletionsClient
+from azure.core.credentials import AzureKeyCredential
+from azure.core.exceptions import HttpResponseError
+
+from tests.api.conftest import Server, start_server, stop_server
+
+pytestmark = pytest.mark.slow
+
+BODY: dict[str, Any] = {"messages": [{"role": "user", "content": "Tell me a story."}], "max_tokens": 6}
+LONG = {**BODY, "max_tokens": 30000, "ignore_eos": True}  # minutes of generation unless aborted
+PASS_THROUGH = {"extra-parameters": "pass-through"}
+
+
+def split_events(raw: bytes) -> list[bytes]:
+    """The data payloads of a complete stream, asserting the exact framing every SDK parser accepts."""
+    assert b"\r" not in raw and raw.endswith(b"data: [DONE]\n\n")
+    blocks = raw[:-2].split(b"\n\n")
+    for block in blocks:
+        assert block.startswith(b"data: ") and b"\n" not in block, block
+    return [block[len(b"data: ") :] for block in blocks]
+
+
+def stream_raw(server: Server, body: dict[str, Any], headers: dict[str, str] | None = None) -> httpx.Response:
+    headers = {"api-key": server.key, **(headers or {})}
+    response = httpx.post(f"{server.url}/chat/completions", json={**body, "stream": True}, headers=headers, timeout=60)
+    assert response.status_code == 200, response.text
+    return response
+
+
+def test_stream_bytes(server: Server) -> None:
+    response = stream_raw(server, BODY)
+    assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
+    assert response.headers["transfer-encoding"] == "chunked" and response.headers["x-request-id"]
+    payloads = split_events(response.content)
+    chunks = [json.loads(p) for p in payloads[:-1]]
+    for payload, chunk in zip(payloads, chunks, strict=False):
+        assert payload == json.dumps(chunk, separators=(",", ":"), ensure_ascii=False).encode()  # compact
+    assert len({(c["id"], c["created"], c["model"]) for c in chunks}) == 1 and isinstance(chunks[0]["created"], int)
+    assert chunks[0]["choices"] == [
+        {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None, "logprobs": None}
+    ]
+    assert all(set(c["choices"][0]["delta"]) == {"content"} for c in chunks[1:])
+    assert [c["choices"][0]["finish_reason"] for c in chunks[1:]] == [None] * 5 + ["length"]
+    assert [("usage" in c) for c in chunks] == [False] * 6 + [True]
+    assert chunks[-1]["usage"]["completion_tokens"] == 6
+
+
+def test_stream_of_several_choices(server: Server) -> None:
+    body = {**BODY, "n": 3, "logprobs": True}
+    chunks = [json.loads(p) for p in split_events(stream_raw(server, body, PASS_THROUGH).content)[:-1]]
+    assert all(len(c["choices"]) == 1 for c in chunks)
+    for index in range(3):
+        mine = [c["choices"][0] for c in chunks if c["choices"][0]["index"] == index]
+        assert mine[0]["delta"] == {"role": "assistant", "content": ""} and mine[-1]["finish_reason"] == "length"
+        assert sum(len(m["logprobs"]["content"]) for m in mine[1:]) == 6
+    assert "usage" in chunks[-1] and chunks[-1]["usage"]["completion_tokens"] == 18
+
+
+def test_plain_rest_forms(server: Server) -> None:
+    # No api-version, the key as a bare Authorization header (MaaS curl examples), on the bare route and /v1.
+    for path in ("/chat/completions", "/v1/chat/completions"):
+        response = httpx.post(f"{server.url}{path}", json=BODY, headers={"authorization": server.key}, timeout=60)
+        assert response.status_code == 200 and response.json()["usage"]["completion_tokens"] == 6
+        assert response.headers["content-type"] == "application/json"
+
+
+def test_errors_before_the_first_byte_are_json(server: Server) -> None:
+    response = httpx.post(
+        f"{server.url}/chat/completions",
+        json={**BODY, "stream": True, "messages": [{"role": "user", "content": "x " * 2000}]},
+        headers={"api-key": server.key},
+        timeout=60,
+    )
+    assert response.status_code == 400 and response.json()["error"]["code"] == "context_length_exceeded"
+
+
+def test_health(server: Server) -> None:
+    assert httpx.get(f"{server.url}/health").json()["status"] == "ready"
+
+
+# ---- one slot, one queue place: disconnects and back-pressure ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def one_slot_server(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    running = start_server(
+        tiny_model_path,
+        tmp_path_factory.mktemp("one-slot"),
+        "--parallel", "1", "--max-queue", "1", "--ctx-size", "32768",
+    )  # fmt: skip
+    yield running
+    stop_server(running)
+
+
+def start_long_stream(server: Server) -> tuple[httpx.Client, httpx.Response, Iterator[str]]:
+    """A stream that would run for minutes; returns once its first content chunk has arrived.
+
+    Keep the returned line iterator referenced: closing it (garbage collection does) closes the connection.
+    """
+    client = httpx.Client(timeout=60)
+    request = client.build_request(
+        "POST", f"{server.url}/chat/completions", json={**LONG, "stream": True},
+        headers={"api-key": server.key, **PASS_THROUGH},
+    )  # fmt: skip
+    response = client.send(request, stream=True)
+    assert response.status_code == 200
+    lines = response.iter_lines()
+    assert next(lines).startswith("data: ") and next(lines) == "" and next(lines).startswith("data: ")
+    return client, response, lines
+
+
+def quick_request(server: Server, timeout: float) -> httpx.Response:
+    return httpx.post(f"{server.url}/chat/completions", json={**BODY, "max_tokens": 2},
+                      headers={"api-key": server.key}, timeout=timeout)  # fmt: skip
+
+
+def test_disconnect_mid_stream_frees_the_slot(one_slot_server: Server) -> None:
+    client, response, lines = start_long_stream(one_slot_server)
+    assert next(lines) == "" and next(lines).startswith("data: ")  # still streaming
+    response.close()
+    client.close()
+    # The only slot had about a minute of generation left (30000 tokens at < 600 tokens/s on this model): the
+    # next request gets it in time only if the stream was aborted.
+    assert quick_request(one_slot_server, timeout=20).status_code == 200
+
+
+def test_disconnect_while_waiting_for_a_non_streaming_answer_frees_the_slot(one_slot_server: Server) -> None:
+    with pytest.raises(httpx.ReadTimeout):  # gives up on a completion that would take minutes
+        httpx.post(f"{one_slot_server.url}/chat/completions", json=LONG,
+                   headers={"api-key": one_slot_server.key, **PASS_THROUGH}, timeout=2)  # fmt: skip
+    assert quick_request(one_slot_server, timeout=20).status_code == 200
+
+
+def test_full_queue_is_429_with_retry_after(one_slot_server: Server) -> None:
+    client, response, lines = start_long_stream(one_slot_server)  # holds the slot
+    waiting: list[httpx.Response] = []
+    waiter = threading.Thread(target=lambda: waiting.append(quick_request(one_slot_server, timeout=60)))
+    waiter.start()  # takes the one queue place
+    try:
+        time.sleep(1.0)
+        sdk = ChatCompletionsClient(one_slot_server.url, AzureKeyCredential(one_slot_server.key), retry_total=0)
+        with sdk, pytest.raises(HttpResponseError) as caught:
+            sdk.complete(messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
+        assert caught.value.status_code == 429 and caught.value.error.code == "queue_full"
+        assert caught.value.response.headers["retry-after"] == "1"
+        assert not waiting and next(lines) == "" and next(lines).startswith("data: ")  # all still waiting
+    finally:
+        response.close()
+        client.close()
+        waiter.join(timeout=60)
+    assert waiting and waiting[0].status_code == 200
