@@ -5,6 +5,7 @@ set -euo pipefail
 VENV=${VENV:-.venv}
 echo "Installing test dependencies..."
 "$VENV/bin/python" -m pip install --progress-bar on -e ".[test]"
+bash scripts/install-services.sh  # redis-server, PostgreSQL: the tests start their own instances
 if [ -f tests/js/package.json ]; then
   if command -v npm >/dev/null 2>&1; then
     echo "Installing the JS SDK test packages (npm)..."
