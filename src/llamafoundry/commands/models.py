@@ -22,6 +22,26 @@ def _add_models(commands: argparse._SubParsersAction) -> None:
     build.add_argument("--seed", type=int, default=0)
     build.set_defaults(handler=_build_random)
 
+    listing = models.add_parser("list", help="the model catalog (the Llama family as Azure lists it)")
+    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    listing.set_defaults(handler=_list_catalog)
+    show = models.add_parser("show", help="one catalog model: modalities, deployment types, prices, weights")
+    show.add_argument("name")
+    show.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    show.set_defaults(handler=_show_catalog_model)
+
+
+def _list_catalog(args: argparse.Namespace) -> int:
+    from llamafoundry.commands.catalog_view import print_catalog
+
+    return print_catalog(as_json=args.json)
+
+
+def _show_catalog_model(args: argparse.Namespace) -> int:
+    from llamafoundry.commands.catalog_view import print_model
+
+    return print_model(args.name, as_json=args.json)
+
 
 def _build_random(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn

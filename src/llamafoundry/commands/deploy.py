@@ -1,0 +1,279 @@
+"""`llamafoundry deploy ...`: create, list, show and delete deployments and rotate their keys, on the store
+directly (a running `serve` picks the changes up within two seconds)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from llamafoundry.commands.common import console
+from llamafoundry.config import default_home
+
+DATABASE_URL_ENV = "LLAMAFOUNDRY_DATABASE_URL"
+
+
+def add_store_options(parser: argparse.ArgumentParser) -> None:
+    """--data-dir and --database-url, shared by every command that reads or writes the store."""
+    parser.add_argument("--data-dir", type=Path, default=None, help="data directory (default: $LLAMAFOUNDRY_HOME "
+                        "or ~/.llamafoundry)")  # fmt: skip
+    parser.add_argument("--database-url", default=None, help=f"postgresql://... to keep state in PostgreSQL "
+                        f"(default: ${DATABASE_URL_ENV}, else SQLite in the data directory)")  # fmt: skip
+
+
+@contextmanager
+def open_store(args: argparse.Namespace) -> Iterator[Any]:
+    from llamafoundry.platform.store import Store
+
+    store = Store.open(home_of(args), args.database_url or os.environ.get(DATABASE_URL_ENV))
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def home_of(args: argparse.Namespace) -> Path:
+    return Path(args.data_dir) if args.data_dir else default_home()
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    deploy = commands.add_parser("deploy", help="deployments of catalog models, and their keys")
+    sub = deploy.add_subparsers(title="deploy commands")
+
+    create = sub.add_parser("create", help="deploy a catalog model")
+    create.add_argument("name", help="deployment name: its endpoint is /deployments/NAME")
+    create.add_argument("--model", required=True, help="catalog model name (`llamafoundry models list`)")
+    create.add_argument("--type", default="serverless", choices=["serverless", "managed"])
+    create.add_argument("--weights", type=Path, help="local GGUF file (default: download the catalog's GGUF)")
+    create.add_argument("--upstream", help="base URL of an OpenAI-compatible server already running the model")
+    create.add_argument("--upstream-model", help="model name the upstream serves (default: the catalog name)")
+    create.add_argument("--upstream-key", help="key the upstream wants (stored in the data directory)")
+    create.add_argument("--instances", type=int, help="managed compute: replicas of the model (default 1)")
+    create.add_argument("--instance-type", help="managed compute: instance size (cores per replica)")
+    create.add_argument("--shared-quota", action="store_true", help="managed compute: deleted after 168 hours")
+    create.set_defaults(handler=_create)
+
+    listing = sub.add_parser("list", help="list deployments")
+    listing.set_defaults(handler=_list)
+
+    show = sub.add_parser("show", help="show one deployment")
+    show.add_argument("name")
+    show.set_defaults(handler=_show)
+
+    delete = sub.add_parser("delete", help="delete a deployment (its endpoint stops answering)")
+    delete.add_argument("name")
+    delete.set_defaults(handler=_delete)
+
+    keys = sub.add_parser("keys", help="show a deployment's keys, or regenerate one")
+    keys.add_argument("name")
+    keys.add_argument("--regenerate", choices=["primary", "secondary"], help="replace this key (the other stays)")
+    keys.add_argument("--value", help="with --regenerate: use this 32-character key instead of a generated one")
+    keys.set_defaults(handler=_keys)
+
+    admin = sub.add_parser("admin-key", help="the admin key of the /management API")
+    admin.add_argument("--regenerate", action="store_true", help="create a new admin key (the old one stops working)")
+    admin.set_defaults(handler=_admin_key)
+
+    for parser in (create, listing, show, delete, keys, admin):
+        add_store_options(parser)
+        parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _create(args: argparse.Namespace) -> int:
+    from llamafoundry.platform.deployments import DeploymentSpec, create_deployment, describe
+
+    spec = DeploymentSpec(
+        name=args.name,
+        model=args.model,
+        type=args.type,
+        weights=args.weights,
+        upstream_url=args.upstream,
+        upstream_model=args.upstream_model,
+        upstream_api_key=args.upstream_key,
+        instances=args.instances,
+        instance_type=args.instance_type,
+        shared_quota=args.shared_quota,
+    )
+    with open_store(args) as store, _download_bar() as progress:
+        created = _run(lambda: create_deployment(store, spec, home_of(args), progress))
+    if created is None:
+        return 1
+    deployment, keys = created
+    body = {**describe(deployment), "primary_key": keys.primary, "secondary_key": keys.secondary}
+    if args.json:
+        print(json.dumps(body, indent=2))
+        return 0
+    _print_fields(body)
+    console.print(
+        "The keys are shown only now; `llamafoundry deploy keys "
+        f"{deployment.name} --regenerate primary` replaces a lost one.\n"
+        f"Endpoint: http://HOST:PORT/deployments/{deployment.name} (served by `llamafoundry serve`)",
+        soft_wrap=True,
+    )
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from llamafoundry.platform.deployments import describe, list_deployments
+
+    with open_store(args) as store:
+        found = [describe(d) for d in list_deployments(store)]
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return 0
+    table = Table(title=f"Deployments ({len(found)})")
+    for column in ("name", "model", "type", "serves from", "instances", "created", "expires"):
+        table.add_column(column)
+    for d in found:
+        where = d.get("upstream") or d.get("weights") or ""
+        table.add_row(d["name"], d["model"], d["type"], str(where), str(d.get("instances", "-")), d["created_at"],
+                      d.get("expires_at", "-"))  # fmt: skip
+    _stdout().print(table)
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from llamafoundry.platform.deployments import describe, get_deployment
+
+    with open_store(args) as store:
+        deployment = _run(lambda: get_deployment(store, args.name))
+        if deployment is None:
+            return 1
+        store.delete_expired()
+        keys = store.keys(deployment.name)
+    body = describe(deployment)
+    body["keys"] = {k.slot: {"id": k.key_id, "created_at": _iso(k.created_at)} for k in keys}
+    if args.json:
+        print(json.dumps(body, indent=2))
+        return 0
+    _print_fields(body)
+    if deployment.expires_at is not None:
+        console.print(f"Shared quota: this deployment is deleted automatically at {body['expires_at']} "
+                      f"(in {body['expires_in_hours']} hours).")  # fmt: skip
+    return 0
+
+
+def _delete(args: argparse.Namespace) -> int:
+    from llamafoundry.platform.deployments import delete_deployment
+
+    with open_store(args) as store:
+        if _run(lambda: delete_deployment(store, args.name) or True) is None:
+            return 1
+    console.print(f"Deleted deployment {args.name.lower()}.")
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from llamafoundry.platform.deployments import get_deployment, regenerate_key
+
+    with open_store(args) as store:
+        if args.regenerate is None:
+            if args.value is not None:
+                console.print("[red]error:[/red] --value needs --regenerate primary|secondary.")
+                return 2
+            deployment = _run(lambda: get_deployment(store, args.name))
+            if deployment is None:
+                return 1
+            keys = store.keys(deployment.name)
+            body = {k.slot: {"id": k.key_id, "created_at": _iso(k.created_at)} for k in keys}
+            print(json.dumps(body, indent=2)) if args.json else _print_fields(body)
+            if not args.json:
+                console.print(
+                    "Keys are stored hashed and shown only when created or regenerated; `llamafoundry deploy "
+                    f"keys {args.name} --regenerate primary|secondary` makes a new one."
+                )
+            return 0
+        key = _run(lambda: regenerate_key(store, args.name, args.regenerate, args.value))
+    if key is None:
+        return 1
+    if args.json:
+        print(json.dumps({f"{args.regenerate}_key": key}))
+    else:
+        print(f"{args.regenerate} key: {key}")
+        other = "secondary" if args.regenerate == "primary" else "primary"
+        console.print(f"The old {args.regenerate} key stopped working; the {other} key still works.")
+    return 0
+
+
+def _admin_key(args: argparse.Namespace) -> int:
+    from llamafoundry.platform.deployments import regenerate_admin_key
+
+    with open_store(args) as store:
+        if args.regenerate:
+            key = regenerate_admin_key(store)
+            print(json.dumps({"admin_key": key}) if args.json else f"admin key: {key}")
+            console.print("Send it as `api-key` (or `Authorization: Bearer`) to /management/...; the old one "
+                          "stopped working.")  # fmt: skip
+            return 0
+        stored = store.admin_key()
+    if stored is None:
+        console.print("No admin key yet: `llamafoundry deploy admin-key --regenerate` creates one (so does the "
+                      "first `llamafoundry serve`).")  # fmt: skip
+        return 1
+    body = {"id": stored.key_id, "created_at": _iso(stored.created_at)}
+    print(json.dumps(body) if args.json else f"admin key {body['id']}, created {body['created_at']}")
+    return 0
+
+
+def _run(action: Any) -> Any:
+    """Run a platform action; print a DeploymentError's sentence and return None instead of raising."""
+    from llamafoundry.platform.deployments import DeploymentError
+
+    try:
+        return action()
+    except DeploymentError as exc:
+        console.print(f"[red]error:[/red] {exc.message}", soft_wrap=True, highlight=False)
+        return None
+
+
+@contextmanager
+def _download_bar() -> Iterator[Any]:
+    """A progress callback for weight downloads: shows a bar only once a download starts."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    bar = Progress(TextColumn("downloading weights"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                   console=console)  # fmt: skip
+    task: list[Any] = []
+
+    def progress(done: int, total: int | None) -> None:
+        if not task:
+            bar.start()
+            task.append(bar.add_task("download", total=total))
+        bar.update(task[0], completed=done, total=total)
+
+    try:
+        yield progress
+    finally:
+        if task:
+            bar.stop()
+
+
+def _print_fields(body: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(show_header=False, box=None)
+    for key, value in body.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}: {v}" for k, v in value.items())
+        elif isinstance(value, list):
+            value = ", ".join(map(str, value))
+        table.add_row(f"[bold]{key}[/bold]", str(value))
+    _stdout().print(table)
+
+
+def _stdout() -> Any:
+    from rich.console import Console
+
+    return Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+
+
+def _iso(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))

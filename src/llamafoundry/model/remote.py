@@ -1,0 +1,181 @@
+"""A model behind an OpenAI-compatible HTTP server (vLLM, llama.cpp's llama-server, another llamafoundry).
+
+`RemoteChatClient` posts OpenAI chat-completions bodies to `<base>/chat/completions` and hands back the JSON
+answer, or, when streaming, each `data:` chunk as a dict until `[DONE]`. It knows nothing of the service's
+records: the platform's `UpstreamChatService` builds the bodies and reads the answers. Several base URLs
+(replicas of one model) are balanced by the fewest requests in flight, skipping a server that just failed to
+connect.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+CONNECT_TIMEOUT_S = 5.0
+READ_TIMEOUT_S = 600.0  # a long completion on CPU sends nothing until it is done
+FAILED_BACKOFF_S = 2.0
+
+
+class UpstreamError(Exception):
+    """The upstream answered with an error, or could not be reached (`status` None).
+
+    Attributes:
+        status: the upstream's HTTP status, or None when no answer came.
+        message: the upstream's own error message when it sent one.
+        param: the request field the upstream blamed, if it said.
+    """
+
+    def __init__(self, status: int | None, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+
+
+def chat_url(base_url: str) -> str:
+    """`<base>/chat/completions`, adding `/v1` unless the base already ends with it (OpenAI's convention)."""
+    base = base_url.rstrip("/")
+    if not base.endswith("/v1"):
+        base += "/v1"
+    return base + "/chat/completions"
+
+
+@dataclass
+class Upstream:
+    """One server, and what the balancer knows about it."""
+
+    base_url: str
+    num_in_flight: int = 0
+    num_requests: int = 0
+    failed_at: float | None = None
+    chat_url: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.chat_url = chat_url(self.base_url)
+
+
+class RemoteChatClient:
+    """Forwards chat requests to one or more OpenAI-compatible servers of the same model.
+
+    Args:
+        base_urls: the servers; requests go to the one with the fewest in flight.
+        api_key: sent as `Authorization: Bearer` (and `api-key`), when given.
+        verify_tls: httpx's `verify` (False for self-signed test servers, or a CA bundle path).
+    """
+
+    def __init__(self, base_urls: Sequence[str], api_key: str | None = None, verify_tls: bool | str = True) -> None:
+        if not base_urls:
+            raise ValueError("RemoteChatClient needs at least one base URL")
+        self.upstreams = [Upstream(url) for url in base_urls]
+        self.headers = {"Authorization": f"Bearer {api_key}", "api-key": api_key} if api_key else {}
+        timeout = httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
+        self._http = httpx.AsyncClient(timeout=timeout, verify=verify_tls, limits=httpx.Limits(max_connections=256))
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def pick(self) -> Upstream:
+        """The server with the fewest requests in flight; one that failed in the last 2 s only if all did."""
+        now = time.monotonic()
+        healthy = [u for u in self.upstreams if u.failed_at is None or now - u.failed_at > FAILED_BACKOFF_S]
+        candidates = healthy or self.upstreams
+        return min(candidates, key=lambda u: (u.num_in_flight, u.num_requests))
+
+    async def complete(self, body: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
+        """POST a non-streaming request; the answer's JSON. Raises UpstreamError."""
+        upstream = self.pick()
+        upstream.num_in_flight += 1
+        upstream.num_requests += 1
+        try:
+            response = await self._post(upstream, {**body, "stream": False}, headers)
+            if response.status_code != 200:
+                raise _error_from(response.status_code, response.content)
+            try:
+                return dict(response.json())
+            except ValueError:
+                raise UpstreamError(502, "The upstream server answered with a body that is not JSON.") from None
+        finally:
+            upstream.num_in_flight -= 1
+
+    async def stream(
+        self, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Start a streaming request; errors before the first chunk are raised here. Returns the chunks.
+
+        Close the returned iterator (`aclose()`) to abandon the request: the connection is closed, which
+        makes the upstream abort generation.
+        """
+        upstream = self.pick()
+        upstream.num_in_flight += 1
+        upstream.num_requests += 1
+        request = self._http.build_request(
+            "POST", upstream.chat_url, json={**body, "stream": True}, headers={**self.headers, **(headers or {})}
+        )
+        try:
+            response = await self._send(upstream, request, stream=True)
+            if response.status_code != 200:
+                content = await response.aread()
+                await response.aclose()
+                raise _error_from(response.status_code, content)
+        except BaseException:
+            upstream.num_in_flight -= 1
+            raise
+        return _chunks(response, upstream)
+
+    async def _post(self, upstream: Upstream, body: dict[str, Any], headers: dict[str, str] | None) -> httpx.Response:
+        request = self._http.build_request(
+            "POST", upstream.chat_url, json=body, headers={**self.headers, **(headers or {})}
+        )
+        return await self._send(upstream, request, stream=False)
+
+    async def _send(self, upstream: Upstream, request: httpx.Request, *, stream: bool) -> httpx.Response:
+        try:
+            response = await self._http.send(request, stream=stream)
+        except httpx.TransportError as exc:
+            upstream.failed_at = time.monotonic()
+            raise UpstreamError(None, f"{type(exc).__name__}: {exc}") from None
+        upstream.failed_at = None
+        return response
+
+
+async def _chunks(response: httpx.Response, upstream: Upstream) -> AsyncIterator[dict[str, Any]]:
+    try:
+        async for line in response.aiter_lines():
+            if not line.startswith("data:"):
+                continue  # blank separators, comments, event:/id: lines
+            data = line[5:].strip()
+            if data == "[DONE]":
+                return
+            chunk = json.loads(data)
+            if isinstance(chunk, dict) and chunk.get("error") and not chunk.get("choices"):
+                error = chunk["error"]
+                message = error.get("message", "") if isinstance(error, dict) else str(error)
+                raise UpstreamError(502, f"The upstream server failed during the stream: {message}")
+            yield chunk
+    except httpx.TransportError as exc:
+        raise UpstreamError(None, f"the upstream connection broke during the stream ({exc})") from None
+    finally:
+        upstream.num_in_flight -= 1
+        with contextlib.suppress(Exception):
+            await response.aclose()
+
+
+def _error_from(status: int, content: bytes) -> UpstreamError:
+    """The upstream's own message from an OpenAI, Azure or MaaS error body, when it has one."""
+    message, param = content.decode(errors="replace")[:500], None
+    with contextlib.suppress(ValueError, AttributeError, TypeError):
+        body = json.loads(content)
+        error = body.get("error", body)
+        if isinstance(error, dict):
+            message = str(error.get("message") or message)
+            param = error.get("param")
+        elif isinstance(error, str):
+            message = error
+    return UpstreamError(status, message, param if isinstance(param, str) else None)

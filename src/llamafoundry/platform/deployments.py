@@ -1,0 +1,270 @@
+"""Deployments: the rules of creating, listing, deleting them and rotating their keys.
+
+Used by the `deploy` commands (on the store directly, no server needed) and by the management API alike, so
+both answer the same way. Errors are `DeploymentError`s whose message is a sentence for the user and whose
+`status` is what the management API answers (400, 404, 409).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from llamafoundry.platform import keys as keys_mod
+from llamafoundry.platform.catalog import (
+    DEFAULT_INSTANCE_TYPE,
+    DEPLOYMENT_TYPES,
+    MANAGED,
+    SERVERLESS,
+    CatalogModel,
+    UnknownModelError,
+    find_instance_type,
+    find_model,
+)
+from llamafoundry.platform.store import Deployment, Store, StoreConflict
+from llamafoundry.platform.weights import Progress, WeightsError, resolve_weights
+
+SHARED_QUOTA_LIFETIME_S = 168 * 3600  # Azure deletes shared-quota deployments 168 hours after creation
+MAX_INSTANCES = 16
+_NAME = re.compile(r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$")
+
+
+class DeploymentError(Exception):
+    """A request about deployments that cannot be honoured; `message` says why and what to do."""
+
+    status = 400
+    code = "InvalidDeployment"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class DeploymentNotFound(DeploymentError):
+    status = 404
+    code = "DeploymentNotFound"
+
+
+class DeploymentConflict(DeploymentError):
+    status = 409
+    code = "Conflict"
+
+
+@dataclass
+class DeploymentSpec:
+    """What `deploy create` asks for. `weights` and `upstream_url` are exclusive; with neither, the catalog's
+    GGUF is downloaded."""
+
+    name: str
+    model: str
+    type: str = SERVERLESS
+    weights: Path | None = None
+    upstream_url: str | None = None
+    upstream_model: str | None = None
+    upstream_api_key: str | None = None
+    instances: int | None = None
+    instance_type: str | None = None
+    shared_quota: bool = False
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NewKeys:
+    """Keys in full: returned only by create and regenerate, never stored."""
+
+    primary: str | None = None
+    secondary: str | None = None
+
+
+def create_deployment(
+    store: Store, spec: DeploymentSpec, home: Path, progress: Progress | None = None, now: float | None = None
+) -> tuple[Deployment, NewKeys]:
+    """Validate `spec`, fetch weights if needed, store the deployment with two new keys, return both keys."""
+    now = time.time() if now is None else now
+    name = check_name(spec.name)
+    model = _catalog_model(spec.model)
+    _check_type(spec, model)
+    _check_not_taken(store, name, model, spec.type)
+    weights_path, upstream = None, None
+    if spec.upstream_url:
+        upstream = check_upstream_url(spec.upstream_url)
+    else:
+        try:
+            weights_path = str(resolve_weights(model, spec.weights, home, progress))
+        except WeightsError as exc:
+            raise DeploymentError(str(exc)) from None
+    is_managed = spec.type == MANAGED
+    deployment = Deployment(
+        name=name,
+        model=model.name,
+        type=spec.type,
+        instances=(spec.instances or 1) if is_managed else 1,
+        created_at=now,
+        weights_path=weights_path,
+        upstream_url=upstream,
+        upstream_model=spec.upstream_model,
+        upstream_api_key=spec.upstream_api_key,
+        instance_type=find_instance_type(spec.instance_type or DEFAULT_INSTANCE_TYPE).name if is_managed else None,
+        shared_quota=spec.shared_quota,
+        expires_at=now + SHARED_QUOTA_LIFETIME_S if spec.shared_quota else None,
+        settings=spec.settings,
+    )
+    primary, secondary = keys_mod.generate_key(), keys_mod.generate_key()
+    hashes = {keys_mod.PRIMARY: keys_mod.hash_key(primary), keys_mod.SECONDARY: keys_mod.hash_key(secondary)}
+    try:
+        store.add_deployment(deployment, hashes)
+    except StoreConflict:  # another process won a race since the checks above
+        _check_not_taken(store, name, model, spec.type)
+        raise DeploymentConflict(f"Deployment '{name}' could not be created; it conflicts with another.") from None
+    return deployment, NewKeys(primary, secondary)
+
+
+def check_name(name: str) -> str:
+    """Deployment names are endpoint path segments: 3-32 lowercase letters, digits and hyphens."""
+    lowered = name.lower()
+    if not _NAME.match(lowered) or "--" in lowered:
+        raise DeploymentError(
+            f"'{name}' is not a valid deployment name: use 3 to 32 letters, digits and single hyphens, starting "
+            "with a letter and not ending with a hyphen (for example 'llama-chat')."
+        )
+    return lowered
+
+
+def check_upstream_url(url: str) -> str:
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise DeploymentError(
+            f"--upstream {url} is not an http(s) URL. Give the base URL of an OpenAI-compatible server, such as "
+            "http://10.0.0.5:8000/v1."
+        )
+    return url.rstrip("/")
+
+
+def _catalog_model(name: str) -> CatalogModel:
+    try:
+        return find_model(name)
+    except UnknownModelError as exc:
+        raise DeploymentError(str(exc)) from None
+
+
+def _check_type(spec: DeploymentSpec, model: CatalogModel) -> None:
+    if spec.type not in DEPLOYMENT_TYPES:
+        raise DeploymentError(f"Deployment type '{spec.type}' does not exist: use serverless or managed.")
+    if not model.allows(spec.type):
+        raise DeploymentError(
+            f"{model.name} cannot be deployed as {spec.type}; it allows {' and '.join(model.deployment_types)}."
+        )
+    if spec.weights is not None and spec.upstream_url:
+        raise DeploymentError("Give either --weights or --upstream, not both: the model runs in one place.")
+    if spec.type == SERVERLESS:
+        for option, given in (
+            ("--instances", spec.instances is not None),
+            ("--instance-type", spec.instance_type is not None),
+            ("--shared-quota", spec.shared_quota),
+        ):
+            if given:
+                raise DeploymentError(
+                    f"{option} applies to managed compute only; serverless deployments are sized by the platform. "
+                    "Use --type managed, or leave the option out."
+                )
+    if spec.instances is not None and not 1 <= spec.instances <= MAX_INSTANCES:
+        raise DeploymentError(f"--instances must be between 1 and {MAX_INSTANCES}, got {spec.instances}.")
+    if spec.upstream_url and spec.instances not in (None, 1):
+        raise DeploymentError(
+            "--instances starts replicas of local weights; an --upstream deployment forwards to a server that "
+            "is sized on its own. Leave --instances out."
+        )
+
+
+def _check_not_taken(store: Store, name: str, model: CatalogModel, deployment_type: str) -> None:
+    if store.get_deployment(name) is not None:
+        raise DeploymentConflict(f"A deployment named '{name}' already exists. Choose another name, or delete it.")
+    if deployment_type == SERVERLESS:
+        holder = store.find_serverless(model.name)
+        if holder is not None:
+            raise DeploymentConflict(
+                f"Deployment '{holder.name}' already holds the serverless deployment of {model.name}; a project "
+                f"has at most one per model. Use '{holder.name}', delete it first, or deploy on managed compute."
+            )
+
+
+def get_deployment(store: Store, name: str) -> Deployment:
+    found = store.get_deployment(name.lower())
+    if found is None:
+        raise DeploymentNotFound(f"Deployment '{name}' not found. `llamafoundry deploy list` shows the deployments.")
+    return found
+
+
+def delete_deployment(store: Store, name: str) -> None:
+    if not store.delete_deployment(name.lower()):
+        raise DeploymentNotFound(f"Deployment '{name}' not found; nothing was deleted.")
+
+
+def list_deployments(store: Store, now: float | None = None) -> list[Deployment]:
+    """Every deployment, after deleting those whose shared-quota lifetime has ended."""
+    store.delete_expired(now)
+    return store.list_deployments()
+
+
+def regenerate_key(store: Store, name: str, slot: str, value: str | None = None) -> str:
+    """Replace one key (the other keeps working); returns the new key. `value` imports a chosen key."""
+    deployment = get_deployment(store, name)
+    try:
+        slot = keys_mod.check_slot(slot)
+        key = keys_mod.check_importable(value) if value is not None else keys_mod.generate_key()
+    except ValueError as exc:
+        raise DeploymentError(str(exc)) from None
+    store.set_key(deployment.name, slot, keys_mod.hash_key(key))
+    return key
+
+
+def regenerate_admin_key(store: Store) -> str:
+    key = keys_mod.generate_key()
+    store.set_admin_key(keys_mod.hash_key(key))
+    return key
+
+
+def ensure_admin_key(store: Store) -> str | None:
+    """Create the admin key if there is none; returns it when created (the only time it can be shown)."""
+    if store.admin_key() is not None:
+        return None
+    return regenerate_admin_key(store)
+
+
+def describe(deployment: Deployment, now: float | None = None) -> dict[str, Any]:
+    """A deployment as the CLI's --json and the management API show it (never a key, never the upstream key)."""
+    now = time.time() if now is None else now
+    model = find_model(deployment.model)
+    body: dict[str, Any] = {
+        "name": deployment.name,
+        "model": deployment.model,
+        "type": deployment.type,
+        "created_at": _iso(deployment.created_at),
+        "auth": "key" if deployment.type == SERVERLESS else "key, token",
+        "billing": "per token" if deployment.type == SERVERLESS else "core-hours",
+        "input_modalities": list(model.input_modalities),
+    }
+    if deployment.upstream_url:
+        body["upstream"] = deployment.upstream_url
+        if deployment.upstream_model:
+            body["upstream_model"] = deployment.upstream_model
+    else:
+        body["weights"] = deployment.weights_path
+    if deployment.type == MANAGED:
+        body["instances"] = deployment.instances
+        body["instance_type"] = deployment.instance_type
+        body["shared_quota"] = deployment.shared_quota
+    if deployment.expires_at is not None:
+        body["expires_at"] = _iso(deployment.expires_at)
+        body["expires_in_hours"] = round(max(0.0, deployment.expires_at - now) / 3600, 1)
+    if deployment.settings:
+        body["settings"] = dict(deployment.settings)
+    return body
+
+
+def _iso(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))

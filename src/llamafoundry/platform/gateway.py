@@ -1,0 +1,295 @@
+"""What one `llamafoundry serve` serves: its own model (the default target) and every deployment in the store,
+each with its chat service and its auth policy. The API asks `Gateway.resolve()` which target a request is for
+and `Target.authorize()` whether the caller may use it.
+
+A running gateway polls the store's revision every second; on a change it starts the services of new
+deployments, stops those of deleted ones, and swaps keys in place, so `deploy` commands (and the management
+API) take effect within two seconds without a restart. Shared-quota deployments past their lifetime are
+deleted by the same poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from llamafoundry.platform.catalog import MANAGED, find_instance_type, find_model
+from llamafoundry.platform.keys import StoredKey, hash_key, match_key
+from llamafoundry.platform.replicas import ReplicaSet, ReplicaSpec
+from llamafoundry.platform.store import Deployment, Snapshot, Store
+from llamafoundry.platform.tokens import TokenError, TokenVerifier, looks_like_jwt
+from llamafoundry.platform.upstream import FixedUpstream, UpstreamChatService
+from llamafoundry.service.types import ChatRequest, ChatResult, ChatStream
+
+logger = logging.getLogger(__name__)
+
+POLL_INTERVAL_S = 1.0
+DEFAULT_KEY_ID = "default"
+
+
+class ChatBackend(Protocol):
+    """What the API needs of a served model: `service.chat.ChatService` and `UpstreamChatService` both are."""
+
+    model_name: str
+    model_provider: str
+    max_context: int
+
+    @property
+    def is_ready(self) -> bool: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def count_tokens(self, request: ChatRequest) -> int: ...
+
+    async def complete(self, request: ChatRequest) -> ChatResult: ...
+
+    async def stream(self, request: ChatRequest) -> ChatStream: ...
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a request comes from: a key (by id, never the key) or a token's subject."""
+
+    auth: str  # "key" or "token"
+    key_id: str | None = None
+    subject: str | None = None
+
+
+@dataclass
+class AuthPolicy:
+    """Keys (hashed) and, for managed compute, bearer tokens."""
+
+    keys: list[StoredKey]
+    verifier: TokenVerifier | None = None
+    accepts_tokens: bool = False
+
+    async def authorize(self, credentials: Iterable[str]) -> Caller | None:
+        """The caller, or None when no credential is accepted (answer 401).
+
+        Serverless deployments never accept a token: a JWT is just a wrong key to them.
+        """
+        credentials = [c for c in credentials if c]
+        key = match_key(credentials, self.keys)
+        if key is not None:
+            return Caller("key", key_id=key.key_id)
+        if not self.accepts_tokens or self.verifier is None:
+            return None
+        for credential in credentials:
+            if looks_like_jwt(credential):
+                try:
+                    claims = await asyncio.to_thread(self.verifier.verify, credential)
+                except TokenError as exc:
+                    logger.info("bearer token refused: %s", exc)
+                    continue
+                return Caller("token", subject=claims.object_id or claims.subject)
+        return None
+
+
+def single_key_policy(api_key: str) -> AuthPolicy:
+    """The default target's policy: the one key `serve --api-key` was given."""
+    return AuthPolicy([StoredKey(DEFAULT_KEY_ID, hash_key(api_key), 0.0)])
+
+
+@dataclass
+class Target:
+    """One served model: the default (`deployment` None) or a deployment."""
+
+    service: ChatBackend
+    auth: AuthPolicy
+    deployment: Deployment | None = None
+    start_task: asyncio.Task[None] | None = field(default=None, repr=False)
+    start_error: BaseException | None = None
+
+    @property
+    def name(self) -> str:
+        return self.deployment.name if self.deployment is not None else self.service.model_name
+
+    @property
+    def accepts_images(self) -> bool:
+        return self.deployment is not None and find_model(self.deployment.model).accepts_images
+
+    async def authorize(self, credentials: Iterable[str]) -> Caller | None:
+        return await self.auth.authorize(credentials)
+
+
+BackendFactory = Callable[[Deployment], ChatBackend]
+
+
+class Gateway:
+    """The default target and the store's deployments.
+
+    Args:
+        default: the server's own model, or None (`serve --no-default`); its service is started by the app.
+        store: where deployments live; None serves the default only.
+        backend_factory: builds a deployment's service (`local_backend_factory` in production).
+        verifier: checks bearer tokens for managed deployments; None refuses every token.
+    """
+
+    def __init__(
+        self,
+        default: Target | None,
+        store: Store | None = None,
+        backend_factory: BackendFactory | None = None,
+        verifier: TokenVerifier | None = None,
+        poll_interval_s: float = POLL_INTERVAL_S,
+    ) -> None:
+        self.default = default
+        self.store = store
+        self.backend_factory = backend_factory
+        self.verifier = verifier
+        self.poll_interval_s = poll_interval_s
+        self.targets: dict[str, Target] = {}
+        self._revision: int | None = None
+        self._poll_task: asyncio.Task[None] | None = None
+
+    def resolve(self, name: str | None) -> Target | None:
+        """The deployment called `name` (case-insensitive), or the default target when `name` is None."""
+        if name is None:
+            return self.default
+        return self.targets.get(name.lower())
+
+    async def start(self) -> None:
+        if self.store is None:
+            return
+        await self.sync()
+        self._poll_task = asyncio.create_task(self._poll())
+
+    async def stop(self) -> None:
+        if self._poll_task is not None:
+            self._poll_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poll_task
+        targets, self.targets = list(self.targets.values()), {}
+        await asyncio.gather(*(_stop(t) for t in targets))
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_interval_s)
+            try:
+                await self.sync()
+            except Exception:  # a database hiccup must not end the poll
+                logger.exception("reading the deployment store failed; retrying in %.0f s", self.poll_interval_s)
+
+    async def sync(self) -> None:
+        """Bring the served deployments in line with the store."""
+        assert self.store is not None
+        store = self.store
+        expired = await asyncio.to_thread(store.delete_expired)
+        for name in expired:
+            logger.info("deployment %s reached the end of its shared-quota lifetime and was deleted", name)
+        if self._revision is not None and await asyncio.to_thread(store.revision) == self._revision:
+            return
+        self._apply(await asyncio.to_thread(store.snapshot))
+
+    def _apply(self, snapshot: Snapshot) -> None:
+        stopped = []
+        for name in list(self.targets):
+            if name not in snapshot.deployments:
+                stopped.append(self.targets.pop(name))
+                logger.info("deployment %s was deleted; no longer served", name)
+        for name, deployment in snapshot.deployments.items():
+            policy = self._policy(deployment, snapshot.keys.get(name, []))
+            current = self.targets.get(name)
+            if current is not None and _same_backend(current.deployment, deployment):
+                current.deployment, current.auth = deployment, policy  # keys or settings changed
+                continue
+            if current is not None:
+                stopped.append(current)
+            self.targets[name] = self._launch(deployment, policy)
+        for target in stopped:
+            asyncio.create_task(_stop(target))
+        self._revision = snapshot.revision
+
+    def _policy(self, deployment: Deployment, keys: list[StoredKey]) -> AuthPolicy:
+        return AuthPolicy(keys, self.verifier, accepts_tokens=deployment.type == MANAGED)
+
+    def _launch(self, deployment: Deployment, policy: AuthPolicy) -> Target:
+        assert self.backend_factory is not None
+        target = Target(self.backend_factory(deployment), policy, deployment)
+        target.start_task = asyncio.create_task(_start(target))
+        logger.info("serving deployment %s (%s, %s)", deployment.name, deployment.model, deployment.type)
+        return target
+
+    def status(self, name: str) -> dict[str, Any]:
+        """Runtime state of a served deployment, for the management API."""
+        target = self.targets.get(name)
+        if target is None:
+            return {"state": "not served"}
+        state = "ready" if target.service.is_ready else ("failed" if target.start_error else "starting")
+        body: dict[str, Any] = {"state": state}
+        if target.start_error is not None:
+            body["error"] = str(target.start_error)
+        provider = getattr(target.service, "provider", None)
+        if isinstance(provider, ReplicaSet):
+            body["replicas"] = provider.status()
+        client = getattr(target.service, "client", None)
+        if client is not None:
+            body["requests"] = [u.num_requests for u in client.upstreams]
+        return body
+
+
+def _same_backend(old: Deployment | None, new: Deployment) -> bool:
+    """Whether the running service still serves `new` (a re-created deployment gets a new one)."""
+    if old is None:
+        return False
+    fields = ("model", "created_at", "weights_path", "upstream_url", "upstream_model", "upstream_api_key",
+              "instances", "instance_type")  # fmt: skip
+    return all(getattr(old, f) == getattr(new, f) for f in fields)
+
+
+async def _start(target: Target) -> None:
+    try:
+        await target.service.start()
+    except Exception as exc:
+        target.start_error = exc
+        logger.exception("deployment %s failed to start; it answers 503 until it is re-created", target.name)
+
+
+async def _stop(target: Target) -> None:
+    if target.start_task is not None and not target.start_task.done():
+        target.start_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await target.start_task
+    try:
+        await target.service.stop()
+    except Exception:
+        logger.exception("stopping deployment %s failed", target.name)
+
+
+def local_backend_factory(home: Path, verify_tls: bool | str = True) -> BackendFactory:
+    """Services for deployments: forwarding to `--upstream`, or to replica processes of the local weights."""
+
+    def build(deployment: Deployment) -> ChatBackend:
+        model = find_model(deployment.model)
+        if deployment.upstream_url:
+            provider: FixedUpstream | ReplicaSet = FixedUpstream(deployment.upstream_url, deployment.upstream_api_key)
+            max_context = model.context_length
+        else:
+            assert deployment.weights_path is not None
+            settings = deployment.settings
+            threads = find_instance_type(deployment.instance_type).num_cores if deployment.instance_type else None
+            spec = ReplicaSpec(
+                name=deployment.name,
+                weights_path=Path(deployment.weights_path),
+                model_name=model.name,
+                model_provider=model.provider,
+                num_replicas=deployment.instances,
+                threads=int(settings.get("threads", threads or 2)),
+                ctx_size=int(settings.get("ctx_size", 4096)),
+                parallel=int(settings.get("parallel", 4)),
+                log_dir=home / "logs",
+            )
+            provider = ReplicaSet(spec)
+            max_context = spec.ctx_size
+        return UpstreamChatService(
+            provider, model.name, model.provider, max_context, deployment.upstream_model, verify_tls
+        )
+
+    return build

@@ -1,0 +1,194 @@
+"""Engine replicas of a local deployment: each its own `llamafoundry serve --replica` process on a loopback port.
+
+The gateway forwards to them as to any upstream (`UpstreamChatService`), balancing by requests in flight. Each
+replica serves only its model (no deployments, no management, no content safety or rate limits: the gateway
+applies those), with a key generated for this set and handed over in the environment, never on the command
+line. Replicas die with the gateway (Linux parent-death signal) and are restarted if they exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from llamafoundry.config import generate_api_key
+
+logger = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 180.0
+HEALTH_INTERVAL_S = 0.25
+SUPERVISE_INTERVAL_S = 1.0
+STOP_TIMEOUT_S = 15.0
+API_KEY_ENV = "LLAMAFOUNDRY_API_KEY"
+
+
+@dataclass
+class ReplicaSpec:
+    """What every replica of one deployment runs."""
+
+    name: str  # the deployment, for logs
+    weights_path: Path
+    model_name: str
+    model_provider: str
+    num_replicas: int
+    threads: int | None
+    ctx_size: int = 4096
+    parallel: int = 4
+    log_dir: Path | None = None
+
+
+@dataclass
+class Replica:
+    index: int
+    port: int
+    process: asyncio.subprocess.Process | None = None
+    is_healthy: bool = False
+    log_path: Path | None = None
+    num_restarts: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass
+class ReplicaSet:
+    """Starts, watches and stops the replica processes of one deployment (an `UpstreamProvider`)."""
+
+    spec: ReplicaSpec
+    api_key: str = field(default_factory=generate_api_key)
+    replicas: list[Replica] = field(default_factory=list)
+    _supervisor: asyncio.Task[None] | None = None
+    _is_stopping: bool = False
+
+    @property
+    def is_ready(self) -> bool:
+        return any(r.is_healthy for r in self.replicas)
+
+    async def start(self) -> tuple[list[str], str | None]:
+        """Launch every replica and wait until each answers /health; returns their URLs and key."""
+        self.replicas = [Replica(i, _free_port()) for i in range(self.spec.num_replicas)]
+        await asyncio.gather(*(self._launch(r) for r in self.replicas))
+        try:
+            await asyncio.wait_for(asyncio.gather(*(self._wait_healthy(r) for r in self.replicas)), START_TIMEOUT_S)
+        except BaseException:
+            await self.stop()
+            raise
+        self._supervisor = asyncio.create_task(self._supervise())
+        return [r.url for r in self.replicas], self.api_key
+
+    async def stop(self) -> None:
+        self._is_stopping = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+        await asyncio.gather(*(_terminate(r) for r in self.replicas))
+
+    def status(self) -> list[dict[str, object]]:
+        return [
+            {"index": r.index, "url": r.url, "healthy": r.is_healthy, "restarts": r.num_restarts} for r in self.replicas
+        ]
+
+    async def _launch(self, replica: Replica) -> None:
+        spec = self.spec
+        args = [
+            sys.executable, "-m", "llamafoundry", "serve", "--replica",
+            "--model", str(spec.weights_path),
+            "--name", spec.model_name,
+            "--provider", spec.model_provider,
+            "--host", "127.0.0.1",
+            "--port", str(replica.port),
+            "--ctx-size", str(spec.ctx_size),
+            "--parallel", str(spec.parallel),
+        ]  # fmt: skip
+        if spec.threads is not None:
+            args += ["--threads", str(spec.threads)]
+        env = {**os.environ, API_KEY_ENV: self.api_key, "PYTHONUNBUFFERED": "1"}
+        log = subprocess_log(spec, replica)
+        replica.process = await asyncio.create_subprocess_exec(
+            *args, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT, env=env,
+            preexec_fn=_die_with_parent,
+        )  # fmt: skip
+        if log is not asyncio.subprocess.DEVNULL:
+            log.close()  # type: ignore[union-attr]
+        logger.info("deployment %s: replica %d started (pid %d, port %d)", spec.name, replica.index,
+                    replica.process.pid, replica.port)  # fmt: skip
+
+    async def _wait_healthy(self, replica: Replica) -> None:
+        async with httpx.AsyncClient(timeout=2) as http:
+            while True:
+                if replica.process is not None and replica.process.returncode is not None:
+                    raise RuntimeError(
+                        f"replica {replica.index} of deployment {self.spec.name} exited with "
+                        f"{replica.process.returncode} while loading; see {replica.log_path}"
+                    )
+                with contextlib.suppress(httpx.TransportError):
+                    if (await http.get(replica.url + "/health")).status_code == 200:
+                        replica.is_healthy = True
+                        return
+                await asyncio.sleep(HEALTH_INTERVAL_S)
+
+    async def _supervise(self) -> None:
+        """Restart replicas that exit (a crash, the OOM killer), one at a time."""
+        while not self._is_stopping:
+            await asyncio.sleep(SUPERVISE_INTERVAL_S)
+            for replica in self.replicas:
+                if replica.process is None or replica.process.returncode is None:
+                    continue
+                replica.is_healthy = False
+                replica.num_restarts += 1
+                logger.warning("deployment %s: replica %d exited with %s; restarting", self.spec.name,
+                               replica.index, replica.process.returncode)  # fmt: skip
+                try:
+                    await self._launch(replica)
+                    await asyncio.wait_for(self._wait_healthy(replica), START_TIMEOUT_S)
+                except (OSError, RuntimeError, TimeoutError):
+                    logger.exception("deployment %s: replica %d did not come back", self.spec.name, replica.index)
+
+
+def subprocess_log(spec: ReplicaSpec, replica: Replica) -> object:
+    if spec.log_dir is None:
+        return asyncio.subprocess.DEVNULL
+    spec.log_dir.mkdir(parents=True, exist_ok=True)
+    replica.log_path = spec.log_dir / f"{spec.name}-{replica.index}.log"
+    return replica.log_path.open("ab")
+
+
+async def _terminate(replica: Replica) -> None:
+    process = replica.process
+    replica.is_healthy = False
+    if process is None or process.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signal.SIGINT)  # uvicorn drains in-flight requests on SIGINT
+    try:
+        await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the parent dies, so no replica outlives its gateway."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            pr_set_pdeathsig = 1
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)

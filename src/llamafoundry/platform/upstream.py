@@ -1,0 +1,295 @@
+"""A chat service whose model runs behind OpenAI-compatible servers: an `--upstream` URL, or the replica
+processes of a local deployment. It has the interface of `service.chat.ChatService`, so the API serves it the
+same way; requests and answers are translated to and from OpenAI chat-completions bodies.
+
+Image content parts are forwarded as the client sent them (the API keeps them in `ChatMessage.content_parts`
+for deployments whose catalog model takes images).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any, Protocol
+
+from llamafoundry.engine.outputs import (
+    EngineError,
+    EngineUnavailableError,
+    QueueFullError,
+    TokenLogprob,
+    TopLogprob,
+)
+from llamafoundry.engine.sampling_params import SamplingParams
+from llamafoundry.model.remote import RemoteChatClient, UpstreamError
+from llamafoundry.service.types import ChatChoice, ChatDelta, ChatRequest, ChatResult, ChatUpdate, Usage
+
+logger = logging.getLogger(__name__)
+
+CHARS_PER_TOKEN = 4  # prompt-size estimate when the tokenizer is on the other side
+
+
+class UpstreamProvider(Protocol):
+    """Where the servers are: started with the service, stopped with it."""
+
+    async def start(self) -> tuple[list[str], str | None]:
+        """Start (if there is anything to start) and return the base URLs and the key they want."""
+        ...
+
+    async def stop(self) -> None: ...
+
+    @property
+    def is_ready(self) -> bool: ...
+
+
+class FixedUpstream:
+    """An existing server at `base_url` (a `deploy create --upstream` deployment)."""
+
+    def __init__(self, base_url: str, api_key: str | None = None) -> None:
+        self.base_url = base_url
+        self.api_key = api_key
+
+    async def start(self) -> tuple[list[str], str | None]:
+        return [self.base_url], self.api_key
+
+    async def stop(self) -> None:
+        return None
+
+    @property
+    def is_ready(self) -> bool:
+        return True
+
+
+class UpstreamChatService:
+    """Forwards chat requests.
+
+    Args:
+        provider: the servers.
+        model_name: reported by /info and in responses (the catalog model name).
+        model_provider: reported by /info.
+        max_context: the model's context, in tokens.
+        upstream_model: the `model` sent upstream (vLLM wants its served model name); the model name if None.
+        verify_tls: how to check the upstream's TLS certificate (httpx's `verify`).
+    """
+
+    def __init__(
+        self,
+        provider: UpstreamProvider,
+        model_name: str,
+        model_provider: str,
+        max_context: int,
+        upstream_model: str | None = None,
+        verify_tls: bool | str = True,
+    ) -> None:
+        self.provider = provider
+        self.model_name = model_name
+        self.model_provider = model_provider
+        self.max_context = max_context
+        self.upstream_model = upstream_model or model_name
+        self.verify_tls = verify_tls
+        self.client: RemoteChatClient | None = None
+
+    @property
+    def is_ready(self) -> bool:
+        return self.client is not None and self.provider.is_ready
+
+    async def start(self) -> None:
+        base_urls, api_key = await self.provider.start()
+        self.client = RemoteChatClient(base_urls, api_key, self.verify_tls)
+
+    async def stop(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()
+        await self.provider.stop()
+
+    def count_tokens(self, request: ChatRequest) -> int:
+        """An estimate (4 characters a token, plus 4 per message): the tokenizer is on the other side.
+        Usage reported afterwards is the upstream's exact count."""
+        chars = sum(len(m.content or "") for m in request.messages)
+        return chars // CHARS_PER_TOKEN + 4 * len(request.messages)
+
+    def _client(self) -> RemoteChatClient:
+        if self.client is None:
+            raise EngineUnavailableError("The deployment is starting; retry in a few seconds.")
+        return self.client
+
+    async def complete(self, request: ChatRequest) -> ChatResult:
+        body, headers = openai_body(request, self.upstream_model)
+        try:
+            answer = await self._client().complete(body, headers)
+        except UpstreamError as exc:
+            raise engine_error(exc) from None
+        return chat_result(answer)
+
+    async def stream(self, request: ChatRequest) -> UpstreamStream:
+        body, headers = openai_body(request, self.upstream_model)
+        body["stream_options"] = {"include_usage": True}
+        try:
+            chunks = await self._client().stream(body, headers)
+        except UpstreamError as exc:
+            raise engine_error(exc) from None
+        return UpstreamStream(chunks)
+
+
+class UpstreamStream:
+    """Satisfies `service.types.ChatStream` over the upstream's chunks."""
+
+    def __init__(self, chunks: AsyncIterator[dict[str, Any]]) -> None:
+        self._chunks = chunks
+        self._usage = Usage(0, 0)
+        self._updates_gen: AsyncGenerator[ChatUpdate, None] | None = None
+        self._closing: asyncio.Future[None] | None = None
+
+    def __aiter__(self) -> AsyncIterator[ChatUpdate]:
+        self._updates_gen = self._updates()
+        return self._updates_gen
+
+    async def _updates(self) -> AsyncIterator[ChatUpdate]:
+        num_deltas = 0
+        try:
+            async for chunk in self._chunks:
+                deltas = [_delta(choice) for choice in chunk.get("choices") or []]
+                num_deltas += sum(1 for d in deltas if d.text)
+                usage = chunk.get("usage")
+                self._usage = _usage(usage) if usage else Usage(self._usage.prompt_tokens, num_deltas)
+                yield ChatUpdate(deltas=deltas, usage=self._usage)
+        except UpstreamError as exc:
+            raise RuntimeError(f"upstream stream failed: {exc.message}") from None
+        finally:
+            await self.aclose()
+        yield ChatUpdate(deltas=[], usage=self._usage, finished=True)
+
+    async def aclose(self) -> None:
+        await self._chunks.aclose()  # type: ignore[attr-defined]
+
+    def abort(self) -> None:
+        """Close the HTTP stream (the upstream then aborts generation), unless iteration is closing it."""
+        gen = self._updates_gen if self._updates_gen is not None else self._chunks
+        if self._closing is None and not getattr(gen, "ag_running", False):
+            self._closing = asyncio.ensure_future(gen.aclose())  # type: ignore[attr-defined]
+
+
+def openai_body(request: ChatRequest, model: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The OpenAI body for `request`, and the headers it needs (`extra-parameters: pass-through` when it uses
+    parameters outside the Azure spec, which llamafoundry upstreams honour only then)."""
+    body: dict[str, Any] = {"model": model, "messages": [_message(m) for m in request.messages]}
+    params = request.params
+    body.update(_standard(params))
+    extras = _extras(params)
+    body.update(extras)
+    if request.tools:
+        body["tools"] = request.tools
+    if request.tool_choice is not None:
+        body["tool_choice"] = request.tool_choice
+    return body, ({"extra-parameters": "pass-through"} if extras else {})
+
+
+def _message(message: Any) -> dict[str, Any]:
+    parts = getattr(message, "content_parts", None)
+    out: dict[str, Any] = {"role": message.role, "content": parts if parts is not None else message.content}
+    for name in ("tool_calls", "tool_call_id", "name"):
+        if getattr(message, name, None) is not None:
+            out[name] = getattr(message, name)
+    return out
+
+
+def _standard(params: SamplingParams) -> dict[str, Any]:
+    body: dict[str, Any] = {"temperature": params.temperature}
+    if params.max_tokens is not None:
+        body["max_tokens"] = params.max_tokens
+    if params.top_p != 1.0:
+        body["top_p"] = params.top_p
+    if params.presence_penalty:
+        body["presence_penalty"] = params.presence_penalty
+    if params.frequency_penalty:
+        body["frequency_penalty"] = params.frequency_penalty
+    if params.seed is not None:
+        body["seed"] = params.seed if params.seed < 2**63 else params.seed - 2**64  # upstreams take int64
+    if params.stop:
+        body["stop"] = list(params.stop)
+    return body
+
+
+def _extras(params: SamplingParams) -> dict[str, Any]:
+    extras: dict[str, Any] = {}
+    if params.n != 1:
+        extras["n"] = params.n
+    if params.logprobs:
+        extras["logprobs"] = True
+        extras["top_logprobs"] = params.top_logprobs
+    if params.best_of is not None:
+        extras["best_of"] = params.best_of
+    if params.use_beam_search:
+        extras["use_beam_search"] = True
+    if params.ignore_eos:
+        extras["ignore_eos"] = True
+    if params.stop_token_ids:
+        extras["stop_token_ids"] = list(params.stop_token_ids)
+    if not params.skip_special_tokens:
+        extras["skip_special_tokens"] = False
+    return extras
+
+
+def chat_result(answer: dict[str, Any]) -> ChatResult:
+    choices = []
+    for choice in answer.get("choices") or []:
+        message = choice.get("message") or {}
+        choices.append(
+            ChatChoice(
+                index=int(choice.get("index", 0)),
+                text=message.get("content") or "",
+                finish_reason=choice.get("finish_reason") or "stop",
+                logprobs=_logprobs(choice.get("logprobs")),
+            )
+        )
+    return ChatResult(choices=sorted(choices, key=lambda c: c.index), usage=_usage(answer.get("usage") or {}))
+
+
+def _delta(choice: dict[str, Any]) -> ChatDelta:
+    delta = choice.get("delta") or {}
+    return ChatDelta(
+        index=int(choice.get("index", 0)),
+        text=delta.get("content") or "",
+        finish_reason=choice.get("finish_reason"),
+        logprobs=_logprobs(choice.get("logprobs")),
+    )
+
+
+def _usage(usage: dict[str, Any]) -> Usage:
+    return Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+
+
+def _logprobs(body: Any) -> list[TokenLogprob] | None:
+    if not isinstance(body, dict) or body.get("content") is None:
+        return None
+    return [
+        TokenLogprob(
+            token=item["token"],
+            logprob=float(item["logprob"]),
+            bytes=list(item.get("bytes") or []),
+            top_logprobs=[
+                TopLogprob(t["token"], float(t["logprob"]), list(t.get("bytes") or []))
+                for t in item.get("top_logprobs") or []
+            ],
+        )
+        for item in body["content"]
+    ]
+
+
+def engine_error(exc: UpstreamError) -> EngineError:
+    """The engine error the API already maps to a status: 400 for the request's faults, 429 when the upstream
+    is busy, 503 when it cannot serve."""
+    if exc.status is None:
+        return EngineUnavailableError(
+            f"The model's server cannot be reached ({exc.message}); retry in a few seconds, and check that the "
+            "upstream server is running if it keeps failing."
+        )
+    if exc.status == 429:
+        return QueueFullError(f"The model's server is busy: {exc.message}")
+    if exc.status in (401, 403):
+        return EngineUnavailableError(
+            "The model's server refused the gateway's credentials. The deployment's --upstream-key needs fixing."
+        )
+    if 400 <= exc.status < 500 and exc.status != 404:
+        return EngineError(exc.message, exc.param)
+    return EngineUnavailableError(f"The model's server failed ({exc.status}): {exc.message}")
