@@ -89,13 +89,17 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def parse_chat(body: dict[str, Any], mode: str, *, is_openai_route: bool = False) -> ParsedChat:
+def parse_chat(
+    body: dict[str, Any], mode: str, *, is_openai_route: bool = False, accepts_images: bool = False
+) -> ParsedChat:
     """Validate a chat body under `extra-parameters: mode` and build the service request.
 
     Args:
         body: the JSON object.
         mode: `error`, `drop` or `pass-through`.
         is_openai_route: `/v1/chat/completions`, which also knows (and ignores) OpenAI's `stream_options`, `user`.
+        accepts_images: the model takes `image_url` parts (Llama 3.2 Vision deployments); they are kept in
+            `ChatMessage.content_parts`.
     """
     known = SPEC_PARAMETERS | OPENAI_ROUTE_PARAMETERS if is_openai_route else SPEC_PARAMETERS
     extras = [key for key in body if key not in known]
@@ -114,7 +118,7 @@ def parse_chat(body: dict[str, Any], mode: str, *, is_openai_route: bool = False
     if mode == "pass-through" and set(extras) - LLAMA_EXTRA_PARAMETERS:
         logger.debug("ignoring extra parameters this model does not know: %s", set(extras) - LLAMA_EXTRA_PARAMETERS)
 
-    _check_supported(options)
+    _check_supported(options, accepts_images)
     _check_tool_choice(options)
     params = sampling_params(options, llama)
     stream = bool(options.stream)
@@ -134,7 +138,7 @@ def parse_chat(body: dict[str, Any], mode: str, *, is_openai_route: bool = False
     return ParsedChat(request, stream)
 
 
-def _check_supported(options: ChatCompletionsOptions) -> None:
+def _check_supported(options: ChatCompletionsOptions, accepts_images: bool = False) -> None:
     """422 for well-formed requests a text-only Llama cannot honour."""
     fmt = options.response_format
     if fmt is not None and fmt.type != "text":
@@ -148,7 +152,7 @@ def _check_supported(options: ChatCompletionsOptions) -> None:
         if not isinstance(message.content, list):
             continue
         for j, part in enumerate(message.content):
-            if not isinstance(part, TextPart):
+            if not isinstance(part, TextPart) and not (accepts_images and part.type == "image_url"):
                 kind = "images" if part.type == "image_url" else "audio"
                 raise not_supported(
                     f"messages[{i}].content[{j}]",
@@ -233,7 +237,16 @@ def chat_message(message: Message) -> ChatMessage:
         tool_calls=[call.model_dump() for call in tool_calls] if tool_calls else None,
         tool_call_id=getattr(message, "tool_call_id", None),
         name=getattr(message, "name", None),
+        content_parts=_parts_with_images(message.content),
     )
+
+
+def _parts_with_images(content: Content | None) -> list[dict[str, Any]] | None:
+    """The content parts as sent, when some are not text (only image parts get this far, and only for models
+    that take images)."""
+    if not isinstance(content, list) or all(isinstance(part, TextPart) for part in content):
+        return None
+    return [part.model_dump(exclude_none=True) for part in content]
 
 
 def _text(content: Content | None) -> str | None:

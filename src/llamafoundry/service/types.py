@@ -13,13 +13,18 @@ from llamafoundry.engine.sampling_params import SamplingParams
 @dataclass
 class ChatMessage:
     """One message, normalized: role is system|user|assistant|tool (developer is mapped to system by the API);
-    content is text (content parts already joined)."""
+    content is text (content parts already joined).
+
+    `content_parts` keeps the content parts as the client sent them when they include images, for deployments
+    whose model takes images (they are forwarded unchanged to its upstream server); None otherwise.
+    """
 
     role: str
     content: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
     tool_call_id: str | None = None
     name: str | None = None
+    content_parts: list[dict[str, Any]] | None = None
 
 
 @dataclass
