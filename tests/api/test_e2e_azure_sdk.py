@@ -168,10 +168,9 @@ def test_request_ids_come_back(server: Server) -> None:
     def hook(response: Any) -> None:
         seen.update(response.http_response.headers)
 
-    with make_client(server) as client:
-        client.complete(
-            messages=MESSAGES, max_tokens=1, headers={"x-ms-client-request-id": "my-id-1"}, raw_response_hook=hook
-        )
+    headers = {"x-ms-client-request-id": "my-id-1", "azureml-model-deployment": server.name}
+    with make_client(server, user_agent="my-app/1.0") as client:
+        client.complete(messages=MESSAGES, max_tokens=1, headers=headers, raw_response_hook=hook)
     assert seen["x-ms-client-request-id"] == "my-id-1" and seen["x-request-id"]
 
 
