@@ -146,20 +146,34 @@ def test_disconnect_while_waiting_for_a_non_streaming_answer_frees_the_slot(one_
 
 
 def test_full_queue_is_429_with_retry_after(one_slot_server: Server) -> None:
+    """One slot busy, two more requests: one takes the queue place, the other gets an immediate 429."""
     client, response, lines = start_long_stream(one_slot_server)  # holds the slot
-    waiting: list[httpx.Response] = []
-    waiter = threading.Thread(target=lambda: waiting.append(quick_request(one_slot_server, timeout=60)))
-    waiter.start()  # takes the one queue place
-    try:
-        time.sleep(1.0)
+    outcomes: list[object] = []
+
+    def call_with_sdk() -> None:
         sdk = ChatCompletionsClient(one_slot_server.url, AzureKeyCredential(one_slot_server.key), retry_total=0)
-        with sdk, pytest.raises(HttpResponseError) as caught:
-            sdk.complete(messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
-        assert caught.value.status_code == 429 and caught.value.error.code == "queue_full"
-        assert caught.value.response.headers["retry-after"] == "1"
-        assert not waiting and next(lines) == "" and next(lines).startswith("data: ")  # all still waiting
+        with sdk:
+            try:
+                outcomes.append(sdk.complete(messages=[{"role": "user", "content": "Hi"}], max_tokens=2))
+            except HttpResponseError as exc:
+                outcomes.append(exc)
+
+    callers = [threading.Thread(target=call_with_sdk) for _ in range(2)]
+    for caller in callers:
+        caller.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not outcomes and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(outcomes) == 1, "one request should have been refused at once, the other should wait"
+        refused = outcomes[0]
+        assert isinstance(refused, HttpResponseError)
+        assert refused.status_code == 429 and refused.error.code == "queue_full"
+        assert refused.response.headers["retry-after"] == "1"
+        assert next(lines) == "" and next(lines).startswith("data: ")  # the long stream still runs
     finally:
         response.close()
         client.close()
-        waiter.join(timeout=60)
-    assert waiting and waiting[0].status_code == 200
+        for caller in callers:
+            caller.join(timeout=60)
+    assert len(outcomes) == 2 and not isinstance(outcomes[1], Exception)  # the waiting one got the freed slot
