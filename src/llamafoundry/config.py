@@ -55,9 +55,17 @@ class ServeSettings:
     host: str = "127.0.0.1"
     port: int = 8000
     api_key: str = field(default_factory=generate_api_key)
+    # Rate limits of the bare routes' model: None = serverless defaults (200,000 / 1,000), 0 = not limited.
+    tokens_per_minute: int | None = None
+    requests_per_minute: int | None = None
+    redis_url: str | None = None  # rate-limit counters shared by several gateway processes
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be between 0 and 65535, got {self.port}")
         if not self.api_key:
             raise ValueError("api_key must not be empty")
+        for name in ("tokens_per_minute", "requests_per_minute"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be 0 (not limited) or more, got {value}")

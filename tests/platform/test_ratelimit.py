@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -12,11 +11,13 @@ from llamafoundry.platform.ratelimit import (
     LIMITED_BY_REQUESTS,
     LIMITED_BY_TOKENS,
     SERVERLESS_LIMITS,
+    UNLIMITED,
     MemoryRateLimiter,
     RateLimiter,
     RateLimits,
     RequestExceedsLimitError,
     default_limits,
+    deployment_limits,
     resolve_limits,
 )
 from llamafoundry.platform.ratelimit_redis import RedisRateLimiter
@@ -182,6 +183,9 @@ def test_defaults_follow_the_deployment_type() -> None:
     assert default_limits("serverless") == SERVERLESS_LIMITS == RateLimits(200_000, 1_000)
     assert default_limits("managed") is None
     assert resolve_limits("serverless", 5_000, None) == RateLimits(5_000, 1_000)
-    assert resolve_limits("managed", None, 30) == RateLimits(2**62, 30)
+    assert resolve_limits("managed", None, 30) == RateLimits(UNLIMITED, 30)
+    assert resolve_limits("serverless", 0, 0) is None and resolve_limits("managed", None, None) is None
+    assert resolve_limits("serverless", 0, None) == RateLimits(UNLIMITED, 1_000)
+    assert deployment_limits("serverless", {"tokens_per_minute": 500}) == RateLimits(500, 1_000)
     with pytest.raises(ValueError, match="at least 1"):
         RateLimits(0, 10)

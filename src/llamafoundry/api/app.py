@@ -22,9 +22,11 @@ from llamafoundry.api.auth import AuthError
 from llamafoundry.api.errors import ApiError, json_response, not_found, unauthorized_response
 from llamafoundry.api.inference import inference_router
 from llamafoundry.api.middleware import RequestContextMiddleware
+from llamafoundry.api.usage import install_accounting
 from llamafoundry.config import ServeSettings
 
 if TYPE_CHECKING:
+    from llamafoundry.api.limits import Accounting
     from llamafoundry.service.chat import ChatService
 
 logger = logging.getLogger(__name__)
@@ -72,25 +74,29 @@ class ModelLifecycle:
         ).response()
 
 
-def create_app(service: ChatService, settings: ServeSettings) -> FastAPI:
+def create_app(service: ChatService, settings: ServeSettings, accounting: Accounting | None = None) -> FastAPI:
     """The Azure AI Model Inference API for one model.
 
     Args:
         service: the chat service; started in the background at startup, stopped (drained) at shutdown.
         settings: the API key and the deployment name (`/deployments/<name>` routes).
+        accounting: rate limits, metering and metrics (default: built from `settings`, not metered).
     """
     lifecycle = ModelLifecycle(service)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await accounting_.start()
         lifecycle.begin_start()
         try:
             yield
         finally:
             await lifecycle.shutdown()
+            await accounting_.stop()  # after the drain: the last streams are metered too
 
     app = FastAPI(title="llamafoundry", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.lifecycle = lifecycle
+    accounting_ = install_accounting(app, service, settings, accounting)  # inside RequestContextMiddleware
     app.add_middleware(RequestContextMiddleware)
     _add_error_handlers(app)
 

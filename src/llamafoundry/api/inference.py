@@ -19,9 +19,11 @@ from starlette.responses import Response
 from llamafoundry.api.auth import require_key
 from llamafoundry.api.chat_request import extra_parameters_mode, parse_chat, parse_json_object
 from llamafoundry.api.errors import ApiError, from_service_exception, json_response, not_found, service_unavailable
+from llamafoundry.api.limits import admit
 from llamafoundry.api.render import ChunkRenderer, completion_body
 from llamafoundry.api.sse import EventStreamResponse
 from llamafoundry.api.streaming import chat_events, until_disconnect
+from llamafoundry.api.usage import track_result, track_stream
 from llamafoundry.config import ServeSettings
 
 if TYPE_CHECKING:
@@ -79,7 +81,8 @@ def inference_router(service: ChatService, settings: ServeSettings) -> APIRouter
 
     async def chat(request: Request) -> Response:
         try:
-            return await _chat(request, service, is_openai_route=request.url.path.startswith("/v1/"))
+            is_openai_route = request.url.path.startswith("/v1/")
+            return await _chat(request, service, is_openai_route=is_openai_route, deployment=settings.model_name)
         except ClientDisconnect:
             return Response(status_code=499)  # nobody is listening; uvicorn drops it
 
@@ -119,15 +122,16 @@ def inference_router(service: ChatService, settings: ServeSettings) -> APIRouter
     return router
 
 
-async def _chat(request: Request, service: ChatService, *, is_openai_route: bool) -> Response:
+async def _chat(request: Request, service: ChatService, *, is_openai_route: bool, deployment: str) -> Response:
     mode = extra_parameters_mode(request.headers.get("extra-parameters"))
     body = parse_json_object(await read_body(request), request.headers.get("content-type"))
     parsed = parse_chat(body, mode, is_openai_route=is_openai_route)
     if not service.is_ready:
         raise service_unavailable("The model is loading or the server is shutting down; retry in a few seconds.")
     try:
+        await admit(request, service, parsed.request, deployment=deployment, stream=parsed.stream)  # 429 over limits
         if parsed.stream:
-            stream = await service.stream(parsed.request)
+            stream = track_stream(request, await service.stream(parsed.request))
         else:
             result = await until_disconnect(request.receive, service.complete(parsed.request))
     except Exception as exc:
@@ -140,6 +144,7 @@ async def _chat(request: Request, service: ChatService, *, is_openai_route: bool
         return EventStreamResponse(events)
     if result is None:
         return Response(status_code=499)  # the client went away; generation was aborted
+    track_result(request, result)
     headers = {
         "prompt_token_len": str(result.usage.prompt_tokens),
         "sampling_token_len": str(result.usage.completion_tokens),

@@ -21,9 +21,9 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 WINDOW_S = 60
 BURST_WINDOW_S = 10
@@ -64,18 +64,32 @@ def default_limits(deployment_type: str) -> RateLimits | None:
     return SERVERLESS_LIMITS if deployment_type == "serverless" else None
 
 
+UNLIMITED = 2**62  # a limit that never binds
+SETTING_TOKENS_PER_MINUTE = "tokens_per_minute"  # keys in a deployment's settings
+SETTING_REQUESTS_PER_MINUTE = "requests_per_minute"
+
+
 def resolve_limits(
     deployment_type: str, tokens_per_minute: int | None, requests_per_minute: int | None
 ) -> RateLimits | None:
-    """Configured limits over the type's defaults; a deployment with only one limit set gets the other's default
-    (or, for a type without defaults, a limit so high it never binds)."""
-    if tokens_per_minute is None and requests_per_minute is None:
-        return default_limits(deployment_type)
+    """Configured limits over the type's defaults: None takes the default, 0 means not limited. Returns None
+    when neither limit binds (nothing to count)."""
     base = default_limits(deployment_type)
-    unbounded = 2**62
-    return RateLimits(
-        tokens_per_minute=tokens_per_minute or (base.tokens_per_minute if base else unbounded),
-        requests_per_minute=requests_per_minute or (base.requests_per_minute if base else unbounded),
+
+    def pick(value: int | None, default: int | None) -> int:
+        if value is None:
+            return default if default is not None else UNLIMITED
+        return value if value > 0 else UNLIMITED
+
+    tokens = pick(tokens_per_minute, base.tokens_per_minute if base else None)
+    requests = pick(requests_per_minute, base.requests_per_minute if base else None)
+    return None if tokens == requests == UNLIMITED else RateLimits(tokens, requests)
+
+
+def deployment_limits(deployment_type: str, settings: Mapping[str, Any]) -> RateLimits | None:
+    """The limits of a stored deployment (`deploy create/update --tpm/--rpm` write them to its settings)."""
+    return resolve_limits(
+        deployment_type, settings.get(SETTING_TOKENS_PER_MINUTE), settings.get(SETTING_REQUESTS_PER_MINUTE)
     )
 
 

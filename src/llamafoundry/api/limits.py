@@ -1,0 +1,182 @@
+"""The HTTP side of rate limiting: admission of a chat request, the 429 answer, the `x-ratelimit-*` headers.
+
+A chat handler calls `admit()` once it has a valid request and before the service sees it; the request then
+reserves its worst-case tokens (see `platform.ratelimit`). `api.usage` settles the reservation when the
+response ends, and adds the headers to every chat response, errors included.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+
+from llamafoundry.api.errors import ApiError
+from llamafoundry.platform.ratelimit import Decision, RateLimiter, RateLimits, RequestExceedsLimitError
+from llamafoundry.service.types import ChatRequest
+
+if TYPE_CHECKING:
+    from llamafoundry.api.metrics import Metrics
+    from llamafoundry.platform.metering import Meter
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_KEY_ID = "default"  # the single key of `serve --api-key` (deployment keys are `primary`/`secondary`)
+
+
+class RateLimitExceeded(ApiError):
+    """429 in the Azure gateway's shape: exactly `{"error": {"code": "429", "message": ...}}`."""
+
+    def __init__(self, decision: Decision) -> None:
+        seconds = decision.retry_after_s
+        super().__init__(
+            429,
+            "429",
+            f"Rate limit is exceeded. Try again in {seconds} seconds.",
+            retry_after=seconds,
+            headers={"retry-after-ms": str(max(1, decision.retry_after_ms)), **ratelimit_headers(decision)},
+        )
+        self.decision = decision
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+def ratelimit_headers(decision: Decision) -> dict[str, str]:
+    """What every response of a limited deployment carries (Azure sends the `remaining` pair; the limits
+    are extra, for clients that pace themselves)."""
+    return {
+        "x-ratelimit-remaining-requests": str(decision.remaining_requests),
+        "x-ratelimit-remaining-tokens": str(decision.remaining_tokens),
+        "x-ratelimit-limit-requests": str(decision.limits.requests_per_minute),
+        "x-ratelimit-limit-tokens": str(decision.limits.tokens_per_minute),
+    }
+
+
+class LimitsSource:
+    """Which limits apply to a deployment (None: not limited).
+
+    Args:
+        fixed: limits of deployments the server defines itself (the bare routes' model); they win.
+        resolve: limits of any other deployment (the store's), looked up on every request.
+    """
+
+    def __init__(
+        self,
+        fixed: dict[str, RateLimits | None] | None = None,
+        resolve: Callable[[str], RateLimits | None] | None = None,
+    ) -> None:
+        self.fixed = {name.lower(): limits for name, limits in (fixed or {}).items()}
+        self.resolve = resolve
+
+    def __call__(self, deployment: str) -> RateLimits | None:
+        if deployment.lower() in self.fixed:
+            return self.fixed[deployment.lower()]
+        return self.resolve(deployment) if self.resolve is not None else None
+
+
+@dataclass
+class Accounting:
+    """Everything that counts requests in one app: the limiter, the limits, the meter, the metrics.
+
+    Args:
+        limiter: in-process or Redis.
+        limits: deployment name -> its limits.
+        meter: where usage records go (None: not metered, e.g. no store).
+        metrics: the app's Prometheus metrics.
+        default_deployment: the name that the bare routes (`/chat/completions`, `/v1/...`) are metered under.
+    """
+
+    limiter: RateLimiter
+    limits: LimitsSource
+    metrics: Metrics
+    meter: Meter | None = None
+    default_deployment: str | None = None
+    _is_started: bool = field(default=False, repr=False)
+
+    async def start(self) -> None:
+        if self.meter is not None and not self._is_started:
+            await self.meter.start()
+        self._is_started = True
+
+    async def stop(self) -> None:
+        if self.meter is not None:
+            await self.meter.stop()
+        await self.limiter.close()
+
+
+@dataclass
+class RequestUsage:
+    """What one chat request used, filled in as it goes; kept in `request.state.usage`."""
+
+    request_id: str
+    started_at: float  # unix seconds
+    started: float  # monotonic seconds
+    deployment: str | None = None
+    key_id: str | None = None
+    is_stream: bool = False
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    is_filtered: bool = False
+    first_token_at: float | None = None  # monotonic
+    decision: Decision | None = None
+    failed_status: int | None = None  # a stream that failed after its 200 went out
+
+    @classmethod
+    def begin(cls, request_id: str) -> RequestUsage:
+        return cls(request_id, time.time(), time.monotonic())
+
+
+def request_usage(request: Request) -> RequestUsage | None:
+    return getattr(request.state, "usage", None)
+
+
+def accounting_of(request: Request) -> Accounting | None:
+    return getattr(request.app.state, "accounting", None)
+
+
+def reservation_tokens(prompt_tokens: int, chat: ChatRequest, max_context: int) -> int:
+    """Prompt tokens + the completion budget (max_tokens, or the rest of the context) for every candidate."""
+    params = chat.params
+    budget = params.max_tokens if params.max_tokens is not None else max(0, max_context - prompt_tokens)
+    return prompt_tokens + budget * params.num_candidates
+
+
+async def admit(
+    request: Request, service: Any, chat: ChatRequest, *, deployment: str, stream: bool, key_id: str | None = None
+) -> None:
+    """Count the request against its deployment's limits, or raise RateLimitExceeded (429).
+
+    Args:
+        service: the deployment's ChatService (`count_tokens`, `max_context`).
+        chat: the validated request.
+        deployment: the deployment serving it (the name usage is recorded under).
+        stream: whether the response streams.
+        key_id: the id of the key the caller used (`primary`, `secondary`; never the key), if known; else
+            `request.state.key_id`, else `default` (the single key of `serve --api-key`).
+    Raises:
+        RateLimitExceeded: over the limit; nothing was counted.
+        ApiError: 400 when the request alone reserves more tokens than the whole minute allows.
+    """
+    usage, accounting = request_usage(request), accounting_of(request)
+    if usage is None or accounting is None:
+        return
+    usage.deployment = deployment
+    usage.is_stream = stream
+    usage.key_id = key_id or getattr(request.state, "key_id", None) or DEFAULT_KEY_ID
+    limits = accounting.limits(deployment)
+    if limits is None:
+        return
+    tokens = reservation_tokens(service.count_tokens(chat), chat, service.max_context)
+    try:
+        decision = await accounting.limiter.acquire(deployment, limits, tokens)
+    except RequestExceedsLimitError as exc:
+        raise ApiError(400, "tokens_limit_exceeded", str(exc), "max_tokens") from None
+    if not decision.is_allowed:
+        accounting.metrics.rejected(deployment, decision.limited_by or "requests")
+        raise RateLimitExceeded(decision)
+    usage.decision = decision

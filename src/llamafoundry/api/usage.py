@@ -1,0 +1,272 @@
+"""Per-request accounting of chat requests: rate-limit headers, settling reservations, metering, metrics.
+
+`AccountingMiddleware` wraps every `POST .../chat/completions`. It puts a `RequestUsage` in
+`request.state.usage` that the handler fills in (`limits.admit`, `track_stream`, `track_result`), and when the
+response has ended (for a stream: its last byte, or the client going away) it settles the rate-limit
+reservation to the tokens really used, records the request once in the meter and observes the metrics.
+Requests refused by authentication (401) or addressed to no deployment (404) are not metered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from starlette.datastructures import MutableHeaders
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from llamafoundry.api.errors import ApiError, invalid, json_response
+from llamafoundry.api.limits import (
+    DEFAULT_KEY_ID,
+    Accounting,
+    LimitsSource,
+    RequestUsage,
+    ratelimit_headers,
+    request_usage,
+)
+from llamafoundry.api.metrics import Metrics
+from llamafoundry.config import ServeSettings
+from llamafoundry.platform.catalog import SERVERLESS
+from llamafoundry.platform.metering import STATUS_CLIENT_CLOSED, Meter, UsageRecord
+from llamafoundry.platform.ratelimit import resolve_limits
+from llamafoundry.platform.ratelimit_redis import build_limiter
+from llamafoundry.platform.usage import Pricing, check_period, parse_since, period_label, report, to_csv
+from llamafoundry.service.types import ChatResult, ChatStream, ChatUpdate
+
+logger = logging.getLogger(__name__)
+
+CONTENT_FILTER = "content_filter"  # the finish reason and the error code of filtered content
+_DEPLOYMENT_PATH = re.compile(r"^/deployments/([^/]+)/chat/completions$")
+_NOT_METERED = (401, 404)
+
+
+class AccountingMiddleware:
+    """ASGI middleware; install with `app.add_middleware(AccountingMiddleware, accounting=...)`."""
+
+    def __init__(self, app: ASGIApp, accounting: Accounting) -> None:
+        self.app = app
+        self.accounting = accounting
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].endswith("/chat/completions"):
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        usage = RequestUsage.begin(request_id="")
+        match = _DEPLOYMENT_PATH.match(scope["path"])
+        usage.deployment = match.group(1) if match else self.accounting.default_deployment
+        state["usage"] = usage
+        status: int | None = None
+        is_complete = False
+
+        async def send_accounted(message: Message) -> None:
+            nonlocal status, is_complete
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                headers = MutableHeaders(scope=message)
+                if headers.get("x-ms-error-code") == CONTENT_FILTER:
+                    usage.is_filtered = True
+                for name, value in (await self._headers(usage, status)).items():
+                    if name not in headers:
+                        headers[name] = value
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                is_complete = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_accounted)
+        finally:
+            usage.request_id = str(state.get("request_id") or id(usage))
+            usage.key_id = usage.key_id or state.get("key_id") or DEFAULT_KEY_ID
+            await self._finish(usage, _final_status(status, is_complete, usage))
+
+    async def _headers(self, usage: RequestUsage, status: int) -> dict[str, str]:
+        if usage.decision is not None:
+            return ratelimit_headers(usage.decision)
+        if status in _NOT_METERED or usage.deployment is None:
+            return {}
+        limits = self.accounting.limits(usage.deployment)
+        if limits is None:
+            return {}
+        try:
+            return ratelimit_headers(await self.accounting.limiter.peek(usage.deployment, limits))
+        except Exception:  # the headers are informative; never fail a response for them (Redis down)
+            logger.exception("reading the rate-limit counters failed")
+            return {}
+
+    async def _finish(self, usage: RequestUsage, status: int) -> None:
+        accounting = self.accounting
+        decision = usage.decision
+        if decision is not None and decision.reservation is not None:
+            try:
+                await accounting.limiter.settle(decision.reservation, usage.prompt_tokens + usage.completion_tokens)
+            except Exception:
+                logger.exception("settling the rate-limit reservation of %s failed", usage.request_id)
+        if status in _NOT_METERED or usage.deployment is None:
+            return
+        latency_s = time.monotonic() - usage.started
+        ttft_s = usage.first_token_at - usage.started if usage.first_token_at is not None else None
+        accounting.metrics.observe(
+            usage.deployment, status, usage.prompt_tokens, usage.completion_tokens, latency_s, ttft_s
+        )
+        if accounting.meter is not None:
+            accounting.meter.record(
+                UsageRecord(
+                    request_id=usage.request_id,
+                    deployment=usage.deployment,
+                    key_id=usage.key_id,
+                    created_at=usage.started_at,
+                    prompt_tokens=usage.prompt_tokens,
+                    completion_tokens=usage.completion_tokens,
+                    status=status,
+                    latency_ms=latency_s * 1000,
+                    is_filtered=usage.is_filtered,
+                    is_stream=usage.is_stream,
+                    time_to_first_token_ms=ttft_s * 1000 if ttft_s is not None else None,
+                )
+            )
+
+
+def _final_status(status: int | None, is_complete: bool, usage: RequestUsage) -> int:
+    if status is None:
+        return 500  # the app raised before answering; the outer middleware answers 500
+    if usage.failed_status is not None:
+        return usage.failed_status
+    if not is_complete:
+        return STATUS_CLIENT_CLOSED  # the response started but the client left before its end
+    return status
+
+
+# ---- what the handler reports ----------------------------------------------------------------------------------
+
+
+def track_result(request: Request, result: ChatResult) -> None:
+    """A non-streaming request finished with `result`."""
+    usage = request_usage(request)
+    if usage is None:
+        return
+    usage.prompt_tokens = result.usage.prompt_tokens
+    usage.completion_tokens = result.usage.completion_tokens
+    usage.is_filtered = usage.is_filtered or any(c.finish_reason == CONTENT_FILTER for c in result.choices)
+
+
+def track_stream(request: Request, stream: ChatStream) -> ChatStream:
+    """`stream`, counting tokens (so far, for a stream that is aborted) and the time to the first token."""
+    usage = request_usage(request)
+    return stream if usage is None else _TrackedStream(stream, usage)
+
+
+class _TrackedStream:
+    """Satisfies `service.types.ChatStream`."""
+
+    def __init__(self, stream: ChatStream, usage: RequestUsage) -> None:
+        self._stream = stream
+        self._usage = usage
+
+    def __aiter__(self) -> AsyncIterator[ChatUpdate]:
+        return self._updates()
+
+    async def _updates(self) -> AsyncIterator[ChatUpdate]:
+        usage = self._usage
+        try:
+            async for update in self._stream:
+                usage.prompt_tokens = update.usage.prompt_tokens
+                usage.completion_tokens = update.usage.completion_tokens
+                if usage.first_token_at is None and any(d.text for d in update.deltas):
+                    usage.first_token_at = time.monotonic()
+                if any(d.finish_reason == CONTENT_FILTER for d in update.deltas):
+                    usage.is_filtered = True
+                yield update
+        except Exception:
+            usage.failed_status = 500  # the 200 went out already; the stream ends with an error event
+            raise
+
+    def abort(self) -> None:
+        self._stream.abort()
+
+
+# ---- GET /management/usage -------------------------------------------------------------------------------------
+
+
+def usage_router(
+    accounting: Accounting,
+    pricing: Callable[[], Mapping[str, Pricing]],
+    dependencies: Sequence[Any] = (),
+) -> APIRouter:
+    """`GET /management/usage?deployment=&since=&by=hour|day&format=json|csv`: the usage report.
+
+    Args:
+        accounting: its meter's database is read (after pending records are flushed).
+        pricing: the prices of the deployments that exist now.
+        dependencies: FastAPI dependencies guarding the route (the management API's admin-key check).
+    """
+
+    async def get_usage(request: Request) -> Response:
+        meter = accounting.meter
+        if meter is None:
+            raise ApiError(404, "NotFound", "Usage is not metered on this server: it was started without a store.")
+        query = request.query_params
+        fmt = query.get("format", "json")
+        if fmt not in ("json", "csv"):
+            raise invalid("format", f"format '{fmt}' is not supported: use json or csv.")
+        try:
+            since = parse_since(query["since"]) if query.get("since") else None
+        except ValueError as exc:
+            raise invalid("since", str(exc)) from None
+        try:
+            by = check_period(query.get("by") or None)
+        except ValueError as exc:
+            raise invalid("by", str(exc)) from None
+        await meter.flush()
+        rows = await asyncio.to_thread(
+            report, meter.engine, pricing(), deployment=query.get("deployment") or None, since=since, by=by
+        )
+        if fmt == "csv":
+            return Response(to_csv(rows), media_type="text/csv; charset=utf-8")
+        body = {
+            "since": period_label(since) if since is not None else None,
+            "by": by,
+            "data": [row.as_dict() for row in rows[:-1]],
+            "total": rows[-1].as_dict(),
+        }
+        return json_response(body)
+
+    router = APIRouter(dependencies=list(dependencies))
+    router.add_api_route("/management/usage", get_usage, methods=["GET"])
+    return router
+
+
+# ---- wiring -------------------------------------------------------------------------------------------------
+
+
+def build_accounting(settings: ServeSettings, meter: Meter | None = None) -> Accounting:
+    """The accounting of `serve`: the bare routes' model limited by `--tpm/--rpm` (serverless defaults), the
+    in-process limiter or Redis (`--redis-url`), and the given meter."""
+    limits = resolve_limits(SERVERLESS, settings.tokens_per_minute, settings.requests_per_minute)
+    return Accounting(
+        limiter=build_limiter(settings.redis_url),
+        limits=LimitsSource({settings.model_name: limits}),
+        metrics=Metrics(),
+        meter=meter,
+        default_deployment=settings.model_name,
+    )
+
+
+def install_accounting(
+    app: FastAPI, service: Any, settings: ServeSettings, accounting: Accounting | None
+) -> Accounting:
+    """Add the accounting middleware and `GET /metrics` to `app`; returns the accounting (built from `settings`
+    when None). Its `start()`/`stop()` belong in the app's lifespan."""
+    accounting = accounting or build_accounting(settings)
+    app.state.accounting = accounting
+    app.add_middleware(AccountingMiddleware, accounting=accounting)
+    app.add_api_route("/metrics", accounting.metrics.endpoint, methods=["GET"], include_in_schema=False)
+    accounting.metrics.watch_engine(settings.model_name, lambda: getattr(service, "engine", None))
+    return accounting

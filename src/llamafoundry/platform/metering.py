@@ -1,0 +1,173 @@
+"""Usage metering: one row per request, written to the store's database.
+
+Every chat request that passed authentication is recorded exactly once, when it ends: its deployment, the id
+of the key it used (the key's slot, never the key), when it arrived, prompt and completion tokens, the HTTP
+status it got (499 when the client went away, tokens counted so far), its latency, and whether content safety
+filtered it. `request_id` (the response's `x-request-id`) is unique, so a record can never be counted twice.
+
+Rows are buffered and written in batches on a worker thread, so the event loop never waits for the database;
+`flush()` writes what is pending (the server flushes on shutdown, and before answering a usage query).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from llamafoundry.platform.store import metadata
+
+logger = logging.getLogger(__name__)
+
+FLUSH_INTERVAL_S = 0.5
+STATUS_CLIENT_CLOSED = 499  # the client went away before the response ended (nginx's code)
+
+usage = sa.Table(
+    "usage",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("request_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("deployment", sa.String(64), nullable=False),
+    sa.Column("key_id", sa.String(64)),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("prompt_tokens", sa.Integer, nullable=False),
+    sa.Column("completion_tokens", sa.Integer, nullable=False),
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.Column("is_filtered", sa.Boolean, nullable=False),
+    sa.Column("is_stream", sa.Boolean, nullable=False),
+    sa.Column("time_to_first_token_ms", sa.Float),
+    sa.Index("ix_usage_deployment_created_at", "deployment", "created_at"),
+    sa.Index("ix_usage_created_at", "created_at"),
+)
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    """One request, as metered. `created_at` is when it arrived (unix seconds)."""
+
+    request_id: str
+    deployment: str
+    key_id: str | None
+    created_at: float
+    prompt_tokens: int
+    completion_tokens: int
+    status: int
+    latency_ms: float
+    is_filtered: bool = False
+    is_stream: bool = False
+    time_to_first_token_ms: float | None = None
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def is_error(self) -> bool:
+        """A request the service answered with an error (a client that went away is not one)."""
+        return self.status >= 400 and self.status != STATUS_CLIENT_CLOSED
+
+
+class Meter:
+    """Buffers usage records and writes them to the `usage` table.
+
+    Args:
+        engine: the store's SQLAlchemy engine (the table is created by the store's migrations).
+        flush_interval_s: how often the background task writes the buffer, once `start()` ran.
+    """
+
+    def __init__(self, engine: Engine, flush_interval_s: float = FLUSH_INTERVAL_S) -> None:
+        self.engine = engine
+        self.flush_interval_s = flush_interval_s
+        self._pending: list[UsageRecord] = []
+        self._lock = threading.Lock()  # one writer at a time; keeps batches in order
+        self._task: asyncio.Task[None] | None = None
+
+    def record(self, record: UsageRecord) -> None:
+        """Queue one record (never blocks)."""
+        self._pending.append(record)
+
+    @property
+    def num_pending(self) -> int:
+        return len(self._pending)
+
+    async def flush(self) -> None:
+        """Write every queued record."""
+        batch, self._pending = self._pending, []
+        if batch:
+            await asyncio.to_thread(self._write, batch)
+
+    def flush_sync(self) -> None:
+        batch, self._pending = self._pending, []
+        if batch:
+            self._write(batch)
+
+    def _write(self, batch: list[UsageRecord]) -> None:
+        with self._lock:
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(usage.insert(), [asdict(record) for record in batch])
+            except sa.exc.IntegrityError:
+                self._write_one_by_one(batch)
+
+    def _write_one_by_one(self, batch: list[UsageRecord]) -> None:
+        """A batch with a request id already stored (a retried flush): write the others, skip the duplicates."""
+        for record in batch:
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(usage.insert(), [asdict(record)])
+            except sa.exc.IntegrityError:
+                logger.warning("usage of request %s is already recorded; not counting it twice", record.request_id)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._flush_periodically())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        await self.flush()
+
+    async def _flush_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_interval_s)
+            try:
+                await self.flush()
+            except Exception:  # the database may be briefly unavailable: log, keep serving, retry next time
+                logger.exception("writing usage records failed; they are dropped")
+
+
+def query_usage(
+    engine: Engine, since: float | None = None, until: float | None = None, deployment: str | None = None
+) -> list[UsageRecord]:
+    """Usage records, oldest first, arrived in [since, until), optionally of one deployment."""
+    query = sa.select(*[c for c in usage.c if c.name != "id"]).order_by(usage.c.created_at, usage.c.id)
+    if since is not None:
+        query = query.where(usage.c.created_at >= since)
+    if until is not None:
+        query = query.where(usage.c.created_at < until)
+    if deployment is not None:
+        query = query.where(usage.c.deployment == deployment)
+    with engine.connect() as conn:
+        return [_record(row) for row in conn.execute(query).mappings()]
+
+
+def _record(row: sa.RowMapping) -> UsageRecord:
+    values = dict(row)
+    values["is_filtered"] = bool(values["is_filtered"])
+    values["is_stream"] = bool(values["is_stream"])
+    return UsageRecord(**values)
+
+
+def record_all(engine: Engine, records: Iterable[UsageRecord]) -> None:
+    """Write records at once (tests, imports)."""
+    meter = Meter(engine)
+    for record in records:
+        meter.record(record)
+    meter.flush_sync()

@@ -1,0 +1,117 @@
+"""Usage metering into the store's database, and usage reports with latency percentiles and cost."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from llamafoundry.platform.metering import Meter, UsageRecord, query_usage, record_all
+from llamafoundry.platform.store import Deployment, Store
+from llamafoundry.platform.usage import Pricing, percentile, pricing_for, summarize
+
+DAY0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+
+
+def usage(request_id: str, *, at: float = DAY0, deployment: str = "chat", **values: object) -> UsageRecord:
+    fields: dict[str, object] = dict(
+        key_id="primary", prompt_tokens=100, completion_tokens=50, status=200, latency_ms=200.0
+    )
+    fields.update(values)
+    return UsageRecord(request_id=request_id, deployment=deployment, created_at=at, **fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    opened = Store.open(tmp_path)
+    yield opened
+    opened.close()
+
+
+def test_records_are_written_once_even_when_a_batch_is_retried(store: Store) -> None:
+    meter = Meter(store.engine)
+    meter.record(usage("a"))
+    meter.record(usage("b", at=DAY0 + 1, status=499, completion_tokens=3, is_stream=True))
+    meter.flush_sync()
+    meter.record(usage("b", at=DAY0 + 1))  # the same request again: must not count twice
+    meter.record(usage("c", at=DAY0 + 2, deployment="other"))
+    meter.flush_sync()
+    records = query_usage(store.engine)
+    assert [r.request_id for r in records] == ["a", "b", "c"]
+    assert records[1].status == 499 and records[1].completion_tokens == 3 and records[1].is_stream
+    assert [r.request_id for r in query_usage(store.engine, since=DAY0 + 1, deployment="chat")] == ["b"]
+
+
+def test_the_background_writer_flushes_on_stop(store: Store) -> None:
+    async def scenario() -> None:
+        meter = Meter(store.engine, flush_interval_s=0.05)
+        await meter.start()
+        meter.record(usage("a"))
+        await asyncio.sleep(0.2)
+        assert len(query_usage(store.engine)) == 1
+        meter.record(usage("b"))
+        await meter.stop()
+
+    asyncio.run(scenario())
+    assert len(query_usage(store.engine)) == 2
+
+
+def test_the_key_itself_is_never_stored(store: Store) -> None:
+    record_all(store.engine, [usage("a", key_id="secondary")])
+    with store.engine.connect() as conn:
+        columns = [c for c in conn.exec_driver_sql("SELECT * FROM usage").keys()]
+    assert "key_id" in columns and not any("key_hash" in c or c == "key" for c in columns)
+
+
+def test_serverless_cost_uses_catalog_prices_unless_overridden() -> None:
+    deployment = Deployment("chat", "Meta-Llama-3.1-8B-Instruct", "serverless", 1, DAY0)
+    price = pricing_for(deployment)
+    assert (price.input_per_1k, price.output_per_1k) == (0.0003, 0.00061)
+    records = [usage("a", prompt_tokens=2000, completion_tokens=1000), usage("b", status=429, prompt_tokens=0,
+               completion_tokens=0, latency_ms=1.0)]
+    rows = summarize(records, {"chat": price}, now=DAY0 + 10)
+    assert rows[0].cost == pytest.approx(2 * 0.0003 + 1 * 0.00061)
+    assert (rows[0].requests, rows[0].throttled, rows[0].errors) == (2, 1, 1)
+    overridden = pricing_for(
+        Deployment("chat", "Meta-Llama-3.1-8B-Instruct", "serverless", 1, DAY0, settings={"input_price_per_1k": 1.0,
+                   "output_price_per_1k": 2.0})
+    )
+    assert summarize(records, {"chat": overridden}, now=DAY0)[0].cost == pytest.approx(2 * 1.0 + 1 * 2.0)
+
+
+def test_managed_cost_is_core_hours_since_creation() -> None:
+    deployment = Deployment(
+        "big", "Meta-Llama-3.1-8B-Instruct", "managed", 2, DAY0 - 1800, instance_type="Standard_D4as_v4"
+    )
+    price = pricing_for(deployment)
+    assert price.num_cores == 8 and price.price_per_core_hour == 0.048
+    rows = summarize([usage("a", deployment="big")], {"big": price}, by="hour", since=DAY0 - 7200, now=DAY0 + 5400)
+    hourly = {r.period: r for r in rows if r.deployment == "big"}
+    # created half an hour before DAY0: half of the first hour, all of the second, half of the third
+    assert hourly[DAY0 - 3600].cost == pytest.approx(0.5 * 8 * 0.048)
+    assert hourly[DAY0].cost == pytest.approx(8 * 0.048) and hourly[DAY0].requests == 1
+    assert hourly[DAY0 + 3600].cost == pytest.approx(0.5 * 8 * 0.048)
+    assert rows[-1].deployment == "total" and rows[-1].cost == pytest.approx(2 * 8 * 0.048)
+
+
+def test_rows_by_day_with_percentiles_errors_and_filtered() -> None:
+    records = [usage(f"r{i}", at=DAY0 + i, latency_ms=float(10 * (i + 1))) for i in range(20)]
+    records += [
+        usage("bad", at=DAY0 + 86400 + 5, status=400, prompt_tokens=0, completion_tokens=0, latency_ms=1.0),
+        usage("filtered", at=DAY0 + 86400 + 6, is_filtered=True, latency_ms=30.0),
+        usage("gone", at=DAY0 + 86400 + 7, status=499, latency_ms=5000.0),
+    ]
+    price = Pricing("serverless", 0.001, 0.002, DAY0)
+    first, second, total = summarize(records, {"chat": price}, by="day", now=DAY0 + 2 * 86400)
+    assert (first.requests, first.p50_latency_ms, first.p95_latency_ms) == (20, 100.0, 190.0)
+    assert (second.requests, second.errors, second.filtered) == (3, 1, 1)
+    assert second.p50_latency_ms == 30.0  # latency is over answered requests only
+    assert total.requests == 23 and total.prompt_tokens == 22 * 100
+    assert second.as_dict()["period"] == "2026-01-02T00:00:00Z"
+
+
+def test_an_unknown_price_gives_an_unknown_cost() -> None:
+    rows = summarize([usage("a", deployment="tiny")], {}, now=DAY0)
+    assert rows[0].cost is None and rows[-1].cost is None
+    assert percentile([], 50) is None and percentile([3.0], 95) == 3.0
