@@ -77,6 +77,13 @@ class LLMEngine:
             raise EngineError(
                 f"stop_token_ids must be below the vocabulary size ({self.runner.vocab_size}).", param="stop_token_ids"
             )
+        if params.grammar is not None:
+            try:
+                self.runner.grammar(params.grammar)  # compiled (and cached) now, so a bad one fails before output
+            except ValueError as exc:
+                raise EngineError(
+                    f"{params.grammar_param} could not be turned into a grammar ({exc}).", param=params.grammar_param
+                ) from exc
         return params.max_tokens if params.max_tokens is not None else room
 
     def make_request(
@@ -131,8 +138,11 @@ class LLMEngine:
             request.spare_seq_ids = slots[1:]
             return
         banned = self.runner.eog_token_ids if params.ignore_eos else ()
+        grammar = self.runner.grammar(params.grammar) if params.grammar is not None else None
         for index, seq_id in enumerate(slots):
-            sampler = TokenSampler(params, request.seed + index, banned)
+            # every choice walks the grammar on its own: a fork gets its own copy of the state
+            constraint = grammar.clone() if grammar is not None and index else grammar
+            sampler = TokenSampler(params, request.seed + index, banned, constraint, request.max_new_tokens)
             request.sequences.append(Sequence(index, seq_id, sampler, IncrementalDetokenizer(params.stop)))
 
     def _fill_batch(self, plan: StepPlan) -> dict[int, int]:

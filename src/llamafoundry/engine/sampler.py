@@ -19,30 +19,46 @@ from collections.abc import Iterable
 import numpy as np
 
 from llamafoundry.engine.sampling_params import SamplingParams
+from llamafoundry.model.base import TokenConstraint
 
 _BLOCK_SIZE = 256  # tokens per block of the two-level inverse CDF
 _NUCLEUS_LOG_GAPS = (2.0, 5.0, 10.0, 16.0)  # candidate sets: tokens within this many nats of the most likely one
 _MAX_SORTED_CANDIDATES = 4096
 _MAX_REJECTION_DRAWS = 32
 _TOP_K_LOGIT_GAPS = (1.0, 4.0, 16.0)  # candidate sets for top_k_logprobs, in raw-logit units
+_MIN_CLOSING_WINDOW, _MAX_CLOSING_WINDOW = 8, 64  # tokens that close a constrained output before its budget ends
 
 
 class TokenSampler:
     """Per-sequence sampling state (penalty counts, RNG).
 
-    Order: penalties -> banned tokens -> temperature -> top_p -> sample. The caller passes each step's raw
-    logits to `sample` and then the chosen token to `accept`, so presence/frequency penalties see every
-    generated token. Same params and seed give the same token sequence for the same logits.
+    Order: penalties -> banned tokens -> temperature -> top_p -> sample, then, with a constraint, a grammar check
+    of the choice (resampled from the masked logits if refused). The caller passes each step's raw logits to
+    `sample` and then the chosen token to `accept`, so presence/frequency penalties see every generated token.
+    Same params and seed give the same token sequence for the same logits.
     """
 
-    def __init__(self, params: SamplingParams, seed: int, banned_token_ids: Iterable[int] = ()) -> None:
+    def __init__(
+        self,
+        params: SamplingParams,
+        seed: int,
+        banned_token_ids: Iterable[int] = (),
+        constraint: TokenConstraint | None = None,
+        max_new_tokens: int | None = None,
+    ) -> None:
         """Set up one sequence's sampler.
 
         Args:
             params: the request's sampling settings.
             seed: RNG seed for this sequence (the engine derives one per choice).
             banned_token_ids: ids that are never sampled (the engine bans end-of-generation ids for ignore_eos).
+            constraint: this sequence's own grammar state, when the output must match a grammar.
+            max_new_tokens: the sequence's token budget; with a constraint, its last tokens close the match
+                (`closing_window`) so that output cut by the budget still parses.
         """
+        self.constraint = constraint
+        self._closing_from = None if max_new_tokens is None else max_new_tokens - closing_window(max_new_tokens)
+        self._num_generated = 0
         self._temperature = params.temperature
         self._top_p = params.top_p
         self._presence_penalty = params.presence_penalty
@@ -61,6 +77,16 @@ class TokenSampler:
             the chosen token id.
         """
         adjusted = self._adjusted_logits(logits)
+        if self.constraint is not None and self._closing_from is not None and self._num_generated >= self._closing_from:
+            return self.constraint.closing_token(adjusted)
+        token = self._choose(adjusted)
+        if self.constraint is not None and not self.constraint.allows(token):
+            # Only when the unconstrained choice is refused is the whole vocabulary masked (as llama.cpp's own
+            # sampler does): without top_p this draws exactly from the distribution restricted to allowed tokens.
+            token = self._choose(self.constraint.mask(adjusted))
+        return token
+
+    def _choose(self, adjusted: np.ndarray) -> int:
         if self._temperature == 0.0:
             return int(np.argmax(adjusted))
         weights = unnormalized_probs(adjusted, self._temperature)
@@ -69,8 +95,11 @@ class TokenSampler:
         return draw(weights, block_cdf(weights), self._rng.random())
 
     def accept(self, token_id: int) -> None:
-        """Record a generated token for presence/frequency penalties."""
+        """Record a generated token for presence/frequency penalties (and advance the constraint past it)."""
         self._counts[token_id] = self._counts.get(token_id, 0) + 1
+        self._num_generated += 1
+        if self.constraint is not None:
+            self.constraint.accept(token_id)
 
     def _adjusted_logits(self, logits: np.ndarray) -> np.ndarray:
         """Logits after penalties and bans: one copy when anything applies, else the input itself."""
@@ -84,6 +113,11 @@ class TokenSampler:
             adjusted[ids] -= self._presence_penalty + self._frequency_penalty * counts  # every count is >= 1
         adjusted[self._banned_ids] = -np.inf
         return adjusted
+
+
+def closing_window(max_new_tokens: int) -> int:
+    """How many of a constrained sequence's last budgeted tokens go to closing its match (a quarter, 8 to 64)."""
+    return min(_MAX_CLOSING_WINDOW, max(_MIN_CLOSING_WINDOW, max_new_tokens // 4))
 
 
 def unnormalized_probs(logits: np.ndarray, temperature: float) -> np.ndarray:

@@ -46,6 +46,8 @@ class SamplingParams:
     n: int = 1
     best_of: int | None = None
     use_beam_search: bool = False
+    grammar: str | None = None  # GBNF (start rule `root`) the output must match, e.g. JSON of a schema
+    grammar_param: str = "response_format"  # the request field the grammar comes from, for error messages
 
     def __post_init__(self) -> None:
         self._check_ranges()
@@ -83,6 +85,14 @@ class SamplingParams:
                 raise InvalidSamplingParams("use_beam_search", "use_beam_search needs best_of greater than 1.")
             if self.temperature != 0:
                 raise InvalidSamplingParams("use_beam_search", "use_beam_search needs temperature 0.")
+        if self.grammar is not None:
+            for name in ("use_beam_search", "ignore_eos"):
+                if getattr(self, name):
+                    raise InvalidSamplingParams(
+                        name,
+                        f"{name} cannot be combined with {self.grammar_param}, which constrains the output to JSON "
+                        f"that ends where the JSON does. Remove {name}.",
+                    )
 
     @property
     def num_candidates(self) -> int:

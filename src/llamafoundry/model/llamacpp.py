@@ -18,6 +18,8 @@ import numpy as np
 from llamafoundry.model.base import DecodeError
 
 _backend_lock = threading.Lock()
+_grammar_lock = threading.Lock()
+_GRAMMAR_CACHE_SIZE = 64
 _backend_ready = False
 _log_callback = None  # keep a reference: ctypes must not collect the callback while llama.cpp holds it
 
@@ -68,6 +70,8 @@ class LlamaCppVocab:
         is_eog = llama_cpp.llama_vocab_is_eog
         self.eog_token_ids = frozenset(t for t in range(self.vocab_size) if is_eog(self._vocab, t))
         self._piece_buf = ctypes.create_string_buffer(256)
+        self._grammar_vocab: _GrammarVocab | None = None
+        self._grammars: dict[str, LlamaCppGrammar] = {}  # GBNF text -> compiled prototype (clone it)
 
     @property
     def bos_token_id(self) -> int:
@@ -115,6 +119,23 @@ class LlamaCppVocab:
             if n < size:
                 return buf.value.decode("utf-8", errors="replace")
             size = n + 1
+
+    def grammar(self, text: str) -> LlamaCppGrammar:
+        """A fresh state of GBNF grammar `text` (start rule `root`) for this vocabulary.
+
+        Compiled grammars are cached by text and cloned, so a schema sent again (the same tools on every
+        request) is parsed once. Safe to call from any thread. Raises GrammarError.
+        """
+        with _grammar_lock:
+            if self._grammar_vocab is None:
+                self._grammar_vocab = _GrammarVocab(self)
+            prototype = self._grammars.get(text)
+            if prototype is None:
+                prototype = _compile_grammar(self, self._grammar_vocab, text)
+                if len(self._grammars) >= _GRAMMAR_CACHE_SIZE:
+                    self._grammars.pop(next(iter(self._grammars))).close()
+                self._grammars[text] = prototype
+            return prototype.clone()
 
     def close(self) -> None:
         if self._model:
@@ -232,3 +253,154 @@ def quantize_gguf(src: str | Path, dst: str | Path, quant: str, num_threads: int
     status = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
     if status != 0:
         raise RuntimeError(f"llama.cpp failed to quantize {src} to {quant} (status {status})")
+
+
+# llama_token_data {id, logit, p} as numpy sees it: 12 bytes, no padding, like the C struct.
+_TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
+
+
+class GrammarError(ValueError):
+    """llama.cpp could not parse a GBNF grammar."""
+
+
+class _Candidates:
+    """A llama_token_data_array over a numpy buffer of `size` entries (reused: the engine thread is the only user)."""
+
+    def __init__(self, size: int) -> None:
+        self.data = np.zeros(size, dtype=_TOKEN_DATA)
+        self.data["id"] = np.arange(size, dtype=np.int32)
+        self.array = llama_cpp.llama_token_data_array(
+            data=self.data.ctypes.data_as(llama_cpp.llama_token_data_p),
+            size=size,
+            selected=-1,
+            sorted=False,
+        )
+        self.ref = ctypes.byref(self.array)
+
+
+class _GrammarVocab:
+    """Per-vocabulary state shared by all grammars of one model: scratch candidates and the tokens never allowed."""
+
+    def __init__(self, vocab: LlamaCppVocab) -> None:
+        self.vocab = vocab
+        self.full = _Candidates(vocab.vocab_size)
+        self.one = _Candidates(1)
+        # Control tokens other than end-of-generation ones never appear inside constrained output: their text
+        # may match the grammar (llama.cpp matches a token by its text) but the detokenizer drops it.
+        self.blocked = np.array(
+            [t for t in range(vocab.vocab_size) if vocab.is_control(t) and t not in vocab.eog_token_ids],
+            dtype=np.int64,
+        )
+        self.blocked_set = frozenset(int(t) for t in self.blocked)
+        self.eog = np.array(sorted(vocab.eog_token_ids), dtype=np.int64)
+        self._closing: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def closing_scores(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per token: JSON nesting levels (strings included) its text closes when it starts outside a string, the
+        same when it starts inside one, and its length in bytes. Computed once, on first use (about a second)."""
+        if self._closing is None:
+            pieces = [
+                self.vocab.token_bytes(t, True).decode("utf-8", errors="replace") for t in range(self.vocab.vocab_size)
+            ]
+            outside = np.array([json_levels_closed(p, False)[0] for p in pieces], dtype=np.int32)
+            inside = np.array([json_levels_closed(p, True)[0] for p in pieces], dtype=np.int32)
+            lengths = np.array([len(p) for p in pieces], dtype=np.int32)
+            self._closing = (outside, inside, lengths)
+        return self._closing
+
+
+def json_levels_closed(text: str, in_string: bool, escaped: bool = False) -> tuple[int, bool, bool]:
+    """Scan JSON text from a lexer state. Returns (levels closed minus levels opened, in_string, escaped) after it;
+    a string counts as a level, like an object or an array."""
+    depth = 0
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string, depth = False, depth - 1
+        elif ch == '"':
+            in_string, depth = True, depth + 1
+        elif ch in "{[":
+            depth += 1
+        elif ch in "}]":
+            depth -= 1
+    return -depth, in_string, escaped
+
+
+class LlamaCppGrammar:
+    """One sequence's position in a GBNF grammar: llama.cpp's grammar sampler applied to numpy logits.
+
+    Satisfies `model.base.TokenConstraint`. Use from one thread; `clone()` gives an independent copy at the
+    same position (a fork of the sequence). Built by `LlamaCppVocab.grammar(text)`.
+    """
+
+    def __init__(self, shared: _GrammarVocab, sampler: ctypes.c_void_p) -> None:
+        self._shared = shared
+        self._sampler = sampler
+        self._in_string = False  # JSON lexer state of the accepted text, for closing_token
+        self._escaped = False
+
+    def allows(self, token_id: int) -> bool:
+        """True when `token_id` may come next (cheap: checks one candidate)."""
+        if token_id in self._shared.blocked_set:
+            return False
+        one = self._shared.one
+        one.data["id"][0] = token_id
+        one.data["logit"][0] = 0.0
+        llama_cpp.llama_sampler_apply(self._sampler, one.ref)
+        return bool(np.isfinite(one.data["logit"][0]))
+
+    def mask(self, logits: np.ndarray) -> np.ndarray:
+        """A float32 copy of `logits` [vocab] with every token the grammar rejects at -inf (the input is kept)."""
+        full = self._shared.full
+        full.data["logit"] = logits
+        full.data["logit"][self._shared.blocked] = -np.inf
+        llama_cpp.llama_sampler_apply(self._sampler, full.ref)
+        return full.data["logit"].copy()
+
+    def accept(self, token_id: int) -> None:
+        """Advance past a generated token. End-of-generation tokens end the output and are not fed to the grammar."""
+        if token_id in self._shared.vocab.eog_token_ids:
+            return
+        llama_cpp.llama_sampler_accept(self._sampler, token_id)
+        text = self._shared.vocab.token_bytes(token_id, True).decode("utf-8", errors="replace")
+        _, self._in_string, self._escaped = json_levels_closed(text, self._in_string, self._escaped)
+
+    def closing_token(self, logits: np.ndarray) -> int:
+        """The allowed token that brings JSON output nearest its end: an end-of-generation token once the grammar is
+        complete, else the one closing the most strings, objects and arrays (then the longest, then the likeliest).
+        Greedy, not a proof of the shortest completion, but JSON grammars close within a few tokens this way."""
+        masked = self.mask(logits)
+        allowed = np.flatnonzero(np.isfinite(masked))
+        if allowed.size == 0:
+            return int(np.argmax(masked))
+        eog = np.intersect1d(allowed, self._shared.eog)
+        if eog.size:
+            return int(eog[0])
+        outside, inside, lengths = self._shared.closing_scores()
+        closed = (inside if self._in_string else outside)[allowed]
+        order = np.lexsort((-masked[allowed], -lengths[allowed], -closed))  # the last key sorts first
+        return int(allowed[order[0]])
+
+    def clone(self) -> LlamaCppGrammar:
+        copy = LlamaCppGrammar(self._shared, llama_cpp.llama_sampler_clone(self._sampler))
+        copy._in_string, copy._escaped = self._in_string, self._escaped
+        return copy
+
+    def close(self) -> None:
+        if self._sampler:
+            llama_cpp.llama_sampler_free(self._sampler)
+            self._sampler = None
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def _compile_grammar(vocab: LlamaCppVocab, shared: _GrammarVocab, grammar: str) -> LlamaCppGrammar:
+    sampler = llama_cpp.llama_sampler_init_grammar(vocab._vocab, grammar.encode("utf-8"), b"root")
+    if not sampler:
+        raise GrammarError("llama.cpp rejected the grammar (set LLAMAFOUNDRY_LLAMA_LOG=1 to see why)")
+    return LlamaCppGrammar(shared, sampler)
