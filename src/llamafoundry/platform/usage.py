@@ -29,7 +29,7 @@ from llamafoundry.platform.catalog import (
     find_model,
 )
 from llamafoundry.platform.metering import UsageRecord, query_usage
-from llamafoundry.platform.store import Deployment
+from llamafoundry.platform.store import Deployment, Store
 
 PERIODS = {"hour": 3600, "day": 86400}
 TOTAL = "total"
@@ -271,3 +271,8 @@ def report(
     if deployment is not None:
         pricing = {name: p for name, p in pricing.items() if name == deployment}
     return summarize(records, pricing, by=check_period(by), since=since, now=now, deployment=deployment)
+
+
+def store_pricing(store: Store) -> dict[str, Pricing]:
+    """The prices of every deployment in the store (deleted deployments have none: their cost is unknown)."""
+    return {deployment.name: pricing_for(deployment) for deployment in store.list_deployments()}
