@@ -139,6 +139,22 @@ class AsyncEngine:
         free = self._engine.scheduler.num_free_slots
         return self._engine.num_waiting + max(0, submitted - free)
 
+    @property
+    def kv_cache_usage(self) -> float:
+        """Fraction of KV-cache cells holding tokens of running requests (0 to 1), for metrics.
+
+        Read from another thread while the engine runs, so it is a close estimate, not a snapshot: forks share
+        their prompt's cells (counted once), and each sequence adds its generated tokens.
+        """
+        engine = self._engine
+        if engine is None:
+            return 0.0
+        capacity = engine.runner.max_seqs * self._ctx_size
+        used = 0
+        for request in list(engine.scheduler.running):
+            used += request.num_computed + sum(len(seq.output_ids) for seq in list(request.sequences))
+        return min(1.0, used / capacity) if capacity else 0.0
+
     # ---- EngineClient ----------------------------------------------------------------------------
 
     def tokenize(self, text: str) -> list[int]:
