@@ -4,28 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict
-from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from llamafoundry.commands.common import console
-from llamafoundry.platform.catalog import CATALOG, CatalogModel, UnknownModelError, find_model
-from llamafoundry.platform.weights import hub_url
-
-
-def model_body(model: CatalogModel) -> dict[str, Any]:
-    body = asdict(model)
-    body["input_modalities"] = list(model.input_modalities)
-    body["output_modalities"] = list(model.output_modalities)
-    body["deployment_types"] = list(model.deployment_types)
-    body["weights"] = (
-        {"hf_repo": model.weights.hf_repo, "hf_file": model.weights.hf_file, "url": hub_url(model.weights)}
-        if model.weights is not None
-        else None
-    )
-    return body
+from llamafoundry.platform.catalog import CATALOG, UnknownModelError, find_model
+from llamafoundry.platform.deployments import describe_model as model_body
 
 
 def print_catalog(as_json: bool = False) -> int:

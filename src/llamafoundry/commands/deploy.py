@@ -157,7 +157,7 @@ def _show(args: argparse.Namespace) -> int:
     _print_fields(body)
     if deployment.expires_at is not None:
         console.print(f"Shared quota: this deployment is deleted automatically at {body['expires_at']} "
-                      f"(in {body['expires_in_hours']} hours).")  # fmt: skip
+                      f"(in {body['expires_in_hours']} hours).", soft_wrap=True)  # fmt: skip
     return 0
 
 

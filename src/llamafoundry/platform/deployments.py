@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -26,7 +26,7 @@ from llamafoundry.platform.catalog import (
     find_model,
 )
 from llamafoundry.platform.store import Deployment, Store, StoreConflict
-from llamafoundry.platform.weights import Progress, WeightsError, resolve_weights
+from llamafoundry.platform.weights import Progress, WeightsError, hub_url, resolve_weights
 
 SHARED_QUOTA_LIFETIME_S = 168 * 3600  # Azure deletes shared-quota deployments 168 hours after creation
 MAX_INSTANCES = 16
@@ -171,6 +171,11 @@ def _check_type(spec: DeploymentSpec, model: CatalogModel) -> None:
                     f"{option} applies to managed compute only; serverless deployments are sized by the platform. "
                     "Use --type managed, or leave the option out."
                 )
+    if spec.instance_type is not None:
+        try:
+            find_instance_type(spec.instance_type)
+        except ValueError as exc:
+            raise DeploymentError(str(exc)) from None
     if spec.instances is not None and not 1 <= spec.instances <= MAX_INSTANCES:
         raise DeploymentError(f"--instances must be between 1 and {MAX_INSTANCES}, got {spec.instances}.")
     if spec.upstream_url and spec.instances not in (None, 1):
@@ -263,6 +268,18 @@ def describe(deployment: Deployment, now: float | None = None) -> dict[str, Any]
         body["expires_in_hours"] = round(max(0.0, deployment.expires_at - now) / 3600, 1)
     if deployment.settings:
         body["settings"] = dict(deployment.settings)
+    return body
+
+
+def describe_model(model: CatalogModel) -> dict[str, Any]:
+    """A catalog entry as `models show --json` and `/management/models` show it."""
+    body = asdict(model)
+    for name in ("input_modalities", "output_modalities", "deployment_types"):
+        body[name] = list(getattr(model, name))
+    source = model.weights
+    body["weights"] = (
+        {"hf_repo": source.hf_repo, "hf_file": source.hf_file, "url": hub_url(source)} if source is not None else None
+    )
     return body
 
 

@@ -107,9 +107,13 @@ class Target:
     start_task: asyncio.Task[None] | None = field(default=None, repr=False)
     start_error: BaseException | None = None
 
+    default_name: str | None = None  # the default target's deployment name (`serve --name`)
+
     @property
     def name(self) -> str:
-        return self.deployment.name if self.deployment is not None else self.service.model_name
+        if self.deployment is not None:
+            return self.deployment.name
+        return self.default_name or self.service.model_name
 
     @property
     def accepts_images(self) -> bool:
@@ -150,10 +154,19 @@ class Gateway:
         self._poll_task: asyncio.Task[None] | None = None
 
     def resolve(self, name: str | None) -> Target | None:
-        """The deployment called `name` (case-insensitive), or the default target when `name` is None."""
+        """The deployment called `name` (case-insensitive); the default target when `name` is None or is the
+        default model's own name."""
         if name is None:
             return self.default
-        return self.targets.get(name.lower())
+        found = self.targets.get(name.lower())
+        if found is None and self.default is not None and name.lower() == self.default.name.lower():
+            return self.default
+        return found
+
+    def all_targets(self) -> list[Target]:
+        """The default target (if any), then the deployments by name."""
+        default = [self.default] if self.default is not None else []
+        return default + [self.targets[name] for name in sorted(self.targets)]
 
     async def start(self) -> None:
         if self.store is None:

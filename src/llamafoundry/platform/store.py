@@ -108,6 +108,15 @@ class Snapshot:
     keys: dict[str, list[StoredKey]]
 
 
+def latest_schema_revision() -> str:
+    """The revision the newest migration leaves a database at."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+    assert head is not None
+    return head
+
+
 def database_url(home: Path, url: str | None = None) -> str:
     """The SQLAlchemy URL: `url` (postgresql://... uses psycopg 3), else the SQLite file in `home`."""
     if url:
