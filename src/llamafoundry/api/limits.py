@@ -99,6 +99,9 @@ class Accounting:
     _is_started: bool = field(default=False, repr=False)
 
     async def start(self) -> None:
+        ping = getattr(self.limiter, "ping", None)
+        if ping is not None:
+            await ping()  # a wrong --redis-url stops the server at startup, not at the first request
         if self.meter is not None and not self._is_started:
             await self.meter.start()
         self._is_started = True

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llamafoundry.commands.common import console
 from llamafoundry.config import EngineSettings, ServeSettings, default_home, generate_api_key
+
+if TYPE_CHECKING:
+    from llamafoundry.api.limits import Accounting
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -27,6 +31,15 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--batch-size", type=int, default=512, help="most tokens per engine step")
     serve.add_argument("--max-queue", type=int, default=64, help="requests that may wait for a slot")
     serve.add_argument("--data-dir", type=Path, default=None, help="data directory (default: ~/.llamafoundry)")
+    serve.add_argument(
+        "--tpm", type=int, default=None, help="tokens per minute for the model (default 200000; 0: no limit)"
+    )
+    serve.add_argument(
+        "--rpm", type=int, default=None, help="requests per minute for the model (default 1000; 0: no limit)"
+    )
+    serve.add_argument(
+        "--redis-url", default=None, help="redis://HOST:PORT: rate-limit counters shared by several servers"
+    )
     serve.set_defaults(handler=_serve)
 
 
@@ -53,18 +66,31 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         api_key=args.api_key or generate_api_key(),
+        tokens_per_minute=args.tpm,
+        requests_per_minute=args.rpm,
+        redis_url=args.redis_url,
     )
     engine = build_local_engine(settings.engine, settings.model_name, settings.model_provider)
     service = ChatService(engine, settings.model_name, settings.model_provider, settings.engine.ctx_size)
+    accounting = _accounting(settings, home)
     _print_banner(settings, generated_key=args.api_key is None)
     uvicorn.run(
-        create_app(service, settings),
+        create_app(service, settings, accounting),
         host=settings.host,
         port=settings.port,
         log_level="warning",
         timeout_graceful_shutdown=10,
     )
     return 0
+
+
+def _accounting(settings: ServeSettings, home: Path) -> Accounting:
+    """Rate limits (in-process, or Redis with --redis-url) and usage metered into the data directory's store."""
+    from llamafoundry.api.usage import build_accounting
+    from llamafoundry.platform.metering import Meter
+    from llamafoundry.platform.store import Store
+
+    return build_accounting(settings, Meter(Store.open(home).engine))
 
 
 def _resolve_model(model: Path | None, home: Path) -> tuple[Path, str, str]:
