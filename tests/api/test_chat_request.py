@@ -353,10 +353,19 @@ def test_non_text_parts_are_422(part: dict[str, Any], word: str) -> None:
     "response_format",
     [{"type": "json_object"}, {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}],
 )
-def test_json_response_formats_are_422(response_format: dict[str, Any]) -> None:
-    error = rejected({"messages": USER, "response_format": response_format})
-    assert (error.status, error.code, error.param) == (422, "parameter_not_supported", "response_format")
-    assert error.body()["detail"] == {"loc": ["body", "response_format"], "input": response_format["type"]}
+def test_json_response_formats_constrain_decoding(response_format: dict[str, Any]) -> None:
+    parsed = parse_chat({"messages": USER, "response_format": response_format}, "error")
+    assert parsed.request.response_format == {**response_format, **parsed.request.response_format}
+    assert parsed.request.params.grammar is not None and parsed.request.params.grammar_param == "response_format"
+
+
+def test_a_json_schema_keyword_the_grammar_cannot_enforce_is_422() -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "maximum": 9}}}
+    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+    error = rejected({"messages": USER, "response_format": fmt})
+    assert (error.status, error.code) == (422, "parameter_not_supported")
+    assert error.param == "response_format.json_schema.schema"
+    assert "'maximum'" in error.message and error.body()["detail"]["input"] == "maximum"
 
 
 def test_text_response_format_is_fine() -> None:

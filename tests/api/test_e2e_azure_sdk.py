@@ -211,7 +211,6 @@ def test_wrong_key_is_client_authentication_error(server: Server) -> None:
         ({"presence_penalty": 4.567}, 400, "invalid_value", "presence_penalty"),
         ({"max_tokens": 0}, 400, "invalid_value", "max_tokens"),
         ({"max_tokens": 5000}, 400, "context_length_exceeded", "max_tokens"),
-        ({"response_format": "json_object"}, 422, "parameter_not_supported", "response_format"),
         ({"model_extras": {"n": 2, "best_of": 1}}, 400, "invalid_value", "best_of"),
         ({"model_extras": {"best_of": 2}, "stream": True}, 400, "invalid_value", "best_of"),
         ({"model_extras": {"n": 64}}, 400, "too_many_sequences", "n"),

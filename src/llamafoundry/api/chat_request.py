@@ -27,6 +27,8 @@ from llamafoundry.api.schemas import (
 )
 from llamafoundry.api.validation import validation_error
 from llamafoundry.engine.sampling_params import InvalidSamplingParams, SamplingParams
+from llamafoundry.service import tools
+from llamafoundry.service.structured import SchemaNotSupportedError
 from llamafoundry.service.types import ChatMessage, ChatRequest
 
 logger = logging.getLogger(__name__)
@@ -134,20 +136,23 @@ def parse_chat(
         params=params,
         tools=[t.model_dump(by_alias=True, exclude_none=True) for t in options.tools] if options.tools else None,
         tool_choice=_tool_choice(options.tool_choice),
+        response_format=options.response_format.model_dump(by_alias=True) if options.response_format else None,
     )
-    return ParsedChat(request, stream)
+    return ParsedChat(_constrained(request), stream)
+
+
+def _constrained(request: ChatRequest) -> ChatRequest:
+    """The request with the grammar of its response_format or forced tool call; 422 for a schema it cannot take."""
+    try:
+        return tools.constrain(request)
+    except SchemaNotSupportedError as exc:
+        raise not_supported(exc.param, exc.message, exc.keyword) from None
+    except InvalidSamplingParams as exc:
+        raise invalid(exc.param, exc.message) from None
 
 
 def _check_supported(options: ChatCompletionsOptions, accepts_images: bool = False) -> None:
     """422 for well-formed requests a text-only Llama cannot honour."""
-    fmt = options.response_format
-    if fmt is not None and fmt.type != "text":
-        raise not_supported(
-            "response_format",
-            f"response_format '{fmt.type}' is not supported by this model; Meta "
-            'Llama models answer in text. Remove response_format, or use {"type": "text"}.',
-            fmt.type,
-        )
     for i, message in enumerate(options.messages):
         if not isinstance(message.content, list):
             continue

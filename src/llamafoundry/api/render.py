@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llamafoundry.engine.outputs import TokenLogprob
-from llamafoundry.service.types import ChatDelta, ChatResult, Usage
+from llamafoundry.service.types import ChatChoice, ChatDelta, ChatResult, Usage
 
 
 def new_completion_id() -> str:
@@ -44,7 +44,7 @@ def completion_body(result: ChatResult, model: str) -> dict[str, Any]:
     choices = [
         {
             "index": choice.index,
-            "message": {"role": "assistant", "content": choice.text, "tool_calls": None},
+            "message": _message(choice),
             "finish_reason": choice.finish_reason,
             "logprobs": logprobs_body(choice.logprobs),
         }
@@ -58,6 +58,34 @@ def completion_body(result: ChatResult, model: str) -> dict[str, Any]:
         "choices": choices,
         "usage": usage_body(result.usage),
     }
+
+
+def _message(choice: ChatChoice) -> dict[str, Any]:
+    """A choice's message; with tool calls, `content` is null and `tool_calls` holds them (arguments a string)."""
+    if not choice.tool_calls:
+        return {"role": "assistant", "content": choice.text, "tool_calls": None}
+    calls = [
+        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+        for c in choice.tool_calls
+    ]
+    return {"role": "assistant", "content": None, "tool_calls": calls}
+
+
+def _delta_body(delta: ChatDelta) -> dict[str, Any]:
+    """`{"content": text}`, plus `tool_calls` pieces: each with `index` and a `function` object (the SDK samples
+    read `function.name` and `function.arguments` on every tool-call update); `id` and `type` on a call's first."""
+    if not delta.tool_calls:
+        return {"content": delta.text}
+    pieces = []
+    for piece in delta.tool_calls:
+        function: dict[str, Any] = {"arguments": piece.arguments}
+        body: dict[str, Any] = {"index": piece.index}
+        if piece.id is not None:
+            body.update(id=piece.id, type="function")
+        if piece.name is not None:
+            function = {"name": piece.name, **function}
+        pieces.append({**body, "function": function})
+    return {"content": delta.text, "tool_calls": pieces}
 
 
 @dataclass
@@ -90,7 +118,7 @@ class ChunkRenderer:
     def delta(self, delta: ChatDelta) -> dict[str, Any]:
         choice = {
             "index": delta.index,
-            "delta": {"content": delta.text},
+            "delta": _delta_body(delta),
             "finish_reason": delta.finish_reason,
             "logprobs": logprobs_body(delta.logprobs),
         }

@@ -37,7 +37,7 @@ async def chat_events(stream: ChatStream, renderer: ChunkRenderer, num_choices: 
             usage = update.usage
             finished = finished or update.finished
             for delta in update.deltas:
-                if not delta.text and delta.finish_reason is None and not delta.logprobs:
+                if not delta.text and delta.finish_reason is None and not delta.logprobs and not delta.tool_calls:
                     continue
                 if held is not None:
                     yield encode_event(held)

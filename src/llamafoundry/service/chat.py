@@ -7,8 +7,9 @@ from typing import Protocol
 
 from llamafoundry.engine.client import EngineClient, RequestStream
 from llamafoundry.engine.outputs import ChoiceDelta, EngineUnavailableError, RequestOutput, TokenLogprob
+from llamafoundry.service import tools
 from llamafoundry.service.chat_format import ChatFormatter
-from llamafoundry.service.types import ChatChoice, ChatDelta, ChatRequest, ChatResult, ChatUpdate, Usage
+from llamafoundry.service.types import ChatChoice, ChatDelta, ChatRequest, ChatResult, ChatStream, ChatUpdate, Usage
 
 
 class ManagedEngine(EngineClient, Protocol):
@@ -52,7 +53,7 @@ class ChatService:
         """Render the messages with the model's chat template and tokenize them."""
         if self._formatter is None:
             raise EngineUnavailableError("The model is still loading; retry in a few seconds.")
-        text = self._formatter.render(request.messages, tools=request.tools)
+        text = self._formatter.render(request.messages, tools=tools.prompt_tools(request))
         return self.engine.tokenize(text)
 
     def count_tokens(self, request: ChatRequest) -> int:
@@ -71,14 +72,15 @@ class ChatService:
             stream.abort()
         assert last is not None and last.finished
         return ChatResult(
-            choices=[choices[i].build() for i in sorted(choices)],
+            choices=[tools.with_tool_calls(choices[i].build(), tools.function_names(request)) for i in sorted(choices)],
             usage=Usage(last.num_prompt_tokens, last.num_completion_tokens),
         )
 
-    async def stream(self, request: ChatRequest) -> ChatStreamHandle:
+    async def stream(self, request: ChatRequest) -> ChatStream:
         """Submit the request now (errors are raised here, before any output) and return its updates."""
         stream = await self.engine.add_request(self.prompt_ids(request), request.params)
-        return ChatStreamHandle(stream)
+        names = tools.function_names(request)
+        return tools.ToolCallStream(ChatStreamHandle(stream), names) if names else ChatStreamHandle(stream)
 
 
 class ChatStreamHandle:

@@ -33,6 +33,28 @@ class ChatRequest:
     params: SamplingParams = field(default_factory=SamplingParams)
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
+    # {"type": "text" | "json_object"} or {"type": "json_schema", "json_schema": {"name", "schema", "strict"}}
+    response_format: dict[str, Any] | None = None
+
+
+@dataclass
+class ToolCall:
+    """A function call the model made; `arguments` is a JSON object as a string."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass
+class ToolCallDelta:
+    """A piece of a streamed tool call: the first piece of call `index` has its id and name, later ones add
+    `arguments` text (the concatenated pieces are the call's arguments)."""
+
+    index: int
+    arguments: str
+    id: str | None = None
+    name: str | None = None
 
 
 @dataclass
@@ -53,6 +75,7 @@ class ChatChoice:
     text: str
     finish_reason: str
     logprobs: list[TokenLogprob] | None = None
+    tool_calls: list[ToolCall] | None = None  # set (and finish_reason "tool_calls") when the model called tools
 
 
 @dataclass
@@ -69,6 +92,7 @@ class ChatDelta:
     text: str
     finish_reason: str | None = None
     logprobs: list[TokenLogprob] | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
 
 @dataclass

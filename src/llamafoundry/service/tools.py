@@ -1,0 +1,303 @@
+"""Tool calling for Llama 3.x: what the prompt shows, the grammar of a forced call, and model output -> tool calls.
+
+The prompt is the model's own chat template with the request's `tools` (Meta's Llama 3.1/3.2/3.3 templates ask
+for a JSON call, `{"name": ..., "parameters": {...}}`). Output is read in every form Llama 3 writes calls:
+
+- JSON calls (Llama 3.1/3.3, and 3.2 under its template), optionally after `<|python_tag|>`, several separated
+  by `;`: `{"name": "get_weather", "parameters": {"city": "Paris"}}`;
+- pythonic calls (Llama 3.2 1B/3B): `[get_weather(city="Paris"), get_time(zone="CET")]`;
+- built-in tool calls (Llama 3.1/3.3): `<|python_tag|>brave_search.call(query="...")`, and raw code after
+  `<|python_tag|>` for `code_interpreter` (visible only with `skip_special_tokens: false`).
+
+A call is only taken when it names a function of the request; anything else stays plain content.
+`tool_choice: "required"` or a named function constrains decoding to a JSON call whose `parameters` follow the
+function's schema, so the call always parses and validates.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+import uuid
+from collections.abc import AsyncIterator, Collection
+from dataclasses import dataclass
+from typing import Any
+
+from llamafoundry.service.structured import normalize_schema, response_format_grammar, schema_grammar
+from llamafoundry.service.types import (
+    ChatChoice,
+    ChatDelta,
+    ChatRequest,
+    ChatStream,
+    ChatUpdate,
+    ToolCall,
+    ToolCallDelta,
+)
+
+PYTHON_TAG = "<|python_tag|>"
+END_TAGS = ("<|eom_id|>", "<|eot_id|>")
+BUILTIN_TOOLS = frozenset({"brave_search", "wolfram_alpha", "code_interpreter"})
+EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
+_MAX_REF_DEPTH = 16
+
+
+def new_call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+# ---- the request: prompt tools, parsing, grammar ---------------------------------------------------------
+
+
+def function_names(request: ChatRequest) -> frozenset[str]:
+    """Names of the functions the model may call in this request (none with `tool_choice: "none"`)."""
+    if not request.tools or request.tool_choice == "none":
+        return frozenset()
+    return frozenset(t["function"]["name"] for t in request.tools if isinstance(t.get("function"), dict))
+
+
+def prompt_tools(request: ChatRequest) -> list[dict[str, Any]] | None:
+    """The tool definitions the prompt shows: none with `tool_choice: "none"`, so the model answers in text."""
+    return request.tools if function_names(request) else None
+
+
+def forced_function(request: ChatRequest) -> str | None:
+    """`"*"` for `tool_choice: "required"`, the function's name for a named tool_choice, else None."""
+    choice = request.tool_choice
+    if not function_names(request):
+        return None
+    if choice == "required":
+        return "*"
+    if isinstance(choice, dict):
+        return str((choice.get("function") or {}).get("name"))
+    return None
+
+
+def constrain(request: ChatRequest) -> ChatRequest:
+    """The request with the grammar its tool_choice or response_format asks for in its sampling params.
+
+    A forced tool call wins over response_format (the call is the answer of this turn).
+
+    Raises:
+        SchemaNotSupportedError: a function's parameters or the response_format schema cannot become a grammar.
+        InvalidSamplingParams: the grammar cannot be combined with another setting (beam search, ignore_eos).
+    """
+    forced = forced_function(request)
+    if forced is not None:
+        grammar, param = call_grammar(request.tools or [], None if forced == "*" else forced), "tool_choice"
+    else:
+        grammar, param = response_format_grammar(request.response_format), "response_format"
+    if grammar is None:
+        return request
+    params = dataclasses.replace(request.params, grammar=grammar, grammar_param=param)
+    return dataclasses.replace(request, params=params)
+
+
+def call_grammar(tools: list[dict[str, Any]], only: str | None = None) -> str:
+    """GBNF for one JSON call `{"name": ..., "parameters": {...}}` of one of `tools` (or of the function `only`)."""
+    options = []
+    for i, tool in enumerate(tools):
+        function = tool["function"]
+        if only is not None and function["name"] != only:
+            continue
+        param = f"tools[{i}].function.parameters"
+        raw = function.get("parameters") or EMPTY_PARAMETERS
+        parameters = normalize_schema(_inline_refs(raw, raw, 0), param)
+        options.append(
+            {
+                "type": "object",
+                "properties": {"name": {"const": function["name"]}, "parameters": parameters},
+                "required": ["name", "parameters"],
+            }
+        )
+    return schema_grammar(options[0] if len(options) == 1 else {"anyOf": options}, "tools")
+
+
+def _inline_refs(node: Any, root: Any, depth: int) -> Any:
+    """Replace local `$ref`s by their targets, so a function's schema can sit inside the call's schema."""
+    if isinstance(node, list):
+        return [_inline_refs(item, root, depth) for item in node]
+    if not isinstance(node, dict):
+        return node
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/") and depth < _MAX_REF_DEPTH:
+        target: Any = root
+        for part in ref[2:].split("/"):
+            target = target.get(part) if isinstance(target, dict) else None
+        if isinstance(target, dict):
+            rest = {k: v for k, v in node.items() if k != "$ref"}
+            return _inline_refs({**target, **rest}, root, depth + 1)
+    return {k: _inline_refs(v, root, depth) for k, v in node.items() if k not in ("$defs", "definitions")}
+
+
+# ---- parsing ---------------------------------------------------------------------------------------------
+
+
+def parse_tool_calls(text: str, names: Collection[str]) -> list[ToolCall] | None:
+    """The tool calls in a model's answer, or None when it is not (only) calls of functions in `names`."""
+    body = text.strip()
+    tagged = body.startswith(PYTHON_TAG)
+    body = body.removeprefix(PYTHON_TAG).strip()
+    for tag in END_TAGS:
+        body = body.removesuffix(tag).strip()
+    if not body or not names:
+        return None
+    calls = _json_calls(body) or _pythonic_calls(body)
+    if calls is None and tagged and "code_interpreter" in names:
+        calls = [("code_interpreter", {"code": body})]
+    if not calls or any(name not in names for name, _ in calls):
+        return None
+    try:
+        return [ToolCall(new_call_id(), name, json.dumps(args, ensure_ascii=False)) for name, args in calls]
+    except (TypeError, ValueError):  # a pythonic literal JSON cannot hold (a set, bytes)
+        return None
+
+
+def _json_calls(body: str) -> list[tuple[str, dict[str, Any]]] | None:
+    """`{"name": f, "parameters": {...}}` objects, alone, in a list, or separated by `;` (Llama 3.1 does that)."""
+    if body[0] not in "{[":
+        return None
+    decoder = json.JSONDecoder()
+    values: list[Any] = []
+    pos = 0
+    try:
+        while pos < len(body):
+            value, pos = decoder.raw_decode(body, pos)
+            values.extend(value if isinstance(value, list) else [value])
+            while pos < len(body) and body[pos] in " \t\r\n;,":
+                pos += 1
+    except ValueError:
+        return None
+    calls = [_json_call(v) for v in values]
+    return None if not calls or any(c is None for c in calls) else [c for c in calls if c is not None]
+
+
+def _json_call(value: Any) -> tuple[str, dict[str, Any]] | None:
+    if not isinstance(value, dict):
+        return None
+    name = value.get("name")
+    if not isinstance(name, str) and isinstance(value.get("function"), dict):
+        return _json_call(value["function"])  # an OpenAI-shaped call echoed back
+    args = value.get("parameters", value.get("arguments", {}))
+    if isinstance(args, str):
+        try:
+            args = json.loads(args)
+        except ValueError:
+            return None
+    if not isinstance(name, str) or not isinstance(args, dict):
+        return None
+    return name, args
+
+
+def _pythonic_calls(body: str) -> list[tuple[str, dict[str, Any]]] | None:
+    """`[f(a=1, b="x"), g()]`, a single `f(a=1)`, or a built-in `brave_search.call(query="x")`."""
+    try:
+        tree = ast.parse(body, mode="eval").body
+    except (SyntaxError, ValueError, RecursionError):
+        return None
+    nodes = tree.elts if isinstance(tree, ast.List) else [tree]
+    calls = [_pythonic_call(node) for node in nodes]
+    return None if not calls or any(c is None for c in calls) else [c for c in calls if c is not None]
+
+
+def _pythonic_call(node: ast.expr) -> tuple[str, dict[str, Any]] | None:
+    if not isinstance(node, ast.Call) or node.args:
+        return None
+    func = node.func
+    if isinstance(func, ast.Name):
+        name = func.id
+    elif isinstance(func, ast.Attribute) and func.attr == "call" and isinstance(func.value, ast.Name):
+        name = func.value.id  # brave_search.call(...)
+    else:
+        return None
+    args: dict[str, Any] = {}
+    for keyword in node.keywords:
+        if keyword.arg is None:
+            return None
+        try:
+            args[keyword.arg] = ast.literal_eval(keyword.value)
+        except (ValueError, TypeError, SyntaxError, RecursionError):
+            return None
+    return name, args
+
+
+def with_tool_calls(choice: ChatChoice, names: Collection[str]) -> ChatChoice:
+    """A finished choice with its text read as tool calls when it is one (finish_reason `tool_calls`)."""
+    if not names or choice.finish_reason == "content_filter":
+        return choice
+    calls = parse_tool_calls(choice.text, names)
+    if calls is None:
+        return choice
+    return dataclasses.replace(choice, text="", finish_reason="tool_calls", tool_calls=calls)
+
+
+# ---- streaming -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Choice:
+    """One choice's text held back while it may still be a tool call."""
+
+    held: str = ""
+    logprobs: list[Any] | None = None
+    is_content: bool = False
+
+
+class ToolCallStream:
+    """A ChatStream whose choices are read as tool calls: satisfies `service.types.ChatStream`.
+
+    A choice's text streams as content as soon as it cannot be a call (it does not start like one). While it
+    may be one it is held back; at its end it becomes tool-call deltas (the first one of each call with its
+    id and name, then its arguments) and finish_reason `tool_calls`, or, if it does not parse, the held text.
+    """
+
+    def __init__(self, stream: ChatStream, names: Collection[str]) -> None:
+        self._stream = stream
+        self._names = frozenset(names)
+        self._choices: dict[int, _Choice] = {}
+
+    def __aiter__(self) -> AsyncIterator[ChatUpdate]:
+        return self._updates()
+
+    def abort(self) -> None:
+        self._stream.abort()
+
+    async def _updates(self) -> AsyncIterator[ChatUpdate]:
+        async for update in self._stream:
+            deltas = [out for delta in update.deltas for out in self._feed(delta)]
+            yield ChatUpdate(deltas=deltas, usage=update.usage, finished=update.finished)
+
+    def _feed(self, delta: ChatDelta) -> list[ChatDelta]:
+        choice = self._choices.setdefault(delta.index, _Choice())
+        if choice.is_content:
+            return [delta]
+        choice.held += delta.text
+        if delta.logprobs:
+            choice.logprobs = (choice.logprobs or []) + delta.logprobs
+        if delta.finish_reason is None:
+            if self._may_be_call(choice.held):
+                return []
+            choice.is_content = True
+            return [ChatDelta(delta.index, choice.held, None, choice.logprobs)]
+        calls = parse_tool_calls(choice.held, self._names) if delta.finish_reason != "content_filter" else None
+        if calls is None:
+            return [ChatDelta(delta.index, choice.held, delta.finish_reason, choice.logprobs)]
+        return tool_call_deltas(delta.index, calls, choice.logprobs)
+
+    def _may_be_call(self, text: str) -> bool:
+        start = text.lstrip()
+        if not start:
+            return True
+        openings = ["{", "[", PYTHON_TAG, *(f"{n}(" for n in self._names), *(f"{n}.call(" for n in BUILTIN_TOOLS)]
+        return any(start.startswith(o) or o.startswith(start) for o in openings)
+
+
+def tool_call_deltas(index: int, calls: list[ToolCall], logprobs: list[Any] | None = None) -> list[ChatDelta]:
+    """The streamed form of a choice's calls: per call its id and name (arguments ""), then its arguments;
+    the last delta finishes the choice with `tool_calls`."""
+    deltas = []
+    for i, call in enumerate(calls):
+        deltas.append(ChatDelta(index, "", tool_calls=[ToolCallDelta(i, "", call.id, call.name)]))
+        deltas.append(ChatDelta(index, "", tool_calls=[ToolCallDelta(i, call.arguments)]))
+    deltas.append(ChatDelta(index, "", "tool_calls", logprobs))
+    return deltas
