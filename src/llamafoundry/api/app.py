@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
@@ -24,6 +24,7 @@ from llamafoundry.api.inference import inference_router
 from llamafoundry.api.middleware import RequestContextMiddleware
 from llamafoundry.api.usage import install_accounting
 from llamafoundry.config import ServeSettings
+from llamafoundry.platform.gateway import Gateway, Target, single_key_policy
 
 if TYPE_CHECKING:
     from llamafoundry.api.limits import Accounting
@@ -74,28 +75,43 @@ class ModelLifecycle:
         ).response()
 
 
-def create_app(service: ChatService, settings: ServeSettings, accounting: Accounting | None = None) -> FastAPI:
-    """The Azure AI Model Inference API for one model.
+def create_app(
+    service: ChatService | None,
+    settings: ServeSettings,
+    accounting: Accounting | None = None,
+    *,
+    gateway: Gateway | None = None,
+    management: APIRouter | None = None,
+) -> FastAPI:
+    """The Azure AI Model Inference API for the server's own model and the store's deployments.
 
     Args:
-        service: the chat service; started in the background at startup, stopped (drained) at shutdown.
+        service: the server's own model (the bare routes), or None (`serve --no-default`); started in the
+            background at startup, stopped (drained) at shutdown.
         settings: the API key and the deployment name (`/deployments/<name>` routes).
         accounting: rate limits, metering and metrics (default: built from `settings`, not metered).
+        gateway: the served targets (default: `service` alone, under `settings.api_key`); started and stopped
+            with the app.
+        management: the `/management` routes, when the server has a store.
     """
-    lifecycle = ModelLifecycle(service)
+    gateway = gateway or default_gateway(service, settings)
+    lifecycle = ModelLifecycle(service or NoDefaultModel())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await accounting_.start()
         lifecycle.begin_start()
+        await gateway.start()
         try:
             yield
         finally:
+            await gateway.stop()
             await lifecycle.shutdown()
             await accounting_.stop()  # after the drain: the last streams are metered too
 
     app = FastAPI(title="llamafoundry", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.lifecycle = lifecycle
+    app.state.gateway = gateway
     accounting_ = install_accounting(app, service, settings, accounting)  # inside RequestContextMiddleware
     app.add_middleware(RequestContextMiddleware)
     _add_error_handlers(app)
@@ -104,8 +120,30 @@ def create_app(service: ChatService, settings: ServeSettings, accounting: Accoun
         return lifecycle.health()
 
     app.add_api_route("/health", health, methods=["GET"], include_in_schema=False)
-    app.include_router(inference_router(service, settings))
+    app.include_router(inference_router(gateway, settings))
+    if management is not None:
+        app.include_router(management)
     return app
+
+
+def default_gateway(service: ChatService | None, settings: ServeSettings) -> Gateway:
+    """A gateway serving `service` alone (no store), with `settings.api_key`."""
+    if service is None:
+        return Gateway(None)
+    return Gateway(Target(service, single_key_policy(settings.api_key), default_name=settings.model_name))
+
+
+class NoDefaultModel:
+    """Stands in for the server's own model under `serve --no-default`: always ready, nothing to load."""
+
+    model_name = "none (--no-default)"
+    is_ready = True
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
 
 
 def _add_error_handlers(app: FastAPI) -> None:

@@ -16,15 +16,16 @@ from fastapi import APIRouter, Depends, Request
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
-from llamafoundry.api.auth import require_key
 from llamafoundry.api.chat_request import extra_parameters_mode, parse_chat, parse_json_object
 from llamafoundry.api.errors import ApiError, from_service_exception, json_response, not_found, service_unavailable
 from llamafoundry.api.limits import admit
 from llamafoundry.api.render import ChunkRenderer, completion_body
+from llamafoundry.api.routing import authorize_request
 from llamafoundry.api.sse import EventStreamResponse
 from llamafoundry.api.streaming import chat_events, until_disconnect
 from llamafoundry.api.usage import track_result, track_stream
 from llamafoundry.config import ServeSettings
+from llamafoundry.platform.gateway import Gateway, Target
 
 if TYPE_CHECKING:
     from llamafoundry.service.chat import ChatService
@@ -68,25 +69,28 @@ async def read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-def inference_router(service: ChatService, settings: ServeSettings) -> APIRouter:
-    """All authenticated routes of one served model."""
+def inference_router(gateway: Gateway, settings: ServeSettings) -> APIRouter:
+    """All authenticated routes of the served models: the server's own and the deployments (`api.routing` says
+    which one a request is for and checks its credentials)."""
 
     async def authorize(request: Request) -> None:
-        require_key(request.headers, settings.api_key)
-
-    async def check_deployment(request: Request) -> None:
-        name = request.path_params.get("deployment")
-        if name is not None and name.lower() != settings.model_name.lower():
-            raise not_found(f"Deployment '{name}' not found. This server serves '{settings.model_name}'.")
+        await authorize_request(request, gateway)
 
     async def chat(request: Request) -> Response:
+        target: Target = request.state.target
         try:
-            is_openai_route = request.url.path.startswith("/v1/")
-            return await _chat(request, service, is_openai_route=is_openai_route, deployment=settings.model_name)
+            return await _chat(
+                request,
+                target.service,
+                is_openai_route=request.url.path.startswith("/v1/"),
+                deployment=target.name,
+                accepts_images=target.accepts_images,
+            )
         except ClientDisconnect:
             return Response(status_code=499)  # nobody is listening; uvicorn drops it
 
     async def info(request: Request) -> Response:
+        service = request.state.target.service
         return json_response(
             {"model_name": service.model_name, "model_type": MODEL_TYPE, "model_provider_name": service.model_provider}
         )
@@ -98,15 +102,16 @@ def inference_router(service: ChatService, settings: ServeSettings) -> APIRouter
         )
 
     async def list_models(request: Request) -> Response:
-        return json_response({"object": "list", "data": [_openai_model(service)]})
+        return json_response({"object": "list", "data": [_openai_model(t) for t in gateway.all_targets()]})
 
     async def get_model(request: Request) -> Response:
-        model_id = request.path_params["model_id"]
-        if model_id.lower() not in (service.model_name.lower(), settings.model_name.lower()):
-            raise not_found(f"Model '{model_id}' not found. This server serves '{service.model_name}'.")
-        return json_response(_openai_model(service))
+        model_id = request.path_params["model_id"].lower()
+        for target in gateway.all_targets():
+            if model_id in (target.name.lower(), target.service.model_name.lower()):
+                return json_response(_openai_model(target))
+        raise not_found(f"Model '{model_id}' not found. GET /v1/models lists the models this server serves.")
 
-    azure = APIRouter(dependencies=[Depends(authorize), Depends(check_api_version), Depends(check_deployment)])
+    azure = APIRouter(dependencies=[Depends(authorize), Depends(check_api_version)])
     for prefix in AZURE_PREFIXES:
         azure.add_api_route(prefix + "/chat/completions", chat, methods=["POST"])
         azure.add_api_route(prefix + "/info", info, methods=["GET"])
@@ -122,10 +127,12 @@ def inference_router(service: ChatService, settings: ServeSettings) -> APIRouter
     return router
 
 
-async def _chat(request: Request, service: ChatService, *, is_openai_route: bool, deployment: str) -> Response:
+async def _chat(
+    request: Request, service: ChatService, *, is_openai_route: bool, deployment: str, accepts_images: bool = False
+) -> Response:
     mode = extra_parameters_mode(request.headers.get("extra-parameters"))
     body = parse_json_object(await read_body(request), request.headers.get("content-type"))
-    parsed = parse_chat(body, mode, is_openai_route=is_openai_route)
+    parsed = parse_chat(body, mode, is_openai_route=is_openai_route, accepts_images=accepts_images)
     if not service.is_ready:
         raise service_unavailable("The model is loading or the server is shutting down; retry in a few seconds.")
     try:
@@ -155,5 +162,7 @@ async def _chat(request: Request, service: ChatService, *, is_openai_route: bool
 _STARTED_AT = int(time.time())
 
 
-def _openai_model(service: ChatService) -> dict[str, object]:
-    return {"id": service.model_name, "object": "model", "created": _STARTED_AT, "owned_by": service.model_provider}
+def _openai_model(target: Target) -> dict[str, object]:
+    """A served model for `/v1/models`: its id is what to send as `model` (a deployment's name)."""
+    owner = target.service.model_provider
+    return {"id": target.name, "object": "model", "created": _STARTED_AT, "owned_by": owner}

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llamafoundry.commands.common import console
+from llamafoundry.commands.serve_platform import (
+    API_KEY_ENV,
+    add_platform_options,
+    open_platform,
+    tls_options,
+)
 from llamafoundry.config import EngineSettings, ServeSettings, default_home, generate_api_key
 
 if TYPE_CHECKING:
@@ -40,6 +47,7 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
     serve.add_argument(
         "--redis-url", default=None, help="redis://HOST:PORT: rate-limit counters shared by several servers"
     )
+    add_platform_options(serve)
     serve.set_defaults(handler=_serve)
 
 
@@ -51,7 +59,12 @@ def _serve(args: argparse.Namespace) -> int:
     from llamafoundry.service.chat import ChatService
 
     home = args.data_dir or default_home()
-    model_path, default_name, default_provider = _resolve_model(args.model, home)
+    if args.replica:  # an engine behind a deployment's gateway: it limits and meters, not the replica
+        args.tpm = args.rpm = 0
+    if args.no_default:  # the bare routes serve no model of their own; deployments only
+        model_path, default_name, default_provider = Path("none.gguf"), "none", "llamafoundry"
+    else:
+        model_path, default_name, default_provider = _resolve_model(args.model, home)
     settings = ServeSettings(
         engine=EngineSettings(
             model_path=model_path,
@@ -65,22 +78,25 @@ def _serve(args: argparse.Namespace) -> int:
         model_provider=args.provider or default_provider,
         host=args.host,
         port=args.port,
-        api_key=args.api_key or generate_api_key(),
+        api_key=args.api_key or os.environ.get(API_KEY_ENV) or generate_api_key(),
         tokens_per_minute=args.tpm,
         requests_per_minute=args.rpm,
         redis_url=args.redis_url,
     )
-    engine = build_local_engine(settings.engine, settings.model_name, settings.model_provider)
-    service = ChatService(engine, settings.model_name, settings.model_provider, settings.engine.ctx_size)
-    accounting = _accounting(settings, home)
-    _print_banner(settings, generated_key=args.api_key is None)
-    uvicorn.run(
-        create_app(service, settings, accounting),
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        timeout_graceful_shutdown=10,
-    )
+    service = None
+    if not args.no_default:
+        engine = build_local_engine(settings.engine, settings.model_name, settings.model_provider)
+        service = ChatService(engine, settings.model_name, settings.model_provider, settings.engine.ctx_size)
+    accounting = None if args.replica else _accounting(settings, home)
+    platform = None if args.replica else open_platform(args, home, settings)
+    if service is not None:
+        _print_banner(settings, generated_key=args.api_key is None and API_KEY_ENV not in os.environ)
+    if platform is not None:
+        platform.print_banner()
+    gateway, management = platform.build(service, settings) if platform else (None, None)
+    app = create_app(service, settings, accounting, gateway=gateway, management=management)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=10,
+                **tls_options(args))  # fmt: skip
     return 0
 
 

@@ -78,7 +78,7 @@ class AuthPolicy:
         credentials = [c for c in credentials if c]
         key = match_key(credentials, self.keys)
         if key is not None:
-            return Caller("key", key_id=key.key_id)
+            return Caller("key", key_id=DEFAULT_KEY_ID if key.slot == DEFAULT_KEY_ID else key.key_id)
         if not self.accepts_tokens or self.verifier is None:
             return None
         for credential in credentials:

@@ -1,0 +1,158 @@
+"""The management API under `/management`: the catalog, deployments and their keys, as the `deploy` commands
+offer them. Every route needs the admin key (`api-key: <key>` or `Authorization: Bearer <key>`), which is not
+a deployment key: `llamafoundry deploy admin-key --regenerate` prints a new one, and the first `serve` on a data
+directory without one creates it and prints it once.
+
+Handlers only parse and respond; the rules are `platform.deployments`' (the same answers as the CLI).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from llamafoundry.api.auth import AuthError, presented_keys
+from llamafoundry.api.chat_request import parse_json_object
+from llamafoundry.api.errors import ApiError, json_response, not_found
+from llamafoundry.platform import deployments as ops
+from llamafoundry.platform.catalog import CATALOG, UnknownModelError, find_model
+from llamafoundry.platform.gateway import Gateway
+from llamafoundry.platform.keys import match_key
+from llamafoundry.platform.store import Store
+
+logger = logging.getLogger(__name__)
+
+CREATE_FIELDS = {
+    "name": str,
+    "model": str,
+    "type": str,
+    "weights": str,
+    "upstream": str,
+    "upstream_model": str,
+    "upstream_key": str,
+    "instances": int,
+    "instance_type": str,
+    "shared_quota": bool,
+}
+
+
+def admin_dependency(store: Store) -> Callable[[Request], Awaitable[None]]:
+    """A route dependency that lets only the admin key through (401, the MaaS body, otherwise)."""
+
+    async def require_admin(request: Request) -> None:
+        stored = await asyncio.to_thread(store.admin_key)
+        if stored is None or match_key(presented_keys(request.headers), [stored]) is None:
+            raise AuthError()
+        request.state.key_id = "admin"
+
+    return require_admin
+
+
+def management_router(store: Store, home: Path, gateway: Gateway | None = None) -> APIRouter:
+    """The `/management` routes over `store` (deployments created here download weights into `home`)."""
+    router = APIRouter(prefix="/management", dependencies=[Depends(admin_dependency(store))])
+
+    async def list_models(request: Request) -> Response:
+        return json_response({"data": [_model_body(m.name) for m in CATALOG]})
+
+    async def get_model(request: Request) -> Response:
+        try:
+            return json_response(_model_body(request.path_params["model"]))
+        except UnknownModelError as exc:
+            raise not_found(str(exc)) from None
+
+    async def list_deployments(request: Request) -> Response:
+        found = await _call(ops.list_deployments, store)
+        return json_response({"data": [_describe(d, gateway) for d in found]})
+
+    async def create(request: Request) -> Response:
+        spec = _spec(parse_json_object(await request.body(), request.headers.get("content-type")))
+        deployment, keys = await _call(ops.create_deployment, store, spec, home)
+        body = {**_describe(deployment, gateway), "primary_key": keys.primary, "secondary_key": keys.secondary}
+        return json_response(body, 201)
+
+    async def get_deployment(request: Request) -> Response:
+        deployment = await _call(ops.get_deployment, store, request.path_params["name"])
+        keys = await asyncio.to_thread(store.keys, deployment.name)
+        body = _describe(deployment, gateway)
+        body["keys"] = {k.slot: {"id": k.key_id, "created_at": ops._iso(k.created_at)} for k in keys}
+        return json_response(body)
+
+    async def delete(request: Request) -> Response:
+        name = request.path_params["name"].lower()
+        await _call(ops.delete_deployment, store, name)
+        return json_response({"name": name, "deleted": True})
+
+    async def list_keys(request: Request) -> Response:
+        deployment = await _call(ops.get_deployment, store, request.path_params["name"])
+        keys = await asyncio.to_thread(store.keys, deployment.name)
+        return json_response({k.slot: {"id": k.key_id, "created_at": ops._iso(k.created_at)} for k in keys})
+
+    async def regenerate(request: Request) -> Response:
+        body = parse_json_object(await request.body(), request.headers.get("content-type"))
+        slot, value = body.get("keyType", body.get("key_type")), body.get("keyValue", body.get("key_value"))
+        if not isinstance(slot, str) or (value is not None and not isinstance(value, str)):
+            raise ApiError(400, "invalid_value", 'Send {"keyType": "primary"} or {"keyType": "secondary"}.', "keyType")
+        name = request.path_params["name"]
+        key = await _call(ops.regenerate_key, store, name, slot, value)
+        return json_response({"name": name.lower(), "keyType": slot.lower(), "key": key})
+
+    router.add_api_route("/models", list_models, methods=["GET"])
+    router.add_api_route("/models/{model}", get_model, methods=["GET"])
+    router.add_api_route("/deployments", list_deployments, methods=["GET"])
+    router.add_api_route("/deployments", create, methods=["POST"])
+    router.add_api_route("/deployments/{name}", get_deployment, methods=["GET"])
+    router.add_api_route("/deployments/{name}", delete, methods=["DELETE"])
+    router.add_api_route("/deployments/{name}/keys", list_keys, methods=["GET"])
+    router.add_api_route("/deployments/{name}/keys/regenerate", regenerate, methods=["POST"])
+    return router
+
+
+async def _call(function: Callable[..., Any], *args: Any) -> Any:
+    """Run a (blocking) platform operation off the event loop; its DeploymentError becomes the API error."""
+    try:
+        return await asyncio.to_thread(function, *args)
+    except ops.DeploymentError as exc:
+        raise ApiError(exc.status, exc.code, exc.message) from None
+
+
+def _spec(body: dict[str, Any]) -> ops.DeploymentSpec:
+    for key, value in body.items():
+        expected = CREATE_FIELDS.get(key)
+        if expected is None:
+            fields = ", ".join(CREATE_FIELDS)
+            raise ApiError(400, "invalid_value", f"Unknown field '{key}'. A deployment has: {fields}.", key)
+        if value is not None and (not isinstance(value, expected) or (expected is int and isinstance(value, bool))):
+            raise ApiError(400, "invalid_value", f"'{key}' must be a {expected.__name__}.", key)
+    for key in ("name", "model"):
+        if not body.get(key):
+            raise ApiError(400, "missing_value", f"'{key}' is required.", key)
+    return ops.DeploymentSpec(
+        name=body["name"],
+        model=body["model"],
+        type=body.get("type") or "serverless",
+        weights=Path(body["weights"]) if body.get("weights") else None,
+        upstream_url=body.get("upstream"),
+        upstream_model=body.get("upstream_model"),
+        upstream_api_key=body.get("upstream_key"),
+        instances=body.get("instances"),
+        instance_type=body.get("instance_type"),
+        shared_quota=bool(body.get("shared_quota")),
+    )
+
+
+def _describe(deployment: Any, gateway: Gateway | None) -> dict[str, Any]:
+    body = ops.describe(deployment)
+    if gateway is not None:
+        body["status"] = gateway.status(deployment.name)
+    return body
+
+
+def _model_body(name: str) -> dict[str, Any]:
+    return ops.describe_model(find_model(name))

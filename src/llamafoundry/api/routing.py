@@ -1,0 +1,75 @@
+"""Which served model a request is for, and whether the caller may use it.
+
+- `/deployments/<name>/...`: that deployment (or the server's own model, by its name).
+- everything else (bare routes, `/models/...`, `/v1/...`): the deployment named by the `azureml-model-deployment`
+  header, else by the body's `model` field (the `model` query parameter for `/info`), else the server's own
+  model. A header naming no deployment is a 404; an unknown `model` falls back to the server's own model (the
+  field is "ignored if the endpoint serves only one model"), and is a 404 only when there is none
+  (`serve --no-default`).
+
+`authorize_request` is the routes' dependency: it leaves the target in `request.state.target` and the caller's
+key id in `request.state.key_id` (what usage is recorded under; never the key).
+"""
+
+from __future__ import annotations
+
+import json
+
+from starlette.requests import Request
+
+from llamafoundry.api.auth import AuthError, presented_keys
+from llamafoundry.api.errors import not_found
+from llamafoundry.platform.gateway import Gateway, Target
+
+DEPLOYMENT_HEADER = "azureml-model-deployment"
+
+
+async def authorize_request(request: Request, gateway: Gateway) -> Target:
+    """Resolve the request's target and check its credentials. Raises ApiError 404 or AuthError (401)."""
+    from llamafoundry.api.inference import read_body  # the one place that enforces the body size limit
+
+    target = await _resolve(request, gateway, read_body)
+    caller = await target.authorize(presented_keys(request.headers))
+    if caller is None:
+        raise AuthError()
+    request.state.target = target
+    request.state.key_id = caller.key_id or f"token:{caller.subject or 'unknown'}"
+    return target
+
+
+async def _resolve(request: Request, gateway: Gateway, read_body: object) -> Target:
+    path_name = request.path_params.get("deployment")
+    if path_name is not None:
+        return _named(gateway, path_name)
+    header = request.headers.get(DEPLOYMENT_HEADER)
+    if header:
+        return _named(gateway, header.strip())
+    model = request.query_params.get("model") if request.method == "GET" else await _body_model(request, read_body)
+    target = gateway.resolve(model) if model else None
+    target = target or gateway.default
+    if target is None:
+        names = ", ".join(sorted(gateway.targets)) or "none yet"
+        raise not_found(
+            "This server has no default model: name a deployment with the 'azureml-model-deployment' header or "
+            f"the 'model' field, or use the endpoint /deployments/<name>. Deployments: {names}."
+        )
+    return target
+
+
+def _named(gateway: Gateway, name: str) -> Target:
+    target = gateway.resolve(name)
+    if target is None:
+        raise not_found(f"Deployment '{name}' not found. `llamafoundry deploy list` shows the deployments.")
+    return target
+
+
+async def _body_model(request: Request, read_body: object) -> str | None:
+    """The body's `model` string, if the body is a JSON object that has one. The body is kept for the handler."""
+    raw = await read_body(request)  # type: ignore[operator]
+    request._body = raw  # what Request.body() caches; stream() then replays it to the handler
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None  # the handler reports the malformed body, after authentication
+    model = body.get("model") if isinstance(body, dict) else None
+    return model if isinstance(model, str) and model.strip() else None
