@@ -35,7 +35,7 @@ from llamafoundry.api.metrics import Metrics
 from llamafoundry.config import ServeSettings
 from llamafoundry.platform.catalog import SERVERLESS
 from llamafoundry.platform.metering import STATUS_CLIENT_CLOSED, Meter, UsageRecord
-from llamafoundry.platform.ratelimit import resolve_limits
+from llamafoundry.platform.ratelimit import RateLimits, deployment_limits, resolve_limits
 from llamafoundry.platform.ratelimit_redis import build_limiter
 from llamafoundry.platform.usage import Pricing, check_period, parse_since, period_label, report, to_csv
 from llamafoundry.service.types import ChatResult, ChatStream, ChatUpdate
@@ -85,6 +85,9 @@ class AccountingMiddleware:
         finally:
             usage.request_id = str(state.get("request_id") or id(usage))
             usage.key_id = usage.key_id or state.get("key_id") or DEFAULT_KEY_ID
+            target = state.get("target")  # set by routing once the deployment is known (header, body `model`)
+            if target is not None:
+                usage.deployment = target.name
             await self._finish(usage, _final_status(status, is_complete, usage))
 
     async def _headers(self, usage: RequestUsage, status: int) -> dict[str, str]:
@@ -265,8 +268,24 @@ def install_accounting(
     """Add the accounting middleware and `GET /metrics` to `app`; returns the accounting (built from `settings`
     when None). Its `start()`/`stop()` belong in the app's lifespan."""
     accounting = accounting or build_accounting(settings)
+    gateway = getattr(app.state, "gateway", None)
+    if accounting.limits.resolve is None and gateway is not None:
+        accounting.limits.resolve = gateway_limits(gateway)
     app.state.accounting = accounting
     app.add_middleware(AccountingMiddleware, accounting=accounting)
     app.add_api_route("/metrics", accounting.metrics.endpoint, methods=["GET"], include_in_schema=False)
     accounting.metrics.watch_engine(settings.model_name, lambda: getattr(service, "engine", None))
     return accounting
+
+
+def gateway_limits(gateway: Any) -> Callable[[str], RateLimits | None]:
+    """Limits of the gateway's deployments, from their settings (`deploy create/update --tpm/--rpm`) over their
+    type's defaults; read on every request, so changes apply as soon as the gateway sees them."""
+
+    def resolve(name: str) -> RateLimits | None:
+        target = gateway.targets.get(name.lower())
+        if target is None or target.deployment is None:
+            return None
+        return deployment_limits(target.deployment.type, target.deployment.settings)
+
+    return resolve
