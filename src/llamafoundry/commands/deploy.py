@@ -15,6 +15,7 @@ from typing import Any
 
 from llamafoundry.commands.common import console
 from llamafoundry.config import default_home
+from llamafoundry.platform.ratelimit import limit_settings
 
 DATABASE_URL_ENV = "LLAMAFOUNDRY_DATABASE_URL"
 
@@ -57,7 +58,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     create.add_argument("--instances", type=int, help="managed compute: replicas of the model (default 1)")
     create.add_argument("--instance-type", help="managed compute: instance size (cores per replica)")
     create.add_argument("--shared-quota", action="store_true", help="managed compute: deleted after 168 hours")
+    _add_limit_options(create)
     create.set_defaults(handler=_create)
+
+    update = sub.add_parser("update", help="change a deployment's rate limits")
+    update.add_argument("name")
+    _add_limit_options(update)
+    update.set_defaults(handler=_update)
 
     listing = sub.add_parser("list", help="list deployments")
     listing.set_defaults(handler=_list)
@@ -80,7 +87,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     admin.add_argument("--regenerate", action="store_true", help="create a new admin key (the old one stops working)")
     admin.set_defaults(handler=_admin_key)
 
-    for parser in (create, listing, show, delete, keys, admin):
+    for parser in (create, update, listing, show, delete, keys, admin):
         add_store_options(parser)
         parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -99,6 +106,7 @@ def _create(args: argparse.Namespace) -> int:
         instances=args.instances,
         instance_type=args.instance_type,
         shared_quota=args.shared_quota,
+        settings=limit_settings(args.tpm, args.rpm),
     )
     with open_store(args) as store, _download_bar() as progress:
         created = _run(lambda: create_deployment(store, spec, home_of(args), progress))
@@ -116,6 +124,26 @@ def _create(args: argparse.Namespace) -> int:
         f"Endpoint: http://HOST:PORT/deployments/{deployment.name} (served by `llamafoundry serve`)",
         soft_wrap=True,
     )
+    return 0
+
+
+def _add_limit_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tpm", type=int, help="tokens per minute (serverless default 200000; 0: no limit)")
+    parser.add_argument("--rpm", type=int, help="requests per minute (serverless default 1000; 0: no limit)")
+
+
+def _update(args: argparse.Namespace) -> int:
+    from llamafoundry.platform.deployments import describe, get_deployment
+
+    changes = limit_settings(args.tpm, args.rpm)
+    if not changes:
+        console.print("[red]error:[/red] nothing to change: give --tpm N and/or --rpm N.")
+        return 2
+    with open_store(args) as store:
+        if _run(lambda: get_deployment(store, args.name)) is None:
+            return 1
+        body = describe(store.update_settings(args.name.lower(), changes))
+    print(json.dumps(body, indent=2)) if args.json else _print_fields(body)
     return 0
 
 

@@ -93,6 +93,15 @@ def deployment_limits(deployment_type: str, settings: Mapping[str, Any]) -> Rate
     )
 
 
+def limit_settings(tokens_per_minute: int | None, requests_per_minute: int | None) -> dict[str, int]:
+    """The settings `deploy create/update --tpm/--rpm` store (only the limits given; 0 means not limited)."""
+    found = {SETTING_TOKENS_PER_MINUTE: tokens_per_minute, SETTING_REQUESTS_PER_MINUTE: requests_per_minute}
+    for flag, value in zip(("--tpm", "--rpm"), found.values(), strict=True):
+        if value is not None and value < 0:
+            raise ValueError(f"{flag} {value}: give a number of tokens or requests per minute, or 0 for no limit.")
+    return {name: value for name, value in found.items() if value is not None}
+
+
 @dataclass(frozen=True)
 class Reservation:
     """Tokens held for one admitted request; hand it to `settle` when the request ends."""
