@@ -1,0 +1,136 @@
+"""Deployments end to end: `llamafoundry deploy` on a data directory, a real `llamafoundry serve` over it with
+replica processes of the tiny GGUF, and the azure-ai-inference SDK against `/deployments/<name>` and `/models`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from azure.ai.inference import ChatCompletionsClient
+from azure.ai.inference.models import UserMessage
+from azure.core.credentials import AzureKeyCredential
+from azure.core.exceptions import ClientAuthenticationError, ResourceNotFoundError
+
+from tests.api.conftest import API_KEY
+from tests.api.deployment_fixtures import PICKUP_S, Gateway, chat, cli_json, start_gateway, wait_for, wait_ready
+
+pytestmark = pytest.mark.slow
+
+CHAT_MODEL = "Meta-Llama-3.1-8B-Instruct"
+FLEET_MODEL = "Llama-3.2-1B-Instruct"
+
+
+@dataclass
+class Setup:
+    home: Path
+    gateway: Gateway
+    chat_keys: dict[str, str]
+    fleet_keys: dict[str, str]
+    admin_key: str
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    home = tmp_path_factory.mktemp("platform-home")
+    weights = str(tiny_model_path)
+    chat_dep = cli_json(home, "deploy", "create", "chat", "--model", CHAT_MODEL, "--weights", weights)
+    fleet = cli_json(home, "deploy", "create", "fleet", "--model", FLEET_MODEL, "--type", "managed",
+                     "--instances", "2", "--weights", weights)  # fmt: skip
+    admin = cli_json(home, "deploy", "admin-key", "--regenerate")["admin_key"]
+    gateway = start_gateway(home, tiny_model_path)
+    keys = {d["name"]: {"primary": d["primary_key"], "secondary": d["secondary_key"]} for d in (chat_dep, fleet)}
+    wait_ready(f"{gateway.url}/deployments/chat/chat/completions", keys["chat"]["primary"])
+    wait_ready(f"{gateway.url}/deployments/fleet/chat/completions", keys["fleet"]["primary"])
+    yield Setup(home, gateway, keys["chat"], keys["fleet"], admin)
+    gateway.stop()
+
+
+def test_each_deployment_is_an_sdk_endpoint_reporting_its_catalog_model(setup: Setup) -> None:
+    for name, keys, model in (("chat", setup.chat_keys, CHAT_MODEL), ("fleet", setup.fleet_keys, FLEET_MODEL)):
+        client = ChatCompletionsClient(f"{setup.gateway.url}/deployments/{name}", AzureKeyCredential(keys["primary"]))
+        assert client.get_model_info().model_name == model
+        response = client.complete(messages=[UserMessage("Hi!")], max_tokens=4)
+        assert response.model == model and response.usage.completion_tokens >= 1
+        chunks = list(client.complete(messages=[UserMessage("Hi!")], max_tokens=4, stream=True))
+        assert chunks and any(c.choices and c.choices[0].finish_reason for c in chunks)
+
+
+def test_models_endpoint_routes_by_header_or_body_model(setup: Setup) -> None:
+    url = f"{setup.gateway.url}/models/chat/completions"
+    by_header = chat(url, setup.fleet_keys["primary"], {"azureml-model-deployment": "fleet"})
+    assert by_header.status_code == 200 and by_header.json()["model"] == FLEET_MODEL
+    by_body = chat(url, setup.chat_keys["secondary"], model="CHAT")  # routing is case-insensitive
+    assert by_body.status_code == 200 and by_body.json()["model"] == CHAT_MODEL
+    client = ChatCompletionsClient(f"{setup.gateway.url}/models", AzureKeyCredential(setup.fleet_keys["secondary"]))
+    info = client.get_model_info(headers={"azureml-model-deployment": "fleet"})
+    assert info.model_name == FLEET_MODEL
+    unknown = chat(url, setup.chat_keys["primary"], {"azureml-model-deployment": "nope"})
+    assert unknown.status_code == 404 and "Deployment 'nope' not found" in unknown.json()["error"]["message"]
+
+
+def test_bare_routes_still_serve_the_servers_own_model(setup: Setup) -> None:
+    client = ChatCompletionsClient(setup.gateway.url, AzureKeyCredential(API_KEY))
+    assert client.get_model_info().model_name == "tiny-llama"
+    with pytest.raises(ClientAuthenticationError):  # a deployment's key is not the server's key
+        ChatCompletionsClient(setup.gateway.url, AzureKeyCredential(setup.chat_keys["primary"])).get_model_info()
+    models = httpx.get(f"{setup.gateway.url}/v1/models", headers={"api-key": API_KEY}).json()
+    assert [m["id"] for m in models["data"]] == ["tiny-llama", "chat", "fleet"]
+
+
+def test_keys_belong_to_one_deployment(setup: Setup) -> None:
+    client = ChatCompletionsClient(
+        f"{setup.gateway.url}/deployments/fleet", AzureKeyCredential(setup.chat_keys["primary"])
+    )
+    with pytest.raises(ClientAuthenticationError, match="(?i)auth token validation failed"):
+        client.complete(messages=[UserMessage("Hi!")])
+    with pytest.raises(ResourceNotFoundError):
+        ChatCompletionsClient(f"{setup.gateway.url}/deployments/nope", AzureKeyCredential(API_KEY)).get_model_info()
+
+
+def test_requests_are_balanced_across_replicas(setup: Setup) -> None:
+    url = f"{setup.gateway.url}/deployments/fleet/chat/completions"
+    for _ in range(4):
+        assert chat(url, setup.fleet_keys["primary"]).status_code == 200
+    status = httpx.get(f"{setup.gateway.url}/management/deployments/fleet", headers={"api-key": setup.admin_key})
+    body = status.json()["status"]
+    assert body["state"] == "ready" and len(body["replicas"]) == 2
+    assert all(n >= 2 for n in body["requests"]), body  # sequential requests alternate between the two
+    assert len({r["url"] for r in body["replicas"]}) == 2
+
+
+def test_a_running_server_picks_up_deploy_commands_within_two_seconds(setup: Setup) -> None:
+    url = setup.gateway.url
+    # An upstream deployment is ready at once (no model to load): it forwards to this server's own model.
+    late = cli_json(setup.home, "deploy", "create", "late", "--model", "Meta-Llama-3.1-70B-Instruct",
+                    "--upstream", f"{url}/v1", "--upstream-key", API_KEY)  # fmt: skip
+    late_url = f"{url}/deployments/late/chat/completions"
+    took = wait_for(lambda: chat(late_url, late["primary_key"]).status_code == 200, PICKUP_S, "the new deployment")
+    assert took < PICKUP_S and chat(late_url, late["primary_key"]).json()["model"] == "Meta-Llama-3.1-70B-Instruct"
+
+    new = cli_json(setup.home, "deploy", "keys", "late", "--regenerate", "primary")["primary_key"]
+    wait_for(lambda: chat(late_url, late["primary_key"]).status_code == 401, PICKUP_S, "the old key stopping")
+    assert chat(late_url, new).status_code == 200 and chat(late_url, late["secondary_key"]).status_code == 200
+
+    cli_json(setup.home, "deploy", "list")  # any command; then delete
+    from llamafoundry.cli import main
+
+    assert main(["deploy", "delete", "late", "--data-dir", str(setup.home)]) == 0
+    wait_for(lambda: chat(late_url, new).status_code == 404, PICKUP_S, "the deleted deployment disappearing")
+
+
+def test_deployments_survive_a_restart_and_no_default_leaves_bare_routes_to_them(
+    setup: Setup, tiny_model_path: Path
+) -> None:
+    setup.gateway.stop()
+    setup.gateway = start_gateway(setup.home, tiny_model_path, "--no-default")
+    url = setup.gateway.url
+    wait_ready(f"{url}/deployments/chat/chat/completions", setup.chat_keys["primary"])
+    bare = chat(f"{url}/chat/completions", API_KEY)
+    assert bare.status_code == 404 and "no default model" in bare.json()["error"]["message"]
+    routed = chat(f"{url}/chat/completions", setup.chat_keys["primary"], {"azureml-model-deployment": "chat"})
+    assert routed.status_code == 200 and routed.json()["model"] == CHAT_MODEL
+    via_models = chat(f"{url}/models/chat/completions", setup.chat_keys["primary"], model="chat")
+    assert via_models.status_code == 200

@@ -1,0 +1,152 @@
+"""The /management API (in-process, over a real SQLite store and fake chat services): admin-key auth, the same
+deployment rules and sentences as the CLI, and the running gateway picking up what it changes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from llamafoundry.api.app import create_app
+from llamafoundry.api.management import management_router
+from llamafoundry.config import EngineSettings, ServeSettings
+from llamafoundry.platform.deployments import regenerate_admin_key
+from llamafoundry.platform.gateway import Gateway, Target, single_key_policy
+from llamafoundry.platform.store import Deployment, Store
+from tests.api.conftest import API_KEY, MODEL_NAME
+from tests.api.fakes import FakeChatService
+
+MODEL = "Meta-Llama-3.1-8B-Instruct"
+PICKUP_S = 2.0
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    (tmp_path / "model.gguf").write_bytes(b"GGUF")
+    return tmp_path
+
+
+@pytest.fixture
+def store(home: Path) -> Iterator[Store]:
+    opened = Store.open(home)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def admin_key(store: Store) -> str:
+    return regenerate_admin_key(store)
+
+
+def fake_backend(deployment: Deployment) -> FakeChatService:
+    return FakeChatService(model_name=deployment.model)
+
+
+@pytest.fixture
+def client(store: Store, home: Path) -> Iterator[TestClient]:
+    settings = ServeSettings(engine=EngineSettings(model_path=Path("unused.gguf")), model_name=MODEL_NAME,
+                             api_key=API_KEY)  # fmt: skip
+    default = Target(FakeChatService(model_name=MODEL_NAME), single_key_policy(API_KEY), default_name=MODEL_NAME)
+    gateway = Gateway(default, store, fake_backend, poll_interval_s=0.2)
+    app = create_app(default.service, settings, gateway=gateway, management=management_router(store, home, gateway))  # type: ignore[arg-type]
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def create_body(home: Path, **fields: object) -> dict[str, object]:
+    return {"name": "chat", "model": MODEL, "weights": str(home / "model.gguf"), **fields}
+
+
+def test_management_needs_the_admin_key(client: TestClient, admin_key: str, home: Path) -> None:
+    assert client.get("/management/deployments").status_code == 401
+    assert client.get("/management/deployments", headers={"api-key": API_KEY}).status_code == 401  # a model key
+    created = client.post("/management/deployments", json=create_body(home), headers={"api-key": admin_key}).json()
+    for key in (created["primary_key"], created["secondary_key"]):  # deployment keys are not admin keys
+        assert client.get("/management/deployments", headers={"api-key": key}).status_code == 401
+    ok = client.get("/management/deployments", headers={"Authorization": f"Bearer {admin_key}"})
+    assert ok.status_code == 200 and [d["name"] for d in ok.json()["data"]] == ["chat"]
+
+
+def test_a_regenerated_admin_key_replaces_the_old_one(client: TestClient, admin_key: str, store: Store) -> None:
+    new_key = regenerate_admin_key(store)
+    assert client.get("/management/models", headers={"api-key": admin_key}).status_code == 401
+    assert client.get("/management/models", headers={"api-key": new_key}).status_code == 200
+
+
+def test_catalog_routes(client: TestClient, admin_key: str) -> None:
+    headers = {"api-key": admin_key}
+    models = client.get("/management/models", headers=headers).json()["data"]
+    assert len(models) == 14 and all(m["provider"] == "Meta" for m in models)
+    one = client.get("/management/models/llama-3.2-11b-vision-instruct", headers=headers).json()
+    assert one["name"] == "Llama-3.2-11B-Vision-Instruct" and one["input_modalities"] == ["text", "image"]
+    missing = client.get("/management/models/gpt-4", headers=headers)
+    assert missing.status_code == 404 and "not in the catalog" in missing.json()["error"]["message"]
+
+
+def test_deployment_lifecycle_and_the_gateway_follows(client: TestClient, admin_key: str, home: Path) -> None:
+    admin = {"api-key": admin_key}
+    created = client.post("/management/deployments", json=create_body(home), headers=admin)
+    assert created.status_code == 201
+    body = created.json()
+    assert body["name"] == "chat" and body["type"] == "serverless" and len(body["primary_key"]) == 32
+
+    def chat(key: str) -> int:
+        payload = {"messages": [{"role": "user", "content": "Hi"}]}
+        return client.post("/deployments/chat/chat/completions", json=payload, headers={"api-key": key}).status_code
+
+    started = time.monotonic()
+    while chat(body["primary_key"]) != 200:
+        assert time.monotonic() - started < PICKUP_S, "the new deployment was not served within 2 s"
+        time.sleep(0.05)
+    info = client.get("/deployments/chat/info", headers={"api-key": body["secondary_key"]}).json()
+    assert info["model_name"] == MODEL
+
+    shown = client.get("/management/deployments/chat", headers=admin).json()
+    assert shown["status"]["state"] == "ready" and set(shown["keys"]) == {"primary", "secondary"}
+    assert "primary_key" not in shown
+
+    rotated = client.post("/management/deployments/chat/keys/regenerate", json={"keyType": "Primary"}, headers=admin)
+    assert rotated.status_code == 200 and rotated.json()["keyType"] == "primary"
+    started = time.monotonic()
+    while chat(body["primary_key"]) != 401:
+        assert time.monotonic() - started < PICKUP_S, "the old key kept working"
+        time.sleep(0.05)
+    assert chat(rotated.json()["key"]) == 200 and chat(body["secondary_key"]) == 200
+
+    assert client.delete("/management/deployments/chat", headers=admin).json() == {"name": "chat", "deleted": True}
+    started = time.monotonic()
+    while chat(body["secondary_key"]) != 404:
+        assert time.monotonic() - started < PICKUP_S, "the deleted deployment kept answering"
+        time.sleep(0.05)
+    assert client.delete("/management/deployments/chat", headers=admin).status_code == 404
+
+
+def test_rules_answer_with_the_cli_sentences(client: TestClient, admin_key: str, home: Path) -> None:
+    admin = {"api-key": admin_key}
+    assert client.post("/management/deployments", json=create_body(home), headers=admin).status_code == 201
+    conflict = client.post("/management/deployments", json=create_body(home, name="other"), headers=admin)
+    assert conflict.status_code == 409
+    assert "Deployment 'chat' already holds the serverless deployment" in conflict.json()["error"]["message"]
+    for fields, status, text in [
+        ({"model": "Llama-Guard-3-1B", "name": "guard"}, 400, "cannot be deployed as serverless"),
+        ({"name": "x"}, 400, "not a valid deployment name"),
+        ({"name": "m", "instances": "two"}, 400, "'instances' must be a int"),
+        ({"name": "m", "colour": "red"}, 400, "Unknown field 'colour'"),
+    ]:
+        answer = client.post("/management/deployments", json=create_body(home, **fields), headers=admin)
+        assert answer.status_code == status and text in answer.json()["error"]["message"], answer.text
+    bad_key = client.post("/management/deployments/chat/keys/regenerate", json={"keyType": "tertiary"}, headers=admin)
+    assert bad_key.status_code == 400 and "primary or secondary" in bad_key.json()["error"]["message"]
+    assert client.get("/management/deployments/nope", headers=admin).status_code == 404
+
+
+def test_managed_deployment_options(client: TestClient, admin_key: str, home: Path) -> None:
+    body = create_body(home, name="fleet", type="managed", instances=3, shared_quota=True,
+                       instance_type="Standard_D4as_v4")  # fmt: skip
+    created = client.post("/management/deployments", json=body, headers={"api-key": admin_key}).json()
+    assert created["instances"] == 3 and created["instance_type"] == "Standard_D4as_v4"
+    assert created["shared_quota"] is True and 167.9 <= created["expires_in_hours"] <= 168
+    assert created["auth"] == "key, token" and created["billing"] == "core-hours"
