@@ -6,6 +6,9 @@ Loads are bounded in time and count and only ever go to 127.0.0.1.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import threading
 import time
 from collections import Counter
@@ -18,6 +21,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from llamafoundry.cli import main
 from llamafoundry.platform.metering import UsageRecord, query_usage
 from llamafoundry.platform.store import Store
 from tests.api.conftest import MODEL_NAME, Server, start_server, stop_server
@@ -174,3 +178,45 @@ def test_two_gateways_share_one_limit_through_redis(tiny_model_path: Path, tmp_p
         records = [r for i in range(2) for r in metered(tmp_path / f"d{i}")]
         assert len(records) == sum(tally.statuses.values())
         assert Counter(r.status for r in records) == tally.statuses
+
+
+def cli_json(*argv: str) -> dict:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main([*argv, "--json"]) == 0
+    return json.loads(out.getvalue())
+
+
+def test_a_store_deployment_is_limited_by_its_own_rpm_and_reported(tiny_model_path: Path, tmp_path: Path) -> None:
+    data = ["--data-dir", str(tmp_path / "data")]
+    model = ["--model", "Meta-Llama-3.1-8B-Instruct", "--weights", str(tiny_model_path)]
+    created = cli_json("deploy", "create", "chat", *model, "--rpm", "6", *data)  # one request per 10 s
+    admin_key = cli_json("deploy", "admin-key", "--regenerate", *data)["admin_key"]
+    server = start_server(tiny_model_path, tmp_path, "--ctx-size", "256", *data)
+    try:
+        url = f"{server.url}/deployments/chat/chat/completions"
+        headers = {"api-key": created["secondary_key"]}
+        body = {"messages": MESSAGES, "max_tokens": 4}
+        deadline, num_unavailable = time.monotonic() + 90, 0
+        while (first := httpx.post(url, json=body, headers=headers, timeout=60)).status_code == 503:
+            assert time.monotonic() < deadline, "the deployment's replica did not start"
+            num_unavailable += 1  # metered as errors, not counted against the limit
+            time.sleep(0.5)
+        assert first.status_code == 200 and first.headers["x-ratelimit-limit-requests"] == "6"
+        second = httpx.post(url, json=body, headers=headers, timeout=60)
+        assert second.status_code == 429 and "Try again in" in second.json()["error"]["message"]
+        # the server's own model has its own (default) limits
+        own = httpx.post(f"{server.url}/chat/completions", json=body, headers={"api-key": server.key}, timeout=60)
+        assert own.status_code == 200 and own.headers["x-ratelimit-limit-requests"] == "1000"
+        assert httpx.get(f"{server.url}/management/usage", timeout=10).status_code == 401  # admin key only
+        report = httpx.get(f"{server.url}/management/usage", params={"deployment": "chat"},
+                           headers={"api-key": admin_key}, timeout=10).json()  # fmt: skip
+        (row,) = report["data"]
+        expected = ("chat", 2 + num_unavailable, 1, 1 + num_unavailable)
+        assert (row["deployment"], row["requests"], row["throttled"], row["errors"]) == expected
+        assert row["cost_usd"] > 0  # the catalog's per-token prices
+    finally:
+        stop_server(server)
+    records = [r for r in metered(tmp_path / "data") if r.deployment == "chat"]
+    (key_id,) = {r.key_id for r in records}  # the key's id, never the key
+    assert key_id and created["secondary_key"] not in key_id and created["primary_key"] not in key_id

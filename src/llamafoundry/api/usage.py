@@ -202,6 +202,7 @@ def usage_router(
     accounting: Accounting,
     pricing: Callable[[], Mapping[str, Pricing]],
     dependencies: Sequence[Any] = (),
+    path: str = "/management/usage",
 ) -> APIRouter:
     """`GET /management/usage?deployment=&since=&by=hour|day&format=json|csv`: the usage report.
 
@@ -209,6 +210,7 @@ def usage_router(
         accounting: its meter's database is read (after pending records are flushed).
         pricing: the prices of the deployments that exist now.
         dependencies: FastAPI dependencies guarding the route (the management API's admin-key check).
+        path: the route (`/usage` when included in the `/management` router, whose admin check then applies).
     """
 
     async def get_usage(request: Request) -> Response:
@@ -228,8 +230,9 @@ def usage_router(
         except ValueError as exc:
             raise invalid("by", str(exc)) from None
         await meter.flush()
+        deployment = query.get("deployment") or None
         rows = await asyncio.to_thread(
-            report, meter.engine, pricing(), deployment=query.get("deployment") or None, since=since, by=by
+            lambda: report(meter.engine, pricing(), deployment=deployment, since=since, by=by)
         )
         if fmt == "csv":
             return Response(to_csv(rows), media_type="text/csv; charset=utf-8")
@@ -242,7 +245,7 @@ def usage_router(
         return json_response(body)
 
     router = APIRouter(dependencies=list(dependencies))
-    router.add_api_route("/management/usage", get_usage, methods=["GET"])
+    router.add_api_route(path, get_usage, methods=["GET"])
     return router
 
 

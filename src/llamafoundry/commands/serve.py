@@ -17,7 +17,10 @@ from llamafoundry.commands.serve_platform import (
 from llamafoundry.config import EngineSettings, ServeSettings, default_home, generate_api_key
 
 if TYPE_CHECKING:
+    from fastapi import APIRouter
+
     from llamafoundry.api.limits import Accounting
+    from llamafoundry.platform.store import Store
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -87,26 +90,34 @@ def _serve(args: argparse.Namespace) -> int:
     if not args.no_default:
         engine = build_local_engine(settings.engine, settings.model_name, settings.model_provider)
         service = ChatService(engine, settings.model_name, settings.model_provider, settings.engine.ctx_size)
-    accounting = None if args.replica else _accounting(settings, home)
     platform = None if args.replica else open_platform(args, home, settings)
+    accounting = _accounting(settings, platform.store) if platform else None
     if service is not None:
         _print_banner(settings, generated_key=args.api_key is None and API_KEY_ENV not in os.environ)
     if platform is not None:
         platform.print_banner()
     gateway, management = platform.build(service, settings) if platform else (None, None)
+    if management is not None and accounting is not None:
+        management.include_router(_usage_routes(accounting, platform.store))  # /management/usage, admin key
     app = create_app(service, settings, accounting, gateway=gateway, management=management)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=10,
                 **tls_options(args))  # fmt: skip
     return 0
 
 
-def _accounting(settings: ServeSettings, home: Path) -> Accounting:
-    """Rate limits (in-process, or Redis with --redis-url) and usage metered into the data directory's store."""
+def _accounting(settings: ServeSettings, store: Store) -> Accounting:
+    """Rate limits (in-process, or Redis with --redis-url) and usage metered into the store's database."""
     from llamafoundry.api.usage import build_accounting
     from llamafoundry.platform.metering import Meter
-    from llamafoundry.platform.store import Store
 
-    return build_accounting(settings, Meter(Store.open(home).engine))
+    return build_accounting(settings, Meter(store.engine))
+
+
+def _usage_routes(accounting: Accounting, store: Store) -> APIRouter:
+    from llamafoundry.api.usage import usage_router
+    from llamafoundry.platform.usage import store_pricing
+
+    return usage_router(accounting, lambda: store_pricing(store), path="/usage")
 
 
 def _resolve_model(model: Path | None, home: Path) -> tuple[Path, str, str]:
