@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Protocol
+from typing import Any, Protocol
 
 from llamafoundry.engine.client import EngineClient, RequestStream
 from llamafoundry.engine.outputs import ChoiceDelta, EngineUnavailableError, RequestOutput, TokenLogprob
 from llamafoundry.service import tools
 from llamafoundry.service.chat_format import ChatFormatter
+from llamafoundry.service.safety import ChatSafety
 from llamafoundry.service.types import ChatChoice, ChatDelta, ChatRequest, ChatResult, ChatStream, ChatUpdate, Usage
 
 
@@ -28,13 +29,22 @@ class ChatService:
         model_name: reported by /info and in every response's `model`.
         model_provider: reported by /info.
         max_context: tokens one request may use (prompt + completion).
+        safety: the deployment's content filter, if any (prompts checked before generation, output before release).
     """
 
-    def __init__(self, engine: ManagedEngine, model_name: str, model_provider: str, max_context: int) -> None:
+    def __init__(
+        self,
+        engine: ManagedEngine,
+        model_name: str,
+        model_provider: str,
+        max_context: int,
+        safety: ChatSafety | None = None,
+    ) -> None:
         self.engine = engine
         self.model_name = model_name
         self.model_provider = model_provider
         self.max_context = max_context
+        self.safety = safety
         self._formatter: ChatFormatter | None = None
 
     @property
@@ -60,7 +70,9 @@ class ChatService:
         return len(self.prompt_ids(request))
 
     async def complete(self, request: ChatRequest) -> ChatResult:
-        stream = await self.engine.add_request(self.prompt_ids(request), request.params)
+        prompt_ids = self.prompt_ids(request)
+        prompt_filter = await self._check_prompt(request, prompt_ids)
+        stream = await self.engine.add_request(prompt_ids, request.params)
         choices: dict[int, _ChoiceBuilder] = {}
         last: RequestOutput | None = None
         try:
@@ -71,16 +83,32 @@ class ChatService:
         finally:
             stream.abort()
         assert last is not None and last.finished
-        return ChatResult(
+        result = ChatResult(
             choices=[tools.with_tool_calls(choices[i].build(), tools.function_names(request)) for i in sorted(choices)],
             usage=Usage(last.num_prompt_tokens, last.num_completion_tokens),
         )
+        if self.safety is not None:
+            result = await self.safety.filter_result(request.messages, result, prompt_filter)
+        return result
 
     async def stream(self, request: ChatRequest) -> ChatStream:
         """Submit the request now (errors are raised here, before any output) and return its updates."""
-        stream = await self.engine.add_request(self.prompt_ids(request), request.params)
+        prompt_ids = self.prompt_ids(request)
+        prompt_filter = await self._check_prompt(request, prompt_ids)
+        stream = await self.engine.add_request(prompt_ids, request.params)
         names = tools.function_names(request)
-        return tools.ToolCallStream(ChatStreamHandle(stream), names) if names else ChatStreamHandle(stream)
+        updates: ChatStream = ChatStreamHandle(stream)
+        if names:
+            updates = tools.ToolCallStream(updates, names, forced=tools.forced_function(request) is not None)
+        if self.safety is not None:
+            updates = self.safety.wrap_stream(updates, request.messages, request.params.n, prompt_filter)
+        return updates
+
+    async def _check_prompt(self, request: ChatRequest, prompt_ids: list[int]) -> list[dict[str, Any]] | None:
+        """`prompt_filter_results`, None without a filter; raises `ContentFilteredError` for a blocked prompt."""
+        if self.safety is None:
+            return None
+        return await self.safety.check_prompt(request.messages, num_prompt_tokens=len(prompt_ids))
 
 
 class ChatStreamHandle:

@@ -76,12 +76,14 @@ class ChatChoice:
     finish_reason: str
     logprobs: list[TokenLogprob] | None = None
     tool_calls: list[ToolCall] | None = None  # set (and finish_reason "tool_calls") when the model called tools
+    content_filter_results: dict[str, Any] | None = None  # Azure's per-category annotation, when the filter ran
 
 
 @dataclass
 class ChatResult:
     choices: list[ChatChoice]
     usage: Usage
+    prompt_filter_results: list[dict[str, Any]] | None = None  # Azure's prompt annotation, when the filter ran
 
 
 @dataclass
@@ -93,6 +95,7 @@ class ChatDelta:
     finish_reason: str | None = None
     logprobs: list[TokenLogprob] | None = None
     tool_calls: list[ToolCallDelta] | None = None
+    content_filter_results: dict[str, Any] | None = None  # on the delta that releases checked text or blocks
 
 
 @dataclass
@@ -102,6 +105,7 @@ class ChatUpdate:
     deltas: list[ChatDelta]
     usage: Usage
     finished: bool = False
+    prompt_filter_results: list[dict[str, Any]] | None = None  # on the first update, when the filter ran
 
 
 class ChatStream(Protocol):
