@@ -100,8 +100,13 @@ class Accounting:
 
     async def start(self) -> None:
         ping = getattr(self.limiter, "ping", None)
-        if ping is not None:
-            await ping()  # a wrong --redis-url stops the server at startup, not at the first request
+        if ping is not None:  # a wrong --redis-url stops the server at startup, not at the first request
+            try:
+                await ping()
+            except Exception as exc:
+                raise RuntimeError(
+                    f"The Redis server for the rate limits cannot be reached ({exc}). Start it, or fix --redis-url."
+                ) from exc
         if self.meter is not None and not self._is_started:
             await self.meter.start()
         self._is_started = True
