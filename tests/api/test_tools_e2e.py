@@ -110,6 +110,7 @@ def test_streamed_tool_call_deltas_read_the_way_the_sdk_sample_reads_them(server
         assert updates[-1].choices[0].finish_reason == "tool_calls" and updates[-1].usage is not None
         assert [u.choices[0].finish_reason for u in updates[:-1]] == [None] * (len(updates) - 1)
         assert function_name == "get_flight_info" and tool_call_id.startswith("call_")
+        assert sum(1 for u in updates if u.choices[0].delta.tool_calls) >= 3  # arguments stream as they are made
         arguments = json.loads(function_args)
         jsonschema.validate(arguments, FLIGHT_PARAMETERS)
 

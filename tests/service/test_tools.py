@@ -233,3 +233,34 @@ def test_each_choice_is_read_on_its_own() -> None:
     out = run([call + text])
     assert [d.finish_reason for d in out if d.index == 0] == [None, None, "tool_calls"]
     assert [(d.text, d.finish_reason) for d in out if d.index == 1] == [("Sunny.", "stop")]
+
+
+def test_a_forced_call_streams_its_arguments_as_they_are_generated() -> None:
+    pieces = stream_of(
+        ['{"name": "get_weather", ', '"parameters": {"city": "Pa', 'ris", "metric": "celsius"', "}", "} "]
+    )
+
+    async def main() -> list[ChatDelta]:
+        stream = tools.ToolCallStream(ScriptedStream(pieces), NAMES, forced=True)
+        return [d async for u in stream for d in u.deltas]
+
+    out = asyncio.run(main())
+    calls = [d.tool_calls[0] for d in out if d.tool_calls]
+    assert calls[0].name == "get_weather" and calls[0].id is not None and calls[0].arguments == ""
+    arguments = [c.arguments for c in calls[1:]]
+    assert len(arguments) >= 3  # sent while generating, not at the end
+    assert json.loads("".join(arguments)) == {"city": "Paris", "metric": "celsius"}
+    assert [d.finish_reason for d in out][-1] == "tool_calls"
+
+
+def test_a_forced_call_cut_by_the_budget_ends_with_length() -> None:
+    out = run_forced(stream_of(['{"name": "get_weather", "parameters": {"city": "Pa'], finish="length"))
+    assert out[-1].finish_reason == "length"
+    assert "".join(d.tool_calls[0].arguments for d in out if d.tool_calls) == '{"city": "Pa'
+
+
+def run_forced(pieces: list[list[ChatDelta]]) -> list[ChatDelta]:
+    async def main() -> list[ChatDelta]:
+        return [d async for u in tools.ToolCallStream(ScriptedStream(pieces), NAMES, forced=True) for d in u.deltas]
+
+    return asyncio.run(main())

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ END_TAGS = ("<|eom_id|>", "<|eot_id|>")
 BUILTIN_TOOLS = frozenset({"brave_search", "wolfram_alpha", "code_interpreter"})
 EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
 _MAX_REF_DEPTH = 16
+# how a grammar-forced call starts: {"name": "<function>", "parameters": (the arguments follow)
+_FORCED_CALL_START = re.compile(r'\s*\{\s*"name"\s*:\s*"([^"\\]+)"\s*,\s*"parameters"\s*:\s*')
 
 
 def new_call_id() -> str:
@@ -241,6 +244,9 @@ class _Choice:
     held: str = ""
     logprobs: list[Any] | None = None
     is_content: bool = False
+    call_id: str | None = None  # forced calls: set once the name is out
+    args_start: int = 0  # where the arguments begin in `held`
+    num_sent: int = 0  # argument characters already sent
 
 
 class ToolCallStream:
@@ -249,11 +255,16 @@ class ToolCallStream:
     A choice's text streams as content as soon as it cannot be a call (it does not start like one). While it
     may be one it is held back; at its end it becomes tool-call deltas (the first one of each call with its
     id and name, then its arguments) and finish_reason `tool_calls`, or, if it does not parse, the held text.
+
+    With `forced` (a grammar makes the output one JSON call), the call streams as it is generated: its id and
+    name as soon as the name is complete, then the arguments piece by piece, holding back only from the last
+    `}` on (it may be the call's own closing brace).
     """
 
-    def __init__(self, stream: ChatStream, names: Collection[str]) -> None:
+    def __init__(self, stream: ChatStream, names: Collection[str], forced: bool = False) -> None:
         self._stream = stream
         self._names = frozenset(names)
+        self._forced = forced
         self._choices: dict[int, _Choice] = {}
 
     def __aiter__(self) -> AsyncIterator[ChatUpdate]:
@@ -274,6 +285,10 @@ class ToolCallStream:
         choice.held += delta.text
         if delta.logprobs:
             choice.logprobs = (choice.logprobs or []) + delta.logprobs
+        if self._forced:
+            started = self._start_forced(delta.index, choice)
+            if choice.call_id is not None:
+                return started + self._forced_arguments(delta, choice)
         if delta.finish_reason is None:
             if self._may_be_call(choice.held):
                 return []
@@ -283,6 +298,34 @@ class ToolCallStream:
         if calls is None:
             return [ChatDelta(delta.index, choice.held, delta.finish_reason, choice.logprobs)]
         return tool_call_deltas(delta.index, calls, choice.logprobs)
+
+    def _start_forced(self, index: int, choice: _Choice) -> list[ChatDelta]:
+        if choice.call_id is not None:
+            return []
+        match = _FORCED_CALL_START.match(choice.held)
+        if match is None or match.group(1) not in self._names:
+            return []
+        choice.call_id, choice.args_start = new_call_id(), match.end()
+        return [ChatDelta(index, "", tool_calls=[ToolCallDelta(0, "", choice.call_id, match.group(1))])]
+
+    def _forced_arguments(self, delta: ChatDelta, choice: _Choice) -> list[ChatDelta]:
+        body = choice.held[choice.args_start :]
+        reason = delta.finish_reason
+        if reason is None:
+            end = body.rfind("}")
+            upto = end if end >= 0 else len(body)
+        else:
+            body = body.rstrip()
+            if reason == "stop" and body.endswith("}"):  # the call's own closing brace
+                body, reason = body[:-1].rstrip(), "tool_calls"
+            upto = len(body)
+        out = []
+        if upto > choice.num_sent:
+            out.append(ChatDelta(delta.index, "", tool_calls=[ToolCallDelta(0, body[choice.num_sent : upto])]))
+            choice.num_sent = upto
+        if reason is not None:
+            out.append(ChatDelta(delta.index, "", reason, choice.logprobs))
+        return out
 
     def _may_be_call(self, text: str) -> bool:
         start = text.lstrip()
