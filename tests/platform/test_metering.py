@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from llamafoundry.platform.metering import Meter, UsageRecord, query_usage, record_all
-from llamafoundry.platform.store import Deployment, Store
-from llamafoundry.platform.usage import Pricing, percentile, pricing_for, summarize
+from llamafoundry.platform.store import Deployment, Store, database_url
+from llamafoundry.platform.usage import Pricing, percentile, pricing_for, report, summarize
+from tests.platform.postgres_server import fresh_database, running_postgres
 
 DAY0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
@@ -22,9 +24,19 @@ def usage(request_id: str, *, at: float = DAY0, deployment: str = "chat", **valu
     return UsageRecord(request_id=request_id, deployment=deployment, created_at=at, **fields)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    opened = Store.open(tmp_path)
+@pytest.fixture(scope="module")
+def postgres_server() -> Iterator[str]:
+    with running_postgres() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """The store on SQLite and on a real PostgreSQL server: the usage table comes from the same migrations."""
+    if request.param == "sqlite":
+        opened = Store.open(tmp_path)
+    else:
+        opened = Store(database_url(tmp_path, fresh_database(request.getfixturevalue("postgres_server"))))
     yield opened
     opened.close()
 
@@ -60,7 +72,7 @@ def test_the_background_writer_flushes_on_stop(store: Store) -> None:
 def test_the_key_itself_is_never_stored(store: Store) -> None:
     record_all(store.engine, [usage("a", key_id="secondary")])
     with store.engine.connect() as conn:
-        columns = [c for c in conn.exec_driver_sql("SELECT * FROM usage").keys()]
+        columns = list(conn.exec_driver_sql("SELECT * FROM usage").keys())
     assert "key_id" in columns and not any("key_hash" in c or c == "key" for c in columns)
 
 
@@ -68,14 +80,22 @@ def test_serverless_cost_uses_catalog_prices_unless_overridden() -> None:
     deployment = Deployment("chat", "Meta-Llama-3.1-8B-Instruct", "serverless", 1, DAY0)
     price = pricing_for(deployment)
     assert (price.input_per_1k, price.output_per_1k) == (0.0003, 0.00061)
-    records = [usage("a", prompt_tokens=2000, completion_tokens=1000), usage("b", status=429, prompt_tokens=0,
-               completion_tokens=0, latency_ms=1.0)]
+    records = [
+        usage("a", prompt_tokens=2000, completion_tokens=1000),
+        usage("b", status=429, prompt_tokens=0, completion_tokens=0, latency_ms=1.0),
+    ]
     rows = summarize(records, {"chat": price}, now=DAY0 + 10)
     assert rows[0].cost == pytest.approx(2 * 0.0003 + 1 * 0.00061)
     assert (rows[0].requests, rows[0].throttled, rows[0].errors) == (2, 1, 1)
     overridden = pricing_for(
-        Deployment("chat", "Meta-Llama-3.1-8B-Instruct", "serverless", 1, DAY0, settings={"input_price_per_1k": 1.0,
-                   "output_price_per_1k": 2.0})
+        Deployment(
+            "chat",
+            "Meta-Llama-3.1-8B-Instruct",
+            "serverless",
+            1,
+            DAY0,
+            settings={"input_price_per_1k": 1.0, "output_price_per_1k": 2.0},
+        )
     )
     assert summarize(records, {"chat": overridden}, now=DAY0)[0].cost == pytest.approx(2 * 1.0 + 1 * 2.0)
 
@@ -115,3 +135,12 @@ def test_an_unknown_price_gives_an_unknown_cost() -> None:
     rows = summarize([usage("a", deployment="tiny")], {}, now=DAY0)
     assert rows[0].cost is None and rows[-1].cost is None
     assert percentile([], 50) is None and percentile([3.0], 95) == 3.0
+
+
+def test_the_report_reads_back_from_the_database(store: Store) -> None:
+    record_all(store.engine, [usage("a", at=DAY0 + 5), usage("b", at=DAY0 + 3605, status=429, prompt_tokens=0,
+                                                            completion_tokens=0)])  # fmt: skip
+    price = Pricing("serverless", 0.001, 0.002, DAY0)
+    hourly = report(store.engine, {"chat": price}, by="hour", since=DAY0, now=DAY0 + 7200)
+    assert [(r.period, r.requests, r.throttled) for r in hourly[:-1]] == [(DAY0, 1, 0), (DAY0 + 3600, 1, 1)]
+    assert hourly[-1].cost == pytest.approx(100 / 1000 * 0.001 + 50 / 1000 * 0.002)
