@@ -1,0 +1,146 @@
+"""Entra-ID-style tokens over HTTPS with the real SDK: `ChatCompletionsClient(endpoint, TokenCredential)` against
+`serve --tls-cert/--tls-key --jwks`. Managed-compute deployments accept valid RS256 tokens for
+https://ml.azure.com; serverless deployments answer any token with the 401 body, as Azure does."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.ai.inference import ChatCompletionsClient
+from azure.ai.inference.models import UserMessage
+from azure.core.credentials import AccessToken, AzureKeyCredential
+from azure.core.exceptions import ClientAuthenticationError
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from tests.api.conftest import API_KEY, Server
+from tests.api.deployment_fixtures import Gateway, chat, cli_json, start_gateway
+from tests.platform.test_tokens import Issuer
+
+pytestmark = pytest.mark.slow
+
+
+class StaticCredential:
+    """A TokenCredential (what DefaultAzureCredential is) that hands out one prepared token."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.scopes: list[tuple[str, ...]] = []
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        self.scopes.append(scopes)
+        return AccessToken(self.token, int(time.time()) + 3600)
+
+
+def self_signed_cert(directory: Path) -> tuple[Path, Path]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+@dataclass
+class Setup:
+    gateway: Gateway
+    issuer: Issuer
+    keys: dict[str, str]
+    ca_path: Path  # the self-signed certificate, trusted as its own CA: TLS is verified, not switched off
+
+
+@pytest.fixture(scope="module")
+def setup(server: Server, tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    home = tmp_path_factory.mktemp("entra-home")
+    issuer = Issuer("entra-key")
+    (home / "jwks.json").write_text(json.dumps(issuer.jwks()))
+    upstream = ["--upstream", server.url, "--upstream-key", API_KEY]
+    managed = cli_json(home, "deploy", "create", "managed-chat", "--model", "Meta-Llama-3.1-8B-Instruct",
+                       "--type", "managed", *upstream)  # fmt: skip
+    serverless = cli_json(home, "deploy", "create", "serverless-chat", "--model", "Meta-Llama-3.1-70B-Instruct",
+                          *upstream)  # fmt: skip
+    cert, key = self_signed_cert(home)
+    gateway = start_gateway(home, tiny_model_path, "--jwks", str(home / "jwks.json"), tls=(cert, key))
+    keys = {"managed-chat": managed["primary_key"], "serverless-chat": serverless["primary_key"]}
+    yield Setup(gateway, issuer, keys, cert)
+    gateway.stop()
+
+
+def sdk(setup: Setup, name: str, credential: Any) -> ChatCompletionsClient:
+    endpoint = f"{setup.gateway.url}/deployments/{name}"
+    return ChatCompletionsClient(endpoint, credential, connection_verify=str(setup.ca_path))
+
+
+def test_a_managed_deployment_accepts_an_entra_token_from_the_sdk(setup: Setup) -> None:
+    credential = StaticCredential(setup.issuer.token())
+    client = sdk(setup, "managed-chat", credential)
+    response = client.complete(messages=[UserMessage("Hi!")], max_tokens=3)
+    assert response.model == "Meta-Llama-3.1-8B-Instruct" and response.usage.completion_tokens == 3
+    assert client.get_model_info().model_name == "Meta-Llama-3.1-8B-Instruct"
+    assert credential.scopes[0] == ("https://ml.azure.com/.default",)  # the resource the SDK asks a token for
+
+
+def test_keys_still_work_over_https(setup: Setup) -> None:
+    client = sdk(setup, "managed-chat", AzureKeyCredential(setup.keys["managed-chat"]))
+    assert client.complete(messages=[UserMessage("Hi!")], max_tokens=2).choices[0].message.content
+
+
+def test_a_serverless_deployment_rejects_tokens_with_the_401_body(setup: Setup) -> None:
+    client = sdk(setup, "serverless-chat", StaticCredential(setup.issuer.token()))
+    with pytest.raises(ClientAuthenticationError, match="(?i)auth token validation failed") as refused:
+        client.complete(messages=[UserMessage("Hi!")])
+    assert refused.value.status_code == 401
+    assert sdk(setup, "serverless-chat", AzureKeyCredential(setup.keys["serverless-chat"])).get_model_info()
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"exp": int(time.time()) - 600},  # expired (beyond the clock-skew allowance)
+        {"nbf": int(time.time()) + 600},  # not valid yet
+        {"aud": "https://cognitiveservices.azure.com"},  # a token for another resource
+    ],
+)
+def test_invalid_tokens_are_refused(setup: Setup, claims: dict[str, Any]) -> None:
+    client = sdk(setup, "managed-chat", StaticCredential(setup.issuer.token(**claims)))
+    with pytest.raises(ClientAuthenticationError):
+        client.complete(messages=[UserMessage("Hi!")])
+
+
+def test_a_token_from_another_issuer_is_refused(setup: Setup) -> None:
+    forged = Issuer("entra-key").token()  # same kid, different private key
+    with pytest.raises(ClientAuthenticationError):
+        sdk(setup, "managed-chat", StaticCredential(forged)).complete(messages=[UserMessage("Hi!")])
+
+
+def test_tokens_do_not_open_the_servers_own_model(setup: Setup) -> None:
+    url = f"{setup.gateway.url}/chat/completions"
+    assert chat(url, setup.issuer.token()).status_code == 401
+    assert chat(url, API_KEY).status_code == 200

@@ -1,0 +1,163 @@
+"""`deploy create --upstream URL`: the gateway forwards to an OpenAI-compatible server. The upstream here is
+another real `llamafoundry serve` process (the session's `server`), and, for image parts, a recording server
+that shows what arrived."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.ai.inference import ChatCompletionsClient
+from azure.ai.inference.models import ImageContentItem, ImageUrl, TextContentItem, UserMessage
+from azure.core.credentials import AzureKeyCredential
+from azure.core.exceptions import HttpResponseError
+
+from tests.api.conftest import API_KEY, Server, free_port
+from tests.api.deployment_fixtures import Gateway, chat, cli_json, start_gateway
+
+pytestmark = pytest.mark.slow
+
+PIXEL = (
+    "data:image/png;base64,"
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+)
+
+
+class Recorder:
+    """An OpenAI-compatible upstream that answers every chat request with one canned sentence and keeps the
+    bodies and headers it received."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                recorder.bodies.append(body)
+                recorder.headers.append({k.lower(): v for k, v in self.headers.items()})
+                answer = {
+                    "id": "x", "object": "chat.completion", "created": 1, "model": body.get("model"),
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "A red pixel."},
+                                 "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 11, "completion_tokens": 4, "total_tokens": 15},
+                }  # fmt: skip
+                data = json.dumps(answer).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+
+@dataclass
+class Setup:
+    gateway: Gateway
+    keys: dict[str, str]  # deployment -> primary key
+    recorder: Recorder
+
+
+@pytest.fixture(scope="module")
+def setup(server: Server, tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    home = tmp_path_factory.mktemp("upstream-home")
+    recorder = Recorder()
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    specs = {
+        "remote": ["--model", "Meta-Llama-3.1-405B-Instruct", "--upstream", server.url, "--upstream-key", API_KEY],
+        "vision": ["--model", "Llama-3.2-11B-Vision-Instruct", "--upstream", recorder.url, "--upstream-model",
+                   "meta-llama/Llama-3.2-11B-Vision-Instruct", "--upstream-key", "upstream-secret"],
+        "text-only": ["--model", "Meta-Llama-3.1-8B-Instruct", "--upstream", recorder.url],
+        "gone": ["--model", "Meta-Llama-3.1-70B-Instruct", "--type", "managed", "--upstream", dead],
+        "wrong-key": ["--model", "Llama-3.2-3B-Instruct", "--type", "managed", "--upstream", server.url,
+                      "--upstream-key", "not-the-key"],
+    }  # fmt: skip
+    keys = {name: cli_json(home, "deploy", "create", name, *args)["primary_key"] for name, args in specs.items()}
+    gateway = start_gateway(home, tiny_model_path, "--no-default")
+    yield Setup(gateway, keys, recorder)
+    gateway.stop()
+    recorder.server.shutdown()
+
+
+def client(setup: Setup, name: str) -> ChatCompletionsClient:
+    return ChatCompletionsClient(f"{setup.gateway.url}/deployments/{name}", AzureKeyCredential(setup.keys[name]))
+
+
+def test_forwarding_to_another_llamafoundry(setup: Setup) -> None:
+    remote = client(setup, "remote")
+    assert remote.get_model_info().model_name == "Meta-Llama-3.1-405B-Instruct"
+    response = remote.complete(messages=[UserMessage("Hi!")], max_tokens=5, seed=7, temperature=0)
+    assert response.model == "Meta-Llama-3.1-405B-Instruct" and response.choices[0].message.content
+    assert response.usage.completion_tokens == 5 and response.choices[0].finish_reason == "length"
+    again = remote.complete(messages=[UserMessage("Hi!")], max_tokens=5, seed=7, temperature=0)
+    assert again.choices[0].message.content == response.choices[0].message.content
+
+
+def test_streaming_is_forwarded_chunk_by_chunk(setup: Setup) -> None:
+    chunks = list(client(setup, "remote").complete(messages=[UserMessage("Hi!")], max_tokens=6, stream=True))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    finals = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert text and len(finals) == 1 and finals[0].choices[0].finish_reason == "length"
+    assert finals[0].usage.completion_tokens == 6
+
+
+def test_llama_extras_reach_the_upstream(setup: Setup) -> None:
+    url = f"{setup.gateway.url}/deployments/remote/chat/completions"
+    body = {"n": 2, "logprobs": True, "top_logprobs": 2, "temperature": 0.8, "seed": 3}
+    answer = chat(url, setup.keys["remote"], {"extra-parameters": "pass-through"}, **body)
+    assert answer.status_code == 200, answer.text
+    choices = answer.json()["choices"]
+    assert len(choices) == 2 and all(len(c["logprobs"]["content"][0]["top_logprobs"]) == 2 for c in choices)
+
+
+def test_upstream_request_errors_come_back_as_400(setup: Setup) -> None:
+    url = f"{setup.gateway.url}/deployments/remote/chat/completions"
+    too_long = chat(url, setup.keys["remote"], max_tokens=100_000)
+    assert too_long.status_code == 400 and too_long.json()["error"]["message"]
+
+
+def test_unreachable_or_refusing_upstreams_are_503s_that_say_why(setup: Setup) -> None:
+    gone = chat(f"{setup.gateway.url}/deployments/gone/chat/completions", setup.keys["gone"])
+    assert gone.status_code == 503 and "cannot be reached" in gone.json()["error"]["message"]
+    assert gone.headers["retry-after"]
+    refused = chat(f"{setup.gateway.url}/deployments/wrong-key/chat/completions", setup.keys["wrong-key"])
+    assert refused.status_code == 503 and "refused the gateway's credentials" in refused.json()["error"]["message"]
+
+
+def test_image_parts_are_forwarded_unchanged_to_a_vision_upstream(setup: Setup) -> None:
+    message = UserMessage([TextContentItem(text="What is this?"), ImageContentItem(image_url=ImageUrl(url=PIXEL))])
+    response = client(setup, "vision").complete(messages=[message], max_tokens=20)
+    assert response.choices[0].message.content == "A red pixel."
+    assert response.model == "Llama-3.2-11B-Vision-Instruct"
+    sent = setup.recorder.bodies[-1]
+    assert sent["model"] == "meta-llama/Llama-3.2-11B-Vision-Instruct" and sent["max_tokens"] == 20
+    assert sent["messages"][0]["content"] == [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": PIXEL}},
+    ]
+    assert setup.recorder.headers[-1]["authorization"] == "Bearer upstream-secret"
+
+
+def test_a_text_only_model_refuses_images(setup: Setup) -> None:
+    message = UserMessage([TextContentItem(text="What is this?"), ImageContentItem(image_url=ImageUrl(url=PIXEL))])
+    with pytest.raises(HttpResponseError) as refused:
+        client(setup, "text-only").complete(messages=[message])
+    assert refused.value.status_code == 422 and "cannot read images" in str(refused.value)
+
+
+def test_the_upstream_key_is_never_shown(setup: Setup) -> None:
+    assert "upstream-secret" not in json.dumps(cli_json(setup.gateway.home, "deploy", "list"))
+    assert "upstream-secret" not in json.dumps(cli_json(setup.gateway.home, "deploy", "show", "vision"))
