@@ -144,3 +144,24 @@ def test_the_report_reads_back_from_the_database(store: Store) -> None:
     hourly = report(store.engine, {"chat": price}, by="hour", since=DAY0, now=DAY0 + 7200)
     assert [(r.period, r.requests, r.throttled) for r in hourly[:-1]] == [(DAY0, 1, 0), (DAY0 + 3600, 1, 1)]
     assert hourly[-1].cost == pytest.approx(100 / 1000 * 0.001 + 50 / 1000 * 0.002)
+
+
+def test_records_survive_a_failed_write(tmp_path: Path) -> None:
+    store = Store.open(tmp_path)
+    meter = Meter(store.engine)
+    meter.record(usage("a"))
+    calls = []
+
+    def failing_write(batch: list[UsageRecord]) -> None:
+        calls.append(len(batch))
+        raise OSError("database is restarting")
+
+    meter._write = failing_write  # type: ignore[method-assign]
+    with pytest.raises(OSError):
+        asyncio.run(meter.flush())
+    assert meter.num_pending == 1 and calls == [1]
+    del meter._write  # the real writer again
+    meter.record(usage("b"))
+    asyncio.run(meter.flush())
+    assert [r.request_id for r in query_usage(store.engine)] == ["a", "b"]
+    store.close()

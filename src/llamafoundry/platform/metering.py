@@ -25,6 +25,7 @@ from llamafoundry.platform.store import metadata
 logger = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_S = 0.5
+MAX_PENDING = 100_000  # records kept while the database is unreachable; the oldest go first
 STATUS_CLIENT_CLOSED = 499  # the client went away before the response ended (nginx's code)
 
 usage = sa.Table(
@@ -97,10 +98,16 @@ class Meter:
         return len(self._pending)
 
     async def flush(self) -> None:
-        """Write every queued record."""
+        """Write every queued record. If the database fails, the records stay queued for the next flush
+        (request ids are unique, so a batch that was written after all is not counted twice)."""
         batch, self._pending = self._pending, []
-        if batch:
+        if not batch:
+            return
+        try:
             await asyncio.to_thread(self._write, batch)
+        except Exception:
+            self._pending = (batch + self._pending)[-MAX_PENDING:]
+            raise
 
     def flush_sync(self) -> None:
         batch, self._pending = self._pending, []
@@ -140,7 +147,8 @@ class Meter:
             try:
                 await self.flush()
             except Exception:  # the database may be briefly unavailable: log, keep serving, retry next time
-                logger.exception("writing usage records failed; they are dropped")
+                logger.exception("writing %d usage records failed; retrying in %.1f s", self.num_pending,
+                                 self.flush_interval_s)  # fmt: skip
 
 
 def query_usage(
