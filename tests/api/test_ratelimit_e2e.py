@@ -103,6 +103,8 @@ def check_counts_agree(server: Server, tally: Tally, data_dir: Path) -> list[Usa
     label = (("deployment", MODEL_NAME),)
     for status, count in tally.statuses.items():
         assert found[("llamafoundry_requests_total", (*label, ("status", str(status))))] == count
+    for gauge in ("llamafoundry_queue_depth", "llamafoundry_requests_running", "llamafoundry_kv_cache_usage_ratio"):
+        assert 0 <= found[(gauge, label)] <= 64  # read from the engine at scrape time
     rejections = sum(v for (name, _), v in found.items() if name == "llamafoundry_rate_limit_rejections_total")
     assert rejections == tally.statuses[429]
     metric_tokens = sum(
