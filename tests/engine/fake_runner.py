@@ -24,6 +24,7 @@ class FakeRunner:
         self.eog_after = eog_after  # >0: prefer EOG once a sequence holds this many tokens
         self.kv: dict[int, list[int]] = {}
         self.batches: list[list[tuple[int, int, tuple[int, ...], bool]]] = []
+        self.copies: list[tuple[int, int, int, int]] = []  # seq_copy calls: (src, dst, p0, p1)
         self._batch: list[tuple[int, int, tuple[int, ...], bool]] = []
         self._logits: dict[int, np.ndarray] = {}
 
@@ -72,12 +73,21 @@ class FakeRunner:
         return self._logits[batch_index]
 
     def seq_remove(self, seq_id: int, p0: int = -1, p1: int = -1) -> None:
-        assert p0 == -1 and p1 == -1
-        self.kv.pop(seq_id, None)
+        assert p1 == -1, "only a tail [p0, end) of a sequence is ever removed"
+        if p0 <= 0:
+            self.kv.pop(seq_id, None)
+        elif seq_id in self.kv:
+            del self.kv[seq_id][p0:]
 
     def seq_copy(self, src: int, dst: int, p0: int = -1, p1: int = -1) -> None:
-        assert not self.kv.get(dst), f"copy into non-empty seq {dst}"
-        self.kv[dst] = list(self.kv.get(src, []))
+        source = self.kv.get(src, [])
+        p0 = max(p0, 0)
+        p1 = len(source) if p1 < 0 else p1
+        assert p1 <= len(source), f"seq {src} holds {len(source)} positions, {p1} copied"
+        cache = self.kv.setdefault(dst, [])
+        assert len(cache) == p0, f"copy to pos {p0} of seq {dst}, whose cache holds {len(cache)}: positions must follow"
+        cache.extend(source[p0:p1])
+        self.copies.append((src, dst, p0, p1))
 
     def close(self) -> None:
         pass

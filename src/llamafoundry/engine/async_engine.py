@@ -67,7 +67,8 @@ class AsyncEngine:
         load_runner: builds the ModelRunner (called on a worker thread by `start()`; loading takes seconds).
         ctx_size: positions per sequence; the runner's KV cache must hold `max_seqs * ctx_size` cells.
         max_queue: requests that may wait for a slot; beyond it `add_request` raises QueueFullError.
-        model_info: how to describe the model (chat template etc.), derived from the loaded runner.
+        describe: how to describe the model (chat template etc.), derived from the loaded runner.
+        prefix_caching: share cached prompt prefixes across requests (LLMEngine's option; on by default).
     """
 
     def __init__(
@@ -76,11 +77,13 @@ class AsyncEngine:
         ctx_size: int,
         max_queue: int,
         describe: Callable[[ModelRunner], ModelInfo],
+        prefix_caching: bool = True,
     ) -> None:
         self._load_runner = load_runner
         self._ctx_size = ctx_size
         self._max_queue = max_queue
         self._describe = describe
+        self._prefix_caching = prefix_caching
         self._engine: LLMEngine | None = None
         self._model_info: ModelInfo | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -98,7 +101,7 @@ class AsyncEngine:
         self._loop = asyncio.get_running_loop()
         runner = await asyncio.to_thread(self._load_runner)
         self._model_info = self._describe(runner)
-        self._engine = LLMEngine(runner, self._ctx_size, self._max_queue)
+        self._engine = LLMEngine(runner, self._ctx_size, self._max_queue, self._prefix_caching)
         self._thread = threading.Thread(target=self._run, name="llamafoundry-engine", daemon=True)
         self._thread.start()
 

@@ -22,6 +22,7 @@ from llamafoundry.engine.outputs import (
     TokenLogprob,
     TopLogprob,
 )
+from llamafoundry.engine.prefix_cache import PrefixCache
 from llamafoundry.engine.sampler import TokenSampler, token_logprob
 from llamafoundry.engine.sampling_params import SamplingParams
 from llamafoundry.engine.scheduler import Scheduler, StepPlan
@@ -36,12 +37,15 @@ class LLMEngine:
         runner: the loaded model; its KV cache must hold `runner.max_seqs * ctx_size` cells.
         ctx_size: positions one sequence may use (prompt + completion).
         max_queue: requests that may wait for a slot before `add_request` refuses more.
+        prefix_caching: share cached prompt prefixes across requests (see prefix_cache.py); finished sequences
+            then keep their cells in their free slots until a new request reuses or wipes them.
     """
 
-    def __init__(self, runner: ModelRunner, ctx_size: int, max_queue: int) -> None:
+    def __init__(self, runner: ModelRunner, ctx_size: int, max_queue: int, prefix_caching: bool = False) -> None:
         self.runner = runner
         self.ctx_size = ctx_size
         self.scheduler = Scheduler(runner.max_seqs, runner.max_batch_tokens, max_queue)
+        self.prefix_cache = PrefixCache(runner) if prefix_caching else None
         self._pieces: dict[tuple[int, bool], bytes] = {}
 
     # ---- admission -------------------------------------------------------------------------------
@@ -116,8 +120,13 @@ class LLMEngine:
     # ---- one step --------------------------------------------------------------------------------
 
     def step(self) -> None:
-        for request, slots in self.scheduler.admit():
+        cache = self.prefix_cache
+        for request, slots in self.scheduler.admit(cache.pick_slots if cache else None):
+            if cache:
+                cache.claim(request, slots)
             self._allocate(request, slots)
+        if cache:
+            cache.share(self.scheduler.running)
         plan = self.scheduler.plan()
         if plan.is_empty:
             return
@@ -241,7 +250,10 @@ class LLMEngine:
             seq.pending_text += seq.detokenizer.finish()
         seq.finish_reason = reason
         if seq.seq_id >= 0:
-            self.runner.seq_remove(seq.seq_id)
+            if self.prefix_cache:
+                self.prefix_cache.retire(request, seq.seq_id, seq.output_ids)
+            else:
+                self.runner.seq_remove(seq.seq_id)
             self.scheduler.release_slot(seq.seq_id)
             seq.seq_id = -1
 
@@ -366,6 +378,8 @@ class LLMEngine:
         for request in plan.decoding + [chunk.request for chunk in plan.prefill]:
             self._release(request)
             request.emit(error)
+        if self.prefix_cache:
+            self.prefix_cache.clear()
 
     def _release(self, request: Request) -> None:
         for seq_id in request.seq_ids:

@@ -8,9 +8,12 @@ sequence slots can always grow to its limit. Admission therefore only needs free
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from llamafoundry.engine.sequence import Request, RequestStatus
+
+SlotPicker = Callable[[Request, list[int]], list[int]]  # (request, free slots) -> the request's slots
 
 
 @dataclass
@@ -70,8 +73,12 @@ class Scheduler:
     def release_slot(self, seq_id: int) -> None:
         self._free_slots.append(seq_id)
 
-    def admit(self) -> list[tuple[Request, list[int]]]:
+    def admit(self, pick_slots: SlotPicker | None = None) -> list[tuple[Request, list[int]]]:
         """Move waiting requests, oldest first, into PREFILL while their slots fit.
+
+        Args:
+            pick_slots: chooses which free slots a request gets (prefix caching prefers the slot that already
+                holds the prompt's prefix); by default the lowest-numbered free slots.
 
         Returns each admitted request with the sequence slots taken for it (all it will ever need).
         """
@@ -80,7 +87,13 @@ class Scheduler:
             request = self.waiting.popleft()
             request.status = RequestStatus.PREFILL
             self.running.append(request)
-            admitted.append((request, [self.take_slot() for _ in range(request.num_slots_needed)]))
+            if pick_slots is None:
+                slots = [self.take_slot() for _ in range(request.num_slots_needed)]
+            else:
+                slots = pick_slots(request, list(self._free_slots))
+                for seq_id in slots:
+                    self._free_slots.remove(seq_id)
+            admitted.append((request, slots))
         return admitted
 
     def plan(self) -> StepPlan:
@@ -91,7 +104,7 @@ class Scheduler:
                 plan.decoding.append(request)
                 budget -= len(request.live_sequences)
         for request in self.running:
-            if request.status is not RequestStatus.PREFILL or budget <= 0:
+            if request.status is not RequestStatus.PREFILL or request.waits_for_prefix or budget <= 0:
                 continue
             start = request.num_computed
             end = min(request.num_prompt_tokens, start + budget)

@@ -64,6 +64,9 @@ class Request:
     is_aborted: bool = False
     spare_seq_ids: list[int] = field(default_factory=list)  # beam search: slots holding no live beam
     finished_beams: list[Sequence] = field(default_factory=list)  # beam search: completed hypotheses
+    num_cached_tokens: int = 0  # prompt tokens shared from the KV cache (prefix caching), not computed
+    waits_for_prefix: bool = False  # prefill paused: an earlier request is computing a prefix of this prompt
+    is_prefix_searched: bool = False  # prefix caching has looked for this prompt's cached prefix
 
     @property
     def num_prompt_tokens(self) -> int:

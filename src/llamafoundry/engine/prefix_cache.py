@@ -1,0 +1,181 @@
+"""Prefix caching across requests: which token prefixes the KV cache already holds, and under which sequence id.
+
+The KV cache is unified (one pool of cells for all sequences), so a prefix cached under any sequence id can be
+shared with another by `seq_copy` (the cells gain a second owner; nothing is recomputed or duplicated). Two kinds
+of holders are searched:
+
+- running sequences (the engine lists them each time: a prompt being prefilled, or prompt + generated tokens);
+- idle slots: when a request finishes, its sequence slot goes back to the free list but keeps its cells, and
+  this class remembers what they hold. A slot handed to a new request is either reused in place (its cached
+  prefix kept, the rest trimmed) or wiped, least recently used first.
+
+Positions match by construction: a prefix is the same tokens at the same positions 0..n-1, so its keys and
+values are the same whichever sequence computed them.
+
+Memory stays bounded as before: every sequence id holds at most `ctx_size` positions whether it is running or
+idle, and there are `max_seqs` ids over `max_seqs * ctx_size` cells.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from llamafoundry.engine.sequence import Request, RequestStatus
+from llamafoundry.model.base import ModelRunner
+
+TokenIds = Sequence[int]
+
+
+def common_prefix_len(a: TokenIds, b: TokenIds) -> int:
+    """Length of the longest common prefix of two token lists.
+
+    List slices compare in C: the equal case (the common one) is one comparison, a mismatch a binary search.
+    """
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    lo, hi = 0, n  # a[:lo] == b[:lo], a[:hi] != b[:hi]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def match_len(prompt: TokenIds, head: TokenIds, tail: TokenIds = (), tail_len: int = 0) -> int:
+    """Common prefix of `prompt` with `head` followed by the first `tail_len` tokens of `tail`."""
+    length = common_prefix_len(prompt, head)
+    if length < len(head) or tail_len <= 0 or length >= len(prompt):
+        return length
+    rest = prompt[len(head) : len(head) + tail_len]
+    return length + common_prefix_len(rest, tail[: len(rest)])
+
+
+@dataclass(frozen=True)
+class Holder:
+    """A sequence id whose cache holds `head` + `tail[:tail_len]` at positions 0, 1, ..."""
+
+    seq_id: int
+    head: TokenIds
+    tail: TokenIds = ()
+    tail_len: int = 0
+
+
+class PrefixCache:
+    """Finds, shares and retires cached prompt prefixes; the engine calls it at admission, each step, and when a
+    sequence finishes.
+
+    Args:
+        runner: the model whose unified KV cache is shared (`seq_copy` / `seq_remove` by position range).
+        min_tokens_to_wait: a new prompt pauses its prefill while an earlier request is still computing at least
+            this many more tokens of the same prefix, then copies them instead of computing them twice. Short
+            shared heads (the chat template's system header) are not worth a step of waiting.
+    """
+
+    def __init__(self, runner: ModelRunner, min_tokens_to_wait: int = 64) -> None:
+        self.runner = runner
+        self.min_tokens_to_wait = min_tokens_to_wait
+        self._idle: OrderedDict[int, TokenIds] = OrderedDict()  # free slot -> tokens its cells hold, LRU first
+
+    @property
+    def idle_slots(self) -> list[int]:
+        """Free slots that still hold cells, least recently used first."""
+        return list(self._idle)
+
+    # ---- admission: which slots, and what the first one already holds ----------------------------
+
+    def pick_slots(self, request: Request, free: list[int]) -> list[int]:
+        """Choose a new request's slots among the free ones (a `Scheduler.admit` slot picker).
+
+        The first slot (the prompt is computed on it) is the idle slot sharing the longest prefix with the
+        prompt, if any shares one; the others, and the first when none does, are slots holding nothing, then
+        the least recently used idle ones.
+        """
+        best_slot, best_len = -1, 0
+        for seq_id in free:
+            held = self._idle.get(seq_id)
+            if held is not None and (length := common_prefix_len(request.prompt_ids, held)) > best_len:
+                best_slot, best_len = seq_id, length
+        chosen = [best_slot] if best_len else []
+        empty = [s for s in reversed(free) if s not in self._idle]  # the scheduler's own order
+        lru = [s for s in self._idle if s in free and s != best_slot]
+        for seq_id in empty + lru:
+            if len(chosen) == request.num_slots_needed:
+                break
+            chosen.append(seq_id)
+        return chosen
+
+    def claim(self, request: Request, slots: list[int]) -> None:
+        """Take an admitted request's slots: keep the prompt prefix the first holds, wipe everything else."""
+        for index, seq_id in enumerate(slots):
+            held = self._idle.pop(seq_id, None)
+            if held is None:
+                continue
+            keep = min(common_prefix_len(request.prompt_ids, held), request.num_prompt_tokens - 1) if not index else 0
+            self.runner.seq_remove(seq_id, keep, -1)
+            if keep:
+                request.num_computed = request.num_cached_tokens = keep
+
+    # ---- every step: share what other sequences hold ---------------------------------------------
+
+    def share(self, running: list[Request]) -> None:
+        """Copy into each new prompt the longest prefix any other sequence holds; pause its prefill while an
+        earlier request is computing a longer shared prefix (so a system prompt sent by 8 clients at once is
+        computed once, not 8 times)."""
+        prefilling = [r for r in running if r.status is RequestStatus.PREFILL]
+        for index, request in enumerate(prefilling):
+            if request.is_prefix_searched and not request.waits_for_prefix:
+                continue
+            request.is_prefix_searched = True
+            self._copy_longest_prefix(request, running)
+            last = request.num_prompt_tokens - 1
+            ahead = max((common_prefix_len(request.prompt_ids, r.prompt_ids) for r in prefilling[:index]), default=0)
+            request.waits_for_prefix = min(ahead, last) - request.num_computed >= self.min_tokens_to_wait
+
+    def _copy_longest_prefix(self, request: Request, running: list[Request]) -> None:
+        exclude = set(request.seq_ids)
+        best_seq, best_len = -1, 0
+        for holder in self._holders(running):
+            if holder.seq_id not in exclude:
+                length = match_len(request.prompt_ids, holder.head, holder.tail, holder.tail_len)
+                if length > best_len:
+                    best_seq, best_len = holder.seq_id, length
+        best_len = min(best_len, request.num_prompt_tokens - 1)  # the last prompt token is computed for its logits
+        if best_len <= request.num_computed:
+            return
+        self.runner.seq_copy(best_seq, request.sequences[0].seq_id, request.num_computed, best_len)
+        if best_seq in self._idle:
+            self._idle.move_to_end(best_seq)
+        request.num_cached_tokens += best_len - request.num_computed
+        request.num_computed = best_len
+
+    def _holders(self, running: list[Request]) -> list[Holder]:
+        """Every sequence id with cells: idle slots, prompts being computed, decoding sequences."""
+        holders = [Holder(seq_id, tokens) for seq_id, tokens in self._idle.items()]
+        for r in running:
+            if r.status is RequestStatus.PREFILL and r.num_computed and r.sequences:
+                holders.append(Holder(r.sequences[0].seq_id, r.prompt_ids[: r.num_computed]))
+            elif r.status is RequestStatus.DECODING and not r.params.use_beam_search:
+                # the newest token of each sequence is sampled but not yet in the cache
+                holders += [
+                    Holder(s.seq_id, r.prompt_ids, s.output_ids, len(s.output_ids) - 1) for s in r.live_sequences
+                ]
+        return holders
+
+    # ---- a sequence finished ---------------------------------------------------------------------
+
+    def retire(self, request: Request, seq_id: int, output_ids: list[int]) -> None:
+        """A finished sequence's slot goes back to the free list holding prompt + output (all but the last token,
+        which was sampled but never computed)."""
+        self._idle.pop(seq_id, None)
+        self._idle[seq_id] = request.prompt_ids + output_ids[:-1]
+
+    def clear(self) -> None:
+        """Wipe every idle slot (after a failed decode, when the cache state is in doubt)."""
+        for seq_id in self._idle:
+            self.runner.seq_remove(seq_id)
+        self._idle.clear()
