@@ -161,3 +161,42 @@ def test_a_text_only_model_refuses_images(setup: Setup) -> None:
 def test_the_upstream_key_is_never_shown(setup: Setup) -> None:
     assert "upstream-secret" not in json.dumps(cli_json(setup.gateway.home, "deploy", "list"))
     assert "upstream-secret" not in json.dumps(cli_json(setup.gateway.home, "deploy", "show", "vision"))
+
+
+# ---- the translation itself (no servers) -------------------------------------------------------------------
+
+
+def test_request_translation_sends_extras_only_when_used() -> None:
+    from llamafoundry.engine.sampling_params import SamplingParams
+    from llamafoundry.platform.upstream import openai_body
+    from llamafoundry.service.types import ChatMessage, ChatRequest
+
+    plain = ChatRequest([ChatMessage("user", "Hi")], SamplingParams(max_tokens=5, temperature=0.2, stop=["."]))
+    body, headers = openai_body(plain, "m")
+    assert body == {"model": "m", "messages": [{"role": "user", "content": "Hi"}], "temperature": 0.2,
+                    "max_tokens": 5, "stop": ["."]} and headers == {}  # fmt: skip
+    parts = [{"type": "image_url", "image_url": {"url": PIXEL, "detail": "low"}}]
+    extras = ChatRequest(
+        [ChatMessage("user", "", content_parts=parts)],
+        SamplingParams(n=2, best_of=3, logprobs=True, top_logprobs=1, seed=2**64 - 1),
+    )
+    body, headers = openai_body(extras, "m")
+    assert body["messages"][0]["content"] == parts and headers == {"extra-parameters": "pass-through"}
+    assert (body["n"], body["best_of"], body["top_logprobs"], body["seed"]) == (2, 3, 1, -1)
+
+
+def test_upstream_errors_map_to_api_statuses() -> None:
+    from llamafoundry.api.errors import from_service_exception
+    from llamafoundry.model.remote import UpstreamError
+    from llamafoundry.platform.upstream import engine_error
+
+    def status(error: UpstreamError) -> int:
+        mapped = from_service_exception(engine_error(error))
+        assert mapped is not None
+        return mapped.status
+
+    assert status(UpstreamError(None, "refused")) == 503
+    assert status(UpstreamError(422, "bad", "temperature")) == 400
+    assert status(UpstreamError(429, "busy")) == 429
+    assert status(UpstreamError(401, "no")) == 503
+    assert status(UpstreamError(500, "boom")) == 503
