@@ -44,8 +44,9 @@ def setup(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     keys = {d["name"]: {"primary": d["primary_key"], "secondary": d["secondary_key"]} for d in (chat_dep, fleet)}
     wait_ready(f"{gateway.url}/deployments/chat/chat/completions", keys["chat"]["primary"])
     wait_ready(f"{gateway.url}/deployments/fleet/chat/completions", keys["fleet"]["primary"])
-    yield Setup(home, gateway, keys["chat"], keys["fleet"], admin)
-    gateway.stop()
+    state = Setup(home, gateway, keys["chat"], keys["fleet"], admin)
+    yield state
+    state.gateway.stop()  # a test restarts the server: stop whichever one runs now
 
 
 def test_each_deployment_is_an_sdk_endpoint_reporting_its_catalog_model(setup: Setup) -> None:

@@ -109,7 +109,8 @@ def test_a_managed_deployment_accepts_an_entra_token_from_the_sdk(setup: Setup) 
 
 def test_keys_still_work_over_https(setup: Setup) -> None:
     client = sdk(setup, "managed-chat", AzureKeyCredential(setup.keys["managed-chat"]))
-    assert client.complete(messages=[UserMessage("Hi!")], max_tokens=2).choices[0].message.content
+    response = client.complete(messages=[UserMessage("Hi!")], max_tokens=2)
+    assert response.usage.completion_tokens >= 1  # random weights: the text itself may be empty
 
 
 def test_a_serverless_deployment_rejects_tokens_with_the_401_body(setup: Setup) -> None:
