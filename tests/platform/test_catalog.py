@@ -166,3 +166,26 @@ def test_resolve_weights_prefers_the_given_file(tmp_path: Path) -> None:
         resolve_weights(find_model("Llama-3.2-1B"), tmp_path / "missing.gguf", tmp_path)
     with pytest.raises(WeightsError, match="--upstream"):
         resolve_weights(find_model("Llama-3.2-90B-Vision-Instruct"), None, tmp_path)
+
+
+def test_deploy_create_downloads_the_catalog_weights(
+    hub: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = tmp_path / "home"
+    argv = ["deploy", "create", "small", "--model", "Llama-3.2-1B", "--type", "managed", "--data-dir", str(home)]
+    assert main([*argv, "--json"]) == 0
+    weights = Path(json.loads(capsys.readouterr().out)["weights"])
+    assert weights == home / "models/bartowski/Llama-3.2-1B-GGUF/Llama-3.2-1B-Q4_K_M.gguf"
+    assert weights.read_bytes() == PAYLOAD
+
+
+def test_deploy_create_offline_fails_with_a_sentence(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: connection refused
+    argv = ["deploy", "create", "small", "--model", "Llama-3.2-1B", "--type", "managed", "--data-dir", str(tmp_path)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "may be offline" in err and "--weights PATH.gguf" in err
+    assert main(["deploy", "list", "--json", "--data-dir", str(tmp_path)]) == 0
+    assert json.loads(capsys.readouterr().out) == []  # nothing half-created
