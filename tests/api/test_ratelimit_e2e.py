@@ -21,7 +21,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from llamafoundry.cli import main
+from llamafoundry.cli import build_parser, main
 from llamafoundry.platform.metering import UsageRecord, query_usage
 from llamafoundry.platform.store import Store
 from tests.api.conftest import MODEL_NAME, Server, start_server, stop_server
@@ -29,7 +29,7 @@ from tests.platform.redis_server import running_redis
 
 pytestmark = pytest.mark.slow
 
-MESSAGES = [{"role": "user", "content": "Say something."}]
+MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
 MAX_REQUESTS_PER_WORKER = 150
 
 
@@ -89,9 +89,17 @@ def metered(data_dir: Path) -> list[UsageRecord]:
         store.close()
 
 
+def without_content_safety() -> list[str]:
+    """Serve flags that turn the content filter off, where `serve` has one: these tests count requests and
+    tokens, and the random-weight model's output must not be cut short by the filter."""
+    _, unknown = build_parser().parse_known_args(["serve", "--content-safety", "off"])
+    return [] if unknown else ["--content-safety", "off"]
+
+
 @pytest.fixture
 def limited_server(tiny_model_path: Path, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Server]:
-    args = ["--ctx-size", "256", "--parallel", "4", "--data-dir", str(tmp_path / "data"), *request.param]
+    args = ["--ctx-size", "256", "--parallel", "4", "--data-dir", str(tmp_path / "data"), *without_content_safety(),
+            *request.param]  # fmt: skip
     server = start_server(tiny_model_path, tmp_path, *args)
     yield server
     stop_server(server)
@@ -163,7 +171,8 @@ def test_an_aborted_stream_is_metered_with_the_tokens_so_far(limited_server: Ser
 
 def test_two_gateways_share_one_limit_through_redis(tiny_model_path: Path, tmp_path: Path) -> None:
     with running_redis(tmp_path) as redis_url:
-        common = ["--ctx-size", "256", "--parallel", "2", "--rpm", "60", "--redis-url", redis_url]
+        common = ["--ctx-size", "256", "--parallel", "2", "--rpm", "60", "--redis-url", redis_url,
+                  *without_content_safety()]  # fmt: skip
         servers = [start_server(tiny_model_path, tmp_path, *common, "--data-dir", str(tmp_path / f"d{i}"))
                    for i in range(2)]  # fmt: skip
         try:
@@ -194,7 +203,7 @@ def test_a_store_deployment_is_limited_by_its_own_rpm_and_reported(tiny_model_pa
     model = ["--model", "Meta-Llama-3.1-8B-Instruct", "--weights", str(tiny_model_path)]
     created = cli_json("deploy", "create", "chat", *model, "--rpm", "6", *data)  # one request per 10 s
     admin_key = cli_json("deploy", "admin-key", "--regenerate", *data)["admin_key"]
-    server = start_server(tiny_model_path, tmp_path, "--ctx-size", "256", *data)
+    server = start_server(tiny_model_path, tmp_path, "--ctx-size", "256", *data, *without_content_safety())
     try:
         url = f"{server.url}/deployments/chat/chat/completions"
         headers = {"api-key": created["secondary_key"]}
