@@ -23,6 +23,7 @@ from llamafoundry.engine.outputs import (
 )
 from llamafoundry.engine.sampling_params import InvalidSamplingParams
 from llamafoundry.service.chat_format import ChatFormatError
+from llamafoundry.service.safety import ContentFilteredError
 
 # Seconds a client should wait before retrying. Only 429 and 503 carry Retry-After: azure-core retries
 # any status that carries it, a 400 included.
@@ -84,6 +85,18 @@ class ApiError(Exception):
         return json_response(self.body(), self.status, headers)
 
 
+class ContentFilterApiError(ApiError):
+    """The 400 of a prompt blocked by the content filter: the Llama serverless body plus Azure OpenAI's
+    `innererror` (`ContentFilteredError.body()`), with `x-ms-error-code: content_filter` (the meter reads it)."""
+
+    def __init__(self, exc: ContentFilteredError) -> None:
+        super().__init__(400, exc.code, exc.message, exc.param)
+        self.filtered = exc
+
+    def body(self) -> dict[str, Any]:
+        return self.filtered.body()
+
+
 def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
     content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
     return Response(content, status, headers=dict(headers or {}), media_type="application/json")
@@ -127,6 +140,8 @@ def internal_error() -> ApiError:
 
 def from_service_exception(exc: Exception) -> ApiError | None:
     """The API error for an exception raised by ChatService, or None when it is a bug (answer 500)."""
+    if isinstance(exc, ContentFilteredError):  # raised before any output, so a 400 for streams too
+        return ContentFilterApiError(exc)
     if isinstance(exc, InvalidSamplingParams):
         return invalid(exc.param, exc.message)
     if isinstance(exc, ChatFormatError):

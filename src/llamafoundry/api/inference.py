@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from llamafoundry.api.chat_request import extra_parameters_mode, parse_chat, parse_json_object
 from llamafoundry.api.errors import ApiError, from_service_exception, json_response, not_found, service_unavailable
-from llamafoundry.api.limits import admit
+from llamafoundry.api.limits import admit, request_usage
 from llamafoundry.api.render import ChunkRenderer, completion_body
 from llamafoundry.api.routing import authorize_request
 from llamafoundry.api.sse import EventStreamResponse
@@ -26,6 +26,7 @@ from llamafoundry.api.streaming import chat_events, until_disconnect
 from llamafoundry.api.usage import track_result, track_stream
 from llamafoundry.config import ServeSettings
 from llamafoundry.platform.gateway import Gateway, Target
+from llamafoundry.service.safety import ContentFilteredError, prompt_filter_results_of
 
 if TYPE_CHECKING:
     from llamafoundry.service.chat import ChatService
@@ -138,16 +139,19 @@ async def _chat(
     try:
         await admit(request, service, parsed.request, deployment=deployment, stream=parsed.stream)  # 429 over limits
         if parsed.stream:
-            stream = track_stream(request, await service.stream(parsed.request))
+            updates = await service.stream(parsed.request)
+            prompt_filter = prompt_filter_results_of(updates)
+            stream = track_stream(request, updates)
         else:
             result = await until_disconnect(request.receive, service.complete(parsed.request))
     except Exception as exc:
         error = from_service_exception(exc)
         if error is None:
             raise
+        _count_filtered_prompt(request, exc)
         raise error from None
     if parsed.stream:
-        events = chat_events(stream, ChunkRenderer(service.model_name), parsed.request.params.n)
+        events = chat_events(stream, ChunkRenderer(service.model_name), parsed.request.params.n, prompt_filter)
         return EventStreamResponse(events)
     if result is None:
         return Response(status_code=499)  # the client went away; generation was aborted
@@ -157,6 +161,13 @@ async def _chat(
         "sampling_token_len": str(result.usage.completion_tokens),
     }
     return json_response(completion_body(result, service.model_name), headers=headers)
+
+
+def _count_filtered_prompt(request: Request, exc: Exception) -> None:
+    """A prompt blocked by the content filter was evaluated: its tokens are metered (Azure charges them)."""
+    usage = request_usage(request)
+    if isinstance(exc, ContentFilteredError) and usage is not None and exc.num_prompt_tokens is not None:
+        usage.prompt_tokens = exc.num_prompt_tokens
 
 
 _STARTED_AT = int(time.time())

@@ -40,17 +40,19 @@ def _token_logprob(lp: TokenLogprob) -> dict[str, Any]:
 
 
 def completion_body(result: ChatResult, model: str) -> dict[str, Any]:
-    """The non-streaming `chat.completion` body."""
+    """The non-streaming `chat.completion` body; with Azure's `prompt_filter_results` and per-choice
+    `content_filter_results` when the content filter ran."""
     choices = [
         {
             "index": choice.index,
             "message": _message(choice),
             "finish_reason": choice.finish_reason,
             "logprobs": logprobs_body(choice.logprobs),
+            **_choice_annotations(choice.content_filter_results),
         }
         for choice in result.choices
     ]
-    return {
+    body = {
         "id": new_completion_id(),
         "object": "chat.completion",
         "created": int(time.time()),
@@ -58,6 +60,13 @@ def completion_body(result: ChatResult, model: str) -> dict[str, Any]:
         "choices": choices,
         "usage": usage_body(result.usage),
     }
+    if result.prompt_filter_results is not None:
+        body["prompt_filter_results"] = result.prompt_filter_results
+    return body
+
+
+def _choice_annotations(results: dict[str, Any] | None) -> dict[str, Any]:
+    return {} if results is None else {"content_filter_results": results}
 
 
 def _message(choice: ChatChoice) -> dict[str, Any]:
@@ -105,15 +114,24 @@ class ChunkRenderer:
             "choices": choices,
         }
 
-    def role(self, index: int) -> dict[str, Any]:
-        """A choice's first chunk: `{"role": "assistant", "content": ""}`."""
+    def role(self, index: int, prompt_filter_results: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """A choice's first chunk: `{"role": "assistant", "content": ""}`.
+
+        Azure OpenAI sends `prompt_filter_results` in a chunk of its own with `"choices": []`. Here they ride on
+        the first role chunk instead: an empty-choices chunk breaks the canonical stream (exactly one choice per
+        chunk, contract §5.2): .NET inflates it to an update without a role, and the PY-TEST validator and the
+        SDK samples index `choices[0]` of every update. Every SDK keeps the extra top-level key.
+        """
         choice = {
             "index": index,
             "delta": {"role": "assistant", "content": ""},
             "finish_reason": None,
             "logprobs": None,
         }
-        return self._chunk([choice])
+        chunk = self._chunk([choice])
+        if prompt_filter_results is not None:
+            chunk["prompt_filter_results"] = prompt_filter_results
+        return chunk
 
     def delta(self, delta: ChatDelta) -> dict[str, Any]:
         choice = {
@@ -121,6 +139,7 @@ class ChunkRenderer:
             "delta": _delta_body(delta),
             "finish_reason": delta.finish_reason,
             "logprobs": logprobs_body(delta.logprobs),
+            **_choice_annotations(delta.content_filter_results),
         }
         return self._chunk([choice])
 

@@ -25,12 +25,21 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-async def chat_events(stream: ChatStream, renderer: ChunkRenderer, num_choices: int) -> AsyncIterator[bytes]:
-    """The SSE bytes of one chat stream. Aborts generation when closed early (client gone) or on failure."""
+async def chat_events(
+    stream: ChatStream,
+    renderer: ChunkRenderer,
+    num_choices: int,
+    prompt_filter_results: list[dict[str, Any]] | None = None,
+) -> AsyncIterator[bytes]:
+    """The SSE bytes of one chat stream. Aborts generation when closed early (client gone) or on failure.
+
+    `prompt_filter_results` (the content filter's prompt annotation) go on the first chunk; choices' chunks
+    carry their `content_filter_results` as the filter releases or blocks their text.
+    """
     finished = False
     try:
         for index in range(num_choices):
-            yield encode_event(renderer.role(index))
+            yield encode_event(renderer.role(index, prompt_filter_results if index == 0 else None))
         held: dict[str, Any] | None = None
         usage: Usage | None = None
         async for update in stream:

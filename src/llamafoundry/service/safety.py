@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +32,15 @@ from llamafoundry.platform.safety.base import (
     Verdict,
     unfiltered_annotations,
 )
-from llamafoundry.service.types import ChatChoice, ChatDelta, ChatMessage, ChatResult, ChatStream, ChatUpdate
+from llamafoundry.service.types import (
+    ChatChoice,
+    ChatDelta,
+    ChatMessage,
+    ChatRequest,
+    ChatResult,
+    ChatStream,
+    ChatUpdate,
+)
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +213,7 @@ class FilteredChatStream:
         self._messages = list(messages)
         self._num_choices = num_choices
         self._prompt_filter_results = prompt_filter_results
+        self.prompt_filter_results = prompt_filter_results  # known before the first update (the role chunk)
         self._window = max(FIRST_WINDOW_CHARS, safety.classifier.window_chars)
         self._choices: dict[int, _ChoiceState] = {}
 
@@ -273,6 +282,58 @@ class FilteredChatStream:
         if _BOUNDARY.search(text):
             return True
         return (len(text) >= 2 * window and text[-1:].isspace()) or len(text) >= 4 * window
+
+
+def prompt_filter_results_of(stream: ChatStream) -> list[dict[str, Any]] | None:
+    """The `prompt_filter_results` of a stream that a content filter wraps (None for an unfiltered stream), known
+    as soon as the stream exists, so the API can send them on the stream's first chunk."""
+    return stream.prompt_filter_results if isinstance(stream, FilteredChatStream) else None
+
+
+class FilteredChatBackend:
+    """A chat backend (anything with `complete`/`stream`/`count_tokens`, such as a deployment's upstream service)
+    with a content filter in front: the prompt is checked before the request is forwarded, the answer before it
+    is released. `safety_of` is called once per request, so policy changes apply to the next request.
+
+    Attributes of the inner backend that are not part of the chat interface (`provider`, `client`, `engine`) are
+    reachable through this wrapper; `inner` is the unfiltered backend.
+    """
+
+    def __init__(self, inner: Any, safety_of: Callable[[], ChatSafety | None]) -> None:
+        self.inner = inner
+        self.safety_of = safety_of
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    @property
+    def is_ready(self) -> bool:
+        return bool(self.inner.is_ready)
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def stop(self) -> None:
+        await self.inner.stop()
+
+    def count_tokens(self, request: ChatRequest) -> int:
+        return int(self.inner.count_tokens(request))
+
+    async def complete(self, request: ChatRequest) -> ChatResult:
+        safety = self.safety_of()
+        if safety is None or not safety.enabled:
+            return await self.inner.complete(request)  # type: ignore[no-any-return]
+        prompt_filter = await safety.check_prompt(request.messages, self.inner.count_tokens(request))
+        result = await self.inner.complete(request)
+        return await safety.filter_result(request.messages, result, prompt_filter)
+
+    async def stream(self, request: ChatRequest) -> ChatStream:
+        safety = self.safety_of()
+        if safety is None or not safety.enabled:
+            return await self.inner.stream(request)  # type: ignore[no-any-return]
+        prompt_filter = await safety.check_prompt(request.messages, self.inner.count_tokens(request))
+        stream = await self.inner.stream(request)
+        return safety.wrap_stream(stream, request.messages, request.params.n, prompt_filter)
 
 
 def _delta_text(delta: ChatDelta) -> str:
