@@ -59,11 +59,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     create.add_argument("--instance-type", help="managed compute: instance size (cores per replica)")
     create.add_argument("--shared-quota", action="store_true", help="managed compute: deleted after 168 hours")
     _add_limit_options(create)
+    _add_content_safety_options(create)
     create.set_defaults(handler=_create)
 
-    update = sub.add_parser("update", help="change a deployment's rate limits")
+    update = sub.add_parser("update", help="change a deployment's rate limits or content safety")
     update.add_argument("name")
     _add_limit_options(update)
+    _add_content_safety_options(update)
     update.set_defaults(handler=_update)
 
     listing = sub.add_parser("list", help="list deployments")
@@ -106,7 +108,7 @@ def _create(args: argparse.Namespace) -> int:
         instances=args.instances,
         instance_type=args.instance_type,
         shared_quota=args.shared_quota,
-        settings=limit_settings(args.tpm, args.rpm),
+        settings={**limit_settings(args.tpm, args.rpm), **_content_safety_changes(args, None)},
     )
     with open_store(args) as store, _download_bar() as progress:
         created = _run(lambda: create_deployment(store, spec, home_of(args), progress))
@@ -132,16 +134,52 @@ def _add_limit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rpm", type=int, help="requests per minute (serverless default 1000; 0: no limit)")
 
 
+def _add_content_safety_options(parser: argparse.ArgumentParser) -> None:
+    on_off = ["on", "off"]
+    parser.add_argument("--content-safety", choices=on_off, help="filter prompts and completions (default: on for "
+                        "serverless, off for managed compute)")  # fmt: skip
+    parser.add_argument("--content-safety-threshold", choices=["low", "medium", "high"],
+                        help="the lowest severity that is filtered (default medium)")  # fmt: skip
+    parser.add_argument("--content-safety-categories", help="comma-separated categories that may block "
+                        "(default: hate,sexual,violence,self_harm; the others are only annotated)")  # fmt: skip
+    parser.add_argument("--content-safety-jailbreak", choices=on_off, help="block detected jailbreak attempts "
+                        "(default on)")  # fmt: skip
+    parser.add_argument("--content-safety-guard", metavar="DEPLOYMENT", help="classify with this Llama Guard 3 "
+                        "deployment instead of the built-in classifier ('none': the built-in one again)")  # fmt: skip
+
+
+def _content_safety_changes(args: argparse.Namespace, current: Any) -> dict[str, Any]:
+    """The settings change of the --content-safety* options over the deployment's stored overrides."""
+    from llamafoundry.platform.safety.deployments import content_safety_settings
+
+    def on(value: str | None) -> bool | None:
+        return None if value is None else value == "on"
+
+    categories = args.content_safety_categories
+    guard = args.content_safety_guard
+    return content_safety_settings(
+        current,
+        enabled=on(args.content_safety),
+        threshold=args.content_safety_threshold,
+        categories=[c.strip() for c in categories.split(",") if c.strip()] if categories is not None else None,
+        jailbreak=on(args.content_safety_jailbreak),
+        guard=("" if guard.lower() == "none" else guard) if guard is not None else None,
+    )
+
+
 def _update(args: argparse.Namespace) -> int:
     from llamafoundry.platform.deployments import describe, get_deployment
+    from llamafoundry.platform.safety.deployments import SETTING_CONTENT_SAFETY
 
     changes = limit_settings(args.tpm, args.rpm)
-    if not changes:
-        console.print("[red]error:[/red] nothing to change: give --tpm N and/or --rpm N.")
-        return 2
     with open_store(args) as store:
-        if _run(lambda: get_deployment(store, args.name)) is None:
+        deployment = _run(lambda: get_deployment(store, args.name))
+        if deployment is None:
             return 1
+        changes.update(_content_safety_changes(args, deployment.settings.get(SETTING_CONTENT_SAFETY)))
+        if not changes:
+            console.print("[red]error:[/red] nothing to change: give --tpm N, --rpm N or --content-safety* options.")
+            return 2
         body = describe(store.update_settings(args.name.lower(), changes))
     print(json.dumps(body, indent=2)) if args.json else _print_fields(body)
     return 0

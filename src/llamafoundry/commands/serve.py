@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from llamafoundry.api.limits import Accounting
     from llamafoundry.platform.store import Store
+    from llamafoundry.service.safety import ChatSafety
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -50,6 +51,9 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
     serve.add_argument(
         "--redis-url", default=None, help="redis://HOST:PORT: rate-limit counters shared by several servers"
     )
+    serve.add_argument("--content-safety", choices=["on", "off"], default="on", help="filter prompts and "
+                       "completions of the model with the built-in classifier (default: on, like a serverless "
+                       "deployment; deployments have their own setting)")  # fmt: skip
     add_platform_options(serve)
     serve.set_defaults(handler=_serve)
 
@@ -62,8 +66,9 @@ def _serve(args: argparse.Namespace) -> int:
     from llamafoundry.service.chat import ChatService
 
     home = args.data_dir or default_home()
-    if args.replica:  # an engine behind a deployment's gateway: it limits and meters, not the replica
+    if args.replica:  # an engine behind a deployment's gateway: it limits, meters and filters, not the replica
         args.tpm = args.rpm = 0
+        args.content_safety = "off"
     if args.no_default:  # the bare routes serve no model of their own; deployments only
         model_path, default_name, default_provider = Path("none.gguf"), "none", "llamafoundry"
     else:
@@ -89,7 +94,13 @@ def _serve(args: argparse.Namespace) -> int:
     service = None
     if not args.no_default:
         engine = build_local_engine(settings.engine, settings.model_name, settings.model_provider)
-        service = ChatService(engine, settings.model_name, settings.model_provider, settings.engine.ctx_size)
+        service = ChatService(
+            engine,
+            settings.model_name,
+            settings.model_provider,
+            settings.engine.ctx_size,
+            safety=_content_safety(args.content_safety == "on"),
+        )
     platform = None if args.replica else open_platform(args, home, settings)
     accounting = _accounting(settings, platform.store) if platform else None
     if service is not None:
@@ -103,6 +114,17 @@ def _serve(args: argparse.Namespace) -> int:
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=10,
                 **tls_options(args))  # fmt: skip
     return 0
+
+
+def _content_safety(enabled: bool) -> ChatSafety | None:
+    """The server's own model's filter: the built-in classifier with a serverless deployment's policy."""
+    if not enabled:
+        return None
+    from llamafoundry.platform.safety.base import SafetyPolicy
+    from llamafoundry.platform.safety.builtin import BuiltinClassifier
+    from llamafoundry.service.safety import ChatSafety
+
+    return ChatSafety(BuiltinClassifier(), SafetyPolicy.for_deployment("serverless"))
 
 
 def _accounting(settings: ServeSettings, store: Store) -> Accounting:

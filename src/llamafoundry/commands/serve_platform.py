@@ -67,11 +67,14 @@ class Platform:
         """The gateway (the server's own model, if any, and the deployments) and the management routes."""
         from llamafoundry.api.management import management_router
         from llamafoundry.platform.gateway import Gateway, Target, local_backend_factory, single_key_policy
+        from llamafoundry.platform.safety.deployments import with_content_safety
 
         default = None
         if service is not None:
             default = Target(service, single_key_policy(settings.api_key), default_name=settings.model_name)
-        gateway = Gateway(default, self.store, local_backend_factory(self.home), self.verifier)
+        # each deployment's content filter, by its policy; guards are looked up in this gateway
+        backends = with_content_safety(local_backend_factory(self.home), lambda name: gateway.resolve(name), self.home)
+        gateway = Gateway(default, self.store, backends, self.verifier)
         return gateway, management_router(self.store, self.home, gateway)
 
     def print_banner(self) -> None:
