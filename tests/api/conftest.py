@@ -3,23 +3,18 @@ processes on loopback serving the tiny random-weight GGUF (end-to-end tests)."""
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 from starlette.testclient import TestClient
 
 from llamafoundry.api.app import create_app
 from llamafoundry.config import EngineSettings, ServeSettings
 from tests.api.fakes import FakeChatService
+from tests.serve_process import free_port, launch_serve, stop_process, wait_healthy
 
 API_KEY = "0123456789abcdef0123456789abcdef"
 MODEL_NAME = "tiny-llama"
@@ -59,59 +54,19 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_server(model: Path, log_dir: Path, *extra_args: str) -> Server:
     """`python -m llamafoundry serve` on a free loopback port; returns once GET /health answers 200."""
     port = free_port()
     log_path = log_dir / f"server-{port}.log"
-    args = [
-        sys.executable,
-        "-m",
-        "llamafoundry",
-        "serve",
-        "--model",
-        str(model),
-        "--port",
-        str(port),
-        "--api-key",
-        API_KEY,
-        "--name",
-        MODEL_NAME,
-        "--threads",
-        "1",
-        *extra_args,
-    ]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
-    server = Server(f"http://127.0.0.1:{port}", API_KEY, MODEL_NAME, process, log_path)
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the server exited with {process.returncode}:\n{server.log()}")
-        try:
-            if httpx.get(f"{server.url}/health", timeout=2).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    stop_server(server)
-    pytest.fail(f"the server did not become healthy in {SERVER_START_TIMEOUT_S} s:\n{server.log()}")
+    args = ["--model", str(model), "--port", str(port), "--api-key", API_KEY, "--name", MODEL_NAME,
+            "--threads", "1", *extra_args]  # fmt: skip
+    server = Server(f"http://127.0.0.1:{port}", API_KEY, MODEL_NAME, launch_serve(args, log_path), log_path)
+    wait_healthy(server.url, server.process, log_path, SERVER_START_TIMEOUT_S)
+    return server
 
 
 def stop_server(server: Server) -> None:
-    if server.process.poll() is None:
-        server.process.send_signal(signal.SIGINT)
-        try:
-            server.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait()
+    stop_process(server.process, timeout_s=20)
 
 
 @pytest.fixture(scope="session")

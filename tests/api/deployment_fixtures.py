@@ -6,10 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +17,8 @@ import httpx
 import pytest
 
 from llamafoundry.cli import main
-from tests.api.conftest import API_KEY, free_port
+from tests.api.conftest import API_KEY
+from tests.serve_process import free_port, launch_serve, stop_process, wait_healthy
 
 START_TIMEOUT_S = 120
 PICKUP_S = 2.0  # a running server must see store changes within this
@@ -46,13 +44,7 @@ class Gateway:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 def start_gateway(home: Path, model: Path, *extra: str, tls: tuple[Path, Path] | None = None) -> Gateway:
@@ -60,28 +52,15 @@ def start_gateway(home: Path, model: Path, *extra: str, tls: tuple[Path, Path] |
     port = free_port()
     log_path = home / f"serve-{port}.log"
     home.mkdir(parents=True, exist_ok=True)
-    args = [sys.executable, "-m", "llamafoundry", "serve", "--data-dir", str(home), "--model", str(model),
-            "--name", "tiny-llama", "--api-key", API_KEY, "--port", str(port), "--threads", "1",
-            "--ctx-size", "1024", "--parallel", "2", *extra]  # fmt: skip
+    args = ["--data-dir", str(home), "--model", str(model), "--name", "tiny-llama", "--api-key", API_KEY,
+            "--port", str(port), "--threads", "1", "--ctx-size", "1024", "--parallel", "2", *extra]  # fmt: skip
     scheme = "http"
     if tls is not None:
         args += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
         scheme = "https"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
-        )
-    gateway = Gateway(f"{scheme}://127.0.0.1:{port}", process, log_path, home)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"serve exited with {process.returncode}:\n{gateway.log()}")
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(gateway.url + "/health", timeout=2, verify=False).status_code == 200:
-                return gateway
-        time.sleep(0.2)
-    gateway.stop()
-    pytest.fail(f"serve did not become healthy in {START_TIMEOUT_S} s:\n{gateway.log()}")
+    gateway = Gateway(f"{scheme}://127.0.0.1:{port}", launch_serve(args, log_path), log_path, home)
+    wait_healthy(gateway.url, gateway.process, log_path, START_TIMEOUT_S)
+    return gateway
 
 
 def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> float:

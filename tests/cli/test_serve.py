@@ -2,30 +2,24 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
-import pytest
 
-from tests.api.conftest import free_port, start_server, stop_server
+from tests.api.conftest import start_server, stop_server
+from tests.serve_process import free_port, launch_serve, stop_process, wait_healthy
 
 
 def test_serve_without_arguments_serves_the_default_model_and_prints_a_key(tmp_path: Path) -> None:
     port = free_port()
     log_path = tmp_path / "serve.log"
-    args = [sys.executable, "-m", "llamafoundry", "serve", "--port", str(port), "--data-dir", str(tmp_path / "home")]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "COLUMNS": "200"})
+    process = launch_serve(["--port", str(port), "--data-dir", str(tmp_path / "home")], log_path)
     try:
         url = f"http://127.0.0.1:{port}"
-        _wait_healthy(url, process, log_path)
+        wait_healthy(url, process, log_path, timeout_s=120)
         printed = log_path.read_text()
         key = re.search(r"API key[^:]*: ([0-9a-f]{32})\b", printed)
         assert key, printed
@@ -35,8 +29,7 @@ def test_serve_without_arguments_serves_the_default_model_and_prints_a_key(tmp_p
         assert info.json()["model_type"] == "chat-completions"
         assert httpx.get(f"{url}/info", headers={"api-key": "wrong"}, timeout=10).status_code == 401
     finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=30)
+        stop_process(process)
 
 
 def test_ctrl_c_lets_running_streams_end_and_exits_cleanly(tiny_model_path: Path, tmp_path: Path) -> None:
@@ -65,17 +58,3 @@ def test_ctrl_c_lets_running_streams_end_and_exits_cleanly(tiny_model_path: Path
         assert server.process.wait(timeout=30) == 0, server.log()
     finally:
         stop_server(server)
-
-
-def _wait_healthy(url: str, process: subprocess.Popen[bytes], log_path: Path, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"serve exited with {process.returncode}:\n{log_path.read_text()}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    pytest.fail(f"serve did not become healthy:\n{log_path.read_text()}")
