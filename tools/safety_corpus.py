@@ -7,8 +7,14 @@ content, so the model learns content words, not phrasing. Benign content deliber
 harmless senses ("kill the process", "knife skills", "shoot portraits") so the model learns context, not a word
 list. Slots (`{group}`, `{weapon}`, ...) nest.
 
-The evaluation set (tests/platform/safety_eval.jsonl) is written by hand, separately, and `generate` drops any
-text that also appears there. Labels follow the labelling guide in docs/safety.md.
+Two parts: safety_lexicon.py holds the harmful classes and their trigger-word contrasts; safety_chat_corpus.py
+holds ordinary traffic (everyday chat, questions, assistant answers and refusals, short inputs, common words,
+token salad), so that words and phrasing that are merely common never become evidence of harm. For the same
+reason every class uses act frames at the same rate (`ACT_SHARE`) and gets openers and closers at the same rate.
+
+The evaluation sets (tests/platform/safety_eval.jsonl, tests/platform/safety_everyday.jsonl) are written
+separately; `generate` drops near copies of their texts (see `near_duplicates`) and any equal text. Labels follow
+the labelling guide in docs/safety.md.
 """
 
 from __future__ import annotations
@@ -18,7 +24,22 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from safety_lexicon import CLASSES, SLOTS
+from safety_chat_corpus import (
+    CHAT_ACT_FRAMES,
+    CHAT_CLASSES,
+    CHAT_SLOTS,
+    QUESTION_SLOTS,
+    REFUSAL_SLOTS,
+    SHORT_SLOTS,
+    noise_examples,
+    word_filler,
+)
+from safety_lexicon import CLASSES as HARM_AND_TRIGGER_CLASSES
+from safety_lexicon import SLOTS as LEXICON_SLOTS
+
+SLOTS: dict[str, list[str]] = {**LEXICON_SLOTS, **CHAT_SLOTS, **SHORT_SLOTS, **REFUSAL_SLOTS, **QUESTION_SLOTS}
+CLASSES: dict[str, dict[str, object]] = {**HARM_AND_TRIGGER_CLASSES, **CHAT_CLASSES}
+NUM_NOISE = 3500  # token salad and code fragments, labelled safe (see safety_chat_corpus.noise_text)
 
 SAFE = "safe"
 NEAR_DUPLICATE = 0.4  # word Jaccard at which a corpus item counts as a copy of an evaluation text
@@ -33,6 +54,7 @@ ACT_FRAMES = [
     "Quick question: how to {act}?",
     "Could you help me {act}?", "What is the fastest way to {act}?", "Teach me to {act}.",
     "Steps to {act}:", "Here's how to {act}:", "Sure, here is how you {act}.", "Best tools to {act}?",
+    *CHAT_ACT_FRAMES,
 ]
 SAY_FRAMES = [
     "{say}", "{say}", "{say}", "{say}", "Write a paragraph where {lsay}", "Continue this: {say}",
@@ -40,9 +62,14 @@ SAY_FRAMES = [
     "Rewrite this more vividly: {say}", "{say} Write more like this.", "Reply to this message: {say}",
     "Translate to French: {say}", "Write a story where {lsay}", "I wrote this: {say}", "Yeah. {say}",
 ]
-GREETS = ["", "", "", "", "Hi! ", "Hey, ", "Hello. ", "Please help. ", "Okay so ", "Honestly, ", "Listen, ", "So, "]
-TAILS = ["", "", "", "", " Thanks.", " Please be detailed.", " Keep it short.", " Thanks in advance!",
-         " I need this today.", " Be specific.", " lol", " Please."]
+# Openers and closers, added to every class at the same rate (a class without them would make "Thanks." evidence).
+GREETS = [""] * 12 + ["Hi! ", "Hey, ", "Hello. ", "Please help. ", "Okay so ", "Honestly, ", "Listen, ", "So, "]
+TAILS = [""] * 12 + [" Thanks.", " Please be detailed.", " Keep it short.", " Thanks in advance!",
+                     " I need this today.", " Be specific.", " lol", " Please."]
+# Share of texts that use an act frame ("How do I {act}?") in a class that has both acts and says. One share for
+# every class: shares that follow each class's item counts made frame words ("how", "do", "I") evidence of the
+# act-heavy harmful classes. A class may set its own `act_share` to balance classes that have no acts.
+ACT_SHARE = 0.45
 
 
 @dataclass(frozen=True)
@@ -55,6 +82,9 @@ class Example:
 def _fill(template: str, rng: random.Random, depth: int = 0) -> str:
     def replace(match: re.Match[str]) -> str:
         key = match.group(1)
+        if key in ("word", "Word"):  # a common English word from the Llama 3 vocabulary
+            word = word_filler(rng)
+            return word.capitalize() if key == "Word" else word
         if key not in SLOTS:
             raise KeyError(f"unknown slot {key!r} in {template!r}")
         value = rng.choice(SLOTS[key])
@@ -82,17 +112,24 @@ def _surface(text: str, rng: random.Random) -> str:
 def _one(spec: dict[str, object], rng: random.Random) -> str:
     acts: list[str] = spec.get("act", [])  # type: ignore[assignment]
     says: list[str] = spec.get("say", [])  # type: ignore[assignment]
-    frames: list[str] | None = spec.get("frames")  # type: ignore[assignment]
-    use_act = acts and (not says or rng.random() < len(acts) / (len(acts) + len(says)))
+    frames: list[str] | None = spec.get("frames")  # type: ignore[assignment]  # a class's own say frames
+    use_act = acts and (not says or rng.random() < spec.get("act_share", ACT_SHARE))  # type: ignore[operator]
     if use_act:
-        content = _fill(rng.choice(acts), rng)
-        text = rng.choice(frames or ACT_FRAMES).replace("{act}", content)
+        text = rng.choice(ACT_FRAMES).replace("{act}", _fill(rng.choice(acts), rng))
     else:
-        content = _fill(rng.choice(says), rng)
         frame = rng.choice(frames or SAY_FRAMES)
-        text = frame.replace("{lsay}", _lower_first(content)).replace("{say}", content)
+        text = re.sub(r"\{l?say\}", lambda m: _say(m.group(0), says, rng), frame)
+    return _surface(_wrap(text, rng), rng)
+
+
+def _wrap(text: str, rng: random.Random) -> str:
     text = rng.choice(GREETS) + text + rng.choice(TAILS)
-    return _surface(text[0].upper() + text[1:], rng)
+    return text[0].upper() + text[1:]
+
+
+def _say(slot: str, says: list[str], rng: random.Random) -> str:
+    content = _fill(rng.choice(says), rng)
+    return _lower_first(content) if slot == "{lsay}" else content
 
 
 _STOP = set("the a an to and i my of in it is on for you with so how do that this he she her his me be can are what "
@@ -143,3 +180,8 @@ def generate(seed: int = 0, exclude: set[str] | None = None, scale: float = 1.0)
                 continue
             seen.add(key)
             yield Example(text, dict(labels), group)
+    safe = {"hate": SAFE, "sexual": SAFE, "violence": SAFE, "self_harm": SAFE, "jailbreak": False}
+    for text in noise_examples(rng, int(NUM_NOISE * scale)):
+        text = _wrap(text, rng)
+        if text.strip().lower() not in excluded:
+            yield Example(text, dict(safe), "benign_noise")

@@ -28,14 +28,15 @@ from sklearn.linear_model import LogisticRegression
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
-from safety_corpus import Example, generate  # noqa: E402
+from safety_corpus import HARM_AND_TRIGGER_CLASSES, Example, generate  # noqa: E402
 
 from llamafoundry.platform.safety.base import CATEGORIES, SEVERITIES, Role  # noqa: E402
 from llamafoundry.platform.safety.builtin import DATA_DIR, MODEL_STEM, BuiltinClassifier, HashedLinearModel  # noqa: E402
 from llamafoundry.platform.safety.evaluation import evaluate, load_labelled  # noqa: E402
-from llamafoundry.platform.safety.features import NUM_BUCKETS, featurize  # noqa: E402
+from llamafoundry.platform.safety.features import NUM_BUCKETS, featurize, word_index, words  # noqa: E402
 
 EVAL_SET = ROOT / "tests" / "platform" / "safety_eval.jsonl"
+EVERYDAY_SET = ROOT / "tests" / "platform" / "safety_everyday.jsonl"  # benign only: ordinary traffic and salad
 
 
 def feature_matrix(texts: list[str]) -> sp.csr_matrix:
@@ -72,6 +73,40 @@ def fit_heads(x: sp.csr_matrix, examples: list[Example], c: float) -> tuple[np.n
     return np.stack(columns, axis=1).astype(np.float32), np.asarray(biases, np.float32), heads
 
 
+def label_frequencies(examples: list[Example], head: str) -> np.ndarray:
+    """Share of examples per class of one head: [safe, low, medium, high], or [no, yes] for jailbreak."""
+    if head == "jailbreak":
+        counts = np.bincount([int(bool(ex.labels[head])) for ex in examples], minlength=2)
+    else:
+        counts = np.bincount([SEVERITIES.index(ex.labels[head]) for ex in examples], minlength=4)  # type: ignore
+    return counts / counts.sum()
+
+
+def correct_priors(bias: np.ndarray, heads: dict, examples: list[Example]) -> np.ndarray:
+    """Shift the intercepts from the label frequencies of the whole corpus to those of its harm-and-trigger part
+    (safety_lexicon.py: the harmful classes and their trigger-word contrasts), the prior the decision thresholds
+    were set for. The ordinary-traffic classes (safety_chat_corpus.py, about a third of the corpus) teach which
+    words are not evidence of harm; without this they would also make harm rarer in the corpus and lower every
+    harm probability (prior correction as in Saerens et al., 2002: b_k += log(target_k / train_k))."""
+    reference = [ex for ex in examples if ex.group in HARM_AND_TRIGGER_CLASSES]
+    out = bias.copy()
+    for head, columns in heads.items():
+        train, target = label_frequencies(examples, head), label_frequencies(reference, head)
+        if head == "jailbreak":
+            out[columns] += np.log(target[1] / target[0]) - np.log(train[1] / train[0])
+        else:
+            out[columns] += np.log(target) - np.log(train)
+    return out
+
+
+def known_word_buckets(texts: list[str]) -> np.ndarray:
+    """bool [NUM_BUCKETS]: the unigram buckets of every word of the corpus (the runtime's minimum-evidence rule)."""
+    known = np.zeros(NUM_BUCKETS, bool)
+    for word in {w for text in texts for w in words(text)}:
+        known[word_index(word)] = True
+    return known
+
+
 def quantize(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     scale = np.abs(weights).max(axis=0) / 127.0
     scale[scale == 0] = 1.0
@@ -82,12 +117,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--c", type=float, default=8.0, help="inverse L2 regularization strength")
+    parser.add_argument(
+        "--min-known-words", type=int, default=2, help="a chunk with fewer words known from training is judged safe"
+    )
+    parser.add_argument("--min-known-words-jailbreak", type=int, default=3, help="the same for jailbreak detection")
     parser.add_argument("--out", type=Path, default=DATA_DIR)
     parser.add_argument("--dry-run", action="store_true", help="evaluate without writing the model")
     args = parser.parse_args(argv)
 
     eval_rows = load_labelled(EVAL_SET)
-    examples = list(generate(args.seed, exclude={r.text for r in eval_rows}))
+    everyday_rows = load_labelled(EVERYDAY_SET)
+    examples = list(generate(args.seed, exclude={r.text for r in eval_rows + everyday_rows}))
     print(f"corpus: {len(examples)} texts, {dict(Counter(ex.group for ex in examples))}", flush=True)
     start = time.perf_counter()
     x = feature_matrix([ex.text for ex in examples])
@@ -95,13 +135,20 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     weights, bias, heads = fit_heads(x, examples, args.c)
     print(f"fit: {time.perf_counter() - start:.1f}s", flush=True)
+    bias = correct_priors(bias, heads, examples)
     qweights, scale = quantize(weights)
+    known = known_word_buckets([ex.text for ex in examples])
+    print(f"known words: {int(known.sum())} unigram buckets", flush=True)
     meta = {
         "format": 1,
         "num_buckets": NUM_BUCKETS,
         "heads": heads,
         "severities": [s.value for s in SEVERITIES],
         "thresholds": {"severity": 0.5, "jailbreak": 0.5},
+        "evidence": {
+            "min_known_words": args.min_known_words,
+            "min_known_words_jailbreak": args.min_known_words_jailbreak,
+        },
         "training": {
             "script": "tools/train_safety_classifier.py",
             "seed": args.seed,
@@ -110,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             "scikit_learn": sklearn.__version__,
         },
     }
-    model = HashedLinearModel(qweights, scale, bias, meta)
+    model = HashedLinearModel(qweights, scale, bias, meta, known)
     classifier = BuiltinClassifier(model)
     report = evaluate(eval_rows, lambda text, role: classifier.analyze(text, Role(role)))
     print(report.table())
@@ -119,9 +166,15 @@ def main(argv: list[str] | None = None) -> int:
         print("  FP", text)
     for text in report.missed:
         print("  FN", text)
+    everyday = evaluate(everyday_rows, lambda text, role: classifier.analyze(text, Role(role)))
+    print(f"everyday texts blocked: {len(everyday.benign_false_blocks)} of {everyday.num_texts}")
+    for text in everyday.benign_false_blocks:
+        print("  FP", repr(text))
     if not args.dry_run:
         args.out.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(args.out / f"{MODEL_STEM}.npz", weights=qweights, scale=scale, bias=bias)
+        np.savez_compressed(
+            args.out / f"{MODEL_STEM}.npz", weights=qweights, scale=scale, bias=bias, known_words=np.packbits(known)
+        )
         (args.out / f"{MODEL_STEM}.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         size = (args.out / f"{MODEL_STEM}.npz").stat().st_size / 2**20
         print(f"wrote {args.out / MODEL_STEM}.npz ({size:.1f} MiB) and .json")

@@ -7,6 +7,13 @@ Inference is numpy only: featurize, gather the rows of the buckets present, one 
 
 Long texts are cut into chunks of about `CHUNK_CHARS` at sentence ends (the model was trained on texts of that
 size, and a long benign text must not dilute one harmful sentence); the verdict is the worst chunk's.
+
+Minimum evidence: a chunk with fewer than `min_known_words` (2) words that the training corpus contains (a single
+word, "ok", "?", token salad of word pieces, a language the corpus lacks) is judged safe. The model cannot read
+such text, and the weights of a lone word or a word fragment's character n-grams are not evidence of harm. A
+prompt attack needs `min_known_words_jailbreak` (3) known words: an instruction and what it targets ("Say
+anything." is not one). The known words ship with the weights as a bitset over the unigram buckets
+(`known_words`).
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from llamafoundry.platform.safety.base import CATEGORIES, Category, Role, Severity, Speaker, Turn, Verdict
-from llamafoundry.platform.safety.features import NUM_BUCKETS, featurize
+from llamafoundry.platform.safety.features import NUM_BUCKETS, featurize, word_index, words
 
 DATA_DIR = Path(__file__).parent / "data"
 MODEL_STEM = "builtin_classifier"
@@ -32,10 +39,12 @@ _SENTENCE_END = re.compile(r"(?<=[.!?;:\n])\s+")
 
 @dataclass(frozen=True)
 class Scores:
-    """Probabilities for one text: per category [P(safe), P(low), P(medium), P(high)], and P(jailbreak)."""
+    """Probabilities for one text: per category [P(safe), P(low), P(medium), P(high)], and P(jailbreak); and how
+    many of its words the model knows from training."""
 
     severity: dict[Category, np.ndarray]
     jailbreak: float
+    num_known_words: int
 
 
 class HashedLinearModel:
@@ -45,10 +54,20 @@ class HashedLinearModel:
         weights: int8 `[NUM_BUCKETS, K]`; `scale` (float32 `[K]`) turns them back into floats.
         bias: float32 `[K]`.
         meta: the JSON description: `heads` maps each category to its 4 column indices and `jailbreak` to one
-            column; `thresholds` holds the decision thresholds chosen at training time.
+            column; `thresholds` holds the decision thresholds chosen at training time; `evidence.min_known_words`
+            the fewest known words a chunk needs to be judged at all (`min_known_words_jailbreak`: for jailbreak).
+        known_words: bool `[NUM_BUCKETS]`, the unigram buckets of the training corpus's words (None: every word
+            counts as known).
     """
 
-    def __init__(self, weights: np.ndarray, scale: np.ndarray, bias: np.ndarray, meta: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        weights: np.ndarray,
+        scale: np.ndarray,
+        bias: np.ndarray,
+        meta: dict[str, Any],
+        known_words: np.ndarray | None = None,
+    ) -> None:
         if weights.shape[0] != NUM_BUCKETS or meta.get("num_buckets") != NUM_BUCKETS:
             raise ValueError(
                 f"the classifier was trained with {weights.shape[0]} buckets but features use {NUM_BUCKETS}; "
@@ -63,13 +82,18 @@ class HashedLinearModel:
         thresholds = meta.get("thresholds", {})
         self.severity_threshold = float(thresholds.get("severity", 0.5))
         self.jailbreak_threshold = float(thresholds.get("jailbreak", 0.5))
+        self.known_words = known_words
+        evidence = meta.get("evidence", {})
+        self.min_known_words = int(evidence.get("min_known_words", 0))
+        self.min_known_words_jailbreak = int(evidence.get("min_known_words_jailbreak", self.min_known_words))
         self._chunk_scores = functools.lru_cache(maxsize=4096)(self._score_chunk)
 
     @classmethod
     def load(cls, directory: Path = DATA_DIR, stem: str = MODEL_STEM) -> HashedLinearModel:
         arrays = np.load(directory / f"{stem}.npz")
         meta = json.loads((directory / f"{stem}.json").read_text(encoding="utf-8"))
-        return cls(arrays["weights"], arrays["scale"], arrays["bias"], meta)
+        known = np.unpackbits(arrays["known_words"])[:NUM_BUCKETS].astype(bool) if "known_words" in arrays else None
+        return cls(arrays["weights"], arrays["scale"], arrays["bias"], meta, known)
 
     def _score_chunk(self, chunk: str) -> Scores:
         index, values = featurize(chunk)
@@ -80,7 +104,14 @@ class HashedLinearModel:
             p = np.exp(z)
             severity[category] = p / p.sum()
         jailbreak = float(1.0 / (1.0 + np.exp(-logits[self._jailbreak_column])))
-        return Scores(severity, jailbreak)
+        return Scores(severity, jailbreak, self.num_known_words(chunk))
+
+    def num_known_words(self, text: str) -> int:
+        """How many words of `text` (counting repeats) occur in the training corpus."""
+        tokens = words(text)
+        if self.known_words is None:
+            return len(tokens)
+        return sum(bool(self.known_words[word_index(w)]) for w in tokens)
 
     def scores(self, text: str) -> list[Scores]:
         """Scores of each chunk of `text` (one chunk for short texts; none for a text without words)."""
@@ -99,9 +130,12 @@ class HashedLinearModel:
         jailbreak = False
         for text in texts:
             for chunk in self.scores(text):
+                if chunk.num_known_words < self.min_known_words:
+                    continue  # too little signal to judge: safe
                 for category, probabilities in chunk.severity.items():
                     severities[category] = max(severities[category], self.severity_of(probabilities))
-                jailbreak = jailbreak or chunk.jailbreak > self.jailbreak_threshold
+                if chunk.num_known_words >= self.min_known_words_jailbreak:
+                    jailbreak = jailbreak or chunk.jailbreak > self.jailbreak_threshold
         return Verdict(severities, jailbreak if with_jailbreak else None)
 
 

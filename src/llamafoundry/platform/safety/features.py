@@ -60,6 +60,11 @@ def _word_buckets(word: str) -> tuple[int, ...]:
     return tuple(out)
 
 
+def word_index(word: str) -> int:
+    """The bucket index (0-based) of the unigram feature of a normalized word."""
+    return abs(_word_buckets(word)[0]) - 1
+
+
 def signed_buckets(text: str) -> list[int]:
     """Every feature occurrence of `text` as a signed, 1-based bucket (see `_bucket`)."""
     tokens = words(text)
