@@ -42,12 +42,21 @@ class StepPlan:
 class Scheduler:
     """FIFO admission into sequence slots; decode first, then prefill chunks within the token budget.
 
+    Args:
+        max_seqs: sequence slots.
+        max_batch_tokens: most tokens in one step (decode tokens and prefill chunks together).
+        max_queue: requests that may wait for a slot.
+        max_prefill_tokens: most prompt tokens in one step (default: max_batch_tokens).
+
     Running decodes always get their token in every step, so a long prompt arriving never stalls the
     streams already running (chunked prefill); it only shares the step's remaining token budget.
     """
 
-    def __init__(self, max_seqs: int, max_batch_tokens: int, max_queue: int) -> None:
+    def __init__(
+        self, max_seqs: int, max_batch_tokens: int, max_queue: int, max_prefill_tokens: int | None = None
+    ) -> None:
         self.max_batch_tokens = max_batch_tokens
+        self.max_prefill_tokens = max_batch_tokens if max_prefill_tokens is None else max_prefill_tokens
         self.max_queue = max_queue
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
@@ -103,6 +112,10 @@ class Scheduler:
             if request.status is RequestStatus.DECODING:
                 plan.decoding.append(request)
                 budget -= len(request.live_sequences)
+        # A step lasts as long as its prefill tokens take (a CPU computes ~100 prompt tokens/s per core), and every
+        # running stream waits for the step: small chunks bound the inter-token stall, and prompts queued behind
+        # each other get their first tokens one after another instead of all at the end of one long step.
+        budget = min(budget, self.max_prefill_tokens)
         for request in self.running:
             if request.status is not RequestStatus.PREFILL or request.waits_for_prefix or budget <= 0:
                 continue
