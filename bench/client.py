@@ -152,7 +152,9 @@ async def run_level(
     """
     results: list[RequestResult] = []
     timeout = aiohttp.ClientTimeout(total=timeout_s, sock_read=timeout_s)
-    connector = aiohttp.TCPConnector(limit=max(concurrency, 1) + 4, force_close=False)
+    # A fresh connection per request: servers differ in how long they keep idle connections, and a reused one
+    # that the server has just closed fails the request (loopback connects cost well under a millisecond).
+    connector = aiohttp.TCPConnector(limit=max(concurrency, 1) + 4, force_close=True)
     limit = asyncio.Semaphore(max(concurrency, 1))
     rng = np.random.default_rng(seed)
 

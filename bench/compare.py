@@ -1,8 +1,10 @@
 """Side by side in one run: `llamafoundry serve`, llama.cpp's `llama-server`, llama-cpp-python's server, and a
 raw llama_decode loop as the ceiling, all on one GGUF with the same threads and context per sequence.
 
-Servers run one at a time on an otherwise idle loopback; each gets a warm-up request, then every load level.
-Absolute numbers on a shared 2-core machine move by 10-30% between runs: read the ratios, which come from one run.
+All servers are started first (idle servers use no CPU), each gets a warm-up request, then every load level runs
+on each server in turn, the order rotating per level, with the raw loop measured beside each random-prompt level;
+so load from other processes drifts over all of them alike. Absolute numbers on a shared 2-core machine move by
+10-30% between runs: read the ratios, which come from one run.
 
     llamafoundry bench compare --model /tmp/bench-1b-q4km.gguf --write-doc docs/benchmarks.md
 """
@@ -17,7 +19,9 @@ import os
 import platform
 import shlex
 import sys
+from dataclasses import replace
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
@@ -25,9 +29,11 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from bench import report
 from bench.client import run_level, warm_up
+from bench.metrics import RequestResult, Summary, summarize
 from bench.raw_decode import open_runner, raw_decode
-from bench.servers import SERVERS, ServerConfig, start_server
+from bench.servers import DEFAULT_SERVERS, SERVERS, RunningServer, ServerConfig, start_server
 from bench.workloads import WordSource, build_workload
+from llamafoundry.model.llamacpp import LlamaCppRunner
 
 
 def machine_description() -> str:
@@ -58,25 +64,15 @@ def num_requests(concurrency: int, per_stream: int) -> int:
     return max(8, per_stream * concurrency)
 
 
-def measure_raw(args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    """Decode tok/s of the bare loop at each concurrency, median of args.raw_repeats."""
-    runner = open_runner(args.model, args.parallel, args.ctx_size, args.threads)
-    results: dict[str, dict[str, float]] = {}
-    try:
-        raw_decode(runner, 1, 8, 4)  # warm-up
-        for c in args.concurrency:
-            if c > args.parallel:
-                continue
-            runs = sorted(
-                (raw_decode(runner, c, args.input_len, args.output_len, seed=i) for i in range(args.raw_repeats)),
-                key=lambda r: r.decode_tok_s,
-            )
-            mid = runs[len(runs) // 2]
-            results[str(c)] = {"decode_tok_s": mid.decode_tok_s, "prefill_tok_s": mid.prefill_tok_s}
-            print(f"raw loop, {c} sequences: {mid.decode_tok_s:.1f} tok/s decode", flush=True)
-    finally:
-        runner.close()
-    return results
+def raw_level(runner: LlamaCppRunner, c: int, args: argparse.Namespace) -> dict[str, float]:
+    """Decode tok/s of the bare loop with `c` sequences, median of args.raw_repeats runs."""
+    runs = sorted(
+        (raw_decode(runner, c, args.input_len, args.output_len, seed=i) for i in range(args.raw_repeats)),
+        key=lambda r: r.decode_tok_s,
+    )
+    mid = runs[len(runs) // 2]
+    print(f"{'raw loop':>16} {'random':>13} c={c:<3} {mid.decode_tok_s:6.1f} tok/s decode  load {load_average()}")
+    return {"decode_tok_s": mid.decode_tok_s, "prefill_tok_s": mid.prefill_tok_s, "load": load_average()}
 
 
 def _workload_plan(args: argparse.Namespace) -> list[tuple[str, int, int]]:
@@ -90,31 +86,72 @@ def _workload_plan(args: argparse.Namespace) -> list[tuple[str, int, int]]:
     return plan
 
 
-async def _measure_server(
-    name: str, cfg: ServerConfig, args: argparse.Namespace, words: WordSource, log_dir: Path
-) -> dict[str, Any]:
-    data: dict[str, Any] = {"load_at_start": load_average(), "levels": {}}
-    server = start_server(name, cfg, log_dir)
-    data["command"] = shlex.join(server.command)
-    try:
-        first = await warm_up(server.endpoint)
+def _start_all(args: argparse.Namespace, cfg: ServerConfig, run_data: dict[str, Any]) -> dict[str, RunningServer]:
+    """Start every server (each on its own port) and warm each up; a server that fails is reported and skipped."""
+    servers = {}
+    for index, name in enumerate(args.servers):
+        run_data["servers"][name] = {"levels": {}, "load_at_start": load_average()}
+        try:
+            server = start_server(name, replace(cfg, port=args.port + index), args.log_dir)
+        except RuntimeError as exc:
+            print(f"{name}: skipped ({exc})", file=sys.stderr)
+            run_data["servers"][name]["error"] = str(exc)
+            continue
+        servers[name] = server
+        run_data["servers"][name]["command"] = shlex.join(server.command)
+        first = asyncio.run(warm_up(server.endpoint))
         if not first.ok:
-            raise RuntimeError(f"{name}: warm-up request failed: {first.error}")
-        for workload, c, count in _workload_plan(args):
-            conversations = build_workload(
-                workload, words, count, args.input_len, args.output_len, args.prefix_len, args.chat_turns
-            )
-            summary, _ = await run_level(server.endpoint, conversations, c)
-            data["levels"].setdefault(workload, {})[str(c)] = summary.to_dict()
-            print(
-                f"{name:>16} {workload:>13} c={c:<3} {summary.output_throughput:6.1f} tok/s  "
-                f"TTFT p50 {summary.ttft_ms['p50']:7.0f} ms  ITL p50/p99 {summary.itl_ms['p50']:5.0f}/"
-                f"{summary.itl_ms['p99']:5.0f} ms  failed {summary.failed}  load {load_average()}",
-                flush=True,
-            )
-        data["peak_rss_mib"] = server.peak_rss_mib()
-    finally:
-        server.stop()
+            print(f"{name}: warm-up request failed: {first.error}", file=sys.stderr)
+    return servers
+
+
+def _measure(
+    servers: dict[str, RunningServer], runner: LlamaCppRunner | None, args: argparse.Namespace, run_data: dict[str, Any]
+) -> None:
+    """Every level on every server in turn (the order rotates per level), `args.rounds` times over, so load
+    drift from other processes hits all alike. Prompts differ between rounds (no cache hits across rounds) and
+    are the same for every server within a round."""
+    words = WordSource.from_gguf(args.model, seed=args.seed)
+    names = list(servers)
+    plan = _workload_plan(args)
+    rounds: dict[tuple[str, str, int], list[tuple[Summary, list[RequestResult], str]]] = {}
+    raw: dict[int, list[dict[str, float]]] = {}
+    for round_index in range(args.rounds):
+        for index, (workload, c, count) in enumerate(plan):
+            if workload == "random" and runner is not None and c <= args.parallel:
+                raw.setdefault(c, []).append(raw_level(runner, c, args))
+            shift = (index + round_index) % max(len(names), 1)
+            for name in names[shift:] + names[:shift]:
+                source = words.reseeded(args.seed + 1000 * round_index + index)
+                conversations = build_workload(
+                    workload, source, count, args.input_len, args.output_len, args.prefix_len, args.chat_turns
+                )
+                summary, results = asyncio.run(run_level(servers[name].endpoint, conversations, c))
+                rounds.setdefault((name, workload, c), []).append((summary, results, load_average()))
+                print(
+                    f"{name:>16} {workload:>13} c={c:<3} {summary.output_throughput:6.1f} tok/s  "
+                    f"TTFT p50 {summary.ttft_ms['p50']:7.0f} ms  ITL p50/p99 {summary.itl_ms['p50']:5.0f}/"
+                    f"{summary.itl_ms['p99']:5.0f} ms  failed {summary.failed}  load {load_average()}",
+                    flush=True,
+                )
+    for c, runs in raw.items():
+        run_data.setdefault("raw", {})[str(c)] = {
+            "decode_tok_s": median(r["decode_tok_s"] for r in runs),
+            "prefill_tok_s": median(r["prefill_tok_s"] for r in runs),
+            "rounds": [r["decode_tok_s"] for r in runs],
+        }
+    for (name, workload, c), runs in rounds.items():
+        run_data["servers"][name]["levels"].setdefault(workload, {})[str(c)] = _combine(runs)
+
+
+def _combine(runs: list[tuple[Summary, list[RequestResult], str]]) -> dict[str, Any]:
+    """Latency percentiles over the requests of all rounds; rates as the median of the rounds."""
+    pooled = summarize([r for _, results, _ in runs for r in results], sum(s.duration_s for s, _, _ in runs))
+    data = pooled.to_dict()
+    for key in ("request_throughput", "output_throughput", "total_token_throughput"):
+        data[key] = median(getattr(s, key) for s, _, _ in runs)
+    data["rounds_output_throughput"] = [s.output_throughput for s, _, _ in runs]
+    data["load"] = [load for _, _, load in runs]
     return data
 
 
@@ -140,16 +177,19 @@ def run(args: argparse.Namespace) -> int:
         "load_at_start": load_average(),
         "servers": {},
     }
-    if not args.no_raw:
-        run_data["raw"] = measure_raw(args)
-    for index, name in enumerate(args.servers):
-        cfg.port = args.port + index
-        words = WordSource.from_gguf(args.model, seed=args.seed)  # the same prompts for every server
-        try:
-            run_data["servers"][name] = asyncio.run(_measure_server(name, cfg, args, words, args.log_dir))
-        except RuntimeError as exc:
-            print(f"{name}: skipped ({exc})", file=sys.stderr)
-            run_data["servers"][name] = {"error": str(exc), "levels": {}, "load_at_start": load_average()}
+    runner = None if args.no_raw else open_runner(args.model, args.parallel, args.ctx_size, args.threads)
+    servers = _start_all(args, cfg, run_data)
+    try:
+        if runner is not None:
+            raw_decode(runner, 1, 8, 4)  # warm-up
+        _measure(servers, runner, args, run_data)
+        for name, server in servers.items():
+            run_data["servers"][name]["peak_rss_mib"] = server.peak_rss_mib()
+    finally:
+        for server in servers.values():
+            server.stop()
+        if runner is not None:
+            runner.close()
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(run_data, indent=1))
     plots = report.plot(run_data, args.write_doc.parent) if args.write_doc else []
@@ -162,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, required=True, help="the GGUF every server loads")
-    parser.add_argument("--servers", nargs="+", default=list(SERVERS), choices=SERVERS)
+    parser.add_argument("--servers", nargs="+", default=list(DEFAULT_SERVERS), choices=SERVERS)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8, 16])
     parser.add_argument("--requests-per-stream", type=int, default=2, help="requests per level = this x concurrency")
     parser.add_argument("--input-len", type=int, default=32, help="user-turn tokens")
@@ -176,7 +216,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ctx-size", type=int, default=2048, help="context per sequence (llama-server: x parallel)")
     parser.add_argument("--parallel", type=int, default=16, help="sequence slots of servers that have them")
     parser.add_argument("--port", type=int, default=8090, help="first port; each server gets the next one")
-    parser.add_argument("--raw-repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=1, help="measure everything this many times (medians)")
+    parser.add_argument("--raw-repeats", type=int, default=3, help="raw loop runs per level and round (median)")
     parser.add_argument("--no-raw", action="store_true", help="skip the raw llama_decode ceiling")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log-dir", type=Path, default=Path("bench/logs"))

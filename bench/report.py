@@ -103,6 +103,10 @@ def markdown(run: dict[str, Any], plot_names: list[str]) -> str:
         "",
         f"Produced by: `{run['command']}`",
         "",
+        f"Each level ran {cfg.get('rounds', 1)} time(s) on every server, servers taking turns level by level: "
+        "tokens/s are the median over rounds, latency percentiles pool the requests of all rounds. "
+        "Ratios compare servers measured minutes apart on the same machine.",
+        "",
         "Load average (1/5/15 min) when each server started: "
         + "; ".join(f"{s} {d.get('load_at_start', '-')}" for s, d in run["servers"].items())
         + ".",

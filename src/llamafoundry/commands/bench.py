@@ -18,6 +18,8 @@ _SUBCOMMANDS = {
     "serve": ("bench.loadgen", "load generator against one running OpenAI- or Azure-style endpoint"),
     "compare": ("bench.compare", "llamafoundry vs llama-server vs llama-cpp-python vs raw llama_decode, one GGUF"),
     "engine": ("bench.engine_throughput", "in-process engine against a raw llama_decode loop (no HTTP)"),
+    "prefix": ("bench.prefix_caching", "in-process engine with and without prefix caching, shared system prompt"),
+    "sampler": ("bench.sampler_cost", "microseconds per sampled token over a 128k vocabulary, per setting"),
 }
 
 
