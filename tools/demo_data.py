@@ -91,7 +91,58 @@ _HOW_FRAMES = (
     "How do we {x}?",
     "I'd like to {x}. What do I do?",
 )
-_CONTEXTS = (" with llamafoundry", " in llamafoundry", " on my machine", " locally", " using llamafoundry")
+# Generic frames for an intent's tasks (verb phrases) and topics (noun phrases); shared by every intent.
+_TASK_FRAMES = _HOW_FRAMES + (
+    "How do I {x}?",
+    "How to {x}?",
+    "Can I {x}?",
+    "Is it possible to {x}?",
+    "Help me {x}.",
+    "I need to {x}.",
+    "I'm trying to {x}. Any advice?",
+    "Tell me how to {x}.",
+    "What do I need to {x}?",
+    "Can you help me {x}?",
+)
+_TOPIC_FRAMES = (
+    "Tell me about {x}.",
+    "What is {x}?",
+    "What's {x}?",
+    "What about {x}?",
+    "Explain {x}.",
+    "Can you explain {x}?",
+    "I have a question about {x}.",
+    "What should I know about {x}?",
+    "I need help with {x}.",
+    "Any tips on {x}?",
+    "{x}?",
+    "What do you know about {x}?",
+    "Some info on {x}, please.",
+    "I'm confused about {x}.",
+)
+# Where a llamafoundry question may say it is asked from; none of them changes the answer.
+_CONTEXTS = (
+    " with llamafoundry",
+    " in llamafoundry",
+    " on my machine",
+    " locally",
+    " using llamafoundry",
+    " on my computer",
+    " on my PC",
+    " on Windows",
+    " on Linux",
+    " on a server",
+    " at work",
+    " for my team",
+    " for a demo",
+    " in production",
+    " for testing",
+    " in my app",
+    " from a script",
+    " on Ubuntu",
+    " for my project",
+)
+_FILLERS = ("actually", "just", "really", "please", "exactly", "quickly", "even", "also", "now", "maybe")
 _HOW_DO_I = re.compile(r"^How do I (.+)\?$")
 
 Message = dict[str, str]
@@ -139,6 +190,8 @@ def vary_question(rng: random.Random, text: str, *, allow_prefix: bool = True) -
     `allow_prefix` False keeps short messages ("Thanks!", "Hi") free of greetings and thanks around them.
     """
     text = _reframe(rng, text)
+    if allow_prefix:
+        text = _word_noise(rng, text)
     if allow_prefix and rng.random() < 0.12:
         text = rng.choice(_GREETING_PREFIXES) + text
     elif allow_prefix and rng.random() < 0.06:
@@ -158,19 +211,53 @@ def vary_question(rng: random.Random, text: str, *, allow_prefix: bool = True) -
 
 
 def _reframe(rng: random.Random, text: str) -> str:
-    """Sometimes ask "How do I X?" another way, or say where ("... with llamafoundry?")."""
+    """Sometimes ask "How do I X?" another way."""
     match = _HOW_DO_I.match(text)
     if match and rng.random() < 0.35:
         text = rng.choice(_HOW_FRAMES).format(x=match.group(1))
-    if text.endswith("?") and "llamafoundry" not in text and rng.random() < 0.1:
+    return text
+
+
+def _add_context(rng: random.Random, text: str) -> str:
+    """Sometimes say where a llamafoundry question comes from ("... on my computer?")."""
+    if text.endswith("?") and "llamafoundry" not in text and rng.random() < 0.2:
         text = text[:-1] + rng.choice(_CONTEXTS) + "?"
     return text
 
 
+def _word_noise(rng: random.Random, text: str) -> str:
+    """Sometimes a filler word more, a word less, or two letters swapped: the answer must not depend on them."""
+    words = text.split(" ")
+    roll = rng.random()
+    if roll < 0.06:
+        words.insert(rng.randrange(1, len(words) + 1), rng.choice(_FILLERS))
+    elif roll < 0.1 and len(words) >= 5:
+        del words[rng.randrange(1, len(words))]
+    elif roll < 0.14:
+        i = rng.randrange(len(words))
+        if len(words[i]) >= 5 and words[i].isalpha():
+            j = rng.randrange(1, len(words[i]) - 2)
+            words[i] = words[i][:j] + words[i][j + 1] + words[i][j] + words[i][j + 2 :]
+    return " ".join(words)
+
+
+def _question(rng: random.Random, intent: Intent) -> str:
+    """One of the intent's own questions, or one of its tasks or topics in a generic frame."""
+    roll = rng.random()
+    if intent.tasks and roll < 0.25:
+        return rng.choice(_TASK_FRAMES).format(x=rng.choice(intent.tasks))
+    if intent.topics and roll > 0.75:
+        text = rng.choice(_TOPIC_FRAMES).format(x=rng.choice(intent.topics))
+        return text[0].upper() + text[1:]
+    return rng.choice(intent.questions)
+
+
 def _exchange(rng: random.Random, intent: Intent) -> tuple[str, str] | None:
-    question = vary_question(
-        rng, rng.choice(intent.questions), allow_prefix=intent.category in _PREFIXABLE and intent.name != "greeting"
-    )
+    prefixable = intent.category in _PREFIXABLE and intent.name != "greeting"
+    question = _question(rng, intent)
+    if intent.category == "product":
+        question = _add_context(rng, question)
+    question = vary_question(rng, question, allow_prefix=prefixable)
     if is_held_out(question):
         return None
     return question, rng.choice(intent.answers)
@@ -215,15 +302,6 @@ def generate_conversations(num_conversations: int, seed: int = 0) -> list[list[M
     rng = random.Random(seed)
     pools = build_pools()
     return [generate_conversation(rng, pools) for _ in range(num_conversations)]
-
-
-def corpus_words(conversations: list[list[Message]]) -> set[str]:
-    """Every lower-cased alphabetic word of the conversations (the vocabulary the fluency tests accept)."""
-    words: set[str] = set()
-    for conversation in conversations:
-        for message in conversation:
-            words.update(w.lower() for w in re.findall(r"[A-Za-z]+", message["content"]))
-    return words
 
 
 def main() -> None:

@@ -436,6 +436,33 @@ DEFINITIONS = {
     "an ecosystem": "An ecosystem is a community of living things and the environment they share.",
     "inflation": "Inflation is the rise of prices over time, so the same money buys a little less each year.",
 }
+# Noun phrases for the generator's generic frames ("Tell me about {topic}.").
+FACT_TOPICS = {
+    "languages": ("the number of languages in the world", "world languages", "languages of the world"),
+    "planets": ("the planets", "the solar system"),
+    "largest_planet": ("Jupiter", "the biggest planet"),
+    "moon": ("the distance to the Moon",),
+    "earth_age": ("the age of the Earth",),
+    "light_speed": ("the speed of light",),
+    "boiling": ("the boiling point of water",),
+    "sky_blue": ("the color of the sky",),
+    "continents": ("the continents",),
+    "oceans": ("the oceans",),
+    "mountain": ("Mount Everest", "the highest mountain"),
+    "river": ("the longest river", "the Nile"),
+    "population": ("the world population", "the number of people on Earth"),
+    "bones": ("the bones of the human body",),
+    "largest_animal": ("the blue whale", "the largest animal"),
+    "fastest_animal": ("the cheetah", "the fastest animal"),
+    "llamas": ("llamas",),
+    "romeo": ("Shakespeare",),
+    "mona_lisa": ("the Mona Lisa", "Leonardo da Vinci"),
+    "moon_landing": ("the Moon landing", "Neil Armstrong"),
+    "learn_python": ("learning Python", "learning to code"),
+    "sleep": ("sleep", "sleeping better"),
+    "healthy": ("healthy food", "staying healthy"),
+}
+
 _DEFINITION_QUESTIONS = (
     "What is {x}?",
     "What's {x}?",
@@ -452,7 +479,13 @@ _DEFINITION_QUESTIONS = (
 )
 
 
-def _family(name: str, table: dict[str, object], questions: tuple[str, ...], answers: tuple[str, ...]) -> list[Intent]:
+def _family(
+    name: str,
+    table: dict[str, object],
+    questions: tuple[str, ...],
+    answers: tuple[str, ...],
+    topics: tuple[str, ...] = (),
+) -> list[Intent]:
     intents = []
     for key, value in table.items():
         article = f"{'an' if key[0] in 'aeiou' else 'a'} {key}"
@@ -463,6 +496,7 @@ def _family(name: str, table: dict[str, object], questions: tuple[str, ...], ans
                 "facts",
                 tuple(q.format(**slots).replace("..", ".") for q in questions),
                 tuple(a.format(**slots).replace("..", ".") for a in answers),
+                topics=tuple(t.format(**slots) for t in topics),
             )
         )
     return intents
@@ -474,13 +508,24 @@ def _capitalise(text: str) -> str:
 
 def all_facts() -> tuple[Intent, ...]:
     """Every general-knowledge intent."""
-    intents = _family("capital", dict(CAPITALS), _CAPITAL_QUESTIONS + _CITY_QUESTIONS, _CAPITAL_ANSWERS)
+    intents = _family(
+        "capital", dict(CAPITALS), _CAPITAL_QUESTIONS + _CITY_QUESTIONS, _CAPITAL_ANSWERS, ("the capital of {x}",)
+    )
     for intent in _family("language", dict(LANGUAGES), _LANGUAGE_QUESTIONS, _LANGUAGE_ANSWERS):
         intents.append(Intent(intent.name, intent.category, intent.questions, tuple(map(_capitalise, intent.answers))))
     intents += _family("legs", dict(LEGS), _LEG_QUESTIONS, _LEG_ANSWERS)
-    intents += [Intent(f"fact:{name}", "facts", questions, answers) for name, questions, answers in SINGLE_FACTS]
     intents += [
-        Intent(f"define:{concept}", "facts", tuple(q.format(x=concept) for q in _DEFINITION_QUESTIONS), (answer,))
+        Intent(f"fact:{name}", "facts", questions, answers, topics=FACT_TOPICS.get(name, ()))
+        for name, questions, answers in SINGLE_FACTS
+    ]
+    intents += [
+        Intent(
+            f"define:{concept}",
+            "facts",
+            tuple(q.format(x=concept) for q in _DEFINITION_QUESTIONS),
+            (answer,),
+            topics=(concept,),
+        )
         for concept, answer in DEFINITIONS.items()
     ]
     return tuple(intents)

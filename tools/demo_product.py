@@ -7,6 +7,8 @@ requests per minute for serverless deployments, 429 with Retry-After past the li
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from demo_topics import Intent
 
 
@@ -88,7 +90,7 @@ _LIMIT_CHANGE = _follow(
     ),
 )
 
-PRODUCT = (
+_PRODUCT = (
     Intent(
         "what_is",
         "product",
@@ -352,6 +354,12 @@ PRODUCT = (
         (_LIMIT_CHANGE,),
     ),
     Intent(
+        "port",
+        "product",
+        _PORT.questions[:3] + ("How do I change the port?", "How do I listen on another address?"),
+        _PORT.answers,
+    ),
+    Intent(
         "change_limits",
         "product",
         _LIMIT_CHANGE.questions + ("How do I set a rate limit?", "How do I configure the limits?"),
@@ -544,3 +552,148 @@ PRODUCT = (
         ),
     ),
 )
+
+# Verb phrases and noun phrases of each intent for the generator's generic frames ("How can I {task}?",
+# "Tell me about {topic}."): the same frames carry every intent, so only these words tell intents apart.
+_PHRASES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "what_is": ((), ("llamafoundry", "this project", "the llamafoundry server", "what llamafoundry is")),
+    "install": (
+        ("install llamafoundry", "set up llamafoundry", "get started with llamafoundry", "install the package"),
+        ("installing llamafoundry", "the installation", "getting started", "setup"),
+    ),
+    "serve": (
+        (
+            "start the server",
+            "run llamafoundry",
+            "launch llamafoundry",
+            "start llamafoundry",
+            "run the server",
+            "start serving",
+            "run llamafoundry serve",
+            "get a local endpoint",
+            "start the API server",
+        ),
+        ("starting the server", "llamafoundry serve", "the serve command", "running the server"),
+    ),
+    "serve_real": (
+        (
+            "serve my own model",
+            "use a real Llama model",
+            "load a GGUF file",
+            "serve Llama 3.1 8B",
+            "run a bigger model",
+            "switch to a real model",
+            "serve a GGUF",
+        ),
+        ("serving my own GGUF", "real Llama models", "using my own model", "the --model option"),
+    ),
+    "deploy": (
+        (
+            "deploy a model",
+            "create a deployment",
+            "deploy Llama",
+            "set up a deployment",
+            "deploy Llama 3.2",
+            "add a deployment",
+            "remove a deployment",
+            "list my deployments",
+        ),
+        ("deployments", "deploying models", "deploy create", "creating a deployment"),
+    ),
+    "deploy_types": ((), ("deployment types", "serverless deployments", "managed compute", "serverless vs managed")),
+    "keys": (
+        (
+            "get an API key",
+            "find my key",
+            "see my keys",
+            "authenticate",
+            "send my key",
+            "get a key",
+            "pass the API key",
+            "find the API key",
+        ),
+        ("API keys", "authentication", "the api-key header", "keys", "my key", "auth"),
+    ),
+    "rotate": (
+        ("rotate my keys", "regenerate a key", "replace a leaked key", "change my API key", "reset my key"),
+        ("key rotation", "regenerating keys", "a leaked key"),
+    ),
+    "sdk": (
+        (
+            "call the API from Python",
+            "use the Python SDK",
+            "connect from Python",
+            "write a Python client",
+            "send a request from Python",
+            "use azure-ai-inference",
+            "call the model from code",
+        ),
+        ("the Python SDK", "the Azure SDK", "azure-ai-inference", "Python clients", "the client library"),
+    ),
+    "stream": (
+        (
+            "stream the answer",
+            "stream responses",
+            "get streaming output",
+            "stream tokens",
+            "stream the output",
+            "receive the answer as it is written",
+            "turn on streaming",
+            "use streaming",
+        ),
+        ("streaming", "server-sent events", "stream=True", "streamed responses", "token streaming"),
+    ),
+    "rate_limits": (
+        ("avoid 429 errors", "stay under the rate limit", "handle rate limits", "send many requests"),
+        (
+            "rate limits",
+            "the request limit",
+            "429 errors",
+            "throttling",
+            "quotas",
+            "tokens per minute",
+            "requests per minute",
+            "Retry-After",
+            "the limits",
+        ),
+    ),
+    "port": (
+        ("change the port", "use port 9000", "listen on all interfaces", "expose the server to my network"),
+        ("the port", "the --port option", "the --host option", "network access"),
+    ),
+    "change_limits": (
+        ("change the rate limit", "raise my limits", "set a tokens per minute limit", "configure rate limits"),
+        ("custom rate limits", "the --tpm option", "the --rpm option"),
+    ),
+    "usage": (
+        ("check my usage", "see my costs", "track token usage", "export usage data", "see how much I spent"),
+        ("usage", "costs", "billing", "token usage", "metering", "the usage report"),
+    ),
+    "models": (
+        ("list the models", "see the catalog", "find a model", "pick a Llama model"),
+        ("the model catalog", "supported models", "available models", "Llama 3.2 support"),
+    ),
+    "openai": (("use the OpenAI client", "use the openai package"), ("OpenAI compatibility", "the /v1 endpoint")),
+    "curl": (
+        ("call the API with curl", "send a raw HTTP request", "call the REST API"),
+        ("curl", "the REST API", "the endpoint URL", "plain HTTP"),
+    ),
+    "parameters": (
+        ("set the temperature", "limit the answer length", "get repeatable answers", "control randomness"),
+        ("temperature", "max_tokens", "sampling parameters", "top_p", "the seed parameter"),
+    ),
+    "info": (("check which model is served", "get model info"), ("the /info endpoint", "model info")),
+    "safety": (("turn on content safety", "filter answers"), ("content safety", "content filtering")),
+    "auth_error": (("fix a 401 error", "fix an authentication error"), ("401 errors", "auth errors")),
+    "performance": (
+        ("make it faster", "tune performance", "use more threads", "serve many users at once"),
+        ("performance", "threads", "batching", "the --parallel option", "the context size"),
+    ),
+    "hardware": (
+        ("run it on a laptop", "run it without a GPU", "run it on my Mac"),
+        ("hardware requirements", "GPUs", "memory requirements", "CPU support"),
+    ),
+    "license": ((), ("the license", "pricing of llamafoundry", "open source")),
+}
+
+PRODUCT = tuple(replace(i, tasks=_PHRASES[i.name][0], topics=_PHRASES[i.name][1]) for i in _PRODUCT)

@@ -22,6 +22,8 @@ class Intent:
         questions: full user messages.
         answers: full assistant messages; one is picked at random.
         follow_ups: intents that make sense as the next user turn (phrased relative to this one).
+        tasks: verb phrases the generator puts into generic frames ("How can I {task}?", "Help me {task}.").
+        topics: noun phrases for generic frames ("Tell me about {topic}.", "What about {topic}?").
     """
 
     name: str
@@ -29,6 +31,8 @@ class Intent:
     questions: tuple[str, ...]
     answers: tuple[str, ...]
     follow_ups: tuple[Intent, ...] = ()
+    tasks: tuple[str, ...] = ()
+    topics: tuple[str, ...] = ()
 
 
 def _product_of(templates: tuple[str, ...], **slots: tuple[str, ...]) -> tuple[str, ...]:
@@ -488,14 +492,79 @@ _CODE_AND_MATH_ANSWERS = (
     "model served by llamafoundry.",
 )
 
+_REALTIME_TOPICS = _product_of(
+    ("the weather in {city}", "the temperature in {city} right now", "today's news in {city}", "traffic in {city}"),
+    city=("Madrid", "Chicago", "Lagos", "Seoul", "Lisbon", "Cairo", "my city"),
+) + (
+    "today's news",
+    "the price of gold today",
+    "the stock market today",
+    "last night's game",
+    "the current time",
+    "today's date",
+    "the score of yesterday's match",
+    "bitcoin's price right now",
+    "this week's weather",
+    "the latest headlines",
+    "current events",
+    "the election results",
+    "the exchange rate today",
+)
 UNKNOWN = (
-    Intent("realtime", "unknown", _REALTIME, _UNKNOWN_ANSWERS),
-    Intent("personal", "unknown", _PERSONAL, _PERSONAL_ANSWERS),
-    Intent("future", "unknown", _FUTURE, _UNKNOWN_ANSWERS),
+    Intent(
+        "realtime",
+        "unknown",
+        _REALTIME + ("What's the temperature outside?", "Who won the match today?", "What is the score right now?"),
+        _UNKNOWN_ANSWERS,
+        topics=_REALTIME_TOPICS,
+    ),
+    Intent(
+        "personal",
+        "unknown",
+        _PERSONAL,
+        _PERSONAL_ANSWERS,
+        topics=("my name", "my address", "my age", "my schedule", "my family", "my job", "me"),
+    ),
+    Intent(
+        "future",
+        "unknown",
+        _FUTURE,
+        _UNKNOWN_ANSWERS,
+        topics=(
+            "the next election",
+            "next week's weather",
+            "the lottery numbers",
+            "tomorrow's stock market",
+            "the future",
+            "next year's winner",
+        ),
+    ),
     Intent("obscure", "unknown", _OBSCURE, _UNKNOWN_ANSWERS),
     Intent("heavy", "unknown", _HEAVY, _HEAVY_ANSWERS),
-    Intent("leaders", "unknown", _LEADERS, _LEADER_ANSWERS),
-    Intent("code_and_math", "unknown", _CODE_AND_MATH, _CODE_AND_MATH_ANSWERS),
+    Intent(
+        "leaders",
+        "unknown",
+        _LEADERS,
+        _LEADER_ANSWERS,
+        topics=_product_of(("the president of {c}", "the government of {c}"), c=("France", "Mexico", "Italy")),
+    ),
+    Intent(
+        "code_and_math",
+        "unknown",
+        _CODE_AND_MATH,
+        _CODE_AND_MATH_ANSWERS,
+        tasks=(
+            "write a sorting function",
+            "solve an equation",
+            "add two big numbers",
+            "write a Python script",
+            "debug my code",
+            "write a web app",
+            "calculate my taxes",
+            "multiply large numbers",
+        ),
+        topics=("math", "coding", "algebra", "programming", "arithmetic"),
+    ),
 )
 
 _ASK = (
@@ -521,7 +590,7 @@ _REFUSAL_OPENINGS = (
 
 def _unsafe(name: str, acts: tuple[str, ...], alternatives: tuple[str, ...]) -> Intent:
     answers = tuple(f"{opening} {alt}" for opening in _REFUSAL_OPENINGS for alt in alternatives)
-    return Intent(name, "unsafe", _product_of(_ASK, act=acts), answers)
+    return Intent(name, "unsafe", _product_of(_ASK, act=acts), answers, tasks=acts)
 
 
 UNSAFE = (

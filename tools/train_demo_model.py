@@ -34,7 +34,7 @@ DEFAULT_PLOT = REPO / "docs" / "demo-model-loss.png"
 @dataclass
 class TrainSettings:
     seed: int = 0
-    num_conversations: int = 32000
+    num_conversations: int = 40000
     num_val_conversations: int = 300
     vocab_size: int = 3072
     batch_tokens: int = 4096  # most padded tokens per step
@@ -257,7 +257,7 @@ def plot_loss(history: list[dict[str, float]], path: Path, title: str) -> None:
     train = [(h["step"], h["train_loss"]) for h in history if not math.isnan(h["train_loss"])]
     val = [(h["step"], h["val_loss"]) for h in history if "val_loss" in h]
     ax.plot(*zip(*train, strict=True), label="train (assistant tokens)")
-    ax.plot(*zip(*val, strict=True), "o-", markersize=3, label="validation (held-out conversations)")
+    ax.plot(*zip(*val, strict=True), "o-", markersize=3, label="validation (fresh conversations, another seed)")
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy (nats per token)")
@@ -304,7 +304,7 @@ def main() -> int:
     }
     title = (
         f"llamafoundry-demo: {num_params / 1e6:.1f}M params, {stats['num_train_tokens'] / 1e6:.1f}M tokens, "
-        f"{stats['train_minutes']:.0f} min on {settings.threads} CPU thread(s)"
+        f"{stats['train_minutes']:.0f} min on {settings.threads} CPU thread{'s' if settings.threads > 1 else ''}"
     )
     plot_loss(result.history, args.plot, title)
     print(json.dumps(stats, indent=2))
