@@ -1,14 +1,15 @@
 """Train llamafoundry's built-in demo model from scratch and write it as a GGUF.
 
     .venv/bin/pip install torch==2.13.0 tokenizers matplotlib   # the `train` extra
-    .venv/bin/python tools/train_demo_model.py --threads 2
+    .venv/bin/python tools/train_demo_model.py     # the shipped file (1 thread, about 12 minutes)
 
 Steps: generate conversations (demo_data.py, fixed seed) -> train a byte-level BPE (demo_tokenizer.py) ->
 render each conversation with the model's chat template and mask everything but the assistant's tokens ->
 train a small Llama (demo_llama.py) with AdamW -> write F16 and quantize to Q8_0 (demo_gguf.py) -> check that
 llama.cpp tokenizes like the trainer and computes the same logits as PyTorch -> plot the loss curve.
 
-The same seed, thread count and machine give the same file.
+The same seed, thread count and machine give the same file; `--threads 2` is faster but sums in another order,
+so its file differs slightly from the shipped one.
 """
 
 from __future__ import annotations
