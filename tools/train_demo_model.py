@@ -8,8 +8,8 @@ render each conversation with the model's chat template and mask everything but 
 train a small Llama (demo_llama.py) with AdamW -> write F16 and quantize to Q8_0 (demo_gguf.py) -> check that
 llama.cpp tokenizes like the trainer and computes the same logits as PyTorch -> plot the loss curve.
 
-The same seed, thread count and machine give the same file; `--threads 2` is faster but sums in another order,
-so its file differs slightly from the shipped one.
+The same seed, thread count and machine give the same file; another thread count (`--threads 2` is faster) may
+add up floating-point sums in another order and give a slightly different one.
 """
 
 from __future__ import annotations
