@@ -13,7 +13,7 @@ from tests.api.conftest import start_server, stop_server
 from tests.serve_process import free_port, launch_serve, stop_process, wait_healthy
 
 
-def test_serve_without_arguments_serves_the_default_model_and_prints_a_key(tmp_path: Path) -> None:
+def test_serve_without_arguments_serves_the_demo_model_and_prints_a_key(tmp_path: Path) -> None:
     port = free_port()
     log_path = tmp_path / "serve.log"
     process = launch_serve(["--port", str(port), "--data-dir", str(tmp_path / "home")], log_path)
@@ -25,8 +25,15 @@ def test_serve_without_arguments_serves_the_default_model_and_prints_a_key(tmp_p
         assert key, printed
         assert url in printed and "ChatCompletionsClient" in printed and key.group(1) in printed
         info = httpx.get(f"{url}/info", headers={"api-key": key.group(1)}, timeout=10)
-        assert info.status_code == 200
-        assert info.json()["model_type"] == "chat-completions"
+        assert info.json() == {
+            "model_name": "llamafoundry-demo",
+            "model_type": "chat-completions",
+            "model_provider_name": "llamafoundry",
+        }
+        body = {"messages": [{"role": "user", "content": "Hi, who are you?"}], "temperature": 0, "max_tokens": 96}
+        reply = httpx.post(f"{url}/chat/completions", json=body, headers={"api-key": key.group(1)}, timeout=60)
+        choice = reply.json()["choices"][0]
+        assert choice["finish_reason"] == "stop" and "llamafoundry" in choice["message"]["content"]
         assert httpx.get(f"{url}/info", headers={"api-key": "wrong"}, timeout=10).status_code == 401
     finally:
         stop_process(process)

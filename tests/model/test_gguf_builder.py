@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,12 +11,9 @@ import pytest
 
 from llamafoundry.model import gguf_builder
 from llamafoundry.model.gguf_builder import (
-    PRESETS,
     TEMPLATE_DIR,
     build_random_gguf,
-    default_model_path,
     default_tokenizer_path,
-    ensure_default_model,
     llama3_rope_factors,
 )
 from llamafoundry.model.llamacpp import LlamaCppRunner, LlamaCppVocab
@@ -151,32 +147,6 @@ def test_progress_reports_every_stage_to_completion(tmp_path: Path) -> None:
     last = {stage: (done, total) for stage, done, total in calls}
     assert set(last) == {"writing weights", "quantizing to Q8_0"}
     assert all(done == total for done, total in last.values())
-
-
-def test_ensure_default_model_builds_once_and_reuses_the_file(tmp_path: Path) -> None:
-    path = ensure_default_model(tmp_path)
-    assert path == default_model_path(tmp_path) == tmp_path / "models" / "llamafoundry-tiny.gguf"
-    first = path.stat()
-    assert ensure_default_model(tmp_path) == path
-    second = path.stat()
-    assert (second.st_ino, second.st_mtime_ns) == (first.st_ino, first.st_mtime_ns)
-    assert [p.name for p in path.parent.iterdir()] == [path.name]
-
-
-@pytest.mark.parametrize(
-    ("preset", "num_params"),
-    [("llama-3.2-1b", 1_235_814_400), ("llama-3.2-3b", 3_212_749_824), ("llama-3.1-8b", 8_030_261_248)],
-)
-def test_presets_have_the_parameter_counts_of_the_real_models(preset: str, num_params: int) -> None:
-    plan = gguf_builder._tensor_plan(PRESETS[preset], LLAMA3_VOCAB_SIZE)
-    assert sum(math.prod(spec.shape) for spec in plan if spec.kind != "rope") == num_params
-
-
-@pytest.mark.parametrize("preset", list(PRESETS))
-def test_every_preset_template_is_packaged(preset: str) -> None:
-    shape = PRESETS[preset]
-    assert (TEMPLATE_DIR / shape.chat_template).is_file()
-    assert ("3.2" in shape.chat_template) == preset.startswith("llama-3.2")
 
 
 def test_llama3_rope_factors_blend_from_one_to_the_scaling_factor() -> None:

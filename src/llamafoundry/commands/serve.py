@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from llamafoundry.platform.store import Store
     from llamafoundry.service.safety import ChatSafety
 
+DEFAULT_MAX_CTX = 4096
+
 
 def register(commands: argparse._SubParsersAction) -> None:
     _add_serve(commands)
@@ -36,7 +38,12 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--api-key", help="key clients must send (default: a generated 32-character key)")
-    serve.add_argument("--ctx-size", type=int, default=4096, help="context of one request, prompt + completion")
+    serve.add_argument(
+        "--ctx-size",
+        type=int,
+        default=None,
+        help=f"context of one request, prompt + completion (default: the model's own, at most {DEFAULT_MAX_CTX})",
+    )
     serve.add_argument("--parallel", type=int, default=4, help="sequences decoded together (KV cache slots)")
     serve.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     serve.add_argument("--batch-size", type=int, default=512, help="most tokens per engine step")
@@ -72,11 +79,11 @@ def _serve(args: argparse.Namespace) -> int:
     if args.no_default:  # the bare routes serve no model of their own; deployments only
         model_path, default_name, default_provider = Path("none.gguf"), "none", "llamafoundry"
     else:
-        model_path, default_name, default_provider = _resolve_model(args.model, home)
+        model_path, default_name, default_provider = _resolve_model(args.model)
     settings = ServeSettings(
         engine=EngineSettings(
             model_path=model_path,
-            ctx_size=args.ctx_size,
+            ctx_size=args.ctx_size or _default_ctx_size(model_path, args.no_default),
             parallel=args.parallel,
             threads=args.threads,
             batch_size=args.batch_size,
@@ -142,17 +149,28 @@ def _usage_routes(accounting: Accounting, store: Store) -> APIRouter:
     return usage_router(accounting, lambda: store_pricing(store), path="/usage")
 
 
-def _resolve_model(model: Path | None, home: Path) -> tuple[Path, str, str]:
-    """The GGUF to serve, its default name and provider: --model, else the embedded default model."""
+def _resolve_model(model: Path | None) -> tuple[Path, str, str]:
+    """The GGUF to serve, its default name and provider: --model, else the built-in demo model."""
     if model is not None:
         if not model.is_file():
             raise FileNotFoundError(f"--model {model}: no such file. Pass the path of a .gguf file.")
         return model, model.stem, "Meta"
-    from llamafoundry.model.gguf_builder import default_model_path, ensure_default_model
+    from llamafoundry.model.demo import DEMO_MODEL_NAME, DEMO_MODEL_PROVIDER, demo_model_path
 
-    if not default_model_path(home).is_file():
-        console.print(f"Building the embedded default model in {default_model_path(home)} (first start only)...")
-    return ensure_default_model(home), "llamafoundry-tiny", "llamafoundry"
+    return demo_model_path(), DEMO_MODEL_NAME, DEMO_MODEL_PROVIDER
+
+
+def _default_ctx_size(model_path: Path, no_model: bool) -> int:
+    """The context the model was trained for, capped: a 128k context would reserve gigabytes of KV cache."""
+    if no_model:
+        return DEFAULT_MAX_CTX
+    from llamafoundry.model.llamacpp import LlamaCppVocab
+
+    vocab = LlamaCppVocab(model_path)  # metadata and vocabulary only: no weights are read
+    try:
+        return min(DEFAULT_MAX_CTX, vocab.n_ctx_train() or DEFAULT_MAX_CTX)
+    finally:
+        vocab.close()
 
 
 def _print_banner(settings: ServeSettings, generated_key: bool) -> None:

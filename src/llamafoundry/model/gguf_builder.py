@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import math
 import mmap
-import os
 import struct
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,35 +117,6 @@ class _Field(NamedTuple):
 def default_tokenizer_path() -> Path:
     """The packaged Llama 3 tokenizer GGUF (vocabulary only, no tensors)."""
     return DATA_DIR / "llama3-tokenizer.gguf"
-
-
-def default_model_path(home: str | Path) -> Path:
-    """Where `ensure_default_model` keeps the tiny default model under the llamafoundry home directory."""
-    return Path(home) / "models" / "llamafoundry-tiny.gguf"
-
-
-def ensure_default_model(home: str | Path) -> Path:
-    """Build the tiny F16 default model on first call and reuse it afterwards.
-
-    The file is written under a temporary name and renamed into place, so a crash or a concurrent caller never
-    leaves a half-written model at the default path.
-
-    Returns:
-        `default_model_path(home)`.
-    """
-    path = default_model_path(home)
-    if path.is_file():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        build_random_gguf(tmp, preset=DEFAULT_PRESET, quant="F16")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def build_random_gguf(
