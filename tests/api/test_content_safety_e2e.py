@@ -134,18 +134,20 @@ def test_a_benign_prompt_is_annotated(filtered: Server) -> None:
 def test_streams_parse_in_every_python_sdk(filtered: Server) -> None:
     """The first update still has role assistant (the prompt annotation rides on it), every update one choice."""
     with client(filtered) as sdk:
-        updates = list(sdk.complete(messages=[UserMessage(BENIGN)], max_tokens=8, stream=True))
+        # greedy, so the sync and async runs generate the same text and are released in the same windows
+        updates = list(sdk.complete(messages=[UserMessage(BENIGN)], max_tokens=8, temperature=0, stream=True))
     assert updates[0].choices[0].delta.role == "assistant"
     assert_safe_annotations(updates[0].as_dict()["prompt_filter_results"][0]["content_filter_results"])
     assert all(len(u.choices) == 1 for u in updates) and updates[-1].usage.completion_tokens == 8
 
     async def run() -> list[Any]:
         async with AsyncChatCompletionsClient(filtered.url, AzureKeyCredential(filtered.key), retry_total=0) as sdk:
-            response = await sdk.complete(messages=[UserMessage(BENIGN)], max_tokens=8, stream=True)
+            response = await sdk.complete(messages=[UserMessage(BENIGN)], max_tokens=8, temperature=0, stream=True)
             return [update async for update in response]
 
     async_updates = asyncio.run(run())
     assert async_updates[0].choices[0].delta.role == "assistant" and len(async_updates) == len(updates)
+    assert [u.choices[0].delta.content for u in async_updates] == [u.choices[0].delta.content for u in updates]
 
     with openai.OpenAI(base_url=f"{filtered.url}/v1", api_key=filtered.key, max_retries=0) as sdk:
         chunks = list(sdk.chat.completions.create(
