@@ -10,9 +10,9 @@ from .fake_runner import FakeRunner
 from .test_engine_scheduling import run_until_done, submit
 
 
-def test_each_step_computes_at_most_max_prefill_tokens_and_decodes_every_stream() -> None:
+def test_steps_that_decode_take_fewer_prompt_tokens_and_every_stream_decodes_each_step() -> None:
     runner = FakeRunner(max_seqs=3, max_batch_tokens=32)
-    engine = LLMEngine(runner, ctx_size=128, max_queue=8, max_prefill_tokens=4)
+    engine = LLMEngine(runner, ctx_size=128, max_queue=8, max_prefill_tokens=12, max_prefill_tokens_while_decoding=4)
     _, running = submit(engine, [1, 2], temperature=0.0, max_tokens=30)
     engine.step()
     _, long_prompt = submit(engine, list(range(1, 41)), temperature=0.0, max_tokens=3)
@@ -20,6 +20,11 @@ def test_each_step_computes_at_most_max_prefill_tokens_and_decodes_every_stream(
     for batch in runner.batches:
         prompt_tokens = [t for t in batch if t[2] == (1,) and not t[3]]
         assert len(prompt_tokens) <= 4
+    alone = FakeRunner(max_seqs=1, max_batch_tokens=32)
+    solo = LLMEngine(alone, ctx_size=128, max_queue=8, max_prefill_tokens=12, max_prefill_tokens_while_decoding=4)
+    submit(solo, list(range(1, 41)), temperature=0.0, max_tokens=3)
+    run_until_done(solo)
+    assert [len(b) for b in alone.batches[:4]] == [12, 12, 12, 4]  # nothing decodes: the larger chunks
     decoding_steps = runner.batches[1:11]
     assert all(any(t[2] == (0,) for t in b) for b in decoding_steps), "the running stream decodes every step"
     assert running.finish_reasons() == {0: "length"} and long_prompt.finish_reasons() == {0: "length"}
@@ -27,7 +32,7 @@ def test_each_step_computes_at_most_max_prefill_tokens_and_decodes_every_stream(
 
 def test_prompts_queued_together_get_first_tokens_in_turn() -> None:
     runner = FakeRunner(max_seqs=4, max_batch_tokens=64)
-    engine = LLMEngine(runner, ctx_size=128, max_queue=8, max_prefill_tokens=6)
+    engine = LLMEngine(runner, ctx_size=128, max_queue=8, max_prefill_tokens=6, max_prefill_tokens_while_decoding=6)
     sinks = [submit(engine, [i + 1] * 6, temperature=0.0, max_tokens=4)[1] for i in range(4)]
     first_step: list[int] = []
     step = 0
@@ -39,3 +44,17 @@ def test_prompts_queued_together_get_first_tokens_in_turn() -> None:
             if has_output and len(first_step) == index:
                 first_step.append(step)
     assert first_step == [1, 2, 3, 4]
+
+
+def test_a_burst_of_prompts_is_computed_in_large_chunks_even_while_a_stream_decodes() -> None:
+    runner = FakeRunner(max_seqs=6, max_batch_tokens=64)
+    engine = LLMEngine(runner, ctx_size=128, max_queue=8, max_prefill_tokens=40, max_prefill_tokens_while_decoding=4)
+    submit(engine, [1, 2], temperature=0.0, max_tokens=30)
+    engine.step()
+    for i in range(5):  # five prompts against one decoding stream: a burst
+        submit(engine, [i + 3] * 10, temperature=0.0, max_tokens=3)
+    engine.step()
+    assert sum(1 for tok in runner.batches[-1] if tok[2] != (0,)) == 40  # four whole prompts at once
+    engine.step()  # five streams decode, one prompt is left: it goes in small chunks
+    assert sorted(tok[2][0] for tok in runner.batches[-1]) == [0, 1, 2, 3, 4, 5, 5, 5, 5]
+    run_until_done(engine)

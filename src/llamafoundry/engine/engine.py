@@ -39,9 +39,11 @@ class LLMEngine:
         max_queue: requests that may wait for a slot before `add_request` refuses more.
         prefix_caching: share cached prompt prefixes across requests (see prefix_cache.py); finished sequences
             then keep their cells in their free slots until a new request reuses or wipes them.
-        max_prefill_tokens: most prompt tokens computed in one step. Chunk size barely changes a CPU's prefill
-            rate (64 to 512 tokens per chunk measured the same), while every running stream waits for the whole
-            step, so the default keeps steps short.
+        max_prefill_tokens: most prompt tokens computed in one step while more prompts are being computed than
+            streams decode (a burst of arrivals: computing them fast lets them decode together in full batches).
+        max_prefill_tokens_while_decoding: the same once at least as many streams decode: their next tokens
+            wait for the step, ~8 ms per prompt token per CPU core. Chunk size barely changes a CPU's prefill
+            rate (64 to 512 tokens per chunk measured the same), so small chunks cost only extra steps.
     """
 
     def __init__(
@@ -50,12 +52,18 @@ class LLMEngine:
         ctx_size: int,
         max_queue: int,
         prefix_caching: bool = False,
-        max_prefill_tokens: int = 128,
+        max_prefill_tokens: int = 512,
+        max_prefill_tokens_while_decoding: int = 64,
     ) -> None:
         self.runner = runner
         self.ctx_size = ctx_size
-        max_prefill = min(max_prefill_tokens, runner.max_batch_tokens)
-        self.scheduler = Scheduler(runner.max_seqs, runner.max_batch_tokens, max_queue, max_prefill)
+        self.scheduler = Scheduler(
+            runner.max_seqs,
+            runner.max_batch_tokens,
+            max_queue,
+            min(max_prefill_tokens, runner.max_batch_tokens),
+            min(max_prefill_tokens_while_decoding, runner.max_batch_tokens),
+        )
         self.prefix_cache = PrefixCache(runner) if prefix_caching else None
         self._pieces: dict[tuple[int, bool], bytes] = {}
 

@@ -1,8 +1,9 @@
 """Prefix caching across requests: which token prefixes the KV cache already holds, and under which sequence id.
 
-The KV cache is unified (one pool of cells for all sequences), so a prefix cached under any sequence id can be
-shared with another by `seq_copy` (the cells gain a second owner; nothing is recomputed or duplicated). Two kinds
-of holders are searched:
+A prefix cached under any sequence id is given to another by `seq_copy` of the whole sequence and a `seq_remove`
+of what follows the prefix: with one KV stream per sequence that copies buffers (milliseconds, against seconds
+to recompute a long prompt on a CPU); in a unified cache the cells gain an owner. Two kinds of holders are
+searched:
 
 - running sequences (the engine lists them each time: a prompt being prefilled, or prompt + generated tokens);
 - idle slots: when a request finishes, its sequence slot goes back to the free list but keeps its cells, and
@@ -147,7 +148,12 @@ class PrefixCache:
         best_len = min(best_len, request.num_prompt_tokens - 1)  # the last prompt token is computed for its logits
         if best_len <= request.num_computed:
             return
-        self.runner.seq_copy(best_seq, request.sequences[0].seq_id, request.num_computed, best_len)
+        # A whole-sequence copy, then a trim: the only copy llama.cpp makes between per-sequence KV streams
+        # (and equivalent in a unified cache, where it shares cells).
+        dst = request.sequences[0].seq_id
+        self.runner.seq_remove(dst)
+        self.runner.seq_copy(best_seq, dst)
+        self.runner.seq_remove(dst, best_len, -1)
         if best_seq in self._idle:
             self._idle.move_to_end(best_seq)
         request.num_cached_tokens += best_len - request.num_computed

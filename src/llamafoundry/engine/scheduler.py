@@ -1,7 +1,7 @@
 """Which requests run and what each step's batch holds. Pure bookkeeping: no model, no numpy.
 
 Memory is guaranteed by construction: the KV cache has `max_seqs * ctx_size` cells and every sequence is
-capped at `ctx_size` positions (its prompt cells are shared with its forks), so a request that holds
+capped at `ctx_size` positions (a stream of its own, or its share of a unified pool), so a request that holds
 sequence slots can always grow to its limit. Admission therefore only needs free slots.
 """
 
@@ -47,16 +47,27 @@ class Scheduler:
         max_batch_tokens: most tokens in one step (decode tokens and prefill chunks together).
         max_queue: requests that may wait for a slot.
         max_prefill_tokens: most prompt tokens in one step (default: max_batch_tokens).
+        max_prefill_tokens_while_decoding: most prompt tokens in a step while at least as many streams decode
+            as prompts are being computed (default: max_prefill_tokens); it bounds how long a prompt arriving
+            holds up the running streams.
 
     Running decodes always get their token in every step, so a long prompt arriving never stalls the
     streams already running (chunked prefill); it only shares the step's remaining token budget.
     """
 
     def __init__(
-        self, max_seqs: int, max_batch_tokens: int, max_queue: int, max_prefill_tokens: int | None = None
+        self,
+        max_seqs: int,
+        max_batch_tokens: int,
+        max_queue: int,
+        max_prefill_tokens: int | None = None,
+        max_prefill_tokens_while_decoding: int | None = None,
     ) -> None:
         self.max_batch_tokens = max_batch_tokens
         self.max_prefill_tokens = max_batch_tokens if max_prefill_tokens is None else max_prefill_tokens
+        self.max_prefill_tokens_while_decoding = (
+            self.max_prefill_tokens if max_prefill_tokens_while_decoding is None else max_prefill_tokens_while_decoding
+        )
         self.max_queue = max_queue
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
@@ -112,10 +123,7 @@ class Scheduler:
             if request.status is RequestStatus.DECODING:
                 plan.decoding.append(request)
                 budget -= len(request.live_sequences)
-        # A step lasts as long as its prefill tokens take (a CPU computes ~100 prompt tokens/s per core), and every
-        # running stream waits for the step: small chunks bound the inter-token stall, and prompts queued behind
-        # each other get their first tokens one after another instead of all at the end of one long step.
-        budget = min(budget, self.max_prefill_tokens)
+        budget = min(budget, self._prefill_budget(plan))
         for request in self.running:
             if request.status is not RequestStatus.PREFILL or request.waits_for_prefix or budget <= 0:
                 continue
@@ -124,6 +132,20 @@ class Scheduler:
             plan.prefill.append(PrefillChunk(request, start, end))
             budget -= end - start
         return plan
+
+    def _prefill_budget(self, plan: StepPlan) -> int:
+        """Prompt tokens this step may compute.
+
+        A step lasts as long as its prompt tokens take (~8 ms each per CPU core) and every decoding stream waits
+        for it. While the prompts being computed outnumber the streams decoding (a burst: requests arriving
+        together), they go in large chunks so they soon decode together in full batches; once most requests
+        decode, arriving prompts go in small chunks so the running streams are held up little per token.
+        """
+        num_decoding = sum(len(r.live_sequences) for r in plan.decoding)
+        num_prefilling = sum(1 for r in self.running if r.status is RequestStatus.PREFILL)
+        if num_decoding < num_prefilling:
+            return self.max_prefill_tokens
+        return self.max_prefill_tokens_while_decoding
 
     def remove(self, request: Request) -> None:
         """Drop a finished or aborted request from the queues (slots are released by the engine)."""
