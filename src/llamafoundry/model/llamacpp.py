@@ -60,6 +60,12 @@ class LlamaCppVocab:
         params = llama_cpp.llama_model_default_params()
         params.vocab_only = vocab_only
         params.n_gpu_layers = 0
+        if not vocab_only:
+            # Read the weights instead of mapping the file: on AVX2/AVX-512 CPUs llama.cpp repacks the Q4_K
+            # matrices into its own buffer (CPU_REPACK, 445 MiB of a 763 MiB Llama 3.2 1B Q4_K_M), and with mmap
+            # the file pages it read them from stay resident as well. Resident size drops by that much; load
+            # time and speed do not change (measured).
+            params.load_mode = llama_cpp.LLAMA_LOAD_MODE_NONE
         model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
         if not model:
             raise ValueError(f"llama.cpp could not load {path}: is it a valid GGUF file for a supported architecture?")
