@@ -53,7 +53,7 @@ class LLMEngine:
         max_queue: int,
         prefix_caching: bool = False,
         max_prefill_tokens: int = 512,
-        max_prefill_tokens_while_decoding: int = 64,
+        max_prefill_tokens_while_decoding: int = 16,
     ) -> None:
         self.runner = runner
         self.ctx_size = ctx_size
