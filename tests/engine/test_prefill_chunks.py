@@ -58,3 +58,19 @@ def test_a_burst_of_prompts_is_computed_in_large_chunks_even_while_a_stream_deco
     engine.step()  # five streams decode, one prompt is left: it goes in small chunks
     assert sorted(tok[2][0] for tok in runner.batches[-1]) == [0, 1, 2, 3, 4, 5, 5, 5, 5]
     run_until_done(engine)
+
+
+def test_batch_tokens_go_in_ascending_sequence_id_and_slots_are_the_lowest_free() -> None:
+    runner = FakeRunner(max_seqs=4, max_batch_tokens=32)
+    engine = LLMEngine(runner, ctx_size=64, max_queue=8)
+    sinks = [submit(engine, [i + 1, 2, 3], temperature=0.0, max_tokens=6 + 4 * i)[1] for i in range(4)]
+    while not sinks[1].finished:  # slots 0 then 1 come free; 2 and 3 still run
+        engine.step()
+    _, late = submit(engine, [9, 9, 9], temperature=0.0, max_tokens=2)
+    engine.step()
+    assert (0,) in [tok[2] for tok in runner.batches[-1] if not tok[3]], "the lowest free slot, not the latest"
+    run_until_done(engine)
+    for batch in runner.batches:
+        seq_ids = [tok[2][0] for tok in batch]
+        assert seq_ids == sorted(seq_ids)
+    assert late.finish_reasons() == {0: "length"}

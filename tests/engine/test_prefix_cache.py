@@ -169,3 +169,19 @@ def test_real_model_concurrent_shared_prefix_is_computed_once(tiny_model_path: P
         assert all(r.num_cached_tokens >= len(system) - 1 for r in requests[1:])
     finally:
         runner.close()
+
+
+def test_a_cache_in_the_lowest_free_slot_moves_aside_for_a_newcomer() -> None:
+    runner = FakeRunner(max_seqs=3)
+    engine = LLMEngine(runner, ctx_size=64, max_queue=8, prefix_caching=True)
+    turn_1 = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3]
+    _, first = submit(engine, turn_1, temperature=0.0, max_tokens=4)
+    run_until_done(engine)
+    submit(engine, [20, 21, 22], temperature=0.0, max_tokens=30)  # another user takes slot 0
+    engine.step()
+    assert engine.prefix_cache.idle_slots == [2]  # turn 1's cache moved to the highest empty slot
+    turn_2 = turn_1 + first.token_ids()[0] + [7, 7]
+    request, second = submit(engine, turn_2, temperature=0.0, max_tokens=4)
+    run_until_done(engine)
+    assert request.num_cached_tokens == len(turn_1) + 3
+    assert second.token_ids()[0] == cold_tokens(turn_2, 4)

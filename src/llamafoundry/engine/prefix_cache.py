@@ -87,39 +87,50 @@ class PrefixCache:
         """Free slots that still hold cells, least recently used first."""
         return list(self._idle)
 
-    # ---- admission: which slots, and what the first one already holds ----------------------------
+    # ---- admission: what the new request's slots start with ---------------------------------------
 
-    def pick_slots(self, request: Request, free: list[int]) -> list[int]:
-        """Choose a new request's slots among the free ones (a `Scheduler.admit` slot picker).
+    def claim(self, request: Request, slots: list[int], free: list[int], running: list[Request]) -> None:
+        """Set up an admitted request's slots (the scheduler hands out the lowest free ids, which keeps the
+        running streams in few runs of consecutive ids, one pass over the weights each).
 
-        The first slot (the prompt is computed on it) is the idle slot sharing the longest prefix with the
-        prompt, if any shares one; the others, and the first when none does, are slots holding nothing, then
-        the least recently used idle ones.
+        The first slot gets the longest prompt prefix held anywhere: kept in place when the slot itself holds
+        it, else copied. Caches the slots held are moved to a free slot holding nothing or a less recently used
+        cache, rather than lost.
+
+        Args:
+            request: the admitted request.
+            slots: its slots; the prompt is computed on the first.
+            free: the slots still free after this admission (where displaced caches may go).
+            running: the running requests (their sequences hold prefixes too).
         """
-        best_slot, best_len = -1, 0
-        for seq_id in free:
-            held = self._idle.get(seq_id)
-            if held is not None and (length := common_prefix_len(request.prompt_ids, held)) > best_len:
-                best_slot, best_len = seq_id, length
-        chosen = [best_slot] if best_len else []
-        empty = [s for s in reversed(free) if s not in self._idle]  # the scheduler's own order
-        lru = [s for s in self._idle if s in free and s != best_slot]
-        for seq_id in empty + lru:
-            if len(chosen) == request.num_slots_needed:
-                break
-            chosen.append(seq_id)
-        return chosen
+        first = slots[0]
+        best_seq, best_len = self._best_holder(request, running, exclude=set())
+        if best_len and best_seq == first:
+            del self._idle[first]
+            self.runner.seq_remove(first, best_len, -1)
+            request.num_computed = request.num_cached_tokens = best_len
+        else:
+            if first in self._idle:
+                self._displace(first, free, protected=best_seq)
+            if best_len:  # copied before the source is displaced: it may be one of this request's other slots
+                self._copy_prefix(best_seq, first, best_len, request)
+        for seq_id in slots[1:]:
+            if seq_id in self._idle:
+                self._displace(seq_id, free, protected=-1)
 
-    def claim(self, request: Request, slots: list[int]) -> None:
-        """Take an admitted request's slots: keep the prompt prefix the first holds, wipe everything else."""
-        for index, seq_id in enumerate(slots):
-            held = self._idle.pop(seq_id, None)
-            if held is None:
-                continue
-            keep = min(common_prefix_len(request.prompt_ids, held), request.num_prompt_tokens - 1) if not index else 0
-            self.runner.seq_remove(seq_id, keep, -1)
-            if keep:
-                request.num_computed = request.num_cached_tokens = keep
+    def _displace(self, seq_id: int, free: list[int], protected: int) -> None:
+        """Free `seq_id` for a new request, moving its cache to a free slot holding nothing or an older cache."""
+        age = list(self._idle).index(seq_id)
+        held = self._idle.pop(seq_id)
+        empty = [s for s in free if s not in self._idle and s != protected]
+        older = [s for s in list(self._idle)[:age] if s in free and s != protected]
+        victim = max(empty) if empty else (older[0] if older else None)
+        if victim is not None:
+            self._idle.pop(victim, None)
+            self.runner.seq_remove(victim)
+            self.runner.seq_copy(seq_id, victim)  # queued: llama.cpp copies before the next decode writes
+            self._idle[victim] = held
+        self.runner.seq_remove(seq_id)
 
     # ---- every step: share what other sequences hold ---------------------------------------------
 
@@ -138,26 +149,30 @@ class PrefixCache:
             request.waits_for_prefix = min(ahead, last) - request.num_computed >= self.min_tokens_to_wait
 
     def _copy_longest_prefix(self, request: Request, running: list[Request]) -> None:
-        exclude = set(request.seq_ids)
+        best_seq, best_len = self._best_holder(request, running, exclude=set(request.seq_ids))
+        if best_len > request.num_computed:
+            self._copy_prefix(best_seq, request.sequences[0].seq_id, best_len, request)
+
+    def _best_holder(self, request: Request, running: list[Request], exclude: set[int]) -> tuple[int, int]:
+        """(seq_id, length) of the longest prefix of the prompt held anywhere, at most all but its last token."""
         best_seq, best_len = -1, 0
         for holder in self._holders(running):
             if holder.seq_id not in exclude:
                 length = match_len(request.prompt_ids, holder.head, holder.tail, holder.tail_len)
                 if length > best_len:
                     best_seq, best_len = holder.seq_id, length
-        best_len = min(best_len, request.num_prompt_tokens - 1)  # the last prompt token is computed for its logits
-        if best_len <= request.num_computed:
-            return
-        # A whole-sequence copy, then a trim: the only copy llama.cpp makes between per-sequence KV streams
-        # (and equivalent in a unified cache, where it shares cells).
-        dst = request.sequences[0].seq_id
+        return best_seq, min(best_len, request.num_prompt_tokens - 1)  # the last token is computed for its logits
+
+    def _copy_prefix(self, src: int, dst: int, length: int, request: Request) -> None:
+        """Give `dst` the first `length` positions of `src`: a whole-sequence copy, then a trim (the only copy
+        llama.cpp makes between per-sequence KV streams; in a unified cache the cells gain an owner)."""
         self.runner.seq_remove(dst)
-        self.runner.seq_copy(best_seq, dst)
-        self.runner.seq_remove(dst, best_len, -1)
-        if best_seq in self._idle:
-            self._idle.move_to_end(best_seq)
-        request.num_cached_tokens += best_len - request.num_computed
-        request.num_computed = best_len
+        self.runner.seq_copy(src, dst)
+        self.runner.seq_remove(dst, length, -1)
+        if src in self._idle:
+            self._idle.move_to_end(src)
+        request.num_cached_tokens += length - request.num_computed
+        request.num_computed = length
 
     def _holders(self, running: list[Request]) -> list[Holder]:
         """Every sequence id with cells: idle slots, prompts being computed, decoding sequences."""

@@ -7,13 +7,11 @@ sequence slots can always grow to its limit. Admission therefore only needs free
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from llamafoundry.engine.sequence import Request, RequestStatus
-
-SlotPicker = Callable[[Request, list[int]], list[int]]  # (request, free slots) -> the request's slots
 
 
 @dataclass
@@ -71,7 +69,7 @@ class Scheduler:
         self.max_queue = max_queue
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
-        self._free_slots: list[int] = list(range(max_seqs - 1, -1, -1))  # pop() hands out slot 0 first
+        self._free_slots: list[int] = list(range(max_seqs))  # a heap: the lowest free id is handed out first
 
     @property
     def num_free_slots(self) -> int:
@@ -87,18 +85,20 @@ class Scheduler:
     def add(self, request: Request) -> None:
         self.waiting.append(request)
 
+    @property
+    def free_slots(self) -> list[int]:
+        return sorted(self._free_slots)
+
     def take_slot(self) -> int:
-        return self._free_slots.pop()
+        """The lowest free sequence id: running sequences stay in few runs of consecutive ids, and llama.cpp
+        makes one pass over the weights per run when each sequence has its own KV stream."""
+        return heapq.heappop(self._free_slots)
 
     def release_slot(self, seq_id: int) -> None:
-        self._free_slots.append(seq_id)
+        heapq.heappush(self._free_slots, seq_id)
 
-    def admit(self, pick_slots: SlotPicker | None = None) -> list[tuple[Request, list[int]]]:
+    def admit(self) -> list[tuple[Request, list[int]]]:
         """Move waiting requests, oldest first, into PREFILL while their slots fit.
-
-        Args:
-            pick_slots: chooses which free slots a request gets (prefix caching prefers the slot that already
-                holds the prompt's prefix); by default the lowest-numbered free slots.
 
         Returns each admitted request with the sequence slots taken for it (all it will ever need).
         """
@@ -107,13 +107,7 @@ class Scheduler:
             request = self.waiting.popleft()
             request.status = RequestStatus.PREFILL
             self.running.append(request)
-            if pick_slots is None:
-                slots = [self.take_slot() for _ in range(request.num_slots_needed)]
-            else:
-                slots = pick_slots(request, list(self._free_slots))
-                for seq_id in slots:
-                    self._free_slots.remove(seq_id)
-            admitted.append((request, slots))
+            admitted.append((request, [self.take_slot() for _ in range(request.num_slots_needed)]))
         return admitted
 
     def plan(self) -> StepPlan:
