@@ -29,7 +29,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from bench import report
 from bench.client import run_level, warm_up
-from bench.metrics import RequestResult, Summary, summarize
+from bench.metrics import RequestResult, Summary, first_wave_ttft, latency_stats, summarize
 from bench.raw_decode import open_runner, raw_decode
 from bench.servers import DEFAULT_SERVERS, SERVERS, RunningServer, ServerConfig, start_server
 from bench.workloads import WordSource, build_workload
@@ -141,13 +141,18 @@ def _measure(
             "rounds": [r["decode_tok_s"] for r in runs],
         }
     for (name, workload, c), runs in rounds.items():
-        run_data["servers"][name]["levels"].setdefault(workload, {})[str(c)] = _combine(runs)
+        run_data["servers"][name]["levels"].setdefault(workload, {})[str(c)] = _combine(runs, workload, c)
 
 
-def _combine(runs: list[tuple[Summary, list[RequestResult], str]]) -> dict[str, Any]:
-    """Latency percentiles over the requests of all rounds; rates as the median of the rounds."""
+def _combine(runs: list[tuple[Summary, list[RequestResult], str]], workload: str, c: int) -> dict[str, Any]:
+    """Latency percentiles over the requests of all rounds; rates as the median of the rounds. The shared-prefix
+    workload also gets TTFT of each round's first wave (prompt cached nowhere) and of the later requests."""
     pooled = summarize([r for _, results, _ in runs for r in results], sum(s.duration_s for s, _, _ in runs))
     data = pooled.to_dict()
+    if workload == "shared-prefix":
+        waves = [first_wave_ttft(results, c) for _, results, _ in runs]
+        data["ttft_first_wave_ms"] = latency_stats([t for first, _ in waves for t in first])
+        data["ttft_later_ms"] = latency_stats([t for _, later in waves for t in later])
     for key in ("request_throughput", "output_throughput", "total_token_throughput"):
         data[key] = median(getattr(s, key) for s, _, _ in runs)
     data["rounds_output_throughput"] = [s.output_throughput for s, _, _ in runs]
@@ -192,7 +197,11 @@ def run(args: argparse.Namespace) -> int:
             runner.close()
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(run_data, indent=1))
-    plots = report.plot(run_data, args.write_doc.parent) if args.write_doc else []
+    plots = []
+    if args.write_doc and report.can_plot():
+        plots = report.plot(run_data, args.write_doc.parent)
+    elif args.write_doc:
+        print("matplotlib is not installed (pip install -e '.[bench]'): writing tables without the plot", file=sys.stderr)
     block = report.markdown(run_data, plots)
     print("\n" + block)
     if args.write_doc:

@@ -93,3 +93,14 @@ def summarize(results: list[RequestResult], duration_s: float) -> Summary:
         e2el_ms=latency_stats([r.e2el for r in done]),
         errors=sorted({r.error for r in failed})[:5],
     )
+
+
+def first_wave_ttft(results: list[RequestResult], concurrency: int) -> tuple[list[float], list[float]]:
+    """TTFTs (seconds) of the first `concurrency` requests sent in a level, and of the rest.
+
+    With a shared system prompt the first wave is sent together, before any reply: the prompt is cached nowhere
+    yet (the case where a server computes it once or once per request); later requests find it cached.
+    """
+    ordered = sorted((r for r in results if r.ok), key=lambda r: r.start)
+    return [r.ttft for r in ordered[:concurrency]], [r.ttft for r in ordered[concurrency:]]
+

@@ -84,6 +84,37 @@ def single_stream_lines(run: dict[str, Any]) -> list[str]:
     return ["| server | streamed decode tok/s (1 / mean TPOT) | raw loop tok/s | ratio |", "|---|---|---|---|", *lines]
 
 
+def wave_lines(run: dict[str, Any]) -> list[str]:
+    """Shared-prefix TTFT of the first wave (sent together, the system prompt cached nowhere) and of the rest."""
+    rows = []
+    for s in run["servers"]:
+        for c in sorted(run["servers"][s].get("levels", {}).get("shared-prefix", {}), key=int):
+            summary = level(run, s, "shared-prefix", c)
+            ours = level(run, OURS, "shared-prefix", c)
+            if not summary or "ttft_first_wave_ms" not in summary:
+                continue
+            first, later = summary["ttft_first_wave_ms"], summary["ttft_later_ms"]
+            ratio = "-"
+            if s != OURS and ours and "ttft_first_wave_ms" in ours:
+                ratio = _ratio(ours["ttft_first_wave_ms"]["p50"], first["p50"])
+            rows.append(
+                f"| {s} | {c} | {_fmt(first['p50'], 0)} ms / {_fmt(first['p99'], 0)} ms | "
+                f"{_fmt(later['p50'], 0)} ms | {ratio} |"
+            )
+    if not rows:
+        return []
+    return [
+        "Time to first token by wave: the first requests are sent together before any reply, so the system prompt",
+        "is cached nowhere yet; later requests are sent as earlier ones finish and find it cached.",
+        "",
+        "| server | concurrency | first wave TTFT p50 / p99 | later requests TTFT p50 | llamafoundry / this server, "
+        "first wave p50 |",
+        "|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
+
+
 def memory_lines(run: dict[str, Any]) -> list[str]:
     lines = ["| server | peak RSS (MiB) |", "|---|---|"]
     for s, data in run["servers"].items():
@@ -123,6 +154,8 @@ def markdown(run: dict[str, Any], plot_names: list[str]) -> str:
         table = throughput_table(run, workload)
         if table:
             out += [f"### {title} ({run['workloads'][workload]})", "", *table, ""]
+        if workload == "shared-prefix":
+            out += wave_lines(run)
     out += ["### Memory", "", *memory_lines(run), ""]
     for name in plot_names:
         out += [f"![{name}]({name})", ""]
@@ -149,6 +182,15 @@ def write_markdown(doc: Path, block: str) -> None:
     else:
         text = text.rstrip("\n") + "\n\n## Latest side-by-side run\n\n" + block + "\n"
     doc.write_text(text)
+
+
+def can_plot() -> bool:
+    """matplotlib is in the `bench` extra; without it the tables are still written."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def plot(run: dict[str, Any], out_dir: Path, stem: str = "benchmarks") -> list[str]:

@@ -52,7 +52,6 @@ def test_openai_route_and_errors_are_reported_not_raised(server) -> None:  # noq
 
 
 def test_compare_writes_tables_ratios_and_a_plot(tiny_model_path: Path, tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
     doc = tmp_path / "benchmarks.md"
     doc.write_text("# Benchmarks\n\nHand-written method.\n")
     parser = compare.argparse.ArgumentParser()
@@ -72,6 +71,23 @@ def test_compare_writes_tables_ratios_and_a_plot(tiny_model_path: Path, tmp_path
     text = doc.read_text()
     assert text.startswith("# Benchmarks\n\nHand-written method.") and report.START in text
     assert "### Random prompts, fixed concurrency" in text and "### Single stream against the raw loop" in text
-    assert (tmp_path / "benchmarks-concurrency.png").stat().st_size > 10_000
+    shared = run["servers"]["llamafoundry"]["levels"]["shared-prefix"]["2"]
+    assert shared["ttft_first_wave_ms"]["n"] == 2 and shared["ttft_later_ms"]["n"] == 2
+    assert "first wave TTFT p50" in text
+    if report.can_plot():  # matplotlib comes with the bench extra only
+        assert (tmp_path / "benchmarks-concurrency.png").stat().st_size > 10_000
     compare.run(args)  # a second run replaces the block instead of appending another
     assert doc.read_text().count(report.START) == 1
+
+
+def test_first_wave_is_the_first_requests_sent_whatever_order_they_finish() -> None:
+    from bench.metrics import RequestResult, first_wave_ttft
+
+    results = [
+        RequestResult(ok=True, start=2.0, ttft=0.5),
+        RequestResult(ok=True, start=0.0, ttft=9.0),
+        RequestResult(ok=False, start=0.1, ttft=0.0),  # failed requests count in neither wave
+        RequestResult(ok=True, start=0.2, ttft=8.0),
+        RequestResult(ok=True, start=3.0, ttft=0.7),
+    ]
+    assert first_wave_ttft(results, 2) == ([9.0, 8.0], [0.5, 0.7])
