@@ -201,7 +201,9 @@ def run(args: argparse.Namespace) -> int:
     if args.write_doc and report.can_plot():
         plots = report.plot(run_data, args.write_doc.parent)
     elif args.write_doc:
-        print("matplotlib is not installed (pip install -e '.[bench]'): writing tables without the plot", file=sys.stderr)
+        print(
+            "matplotlib is not installed (pip install -e '.[bench]'): writing tables without the plot", file=sys.stderr
+        )
     block = report.markdown(run_data, plots)
     print("\n" + block)
     if args.write_doc:

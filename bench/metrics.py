@@ -103,4 +103,3 @@ def first_wave_ttft(results: list[RequestResult], concurrency: int) -> tuple[lis
     """
     ordered = sorted((r for r in results if r.ok), key=lambda r: r.start)
     return [r.ttft for r in ordered[:concurrency]], [r.ttft for r in ordered[concurrency:]]
-

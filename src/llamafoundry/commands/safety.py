@@ -17,10 +17,15 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Judge TEXT (or stdin with '-') with the built-in classifier and print Azure's annotations.",
     )
     check.add_argument("text", help="the text to judge, or - to read it from stdin")
-    check.add_argument("--role", choices=["prompt", "completion"], default="prompt", help="judge it as a prompt or "
-                       "as a completion (jailbreak detection runs on prompts only)")
-    check.add_argument("--threshold", choices=["low", "medium", "high"], default="medium",
-                       help="the lowest severity that is filtered")
+    check.add_argument(
+        "--role",
+        choices=["prompt", "completion"],
+        default="prompt",
+        help="judge it as a prompt or as a completion (jailbreak detection runs on prompts only)",
+    )
+    check.add_argument(
+        "--threshold", choices=["low", "medium", "high"], default="medium", help="the lowest severity that is filtered"
+    )
     check.set_defaults(handler=_check)
     evaluate = sub.add_parser("eval", help="precision and recall on a labelled JSONL set (markdown table)")
     evaluate.add_argument("path", type=Path, help="JSONL: text, role, hate, sexual, violence, self_harm, jailbreak")
@@ -36,8 +41,12 @@ def _check(args: argparse.Namespace) -> int:
     policy = SafetyPolicy(threshold=Severity(args.threshold))
     verdict = BuiltinClassifier().analyze(text, role)
     blocked = policy.is_blocked(verdict, role)
-    print(json.dumps({"filtered": blocked, "role": role.value, "content_filter_results": policy.annotations(
-        verdict, role)}, indent=2))
+    print(
+        json.dumps(
+            {"filtered": blocked, "role": role.value, "content_filter_results": policy.annotations(verdict, role)},
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -55,6 +64,8 @@ def _eval(args: argparse.Namespace) -> int:
     report = evaluate(rows, classifier.analyze)
     elapsed = time.perf_counter() - start
     print(report.table())
-    print(f"\n{report.num_texts} texts; benign texts blocked: {len(report.benign_false_blocks)}; "
-          f"{1000 * elapsed / max(report.num_texts, 1):.2f} ms per text (first run, cold caches)")
+    print(
+        f"\n{report.num_texts} texts; benign texts blocked: {len(report.benign_false_blocks)}; "
+        f"{1000 * elapsed / max(report.num_texts, 1):.2f} ms per text (first run, cold caches)"
+    )
     return 0

@@ -7,7 +7,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from llamafoundry.engine.detokenizer import IncrementalDetokenizer
+from llamafoundry.engine.outputs import FinishReason
 from llamafoundry.engine.sampler import top_k_logprobs
+from llamafoundry.engine.sequence import Request, Sequence
+from llamafoundry.model.base import ModelRunner
 
 
 @dataclass(frozen=True)
@@ -63,3 +67,88 @@ def remap_seq_ids(
         copy(sid, dst)
         result.append(dst)
     return result
+
+
+class BeamSearcher:
+    """Advances the beam-search requests of one engine by a token per step.
+
+    Each live beam holds a KV sequence id of its request; beams that continue keep or inherit ids (copies only
+    where a parent has several children), so no prompt or prefix is recomputed.
+
+    Args:
+        runner: the engine's model (its KV sequences are copied and removed here).
+        release_slot: gives a sequence id back to the scheduler when the request finishes.
+        piece: the bytes of a token (`piece(token_id, special)`), for the choices' text.
+    """
+
+    def __init__(
+        self, runner: ModelRunner, release_slot: Callable[[int], None], piece: Callable[[int, bool], bytes]
+    ) -> None:
+        self.runner = runner
+        self._release_slot = release_slot
+        self._piece = piece
+
+    def step(self, request: Request, logits: list[np.ndarray]) -> None:
+        """Extend the live beams by one token; set finished hypotheses aside; finish when done."""
+        params, width = request.params, request.num_slots_needed
+        beams = request.live_sequences
+        candidates = best_candidates([b.sum_logprob for b in beams], logits, width)
+        keep = []
+        for cand in candidates:
+            ends = cand.token_id in params.stop_token_ids or (
+                cand.token_id in self.runner.eog_token_ids and not params.ignore_eos
+            )
+            if ends and len(request.finished_beams) < width:
+                request.finished_beams.append(_grow(beams[cand.parent], cand.token_id, cand.score, -1))
+            elif not ends and len(keep) < width:
+                keep.append(cand)
+        seq_ids = remap_seq_ids(
+            [b.seq_id for b in beams], request.spare_seq_ids, [c.parent for c in keep], self._replace_seq
+        )
+        new_beams = [_grow(beams[c.parent], c.token_id, c.score, sid) for c, sid in zip(keep, seq_ids, strict=True)]
+        request.spare_seq_ids = [sid for sid in [b.seq_id for b in beams] + request.spare_seq_ids if sid not in seq_ids]
+        for sid in request.spare_seq_ids:
+            self.runner.seq_remove(sid)
+        request.sequences = new_beams
+        at_limit = not new_beams or len(new_beams[0].output_ids) >= request.max_new_tokens
+        if len(request.finished_beams) >= width or at_limit:
+            self._finish(request)
+
+    def _replace_seq(self, src: int, dst: int) -> None:
+        self.runner.seq_remove(dst)
+        self.runner.seq_copy(src, dst)
+
+    def _finish(self, request: Request) -> None:
+        """Rank hypotheses by mean token logprob and turn the n best into the request's choices."""
+        params = request.params
+        pool = request.finished_beams + request.sequences
+        pool.sort(key=lambda b: b.mean_logprob, reverse=True)
+        choices = [
+            self._choice(request, beam, index, beam in request.finished_beams)
+            for index, beam in enumerate(pool[: params.n])
+        ]
+        for sid in [b.seq_id for b in request.sequences if b.seq_id >= 0] + request.spare_seq_ids:
+            self.runner.seq_remove(sid)
+            self._release_slot(sid)
+        request.spare_seq_ids = []
+        request.finished_beams = []
+        request.sequences = choices
+
+    def _choice(self, request: Request, beam: Sequence, index: int, ended: bool) -> Sequence:
+        """A finished choice: the beam's text rebuilt once (with stop strings applied) and all of it pending."""
+        params = request.params
+        detok = IncrementalDetokenizer(params.stop)
+        body = beam.output_ids[:-1] if ended else beam.output_ids
+        text = "".join(detok.push(self._piece(t, not params.skip_special_tokens)) for t in body)
+        reason = FinishReason.STOP if ended or detok.stopped else FinishReason.LENGTH
+        if not detok.stopped:
+            text += detok.finish()
+        choice = Sequence(index, -1, None, detok, beam.output_ids, beam.sum_logprob, reason)
+        choice.pending_text = text
+        choice.pending_token_ids = list(beam.output_ids)
+        return choice
+
+
+def _grow(parent: Sequence, token: int, score: float, seq_id: int) -> Sequence:
+    # Beams share the parent's (unused) detokenizer: their text is rebuilt once, in BeamSearcher._choice.
+    return Sequence(parent.index, seq_id, None, parent.detokenizer, parent.output_ids + [token], score)

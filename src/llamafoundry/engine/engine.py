@@ -11,7 +11,7 @@ from functools import partial
 
 import numpy as np
 
-from llamafoundry.engine.beam_search import best_candidates, remap_seq_ids
+from llamafoundry.engine.beam_search import BeamSearcher
 from llamafoundry.engine.detokenizer import IncrementalDetokenizer
 from llamafoundry.engine.outputs import (
     ChoiceDelta,
@@ -67,6 +67,7 @@ class LLMEngine:
         )
         self.prefix_cache = PrefixCache(runner) if prefix_caching else None
         self._pieces: dict[tuple[int, bool], bytes] = {}
+        self.beams = BeamSearcher(runner, self.scheduler.release_slot, self._piece)
 
     # ---- admission -------------------------------------------------------------------------------
 
@@ -212,7 +213,7 @@ class LLMEngine:
     def _postprocess(self, plan: StepPlan, rows: dict[int, int]) -> None:
         for request in plan.decoding:
             if request.params.use_beam_search:
-                self._beam_step(request, [self.runner.logits(rows[id(s)]) for s in request.live_sequences])
+                self.beams.step(request, [self.runner.logits(rows[id(s)]) for s in request.live_sequences])
             else:
                 for seq in request.live_sequences:
                     self._sample(request, seq, self.runner.logits(rows[id(seq)]))
@@ -226,7 +227,7 @@ class LLMEngine:
         """The prompt is in the cache of the first sequence: fork it to the others and sample their first token."""
         request.status = RequestStatus.DECODING
         if request.params.use_beam_search:
-            self._beam_step(request, [logits])
+            self.beams.step(request, [logits])
             return
         first = request.sequences[0].seq_id
         for seq in request.sequences[1:]:
@@ -290,74 +291,6 @@ class LLMEngine:
                 self.runner.seq_remove(seq.seq_id)
             self.scheduler.release_slot(seq.seq_id)
             seq.seq_id = -1
-
-    # ---- beam search -----------------------------------------------------------------------------
-
-    def _beam_step(self, request: Request, logits: list[np.ndarray]) -> None:
-        """Extend the live beams by one token; set finished hypotheses aside; finish when done."""
-        params, width = request.params, request.num_slots_needed
-        beams = request.live_sequences
-        candidates = best_candidates([b.sum_logprob for b in beams], logits, width)
-        keep = []
-        for cand in candidates:
-            ends = cand.token_id in params.stop_token_ids or (
-                cand.token_id in self.runner.eog_token_ids and not params.ignore_eos
-            )
-            if ends and len(request.finished_beams) < width:
-                request.finished_beams.append(self._grow_beam(beams[cand.parent], cand.token_id, cand.score, -1))
-            elif not ends and len(keep) < width:
-                keep.append(cand)
-        seq_ids = remap_seq_ids(
-            [b.seq_id for b in beams], request.spare_seq_ids, [c.parent for c in keep], self._replace_seq
-        )
-        new_beams = [
-            self._grow_beam(beams[c.parent], c.token_id, c.score, sid) for c, sid in zip(keep, seq_ids, strict=True)
-        ]
-        request.spare_seq_ids = [sid for sid in [b.seq_id for b in beams] + request.spare_seq_ids if sid not in seq_ids]
-        for sid in request.spare_seq_ids:
-            self.runner.seq_remove(sid)
-        request.sequences = new_beams
-        at_limit = not new_beams or len(new_beams[0].output_ids) >= request.max_new_tokens
-        if len(request.finished_beams) >= width or at_limit:
-            self._finish_beams(request)
-
-    def _replace_seq(self, src: int, dst: int) -> None:
-        self.runner.seq_remove(dst)
-        self.runner.seq_copy(src, dst)
-
-    @staticmethod
-    def _grow_beam(parent: Sequence, token: int, score: float, seq_id: int) -> Sequence:
-        # Beams share the parent's (unused) detokenizer: their text is rebuilt once, in _beam_choice.
-        return Sequence(parent.index, seq_id, None, parent.detokenizer, parent.output_ids + [token], score)
-
-    def _finish_beams(self, request: Request) -> None:
-        """Rank hypotheses by mean token logprob and turn the n best into the request's choices."""
-        params = request.params
-        pool = request.finished_beams + request.sequences
-        pool.sort(key=lambda b: b.mean_logprob, reverse=True)
-        choices = []
-        for index, beam in enumerate(pool[: params.n]):
-            ended = beam in request.finished_beams
-            choices.append(self._beam_choice(request, beam, index, ended))
-        for sid in [b.seq_id for b in request.sequences if b.seq_id >= 0] + request.spare_seq_ids:
-            self.runner.seq_remove(sid)
-            self.scheduler.release_slot(sid)
-        request.spare_seq_ids = []
-        request.finished_beams = []
-        request.sequences = choices
-
-    def _beam_choice(self, request: Request, beam: Sequence, index: int, ended: bool) -> Sequence:
-        params = request.params
-        detok = IncrementalDetokenizer(params.stop)
-        body = beam.output_ids[:-1] if ended else beam.output_ids
-        text = "".join(detok.push(self._piece(t, not params.skip_special_tokens)) for t in body)
-        reason = FinishReason.STOP if ended or detok.stopped else FinishReason.LENGTH
-        if not detok.stopped:
-            text += detok.finish()
-        choice = Sequence(index, -1, None, detok, beam.output_ids, beam.sum_logprob, reason)
-        choice.pending_text = text
-        choice.pending_token_ids = list(beam.output_ids)
-        return choice
 
     # ---- output ----------------------------------------------------------------------------------
 
