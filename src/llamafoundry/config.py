@@ -18,6 +18,9 @@ def generate_api_key() -> str:
     return secrets.token_hex(16)
 
 
+FLASH_ATTN_MODES = {"auto": None, "on": True, "off": False}
+
+
 @dataclass
 class EngineSettings:
     """How the local engine runs one model.
@@ -31,9 +34,12 @@ class EngineSettings:
     threads: int | None = None
     batch_size: int = 512
     max_queue: int = 64
+    flash_attn: str = "auto"  # auto (llama.cpp decides), on, off
 
     def __post_init__(self) -> None:
         self.model_path = Path(self.model_path)
+        if self.flash_attn not in FLASH_ATTN_MODES:
+            raise ValueError(f"flash_attn must be one of {', '.join(FLASH_ATTN_MODES)}, got {self.flash_attn!r}")
         for name in ("ctx_size", "parallel", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")

@@ -65,3 +65,19 @@ def test_ctrl_c_lets_running_streams_end_and_exits_cleanly(tiny_model_path: Path
         assert server.process.wait(timeout=30) == 0, server.log()
     finally:
         stop_server(server)
+
+
+def test_serve_with_flash_attention_off_answers(tiny_model_path: Path, tmp_path: Path) -> None:
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    args = ["--model", str(tiny_model_path), "--port", str(port), "--api-key", "k" * 32, "--flash-attn", "off"]
+    process = launch_serve([*args, "--data-dir", str(tmp_path / "home"), "--content-safety", "off"], log_path)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(url, process, log_path, timeout_s=120)
+        body = {"messages": [{"role": "user", "content": "Hi"}], "temperature": 0, "max_tokens": 8}
+        reply = httpx.post(f"{url}/chat/completions", json=body, headers={"api-key": "k" * 32}, timeout=60)
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["usage"]["completion_tokens"] >= 1
+    finally:
+        stop_process(process)

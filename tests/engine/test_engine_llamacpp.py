@@ -225,3 +225,29 @@ def test_prompt_longer_than_context_is_refused_with_the_limit(tiny_model_path: P
             await engine.add_request(engine.tokenize("word " * 100), SamplingParams())
 
     run_engine(tiny_model_path, body, ctx_size=64, parallel=1)
+
+
+def _last_logits(model: Path, flash_attn: bool | None) -> np.ndarray:
+    runner = LlamaCppRunner(model, kv_size=512, max_seqs=2, max_batch_tokens=64, num_threads=1, flash_attn=flash_attn)
+    try:
+        ids = runner.tokenize(PROMPT, add_bos=False, parse_special=True)
+        runner.batch_clear()
+        for pos, token in enumerate(ids):
+            runner.batch_add(token, pos, [0], pos == len(ids) - 1)
+        runner.decode()
+        return np.array(runner.logits(len(ids) - 1), dtype=np.float64)
+    finally:
+        runner.close()
+
+
+def test_flash_attention_on_and_off_compute_the_same_logits(tiny_model_path: Path) -> None:
+    on, off, auto = (_last_logits(tiny_model_path, fa) for fa in (True, False, None))
+    spread = on.std()
+    assert spread > 0
+    assert np.abs(on - off).max() < 0.01 * spread  # a kernel choice, not a different model
+    assert np.abs(on - auto).max() < 0.01 * spread
+
+
+def test_engine_settings_refuse_an_unknown_flash_attention_mode(tiny_model_path: Path) -> None:
+    with pytest.raises(ValueError, match="flash_attn must be one of auto, on, off"):
+        EngineSettings(model_path=tiny_model_path, flash_attn="yes")

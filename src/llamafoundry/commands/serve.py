@@ -48,6 +48,13 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     serve.add_argument("--batch-size", type=int, default=512, help="most tokens per engine step")
     serve.add_argument("--max-queue", type=int, default=64, help="requests that may wait for a slot")
+    serve.add_argument(
+        "--flash-attn",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="llama.cpp flash attention (default auto: on for CPUs). off decodes faster at long contexts "
+        "(~1,000+ tokens) on CPU, on is faster for short ones; see docs/benchmarks.md",
+    )
     serve.add_argument("--data-dir", type=Path, default=None, help="data directory (default: ~/.llamafoundry)")
     serve.add_argument(
         "--tpm", type=int, default=None, help="tokens per minute for the model (default 200000; 0: no limit)"
@@ -88,6 +95,7 @@ def _serve(args: argparse.Namespace) -> int:
             threads=args.threads,
             batch_size=args.batch_size,
             max_queue=args.max_queue,
+            flash_attn=args.flash_attn,
         ),
         model_name=args.name or default_name,
         model_provider=args.provider or default_provider,

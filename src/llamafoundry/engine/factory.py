@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llamafoundry.config import EngineSettings
+from llamafoundry.config import FLASH_ATTN_MODES, EngineSettings
 from llamafoundry.engine.async_engine import AsyncEngine
 from llamafoundry.engine.client import ModelInfo
 from llamafoundry.model.base import ModelRunner
@@ -23,6 +23,7 @@ def build_local_engine(settings: EngineSettings, model_name: str, model_provider
             max_seqs=settings.parallel,
             max_batch_tokens=settings.batch_size,
             num_threads=settings.threads,
+            flash_attn=FLASH_ATTN_MODES[settings.flash_attn],
         )
 
     def describe(runner: ModelRunner) -> ModelInfo:

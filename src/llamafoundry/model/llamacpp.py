@@ -162,6 +162,9 @@ class LlamaCppRunner(LlamaCppVocab):
         num_threads: CPU threads for decode and prefill (default: all cores).
         kv_unified: one pool of cells for all sequences instead of one stream of `kv_size / max_seqs` cells
             per sequence (llama.cpp's default, and llama-server's).
+        flash_attn: llama.cpp's flash attention on (True), off (False) or its own choice (None, on for CPUs).
+            On CPU it is a trade (docs/benchmarks.md): on is ~8% faster at short contexts, off ~10% faster
+            decode and ~25% faster short prompt chunks at 1,000 tokens of context, with a larger compute buffer.
     """
 
     def __init__(
@@ -172,6 +175,7 @@ class LlamaCppRunner(LlamaCppVocab):
         max_batch_tokens: int = 512,
         num_threads: int | None = None,
         kv_unified: bool = False,
+        flash_attn: bool | None = None,
     ) -> None:
         super().__init__(path, vocab_only=False)
         threads = num_threads or os.cpu_count() or 1
@@ -187,6 +191,10 @@ class LlamaCppRunner(LlamaCppVocab):
         # with context. Across streams `seq_copy` copies the whole stream buffer (tens of MB, milliseconds), so
         # forks and prefix reuse copy instead of sharing cells; the engine trims a copy with `seq_remove`.
         params.kv_unified = kv_unified
+        if flash_attn is not None:
+            params.flash_attn_type = (
+                llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+            )
         params.no_perf = True
         ctx = llama_cpp.llama_init_from_model(self._model, params)
         if not ctx:

@@ -1,0 +1,140 @@
+"""What one llama_decode costs for the batch shapes a serving engine builds, on the product's own runner.
+
+A continuous-batching step is some decoding sequences (one token and one logits row each) plus, maybe, a prompt
+chunk of another sequence. On CPU the cost of a step is not proportional to its tokens: the matrix kernels have
+a fast path only from a certain number of tokens per pass, and with one KV stream per sequence llama.cpp splits a
+batch into passes (one per run of consecutive sequence ids holding the same number of tokens). This measures
+those costs directly, so that scheduling decisions rest on numbers from this machine:
+
+    llamafoundry bench shapes --model /tmp/bench-1b-q4km.gguf --threads 1 --context 100 1000
+
+Every shape runs `--repeats` times; the fastest run is reported (the others only add noise from the machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from llamafoundry.model.llamacpp import LlamaCppRunner
+
+# (decoding sequences, prompt-chunk tokens): decode alone, prompt chunks alone, and the mixes a step can hold
+DEFAULT_SHAPES = (
+    (1, 0), (2, 0), (4, 0), (8, 0), (12, 0), (15, 0), (16, 0),
+    (0, 8), (0, 15), (0, 16), (0, 32), (0, 64), (0, 256),
+    (8, 8), (8, 16), (15, 17), (16, 16), (16, 32),
+)  # fmt: skip
+
+
+def _tokens(n: int) -> list[int]:
+    """Deterministic ordinary token ids (speed does not depend on which tokens)."""
+    return [1000 + (i * 7919) % 90_000 for i in range(n)]
+
+
+def step_cost(runner: LlamaCppRunner, decoding: int, chunk: int, context: int, repeats: int) -> float:
+    """Seconds of the fastest of `repeats` decodes of one step shape.
+
+    Every sequence holds `context` tokens. Sequences 0..decoding-1 decode one token each (with logits); the chunk
+    goes to the next sequence id (consecutive, as the engine lays batches out) at positions context.. (a prompt
+    whose first `context` tokens are cached), logits on its last token. Afterwards every sequence holds its
+    `context` tokens again.
+    """
+    prefix = _tokens(context + chunk + 1)
+    best = float("inf")
+    for _ in range(repeats):
+        runner.batch_clear()
+        for seq in range(decoding):
+            runner.batch_add(prefix[context], context, [seq], True)
+        for pos in range(context, context + chunk):
+            runner.batch_add(prefix[pos], pos, [decoding], pos == context + chunk - 1)
+        start = time.perf_counter()
+        runner.decode()
+        best = min(best, time.perf_counter() - start)
+        for seq in range(decoding + 1):
+            runner.seq_remove(seq, context, -1)
+    return best
+
+
+def fill_context(runner: LlamaCppRunner, sequences: int, context: int) -> None:
+    """Give sequences 0..sequences-1 the same `context` tokens (computed once, copied to the others)."""
+    for seq in range(runner.max_seqs):
+        runner.seq_remove(seq)
+    tokens = _tokens(context)
+    for start in range(0, context, runner.max_batch_tokens):
+        runner.batch_clear()
+        for pos in range(start, min(context, start + runner.max_batch_tokens)):
+            runner.batch_add(tokens[pos], pos, [0], False)
+        runner.decode()
+    for seq in range(1, sequences):
+        runner.seq_copy(0, seq)
+
+
+def measure(runner: LlamaCppRunner, shapes: list[tuple[int, int]], context: int, repeats: int) -> list[dict]:
+    fill_context(runner, runner.max_seqs, context)
+    rows = []
+    for decoding, chunk in shapes:
+        seconds = step_cost(runner, decoding, chunk, context, repeats)
+        tokens = decoding + chunk
+        rows.append({"decoding": decoding, "chunk": chunk, "context": context, "ms": seconds * 1000, "tokens": tokens})
+        print(
+            f"context {context:5d}  decoding {decoding:2d} + chunk {chunk:3d} = {tokens:3d} tokens: "
+            f"{seconds * 1000:7.1f} ms  ({seconds * 1000 / tokens:5.2f} ms/token)",
+            flush=True,
+        )
+    return rows
+
+
+def markdown(rows: list[dict], contexts: list[int]) -> str:
+    """One row per shape, one column per context length (ms per step)."""
+    head = "| decoding sequences + prompt-chunk tokens | " + " | ".join(f"context {c}: ms (ms/token)" for c in contexts)
+    lines = [head + " |", "|---" * (len(contexts) + 1) + "|"]
+    shapes = list(dict.fromkeys((r["decoding"], r["chunk"]) for r in rows))
+    for decoding, chunk in shapes:
+        cells = []
+        for context in contexts:
+            row = next(r for r in rows if (r["decoding"], r["chunk"], r["context"]) == (decoding, chunk, context))
+            cells.append(f"{row['ms']:.0f} ({row['ms'] / row['tokens']:.1f})")
+        lines.append(f"| {decoding} + {chunk} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    shapes = [tuple(int(x) for x in s.split("+")) for s in args.shapes] if args.shapes else list(DEFAULT_SHAPES)
+    slots = max(d for d, _ in shapes) + 1
+    ctx_per_seq = max(args.context) + max(c for _, c in shapes) + 8
+    flash = {"auto": None, "on": True, "off": False}[args.flash_attn]
+    runner = LlamaCppRunner(
+        args.model,
+        slots * ctx_per_seq,
+        slots,
+        max_batch_tokens=max(512, *(d + c for d, c in shapes)),  # n_ubatch as the engine's default (512)
+        num_threads=args.threads,
+        flash_attn=flash,
+    )
+    try:
+        rows = [row for context in args.context for row in measure(runner, shapes, context, args.repeats)]
+    finally:
+        runner.close()
+    print(f"\n{args.model.name}, {args.threads} thread(s), flash attention {args.flash_attn}\n")
+    print(markdown(rows, list(args.context)))
+    return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--context", type=int, nargs="+", default=[100], help="tokens already in each sequence")
+    parser.add_argument("--shapes", nargs="+", help="DECODING+CHUNK pairs, e.g. 8+0 8+16 (default: a standard set)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--flash-attn", choices=["auto", "on", "off"], default="auto")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    sys.exit(run(parser.parse_args()))
