@@ -135,3 +135,11 @@ def test_deployments_survive_a_restart_and_no_default_leaves_bare_routes_to_them
     assert routed.status_code == 200 and routed.json()["model"] == CHAT_MODEL
     via_models = chat(f"{url}/models/chat/completions", setup.chat_keys["primary"], model="chat")
     assert via_models.status_code == 200
+    # with no model of its own the server lists what the caller's key opens (the OpenAI SDK's models.list())
+    listed = httpx.get(f"{url}/v1/models", headers={"authorization": f"Bearer {setup.chat_keys['primary']}"})
+    assert listed.status_code == 200 and [m["id"] for m in listed.json()["data"]] == ["chat"]
+    one = httpx.get(f"{url}/v1/models/fleet", headers={"api-key": setup.fleet_keys["secondary"]})
+    assert one.status_code == 200 and one.json()["id"] == "fleet"
+    hidden = httpx.get(f"{url}/v1/models/fleet", headers={"api-key": setup.chat_keys["primary"]})
+    assert hidden.status_code == 404
+    assert httpx.get(f"{url}/v1/models", headers={"api-key": "wrong"}).status_code == 401

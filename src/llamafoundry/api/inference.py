@@ -20,7 +20,7 @@ from llamafoundry.api.chat_request import extra_parameters_mode, parse_chat, par
 from llamafoundry.api.errors import ApiError, from_service_exception, json_response, not_found, service_unavailable
 from llamafoundry.api.limits import admit, request_usage
 from llamafoundry.api.render import ChunkRenderer, completion_body
-from llamafoundry.api.routing import authorize_request
+from llamafoundry.api.routing import authorize_request, authorized_targets
 from llamafoundry.api.sse import EventStreamResponse
 from llamafoundry.api.streaming import chat_events, until_disconnect
 from llamafoundry.api.usage import track_result, track_stream
@@ -103,11 +103,12 @@ def inference_router(gateway: Gateway, settings: ServeSettings) -> APIRouter:
         )
 
     async def list_models(request: Request) -> Response:
-        return json_response({"object": "list", "data": [_openai_model(t) for t in gateway.all_targets()]})
+        targets = await authorized_targets(request, gateway)
+        return json_response({"object": "list", "data": [_openai_model(t) for t in targets]})
 
     async def get_model(request: Request) -> Response:
         model_id = request.path_params["model_id"].lower()
-        for target in gateway.all_targets():
+        for target in await authorized_targets(request, gateway):
             if model_id in (target.name.lower(), target.service.model_name.lower()):
                 return json_response(_openai_model(target))
         raise not_found(f"Model '{model_id}' not found. GET /v1/models lists the models this server serves.")
@@ -120,11 +121,13 @@ def inference_router(gateway: Gateway, settings: ServeSettings) -> APIRouter:
             azure.add_api_route(prefix + route, no_embeddings, methods=["GET", "POST"])
     openai = APIRouter(prefix="/v1", dependencies=[Depends(authorize)])
     openai.add_api_route("/chat/completions", chat, methods=["POST"])
-    openai.add_api_route("/models", list_models, methods=["GET"])
-    openai.add_api_route("/models/{model_id}", get_model, methods=["GET"])
+    listing = APIRouter(prefix="/v1")  # authorized in the handlers: with no default model, by the key alone
+    listing.add_api_route("/models", list_models, methods=["GET"])
+    listing.add_api_route("/models/{model_id}", get_model, methods=["GET"])
     router = APIRouter()
     router.include_router(azure)
     router.include_router(openai)
+    router.include_router(listing)
     return router
 
 

@@ -37,6 +37,22 @@ async def authorize_request(request: Request, gateway: Gateway) -> Target:
     return target
 
 
+async def authorized_targets(request: Request, gateway: Gateway) -> list[Target]:
+    """The models a model listing shows (`GET /v1/models`). Raises AuthError (401) when there are none.
+
+    With a default model (or a deployment header) the request authorizes as any other and sees every model, as
+    before; without one (`serve --no-default`) it sees the deployments its key or token opens.
+    """
+    if gateway.default is not None or request.headers.get(DEPLOYMENT_HEADER):
+        await authorize_request(request, gateway)
+        return gateway.all_targets()
+    keys = presented_keys(request.headers)
+    visible = [target for target in gateway.all_targets() if await target.authorize(keys) is not None]
+    if not visible:
+        raise AuthError()
+    return visible
+
+
 async def _resolve(request: Request, gateway: Gateway, read_body: object) -> Target:
     path_name = request.path_params.get("deployment")
     if path_name is not None:
