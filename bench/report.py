@@ -21,6 +21,11 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return f"{value:.{digits}f}"
 
 
+def _ms(value: float | None) -> str:
+    text = _fmt(value, 0)
+    return text if text == "-" else f"{text} ms"
+
+
 def _ratio(a: float | None, b: float | None) -> str:
     if not a or not b or math.isnan(a) or math.isnan(b):
         return "-"
@@ -97,10 +102,7 @@ def wave_lines(run: dict[str, Any]) -> list[str]:
             ratio = "-"
             if s != OURS and ours and "ttft_first_wave_ms" in ours:
                 ratio = _ratio(ours["ttft_first_wave_ms"]["p50"], first["p50"])
-            rows.append(
-                f"| {s} | {c} | {_fmt(first['p50'], 0)} ms / {_fmt(first['p99'], 0)} ms | "
-                f"{_fmt(later['p50'], 0)} ms | {ratio} |"
-            )
+            rows.append(f"| {s} | {c} | {_ms(first['p50'])} / {_ms(first['p99'])} | {_ms(later['p50'])} | {ratio} |")
     if not rows:
         return []
     return [

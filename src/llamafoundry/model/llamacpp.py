@@ -163,7 +163,7 @@ class LlamaCppRunner(LlamaCppVocab):
         kv_unified: one pool of cells for all sequences instead of one stream of `kv_size / max_seqs` cells
             per sequence (llama.cpp's default, and llama-server's).
         flash_attn: llama.cpp's flash attention on (True), off (False) or its own choice (None, on for CPUs).
-            On CPU it is a trade (docs/benchmarks.md): on is ~8% faster at short contexts, off ~10% faster
+            On CPU it is a trade (docs/benchmarks.md): on is up to ~7% faster at short contexts, off ~10% faster
             decode and ~25% faster short prompt chunks at 1,000 tokens of context, with a larger compute buffer.
     """
 
