@@ -35,6 +35,7 @@ class EngineSettings:
     batch_size: int = 512
     max_queue: int = 64
     flash_attn: str = "auto"  # auto (llama.cpp decides), on, off
+    batch_pad: int = 16  # pad decode steps to one pass of this many sequences (LLMEngine.pad_batch_to); 0: off
 
     def __post_init__(self) -> None:
         self.model_path = Path(self.model_path)
@@ -45,6 +46,8 @@ class EngineSettings:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.ctx_size < 16:
             raise ValueError(f"ctx_size must be at least 16 tokens, got {self.ctx_size}")
+        if self.batch_pad < 0:
+            raise ValueError(f"batch_pad must be 0 (off) or more, got {self.batch_pad}")
         if self.max_queue < 0:
             raise ValueError(f"max_queue must be 0 or more, got {self.max_queue}")
         if self.threads is not None and self.threads < 1:

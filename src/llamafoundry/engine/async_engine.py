@@ -69,6 +69,7 @@ class AsyncEngine:
         max_queue: requests that may wait for a slot; beyond it `add_request` raises QueueFullError.
         describe: how to describe the model (chat template etc.), derived from the loaded runner.
         prefix_caching: share cached prompt prefixes across requests (LLMEngine's option; on by default).
+        pad_batch_to: LLMEngine's batch padding (0: off).
     """
 
     def __init__(
@@ -78,12 +79,14 @@ class AsyncEngine:
         max_queue: int,
         describe: Callable[[ModelRunner], ModelInfo],
         prefix_caching: bool = True,
+        pad_batch_to: int = 16,
     ) -> None:
         self._load_runner = load_runner
         self._ctx_size = ctx_size
         self._max_queue = max_queue
         self._describe = describe
         self._prefix_caching = prefix_caching
+        self._pad_batch_to = pad_batch_to
         self._engine: LLMEngine | None = None
         self._model_info: ModelInfo | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -101,7 +104,9 @@ class AsyncEngine:
         self._loop = asyncio.get_running_loop()
         runner = await asyncio.to_thread(self._load_runner)
         self._model_info = self._describe(runner)
-        self._engine = LLMEngine(runner, self._ctx_size, self._max_queue, self._prefix_caching)
+        self._engine = LLMEngine(
+            runner, self._ctx_size, self._max_queue, self._prefix_caching, pad_batch_to=self._pad_batch_to
+        )
         self._thread = threading.Thread(target=self._run, name="llamafoundry-engine", daemon=True)
         self._thread.start()
 

@@ -82,6 +82,10 @@ class PrefixCache:
         self.min_tokens_to_wait = min_tokens_to_wait
         self._idle: OrderedDict[int, TokenIds] = OrderedDict()  # free slot -> tokens its cells hold, LRU first
 
+    def cached_length(self, seq_id: int) -> int:
+        """Positions an idle slot's cells hold (0 for a slot holding nothing)."""
+        return len(self._idle.get(seq_id, ()))
+
     @property
     def idle_slots(self) -> list[int]:
         """Free slots that still hold cells, least recently used first."""
