@@ -215,6 +215,7 @@ class LLMEngine:
             work.append((chunk.request.sequences[0].seq_id, partial(add_chunk, chunk)))
         # Only beside decoding sequences: llama.cpp's first pass then takes one token of every sequence anyway,
         # whereas a one-token pad among prompt chunks alone would split their pass in two.
+        self._padding = []  # set every step: a stale entry would remove another step's cells
         if plan.decoding:
             planned = sum(len(r.live_sequences) for r in plan.decoding) + sum(c.end - c.start for c in plan.prefill)
             self._padding = self._padding_for([seq_id for seq_id, _ in work], runner.max_batch_tokens - planned)
