@@ -53,7 +53,8 @@ def test_streaming(js_summary: dict[str, Any]) -> None:
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert all(len(c["choices"]) == 1 for c in chunks)
     assert chunks[-1]["choices"][0]["finish_reason"] == "length" and chunks[-1]["usage"]["completion_tokens"] == 5
-    assert len(chunks) == 6
+    # the role chunk, then one per token, except that a token ending inside a UTF-8 character goes with the next
+    assert 2 <= len(chunks) <= 6
 
 
 def test_info_and_errors(js_summary: dict[str, Any], server: Server) -> None:
