@@ -18,7 +18,8 @@ import pytest
 from llamafoundry.engine.sampler import TokenSampler
 from llamafoundry.engine.sampling_params import InvalidSamplingParams, SamplingParams
 from llamafoundry.model.gguf_builder import default_tokenizer_path
-from llamafoundry.model.llamacpp import GrammarError, LlamaCppVocab, json_levels_closed
+from llamafoundry.model.json_closing import json_levels_closed
+from llamafoundry.model.llamacpp import GrammarError, LlamaCppVocab
 from llamafoundry.service.structured import json_object_grammar, schema_grammar
 from tests.engine.test_engine_llamacpp import PROMPT, collect, run_engine, texts
 

@@ -16,6 +16,7 @@ import llama_cpp
 import numpy as np
 
 from llamafoundry.model.base import DecodeError
+from llamafoundry.model.json_closing import closing_scores, json_levels_closed
 
 _backend_lock = threading.Lock()
 _grammar_lock = threading.Lock()
@@ -162,9 +163,8 @@ class LlamaCppRunner(LlamaCppVocab):
         num_threads: CPU threads for decode and prefill (default: all cores).
         kv_unified: one pool of cells for all sequences instead of one stream of `kv_size / max_seqs` cells
             per sequence (llama.cpp's default, and llama-server's).
-        flash_attn: llama.cpp's flash attention on (True), off (False) or its own choice (None, on for CPUs).
-            On CPU it is a trade (docs/benchmarks.md): on is up to ~7% faster at short contexts, off ~10% faster
-            decode and ~25% faster short prompt chunks at 1,000 tokens of context, with a larger compute buffer.
+        flash_attn: llama.cpp's flash attention on (True), off (False) or its own choice (None: on for CPUs);
+            on CPU, on is faster at short contexts and off at long ones (docs/benchmarks.md).
     """
 
     def __init__(
@@ -316,37 +316,10 @@ class _GrammarVocab:
 
     def closing_scores(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per token: JSON nesting levels (strings included) its text closes when it starts outside a string, the
-        same when it starts inside one, and its length in bytes. Computed once, on first use (about a second)."""
+        same when it starts inside one, and its length in characters. Computed once, on first use (about a second)."""
         if self._closing is None:
-            pieces = [
-                self.vocab.token_bytes(t, True).decode("utf-8", errors="replace") for t in range(self.vocab.vocab_size)
-            ]
-            outside = np.array([json_levels_closed(p, False)[0] for p in pieces], dtype=np.int32)
-            inside = np.array([json_levels_closed(p, True)[0] for p in pieces], dtype=np.int32)
-            lengths = np.array([len(p) for p in pieces], dtype=np.int32)
-            self._closing = (outside, inside, lengths)
+            self._closing = closing_scores(self.vocab.token_bytes(t, True) for t in range(self.vocab.vocab_size))
         return self._closing
-
-
-def json_levels_closed(text: str, in_string: bool, escaped: bool = False) -> tuple[int, bool, bool]:
-    """Scan JSON text from a lexer state. Returns (levels closed minus levels opened, in_string, escaped) after it;
-    a string counts as a level, like an object or an array."""
-    depth = 0
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string, depth = False, depth - 1
-        elif ch == '"':
-            in_string, depth = True, depth + 1
-        elif ch in "{[":
-            depth += 1
-        elif ch in "}]":
-            depth -= 1
-    return -depth, in_string, escaped
 
 
 class LlamaCppGrammar:
