@@ -217,8 +217,8 @@ class LLMEngine:
         # whereas a one-token pad among prompt chunks alone would split their pass in two.
         self._padding = []  # set every step: a stale entry would remove another step's cells
         if plan.decoding:
-            planned = sum(len(r.live_sequences) for r in plan.decoding) + sum(c.end - c.start for c in plan.prefill)
-            self._padding = self._padding_for([seq_id for seq_id, _ in work], runner.max_batch_tokens - planned)
+            room = runner.max_batch_tokens - plan.num_tokens
+            self._padding = self._padding_for([seq_id for seq_id, _ in work], room)
         for seq_id, pos in self._padding:
             work.append((seq_id, partial(runner.batch_add, 0, pos, [seq_id], False)))
         runner.batch_clear()

@@ -36,6 +36,11 @@ class StepPlan:
     def is_empty(self) -> bool:
         return not self.decoding and not self.prefill
 
+    @property
+    def num_tokens(self) -> int:
+        """Tokens the step puts in the batch."""
+        return sum(len(r.live_sequences) for r in self.decoding) + sum(c.end - c.start for c in self.prefill)
+
 
 class Scheduler:
     """FIFO admission into sequence slots; decode first, then prefill chunks within the token budget.
