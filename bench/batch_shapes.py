@@ -21,6 +21,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.raw_decode import open_runner
+from llamafoundry.config import FLASH_ATTN_MODES
 from llamafoundry.model.llamacpp import LlamaCppRunner
 
 # (decoding sequences, prompt-chunk tokens): decode alone, prompt chunks alone, and the mixes a step can hold
@@ -107,15 +109,8 @@ def run(args: argparse.Namespace) -> int:
     shapes = [tuple(int(x) for x in s.split("+")) for s in args.shapes] if args.shapes else list(DEFAULT_SHAPES)
     slots = max(d for d, _ in shapes) + 1
     ctx_per_seq = max(args.context) + max(c for _, c in shapes) + 8
-    flash = {"auto": None, "on": True, "off": False}[args.flash_attn]
-    runner = LlamaCppRunner(
-        args.model,
-        slots * ctx_per_seq,
-        slots,
-        max_batch_tokens=max(512, *(d + c for d, c in shapes)),  # n_ubatch as the engine's default (512)
-        num_threads=args.threads,
-        flash_attn=flash,
-    )
+    batch_size = max(512, *(d + c for d, c in shapes))  # n_ubatch as the engine's default (512) unless more
+    runner = open_runner(args.model, slots, ctx_per_seq, args.threads, batch_size, FLASH_ATTN_MODES[args.flash_attn])
     try:
         rows = [row for context in args.context for row in measure(runner, shapes, context, args.repeats)]
     finally:
@@ -131,7 +126,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--context", type=int, nargs="+", default=[100], help="tokens already in each sequence")
     parser.add_argument("--shapes", nargs="+", help="DECODING+CHUNK pairs, e.g. 8+0 8+16 (default: a standard set)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--flash-attn", choices=["auto", "on", "off"], default="auto")
+    parser.add_argument("--flash-attn", choices=list(FLASH_ATTN_MODES), default="auto")
 
 
 if __name__ == "__main__":

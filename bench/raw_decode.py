@@ -34,9 +34,13 @@ class RawResult:
         return self.batch * self.gen_len / self.decode_s
 
 
-def open_runner(model: Path, parallel: int, ctx_size: int, threads: int, batch_size: int = 512) -> LlamaCppRunner:
+def open_runner(
+    model: Path, parallel: int, ctx_size: int, threads: int, batch_size: int = 512, flash_attn: bool | None = None
+) -> LlamaCppRunner:
     """A context laid out as `llamafoundry serve --parallel P --ctx-size C --threads T` lays it out."""
-    return LlamaCppRunner(model, parallel * ctx_size, parallel, max_batch_tokens=batch_size, num_threads=threads)
+    return LlamaCppRunner(
+        model, parallel * ctx_size, parallel, max_batch_tokens=batch_size, num_threads=threads, flash_attn=flash_attn
+    )
 
 
 def raw_decode(runner: LlamaCppRunner, batch: int, prompt_len: int, gen_len: int, seed: int = 0) -> RawResult:
