@@ -25,6 +25,7 @@ $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml scripts/install-test.
 
 lint: install-test
 	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy
 
 bench: install
 	$(PY) bench/engine_throughput.py $(ARGS)

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -33,10 +33,24 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+class LoadableModel(Protocol):
+    """What the lifecycle needs of the server's own model: a `ChatService`, or `NoDefaultModel` without one."""
+
+    @property
+    def model_name(self) -> str: ...
+
+    @property
+    def is_ready(self) -> bool: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 class ModelLifecycle:
     """Starts the service in the background and stops it on shutdown; tells /health where it stands."""
 
-    def __init__(self, service: ChatService) -> None:
+    def __init__(self, service: LoadableModel) -> None:
         self.service = service
         self.start_task: asyncio.Task[None] | None = None
         self.load_error: BaseException | None = None

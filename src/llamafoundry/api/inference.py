@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Depends, Request
 from starlette.requests import ClientDisconnect
@@ -25,11 +24,8 @@ from llamafoundry.api.sse import EventStreamResponse
 from llamafoundry.api.streaming import chat_events, until_disconnect
 from llamafoundry.api.usage import track_result, track_stream
 from llamafoundry.config import ServeSettings
-from llamafoundry.platform.gateway import Gateway, Target
+from llamafoundry.platform.gateway import ChatBackend, Gateway, Target
 from llamafoundry.service.safety import ContentFilteredError, prompt_filter_results_of
-
-if TYPE_CHECKING:
-    from llamafoundry.service.chat import ChatService
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +128,7 @@ def inference_router(gateway: Gateway, settings: ServeSettings) -> APIRouter:
 
 
 async def _chat(
-    request: Request, service: ChatService, *, is_openai_route: bool, deployment: str, accepts_images: bool = False
+    request: Request, service: ChatBackend, *, is_openai_route: bool, deployment: str, accepts_images: bool = False
 ) -> Response:
     mode = extra_parameters_mode(request.headers.get("extra-parameters"))
     body = parse_json_object(await read_body(request), request.headers.get("content-type"))

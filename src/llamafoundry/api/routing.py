@@ -14,6 +14,7 @@ key id in `request.state.key_id` (what usage is recorded under; never the key).
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
 
@@ -22,6 +23,7 @@ from llamafoundry.api.errors import not_found
 from llamafoundry.platform.gateway import Gateway, Target
 
 DEPLOYMENT_HEADER = "azureml-model-deployment"
+BodyReader = Callable[[Request], Awaitable[bytes]]  # `api.inference.read_body`
 
 
 async def authorize_request(request: Request, gateway: Gateway) -> Target:
@@ -53,7 +55,7 @@ async def authorized_targets(request: Request, gateway: Gateway) -> list[Target]
     return visible
 
 
-async def _resolve(request: Request, gateway: Gateway, read_body: object) -> Target:
+async def _resolve(request: Request, gateway: Gateway, read_body: BodyReader) -> Target:
     path_name = request.path_params.get("deployment")
     if path_name is not None:
         return _named(gateway, path_name)
@@ -79,9 +81,9 @@ def _named(gateway: Gateway, name: str) -> Target:
     return target
 
 
-async def _body_model(request: Request, read_body: object) -> str | None:
+async def _body_model(request: Request, read_body: BodyReader) -> str | None:
     """The body's `model` string, if the body is a JSON object that has one. The body is kept for the handler."""
-    raw = await read_body(request)  # type: ignore[operator]
+    raw = await read_body(request)
     request._body = raw  # what Request.body() caches; stream() then replays it to the handler
     try:
         body = json.loads(raw)

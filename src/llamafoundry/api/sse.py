@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 from starlette.responses import Response
@@ -36,7 +36,7 @@ class EventStreamResponse(Response):
     does not depend on the server's ASGI spec version (Starlette only watches on < 2.4).
     """
 
-    def __init__(self, events: AsyncIterator[bytes], headers: Mapping[str, str] | None = None) -> None:
+    def __init__(self, events: AsyncGenerator[bytes, None], headers: Mapping[str, str] | None = None) -> None:
         self.events = events
         self.status_code = 200
         self.background = None
@@ -53,7 +53,7 @@ class EventStreamResponse(Response):
                 task.cancel()
             await asyncio.gather(sender, watcher, return_exceptions=True)
             with contextlib.suppress(Exception):
-                await self.events.aclose()  # type: ignore[attr-defined]
+                await self.events.aclose()
         failure = sender.exception() if sender.done() and not sender.cancelled() else None
         if failure is not None and not isinstance(failure, OSError):  # OSError: the client went away
             raise failure

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, Awaitable
 from typing import Any, TypeVar
 
 from starlette.types import Receive
@@ -30,7 +30,7 @@ async def chat_events(
     renderer: ChunkRenderer,
     num_choices: int,
     prompt_filter_results: list[dict[str, Any]] | None = None,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """The SSE bytes of one chat stream. Aborts generation when closed early (client gone) or on failure.
 
     `prompt_filter_results` (the content filter's prompt annotation) go on the first chunk; choices' chunks

@@ -7,9 +7,9 @@ Pydantic locations carry union labels (`'str'`, `'list[...]'`) and discriminator
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from llamafoundry.api.errors import ApiError
 
@@ -49,7 +49,7 @@ def param_name(loc: tuple[int | str, ...]) -> str:
     return text
 
 
-def _describe(error: dict[str, Any], param: str) -> str:
+def _describe(error: ErrorDetails, param: str) -> str:
     kind, ctx = error["type"], error.get("ctx") or {}
     if kind in _MISSING:
         return f"'{param}' is required."
@@ -76,7 +76,7 @@ def _code(kinds: list[str]) -> str:
 
 def validation_error(exc: ValidationError, prefix: tuple[int | str, ...] = ()) -> ApiError:
     """One 400 for all of `exc`'s errors: the first faulty field is `param`; every field is in `details`."""
-    located: list[tuple[tuple[int | str, ...], dict[str, Any]]] = []
+    located: list[tuple[tuple[int | str, ...], ErrorDetails]] = []
     for error in exc.errors(include_url=False):
         loc = prefix + clean_location(error["loc"])
         if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
@@ -86,7 +86,7 @@ def validation_error(exc: ValidationError, prefix: tuple[int | str, ...] = ()) -
     locs = {loc for loc, _ in located}
     located = [(loc, e) for loc, e in located if not any(len(o) > len(loc) and o[: len(loc)] == loc for o in locs)]
 
-    groups: dict[tuple[int | str, ...], list[dict[str, Any]]] = {}
+    groups: dict[tuple[int | str, ...], list[ErrorDetails]] = {}
     for loc, error in located:
         groups.setdefault(loc, []).append(error)
     details = [_detail(param_name(loc) or "body", errors) for loc, errors in groups.items()]
@@ -96,7 +96,7 @@ def validation_error(exc: ValidationError, prefix: tuple[int | str, ...] = ()) -
     )
 
 
-def _detail(param: str, errors: list[dict[str, Any]]) -> dict[str, str]:
+def _detail(param: str, errors: list[ErrorDetails]) -> dict[str, str]:
     texts = list(dict.fromkeys(_describe(e, param) for e in errors))
     if all(e["type"] in _MISSING for e in errors):
         message = texts[0]

@@ -8,14 +8,17 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llamafoundry.commands.common import console
 from llamafoundry.config import default_home
 from llamafoundry.platform.ratelimit import limit_settings
+
+if TYPE_CHECKING:
+    from llamafoundry.platform.deployments import DeploymentError
 
 DATABASE_URL_ENV = "LLAMAFOUNDRY_DATABASE_URL"
 
@@ -231,7 +234,7 @@ def _delete(args: argparse.Namespace) -> int:
     from llamafoundry.platform.deployments import delete_deployment
 
     with open_store(args) as store:
-        if _run(lambda: delete_deployment(store, args.name) or True) is None:
+        if not _succeeds(lambda: delete_deployment(store, args.name)):
             return 1
     console.print(f"Deleted deployment {args.name.lower()}.")
     return 0
@@ -296,8 +299,25 @@ def _run(action: Any) -> Any:
     try:
         return action()
     except DeploymentError as exc:
-        console.print(f"[red]error:[/red] {exc.message}", soft_wrap=True, highlight=False)
+        _print_error(exc)
         return None
+
+
+def _succeeds(action: Callable[[], None]) -> bool:
+    """Run a platform action that returns nothing (so `_run`'s None cannot tell failure apart); print a
+    DeploymentError's sentence and return False instead of raising."""
+    from llamafoundry.platform.deployments import DeploymentError
+
+    try:
+        action()
+    except DeploymentError as exc:
+        _print_error(exc)
+        return False
+    return True
+
+
+def _print_error(exc: DeploymentError) -> None:
+    console.print(f"[red]error:[/red] {exc.message}", soft_wrap=True, highlight=False)
 
 
 @contextmanager

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from fastapi import APIRouter
 
     from llamafoundry.api.limits import Accounting
+    from llamafoundry.platform.gateway import Gateway
     from llamafoundry.platform.store import Store
     from llamafoundry.service.safety import ChatSafety
 
@@ -128,10 +129,11 @@ def _serve(args: argparse.Namespace) -> int:
     accounting = _accounting(settings, platform.store) if platform else None
     if service is not None:
         _print_banner(settings, generated_key=args.api_key is None and API_KEY_ENV not in os.environ)
-    if platform is not None:
+    gateway: Gateway | None = None
+    management: APIRouter | None = None
+    if platform is not None and accounting is not None:  # accounting exists exactly when a platform does
         platform.print_banner()
-    gateway, management = platform.build(service, settings) if platform else (None, None)
-    if management is not None and accounting is not None:
+        gateway, management = platform.build(service, settings)
         management.include_router(_usage_routes(accounting, platform.store))  # /management/usage, admin key
     app = create_app(service, settings, accounting, gateway=gateway, management=management)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=10,

@@ -93,7 +93,7 @@ class BeamSearcher:
         params, width = request.params, request.num_slots_needed
         beams = request.live_sequences
         candidates = best_candidates([b.sum_logprob for b in beams], logits, width)
-        keep = []
+        keep: list[BeamCandidate] = []
         for cand in candidates:
             ends = cand.token_id in params.stop_token_ids or (
                 cand.token_id in self.runner.eog_token_ids and not params.ignore_eos

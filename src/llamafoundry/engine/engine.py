@@ -190,7 +190,8 @@ class LLMEngine:
         pass over the weights per run of consecutive sequence ids in batch order (8 streams in reverse order
         decoded at half the speed of the same streams in order).
         """
-        work: list[tuple[int, Callable[[], None]]] = []
+        # (seq_id, what queues its token); `object`: a padding token's row index (batch_add's result) is unused
+        work: list[tuple[int, Callable[[], object]]] = []
         rows: dict[int, int] = {}
         runner = self.runner
 

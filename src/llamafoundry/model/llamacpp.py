@@ -329,9 +329,10 @@ class LlamaCppGrammar:
     same position (a fork of the sequence). Built by `LlamaCppVocab.grammar(text)`.
     """
 
-    def __init__(self, shared: _GrammarVocab, sampler: ctypes.c_void_p) -> None:
+    def __init__(self, shared: _GrammarVocab, sampler: llama_cpp.llama_sampler_p) -> None:
         self._shared = shared
-        self._sampler = sampler
+        # None once close() has freed it, so a second close (from __del__) does not free it twice.
+        self._sampler: llama_cpp.llama_sampler_p | None = sampler
         self._in_string = False  # JSON lexer state of the accepted text, for closing_token
         self._escaped = False
 

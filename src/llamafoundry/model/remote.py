@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,10 +106,10 @@ class RemoteChatClient:
 
     async def stream(
         self, body: dict[str, Any], headers: dict[str, str] | None = None
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """Start a streaming request; errors before the first chunk are raised here. Returns the chunks.
 
-        Close the returned iterator (`aclose()`) to abandon the request: the connection is closed, which
+        Close the returned generator (`aclose()`) to abandon the request: the connection is closed, which
         makes the upstream abort generation.
         """
         upstream = self.pick()
@@ -145,7 +145,7 @@ class RemoteChatClient:
         return response
 
 
-async def _chunks(response: httpx.Response, upstream: Upstream) -> AsyncIterator[dict[str, Any]]:
+async def _chunks(response: httpx.Response, upstream: Upstream) -> AsyncGenerator[dict[str, Any], None]:
     try:
         async for line in response.aiter_lines():
             if not line.startswith("data:"):

@@ -116,7 +116,8 @@ class RedisRateLimiter:
 
     async def _call(self, op: str, key: str, limits: RateLimits, tokens: int, *extra: int) -> list[int]:
         now_ms = int(self._clock() * 1000) if self._clock is not None else -1
-        args = [op, now_ms, limits.tokens_per_minute, limits.requests_per_minute, limits.max_burst_requests, tokens]
+        # a tuple, not a list: its items keep their types (str, int) where a list's would widen to `object`
+        args = (op, now_ms, limits.tokens_per_minute, limits.requests_per_minute, limits.max_burst_requests, tokens)
         result = await self._script(keys=[f"{self._prefix}:{key}"], args=[*args, *extra])
         return [int(value) for value in result]
 

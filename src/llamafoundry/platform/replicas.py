@@ -18,6 +18,7 @@ import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -120,8 +121,8 @@ class ReplicaSet:
             *args, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT, env=env,
             preexec_fn=_die_with_parent,
         )  # fmt: skip
-        if log is not asyncio.subprocess.DEVNULL:
-            log.close()  # type: ignore[union-attr]
+        if not isinstance(log, int):  # the child has its own copy of the file; DEVNULL is not a file to close
+            log.close()
         logger.info("deployment %s: replica %d started (pid %d, port %d)", spec.name, replica.index,
                     replica.process.pid, replica.port)  # fmt: skip
 
@@ -157,7 +158,8 @@ class ReplicaSet:
                     logger.exception("deployment %s: replica %d did not come back", self.spec.name, replica.index)
 
 
-def subprocess_log(spec: ReplicaSpec, replica: Replica) -> object:
+def subprocess_log(spec: ReplicaSpec, replica: Replica) -> int | IO[bytes]:
+    """Where a replica's output goes: its log file opened for appending, or `DEVNULL` without a log_dir."""
     if spec.log_dir is None:
         return asyncio.subprocess.DEVNULL
     spec.log_dir.mkdir(parents=True, exist_ok=True)

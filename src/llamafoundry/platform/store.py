@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from llamafoundry.platform.keys import StoredKey
@@ -310,12 +310,12 @@ def _json(value: Any) -> dict[str, Any]:
     return dict(value or {})
 
 
-def _deployment(row: Mapping[str, Any]) -> Deployment:
+def _deployment(row: RowMapping) -> Deployment:
     values = dict(row)
     values["settings"] = _json(values["settings"])
     values["shared_quota"] = bool(values["shared_quota"])
     return Deployment(**values)
 
 
-def _key(row: Mapping[str, Any]) -> StoredKey:
+def _key(row: RowMapping) -> StoredKey:
     return StoredKey(row["slot"], row["key_hash"], row["created_at"])

@@ -134,7 +134,7 @@ class UpstreamChatService:
 class UpstreamStream:
     """Satisfies `service.types.ChatStream` over the upstream's chunks."""
 
-    def __init__(self, chunks: AsyncIterator[dict[str, Any]]) -> None:
+    def __init__(self, chunks: AsyncGenerator[dict[str, Any], None]) -> None:
         self._chunks = chunks
         self._usage = Usage(0, 0)
         self._updates_gen: AsyncGenerator[ChatUpdate, None] | None = None
@@ -144,7 +144,7 @@ class UpstreamStream:
         self._updates_gen = self._updates()
         return self._updates_gen
 
-    async def _updates(self) -> AsyncIterator[ChatUpdate]:
+    async def _updates(self) -> AsyncGenerator[ChatUpdate, None]:
         num_deltas = 0
         try:
             async for chunk in self._chunks:
@@ -160,13 +160,13 @@ class UpstreamStream:
         yield ChatUpdate(deltas=[], usage=self._usage, finished=True)
 
     async def aclose(self) -> None:
-        await self._chunks.aclose()  # type: ignore[attr-defined]
+        await self._chunks.aclose()
 
     def abort(self) -> None:
         """Close the HTTP stream (the upstream then aborts generation), unless iteration is closing it."""
         gen = self._updates_gen if self._updates_gen is not None else self._chunks
         if self._closing is None and not getattr(gen, "ag_running", False):
-            self._closing = asyncio.ensure_future(gen.aclose())  # type: ignore[attr-defined]
+            self._closing = asyncio.ensure_future(gen.aclose())
 
 
 def openai_body(request: ChatRequest, model: str) -> tuple[dict[str, Any], dict[str, str]]:

@@ -204,7 +204,7 @@ def _periods(start: float, end: float, by: str | None) -> list[tuple[float | Non
     """(period key, (begin, end)) covering [start, end)."""
     if by is None:
         return [(None, (start, end))]
-    periods = []
+    periods: list[tuple[float | None, tuple[float, float]]] = []
     begin = period_start(start, by)
     while begin < end:
         periods.append((begin, (max(begin, start), min(begin + PERIODS[by], end))))

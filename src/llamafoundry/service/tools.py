@@ -86,6 +86,7 @@ def constrain(request: ChatRequest) -> ChatRequest:
         InvalidSamplingParams: the grammar cannot be combined with another setting (beam search, ignore_eos).
     """
     forced = forced_function(request)
+    grammar: str | None
     if forced is not None:
         grammar, param = call_grammar(request.tools or [], None if forced == "*" else forced), "tool_choice"
     else:
