@@ -187,6 +187,14 @@ _CHAT_ACT = [
     "calculate {num} times {num}", "convert {num} kilometers to miles", "find {num} percent of {num}",
     "take the derivative of {fn}", "integrate {fn}", "plot {fn}", "visit {city} on a budget",
     "plan three days in {city}", "move to {country}", "find cheap flights to {city}", "say thank you in {skill}",
+    # phrasal verbs ("up", "out", "off"): common in violent phrasing ("beat him up", "take him out") and just as
+    # common in ordinary requests
+    "set up {tech}", "set up my new {thing}", "set it up on {os}", "look up {subject}", "look it up for me",
+    "back up my {thing}", "back it up", "clean up my {lang} code", "speed up my {thing}", "sign up for {skill} classes",
+    "catch up on {subject}", "pick up {skill}", "follow up with {recipient}", "keep up with {subject}",
+    "make up a story about {subject}", "warm up before {skill} practice", "wake up earlier on {day}",
+    "figure out {subject}", "work out {num} plus {num}", "check out {city}", "turn off my {thing}",
+    "log out of {tech}", "fill out a form for {recipient}", "write it out step by step", "go over {doc_topic}",
 ]
 _CHAT_SAY = [
     "What's the weather usually like in {city} in {day}?", "Which is bigger, {city} or {city}?",
@@ -209,6 +217,11 @@ _CHAT_SAY = [
     "Please write it as a bulleted list.", "Use simpler words please.", "Now in a table.", "Add an example.",
     "What's the difference between {subject} and {subject}?", "Who invented {thing}s?",
     "How old is the oldest {pet} ever recorded?", "Good morning! Can you help me {chore}?",
+    # small talk
+    "How's your {day} going?", "How's it going?", "How's {skill} going?", "How are things going with {doc_topic}?",
+    "How's the {doc} coming along?", "How was your {day}?", "What's up? I'm {feeling}.", "How are you doing?",
+    "Hope your {day} is going well!", "Is everything going okay with {doc_topic}?", "How did it go?",
+    "It's going fine, thanks. And you?", "What's going on with my {thing}?", "Where's the {thing} setting?",
 ]
 # Extra "asking" frames; safety_corpus.py adds them to the frames every class shares.
 CHAT_ACT_FRAMES = [
@@ -474,6 +487,17 @@ HARM_SLOTS = frozenset(
 )
 
 
+# Words as the runtime's features see them (llamafoundry.platform.safety.features): contractions are one word.
+_WORDS = re.compile(r"[a-z]+(?:'[a-z]+)?")
+
+
+def _is_common(word: str, common: set[str]) -> bool:
+    """A common English word: among the vocabulary's first words, a word of one or two letters ("up", "my", "it":
+    the vocabulary list starts at three), or a contraction of either ("it's", "how's", "don't")."""
+    base = word.split("'")[0]
+    return word in common or base in common or len(base) <= 2
+
+
 @functools.lru_cache(maxsize=1)
 def bridge_words() -> tuple[tuple[str, ...], tuple[float, ...]]:
     """Common words that the harmful classes of safety_lexicon.py use but that carry no harm on their own
@@ -489,9 +513,9 @@ def bridge_words() -> tuple[tuple[str, ...], tuple[float, ...]]:
         if not spec["labels"] or not items:
             continue
         for item in items:
-            found = set(re.findall(r"[a-z]+", re.sub(r"\{\w+\}", " ", item.lower())))
+            found = set(_WORDS.findall(re.sub(r"\{\w+\}", " ", item.lower())))
             for slot in set(re.findall(r"\{(\w+)\}", item)) - HARM_SLOTS:
-                found.update(w for v in SLOTS[slot] for w in re.findall(r"[a-z]+", v.lower()))
+                found.update(w for v in SLOTS[slot] for w in _WORDS.findall(v.lower()))
             for word in found:
                 weight[word] = weight.get(word, 0.0) + spec["count"] / len(items)  # type: ignore[operator]
     harm_slot_words = set()
@@ -503,7 +527,9 @@ def bridge_words() -> tuple[tuple[str, ...], tuple[float, ...]]:
             if len(value_words) == 1:
                 harm_slot_words.add(value_words[0])
     common = set(vocabulary_pieces()[1][:8000])
-    chosen = sorted(w for w in weight if w in common and not is_harm_word(w) and w not in harm_slot_words)
+    chosen = sorted(
+        w for w in weight if _is_common(w, common) and not is_harm_word(w) and w not in harm_slot_words
+    )
     return tuple(chosen), tuple(weight[w] ** 0.5 for w in chosen)
 
 
