@@ -322,7 +322,7 @@ class FilteredChatBackend:
     async def complete(self, request: ChatRequest) -> ChatResult:
         safety = self.safety_of()
         if safety is None or not safety.enabled:
-            return await self.inner.complete(request)  # type: ignore[no-any-return]
+            return await self.inner.complete(request)
         prompt_filter = await safety.check_prompt(request.messages, self.inner.count_tokens(request))
         result = await self.inner.complete(request)
         return await safety.filter_result(request.messages, result, prompt_filter)
@@ -330,7 +330,7 @@ class FilteredChatBackend:
     async def stream(self, request: ChatRequest) -> ChatStream:
         safety = self.safety_of()
         if safety is None or not safety.enabled:
-            return await self.inner.stream(request)  # type: ignore[no-any-return]
+            return await self.inner.stream(request)
         prompt_filter = await safety.check_prompt(request.messages, self.inner.count_tokens(request))
         stream = await self.inner.stream(request)
         return safety.wrap_stream(stream, request.messages, request.params.n, prompt_filter)
