@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.client import Endpoint, run_level
-from bench.metrics import PERCENTILES, Summary
+from bench.metrics import PERCENTILES, RequestResult, Summary, first_wave_ttft, latency_stats, request_timeline
 from bench.workloads import WORKLOADS, WordSource, build_workload
 
 
@@ -37,6 +38,17 @@ def format_summary(label: str, s: Summary) -> str:
         lines.append(f"{name:>5} ms: mean {stats['mean']:8.1f}  {pct}")
     lines += [f"error: {e}" for e in s.errors]
     return "\n".join(lines)
+
+
+def format_waves(results: list[RequestResult], concurrency: int) -> str:
+    """TTFT p50 of the first wave (sent together: the shared prompt is cached nowhere yet) and of the rest."""
+    first, later = first_wave_ttft(results, concurrency)
+    parts = [
+        f"{name} {latency_stats(t)['p50']:8.1f} ms ({len(t)})"
+        for name, t in (("first wave", first), ("later", later))
+        if t
+    ]
+    return " TTFT p50: " + ", ".join(parts)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,10 +84,12 @@ def run(args: argparse.Namespace) -> int:
         conversations = build_workload(
             args.workload, words, count, args.input_len, args.output_len, args.prefix_len, args.num_turns
         )
-        summary, _ = asyncio.run(run_level(endpoint, conversations, c, args.request_rate, seed=args.seed))
+        summary, results = asyncio.run(run_level(endpoint, conversations, c, args.request_rate, seed=args.seed))
         load = " ".join(f"{v:.2f}" for v in os.getloadavg())
         print(format_summary(f"{args.workload}, concurrency {c}, load average {load}", summary), flush=True)
-        summaries[str(c)] = summary.to_dict()
+        if args.workload == "shared-prefix" and math.isinf(args.request_rate):  # sent in waves, not Poisson
+            print(format_waves(results, c), flush=True)
+        summaries[str(c)] = summary.to_dict() | {"requests": request_timeline(results)}
     if args.json:
         args.json.write_text(json.dumps(summaries, indent=1))
     return 0

@@ -103,3 +103,24 @@ def first_wave_ttft(results: list[RequestResult], concurrency: int) -> tuple[lis
     """
     ordered = sorted((r for r in results if r.ok), key=lambda r: r.start)
     return [r.ttft for r in ordered[:concurrency]], [r.ttft for r in ordered[concurrency:]]
+
+
+def request_timeline(results: list[RequestResult]) -> list[dict[str, object]]:
+    """Every request in the order sent: when (seconds after the first was sent), its TTFT and end-to-end latency
+    (ms), its token counts and error. Percentiles hide the waves a shared prefix or a burst makes; this shows them
+    (which requests got their first token together, which waited for a step of others' prompts)."""
+    if not results:
+        return []
+    first = min(r.start for r in results)
+    return [
+        {
+            "sent_s": round(r.start - first, 3),
+            "ok": r.ok,
+            "ttft_ms": round(r.ttft * 1000, 1) if r.ok else None,
+            "e2el_ms": round(r.e2el * 1000, 1) if r.ok else None,
+            "prompt_tokens": r.prompt_tokens,
+            "output_tokens": r.output_tokens,
+            "error": r.error,
+        }
+        for r in sorted(results, key=lambda r: r.start)
+    ]

@@ -91,3 +91,22 @@ def test_first_wave_is_the_first_requests_sent_whatever_order_they_finish() -> N
         RequestResult(ok=True, start=3.0, ttft=0.7),
     ]
     assert first_wave_ttft(results, 2) == ([9.0, 8.0], [0.5, 0.7])
+
+
+def test_request_timeline_lists_requests_in_the_order_sent_with_failures_kept() -> None:
+    from bench.metrics import RequestResult, request_timeline
+
+    results = [
+        RequestResult(ok=True, start=12.5, ttft=0.25, e2el=2.0, prompt_tokens=40, output_tokens=8),
+        RequestResult(ok=False, start=10.0, error="HTTP 429"),
+        RequestResult(ok=True, start=10.0625, ttft=9.0, e2el=11.0, prompt_tokens=1040, output_tokens=8),
+    ]
+    timeline = request_timeline(results)
+    assert [row["sent_s"] for row in timeline] == [0.0, 0.062, 2.5]
+    assert timeline[0] == {
+        "sent_s": 0.0, "ok": False, "ttft_ms": None, "e2el_ms": None, "prompt_tokens": 0, "output_tokens": 0,
+        "error": "HTTP 429",
+    }  # fmt: skip
+    assert (timeline[1]["ttft_ms"], timeline[1]["e2el_ms"]) == (9000.0, 11000.0)
+    assert timeline[2]["ttft_ms"] == 250.0 and timeline[2]["prompt_tokens"] == 40
+    assert request_timeline([]) == []
