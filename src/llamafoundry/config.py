@@ -32,7 +32,7 @@ class EngineSettings:
     ctx_size: int = 4096
     parallel: int = 4
     threads: int | None = None
-    batch_size: int = 512
+    batch_size: int = 1024  # tokens per step; llama.cpp computes them in micro-batches of 512
     max_queue: int = 64
     flash_attn: str = "auto"  # auto (llama.cpp decides), on, off
     batch_pad: int = 16  # pad decode steps to one pass of this many sequences (LLMEngine.pad_batch_to); 0: off

@@ -24,7 +24,8 @@ def test_steps_that_decode_take_fewer_prompt_tokens_and_every_stream_decodes_eac
     solo = LLMEngine(alone, ctx_size=128, max_queue=8, max_prefill_tokens=12, max_prefill_tokens_while_decoding=4)
     submit(solo, list(range(1, 41)), temperature=0.0, max_tokens=3)
     run_until_done(solo)
-    assert [len(b) for b in alone.batches[:4]] == [12, 12, 12, 4]  # nothing decodes: the larger chunks
+    # nothing decodes: the larger chunks, and the last 16 tokens (within 1.5 x 12) in one
+    assert [len(b) for b in alone.batches[:3]] == [12, 12, 16]
     decoding_steps = runner.batches[1:11]
     assert all(any(t[2] == (0,) for t in b) for b in decoding_steps), "the running stream decodes every step"
     assert running.finish_reasons() == {0: "length"} and long_prompt.finish_reasons() == {0: "length"}
@@ -47,16 +48,44 @@ def test_prompts_queued_together_get_first_tokens_in_turn() -> None:
 
 
 def test_a_burst_of_prompts_is_computed_in_large_chunks_even_while_a_stream_decodes() -> None:
-    runner = FakeRunner(max_seqs=6, max_batch_tokens=64)
+    runner = FakeRunner(max_seqs=8, max_batch_tokens=64)
     engine = LLMEngine(runner, ctx_size=128, max_queue=8, max_prefill_tokens=40, max_prefill_tokens_while_decoding=4)
     submit(engine, [1, 2], temperature=0.0, max_tokens=30)
     engine.step()
-    for i in range(5):  # five prompts against one decoding stream: a burst
+    for i in range(7):  # seven prompts against one decoding stream: a burst of 70 tokens, over 1.5 x 40
         submit(engine, [i + 3] * 10, temperature=0.0, max_tokens=3)
     engine.step()
     assert sum(1 for tok in runner.batches[-1] if tok[2] != (0,)) == 40  # four whole prompts at once
-    engine.step()  # five streams decode, one prompt is left: it goes in small chunks
+    engine.step()  # five streams decode, three prompts are left: they go in small chunks
     assert sorted(tok[2][0] for tok in runner.batches[-1]) == [0, 1, 2, 3, 4, 5, 5, 5, 5]
+    run_until_done(engine)
+
+
+def test_a_burst_just_over_the_prompt_budget_is_finished_in_one_step() -> None:
+    """What a burst step leaves is otherwise computed in small chunks beside the streams it started, each step
+    costing them a second pass over the weights; up to 1.5 x the budget goes in the burst step instead."""
+    runner = FakeRunner(max_seqs=8, max_batch_tokens=64)
+    engine = LLMEngine(runner, ctx_size=128, max_queue=8, max_prefill_tokens=40, max_prefill_tokens_while_decoding=4)
+    submit(engine, [1, 2], temperature=0.0, max_tokens=30)
+    engine.step()
+    sinks = [submit(engine, [i + 3] * 10, temperature=0.0, max_tokens=3)[1] for i in range(5)]  # 50 tokens
+    engine.step()
+    assert sum(1 for tok in runner.batches[-1] if tok[2] != (0,)) == 50
+    assert all(any(isinstance(o, RequestOutput) and o.deltas for o in sink.outputs) for sink in sinks)
+    engine.step()  # six streams decode, no prompt is left
+    assert sorted(tok[2][0] for tok in runner.batches[-1]) == [0, 1, 2, 3, 4, 5]
+    run_until_done(engine)
+
+
+def test_the_burst_stretch_stays_within_the_batch() -> None:
+    runner = FakeRunner(max_seqs=8, max_batch_tokens=48)  # 1 decoding token + 50 prompt tokens do not fit
+    engine = LLMEngine(runner, ctx_size=128, max_queue=8, max_prefill_tokens=40, max_prefill_tokens_while_decoding=4)
+    submit(engine, [1, 2], temperature=0.0, max_tokens=30)
+    engine.step()
+    for i in range(5):
+        submit(engine, [i + 3] * 10, temperature=0.0, max_tokens=3)
+    engine.step()
+    assert len(runner.batches[-1]) == 41  # the decoding token and the 40-token budget
     run_until_done(engine)
 
 

@@ -47,7 +47,9 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
     )
     serve.add_argument("--parallel", type=int, default=4, help="sequences decoded together (KV cache slots)")
     serve.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
-    serve.add_argument("--batch-size", type=int, default=512, help="most tokens per engine step")
+    serve.add_argument(
+        "--batch-size", type=int, default=1024, help="most tokens per engine step (computed 512 at a time)"
+    )
     serve.add_argument("--max-queue", type=int, default=64, help="requests that may wait for a slot")
     serve.add_argument(
         "--flash-attn",
