@@ -81,6 +81,8 @@ def setup(server: Server, tiny_model_path: Path, tmp_path_factory: pytest.TempPa
         "vision": ["--model", "Llama-3.2-11B-Vision-Instruct", "--upstream", recorder.url, "--upstream-model",
                    "meta-llama/Llama-3.2-11B-Vision-Instruct", "--upstream-key", "upstream-secret"],
         "text-only": ["--model", "Meta-Llama-3.1-8B-Instruct", "--upstream", recorder.url],
+        "metered": ["--model", "Llama-3.2-1B-Instruct", "--type", "managed", "--upstream", recorder.url,
+                    "--tpm", "200"],
         "gone": ["--model", "Meta-Llama-3.1-70B-Instruct", "--type", "managed", "--upstream", dead],
         "wrong-key": ["--model", "Llama-3.2-3B-Instruct", "--type", "managed", "--upstream", server.url,
                       "--upstream-key", "not-the-key"],
@@ -166,6 +168,17 @@ def test_a_text_only_model_refuses_images(setup: Setup) -> None:
     with pytest.raises(HttpResponseError) as refused:
         client(setup, "text-only").complete(messages=[message])
     assert refused.value.status_code == 422 and "cannot read images" in str(refused.value)
+
+
+def test_the_rate_limiter_counts_forwarded_prompts_with_the_llama_tokenizer(setup: Setup) -> None:
+    """100 emoji are ~260 Llama 3 tokens: more than a 200-token minute by themselves (4 characters a token, the
+    old guess, made them 29 and let them through)."""
+    url = f"{setup.gateway.url}/deployments/metered/chat/completions"
+    key = setup.keys["metered"]
+    emoji = chat(url, key, messages=[{"role": "user", "content": "🙂🎉" * 50}], max_tokens=1)
+    assert emoji.status_code == 400, emoji.text
+    assert emoji.json()["error"]["code"] == "tokens_limit_exceeded"
+    assert chat(url, key).status_code == 200
 
 
 def test_the_upstream_key_is_never_shown(setup: Setup) -> None:

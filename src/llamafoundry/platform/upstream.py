@@ -22,11 +22,10 @@ from llamafoundry.engine.outputs import (
 )
 from llamafoundry.engine.sampling_params import SamplingParams
 from llamafoundry.model.remote import RemoteChatClient, UpstreamError
+from llamafoundry.platform.prompt_tokens import llama_prompt_counter
 from llamafoundry.service.types import ChatChoice, ChatDelta, ChatRequest, ChatResult, ChatUpdate, Usage
 
 logger = logging.getLogger(__name__)
-
-CHARS_PER_TOKEN = 4  # prompt-size estimate when the tokenizer is on the other side
 
 
 class UpstreamProvider(Protocol):
@@ -95,6 +94,7 @@ class UpstreamChatService:
 
     async def start(self) -> None:
         base_urls, api_key = await self.provider.start()
+        await asyncio.to_thread(llama_prompt_counter)  # load the tokenizer (~0.25 s) now, not on a first request
         self.client = RemoteChatClient(base_urls, api_key, self.verify_tls)
 
     async def stop(self) -> None:
@@ -103,10 +103,9 @@ class UpstreamChatService:
         await self.provider.stop()
 
     def count_tokens(self, request: ChatRequest) -> int:
-        """An estimate (4 characters a token, plus 4 per message): the tokenizer is on the other side.
-        Usage reported afterwards is the upstream's exact count."""
-        chars = sum(len(m.content or "") for m in request.messages)
-        return chars // CHARS_PER_TOKEN + 4 * len(request.messages)
+        """The prompt's tokens with the Llama 3 tokenizer and chat format (`prompt_tokens.py`); usage reported
+        afterwards is the upstream's own count."""
+        return llama_prompt_counter().count(request)
 
     def _client(self) -> RemoteChatClient:
         if self.client is None:

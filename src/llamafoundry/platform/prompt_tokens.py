@@ -1,0 +1,52 @@
+"""Prompt tokens of a chat request whose model runs elsewhere (an `--upstream` server, a deployment's replicas).
+
+The gateway must count a request before forwarding it: the rate limiter reserves its prompt tokens plus its
+completion budget against the deployment's tokens-per-minute, and refuses a request that alone exceeds the minute.
+Every catalog model is a Llama 3 model, so the packaged Llama 3 tokenizer over the built-in Llama 3 chat format
+counts what the upstream will see, to within the few tokens its own template adds (a date header). A flat
+characters-per-token guess is off by 2-4x for code, CJK text or emoji. The upstream's reported usage replaces the
+reservation afterwards either way.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+
+from llamafoundry.model.gguf_builder import default_tokenizer_path
+from llamafoundry.model.llamacpp import LlamaCppVocab
+from llamafoundry.service.chat_format import ChatFormatError, ChatFormatter
+from llamafoundry.service.tools import prompt_tools
+from llamafoundry.service.types import ChatRequest
+
+CHARS_PER_TOKEN = 4  # the fallback estimate, for messages the built-in format cannot render
+
+
+class LlamaPromptCounter:
+    """Counts prompt tokens with the Llama 3 tokenizer (vocabulary only: a few MB, loaded once per process)."""
+
+    def __init__(self) -> None:
+        self._vocab = LlamaCppVocab(default_tokenizer_path(), vocab_only=True)
+        self._formatter = ChatFormatter(None)
+        self._lock = threading.Lock()  # the gateway counts on the event loop; tests and tools may share one
+
+    def count(self, request: ChatRequest) -> int:
+        """Tokens of the rendered prompt, or the character estimate when the messages do not render (the
+        upstream judges those: its template may accept what the built-in format refuses)."""
+        try:
+            text = self._formatter.render(request.messages, tools=prompt_tools(request))
+        except ChatFormatError:
+            return estimate_tokens(request)
+        with self._lock:
+            return len(self._vocab.tokenize(text, add_bos=False, parse_special=True))
+
+
+def estimate_tokens(request: ChatRequest) -> int:
+    """4 characters a token, plus 4 per message."""
+    chars = sum(len(m.content or "") for m in request.messages)
+    return chars // CHARS_PER_TOKEN + 4 * len(request.messages)
+
+
+@functools.cache
+def llama_prompt_counter() -> LlamaPromptCounter:
+    return LlamaPromptCounter()

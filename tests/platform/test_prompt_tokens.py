@@ -1,0 +1,55 @@
+"""Prompt tokens of requests forwarded to an upstream: the Llama 3 tokenizer over the Llama 3 chat format, not a
+characters-per-token guess (which the rate limiter used to reserve, 9x short for emoji)."""
+
+from __future__ import annotations
+
+from llamafoundry.engine.sampling_params import SamplingParams
+from llamafoundry.platform.prompt_tokens import estimate_tokens, llama_prompt_counter
+from llamafoundry.service.types import ChatMessage, ChatRequest
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The current weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+def request(*messages: ChatMessage, tools: list | None = None, tool_choice: str | None = None) -> ChatRequest:
+    return ChatRequest(list(messages), SamplingParams(), tools=tools, tool_choice=tool_choice)
+
+
+def test_special_tokens_count_once_each() -> None:
+    # <|begin_of_text|> <|start_header_id|> user <|end_header_id|> \n\n Hi ! <|eot_id|>
+    # <|start_header_id|> assistant <|end_header_id|> \n\n
+    assert llama_prompt_counter().count(request(ChatMessage("user", "Hi!"))) == 12
+
+
+def test_text_the_character_guess_gets_wrong_is_counted_as_the_tokenizer_does() -> None:
+    counter = llama_prompt_counter()
+    emoji = request(ChatMessage("user", "🙂🎉" * 50))
+    japanese = request(ChatMessage("user", "東京都の天気はどうですか？" * 20))
+    english = request(ChatMessage("user", "The quick brown fox jumps over the lazy dog. " * 20))
+    assert counter.count(emoji) > 4 * estimate_tokens(emoji)
+    assert counter.count(japanese) > 2 * estimate_tokens(japanese)
+    assert 0.8 * estimate_tokens(english) < counter.count(english) < 1.2 * estimate_tokens(english)
+
+
+def test_tool_definitions_count_unless_tool_choice_is_none() -> None:
+    counter = llama_prompt_counter()
+    question = ChatMessage("user", "Weather in Oslo?")
+    plain = counter.count(request(question))
+    assert counter.count(request(question, tools=[WEATHER_TOOL])) > plain + 30
+    assert counter.count(request(question, tools=[WEATHER_TOOL], tool_choice="none")) == plain
+
+
+def test_messages_the_llama_format_refuses_are_estimated_for_the_upstream_to_judge() -> None:
+    calls = [
+        {"id": f"call_{i}", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+        for i in range(2)
+    ]
+    asked = ChatMessage("user", "Weather in Oslo and Rome?")
+    parallel = request(asked, ChatMessage("assistant", None, tool_calls=calls))
+    assert llama_prompt_counter().count(parallel) == estimate_tokens(parallel)
