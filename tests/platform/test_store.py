@@ -159,6 +159,34 @@ def test_concurrent_openers_and_writers_do_not_fail(store_url: str) -> None:
     check.close()
 
 
+def test_processes_opening_a_new_sqlite_store_at_the_same_instant_all_get_in(tmp_path: Path) -> None:
+    """Switching a new database to WAL needs the file to itself, and SQLite answers "database is locked" at once
+    (no busy wait) while another connection is switching: a server and `deploy` commands started together
+    failed that way (about 1 in 60 runs of the test above under load)."""
+    for trial in range(15):
+        home = tmp_path / str(trial)
+        home.mkdir()
+        url = database_url(home)
+        start = threading.Barrier(8)
+        errors: list[BaseException] = []
+
+        def open_and_read(url: str = url, start: threading.Barrier = start, errors: list = errors) -> None:
+            try:
+                start.wait()
+                opened = Store(url)
+                opened.list_deployments()
+                opened.close()
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_and_read) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == [], f"trial {trial}: {errors[0]!r}"
+
+
 def test_upgrading_an_old_schema_keeps_its_rows(store_url: str) -> None:
     """A database at revision 0001 (before settings and admin keys) is migrated, not re-created."""
     from alembic import command

@@ -13,6 +13,7 @@ migrations are serialised the same way. On PostgreSQL, migrations take an adviso
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -292,8 +293,8 @@ def _create_engine(url: str) -> Engine:
     def _on_connect(dbapi_connection: Any, record: Any) -> None:
         dbapi_connection.isolation_level = None  # SQLAlchemy issues BEGIN itself (below)
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=30000")
+        _use_wal(cursor)
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
@@ -319,3 +320,20 @@ def _deployment(row: RowMapping) -> Deployment:
 
 def _key(row: RowMapping) -> StoredKey:
     return StoredKey(row["slot"], row["key_hash"], row["created_at"])
+
+
+def _use_wal(cursor: sqlite3.Cursor, attempts: int = 100) -> None:
+    """Put the database in WAL mode (readers and one writer at once). The mode is kept in the file, so only the
+    first connection to a new database switches it; but switching needs the file to itself, and SQLite answers
+    "database is locked" at once, without its busy wait, while another connection is switching too (servers and
+    `deploy` commands opening a new store together failed this way). Such a connection retries briefly."""
+    for attempt in range(attempts):
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+                return
+            if cursor.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() == "wal":
+                return  # (a switch SQLite cannot make returns the old mode instead of failing)
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+        time.sleep(0.02)
