@@ -10,7 +10,6 @@ reservation afterwards either way.
 
 from __future__ import annotations
 
-import functools
 import threading
 
 from llamafoundry.model.gguf_builder import default_tokenizer_path
@@ -47,6 +46,15 @@ def estimate_tokens(request: ChatRequest) -> int:
     return chars // CHARS_PER_TOKEN + 4 * len(request.messages)
 
 
-@functools.cache
+_counter: LlamaPromptCounter | None = None
+_counter_lock = threading.Lock()
+
+
 def llama_prompt_counter() -> LlamaPromptCounter:
-    return LlamaPromptCounter()
+    """The process's counter, loaded once: every forwarding deployment preloads it as it starts (in a worker
+    thread), and a request may ask for it meanwhile; one load, never two llama.cpp loads at once."""
+    global _counter
+    with _counter_lock:
+        if _counter is None:
+            _counter = LlamaPromptCounter()
+        return _counter
