@@ -25,6 +25,11 @@ if TYPE_CHECKING:
     from llamafoundry.service.safety import ChatSafety
 
 DEFAULT_MAX_CTX = 4096
+# Idle keep-alive connections stay open longer than any Retry-After the API sends (a rate limit's is at most 60 s):
+# azure-core waits as told and retries on its pooled connection, and with uvicorn's default of 5 s the server
+# closed it just as a 503's retry (Retry-After: 5) was sent, so the client got "connection reset" instead of the
+# answer.
+KEEP_ALIVE_S = 75
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -139,7 +144,7 @@ def _serve(args: argparse.Namespace) -> int:
         management.include_router(_usage_routes(accounting, platform.store))  # /management/usage, admin key
     app = create_app(service, settings, accounting, gateway=gateway, management=management)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=10,
-                **tls_options(args))  # fmt: skip
+                timeout_keep_alive=KEEP_ALIVE_S, **tls_options(args))  # fmt: skip
     return 0
 
 

@@ -94,8 +94,9 @@ class UpstreamChatService:
 
     async def start(self) -> None:
         base_urls, api_key = await self.provider.start()
-        await asyncio.to_thread(llama_prompt_counter)  # load the tokenizer (~0.25 s) now, not on a first request
         self.client = RemoteChatClient(base_urls, api_key, self.verify_tls)
+        # Load the tokenizer (~0.25 s) now rather than on a first request; the service is ready meanwhile.
+        await asyncio.to_thread(llama_prompt_counter)
 
     async def stop(self) -> None:
         if self.client is not None:
