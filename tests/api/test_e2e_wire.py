@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
+import http.client
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -185,11 +185,15 @@ def test_full_queue_is_429_with_retry_after(one_slot_server: Server) -> None:
 def test_an_idle_keep_alive_connection_outlives_a_retry_after(server: Server) -> None:
     """azure-core waits a 503's Retry-After (5 s) and retries on its pooled connection: the server must not have
     closed it by then (uvicorn's default idle timeout is 5 s; the retry then failed with "connection reset")."""
-    host, port = server.url.removeprefix("http://").split(":")
-    request = f"GET /health HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
-    with socket.create_connection((host, int(port)), timeout=10) as conn:
-        for attempt in range(2):
-            conn.sendall(request)
-            assert conn.recv(65536).startswith(b"HTTP/1.1 200"), f"request {attempt + 1} on the same connection"
-            if attempt == 0:
-                time.sleep(6.5)  # longer than Retry-After: 5
+    conn = http.client.HTTPConnection(server.url.removeprefix("http://"), timeout=10)
+    try:
+        conn.request("GET", "/health")
+        first = conn.getresponse()
+        assert first.status == 200 and first.read()
+        sock = conn.sock
+        time.sleep(6.5)  # longer than Retry-After: 5
+        conn.request("GET", "/health")  # raises RemoteDisconnected if the server closed the connection
+        second = conn.getresponse()
+        assert second.status == 200 and second.read() and conn.sock is sock
+    finally:
+        conn.close()
