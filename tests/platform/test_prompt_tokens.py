@@ -6,15 +6,7 @@ from __future__ import annotations
 from llamafoundry.engine.sampling_params import SamplingParams
 from llamafoundry.platform.prompt_tokens import estimate_tokens, llama_prompt_counter
 from llamafoundry.service.types import ChatMessage, ChatRequest
-
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The current weather in a city.",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
+from tests.service.test_chat_format import WEATHER_TOOL
 
 
 def request(*messages: ChatMessage, tools: list | None = None, tool_choice: str | None = None) -> ChatRequest:

@@ -21,7 +21,7 @@ from llamafoundry.model.json_closing import closing_scores, json_levels_closed
 _backend_lock = threading.Lock()
 _grammar_lock = threading.Lock()
 _GRAMMAR_CACHE_SIZE = 64
-MAX_UBATCH_TOKENS = 512  # llama.cpp's default micro-batch
+MAX_UBATCH_TOKENS = 512  # llama.cpp's default micro-batch: compute buffers grow with it, CPU prefill speed does not
 _backend_ready = False
 _log_callback = None  # keep a reference: ctypes must not collect the callback while llama.cpp holds it
 
@@ -183,9 +183,7 @@ class LlamaCppRunner(LlamaCppVocab):
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = kv_size
         params.n_batch = max_batch_tokens
-        # llama.cpp computes a batch in micro-batches of n_ubatch tokens. Its compute buffers grow with n_ubatch
-        # while CPU prefill speed is flat from ~64 tokens a pass (docs/benchmarks.md): a larger batch just splits.
-        params.n_ubatch = min(max_batch_tokens, MAX_UBATCH_TOKENS)
+        params.n_ubatch = min(max_batch_tokens, MAX_UBATCH_TOKENS)  # a larger batch is computed in micro-batches
         params.n_seq_max = max_seqs
         params.n_threads = threads
         params.n_threads_batch = threads
