@@ -14,7 +14,7 @@ from llamafoundry.commands.serve_platform import (
     open_platform,
     tls_options,
 )
-from llamafoundry.config import EngineSettings, ServeSettings, default_home, generate_api_key
+from llamafoundry.config import FLASH_ATTN_MODES, EngineSettings, ServeSettings, default_home, generate_api_key
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
@@ -58,7 +58,7 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--max-queue", type=int, default=64, help="requests that may wait for a slot")
     serve.add_argument(
         "--flash-attn",
-        choices=["auto", "on", "off"],
+        choices=list(FLASH_ATTN_MODES),
         default="auto",
         help="llama.cpp flash attention (default auto: on for CPUs). off decodes faster at long contexts "
         "(~1,000+ tokens) on CPU, on is faster for short ones; see docs/benchmarks.md",

@@ -126,7 +126,7 @@ class Scheduler:
             if request.status is RequestStatus.DECODING:
                 plan.decoding.append(request)
                 budget -= len(request.live_sequences)
-        budget = min(budget, self._prefill_budget(plan))
+        budget = min(budget, self._prefill_budget(plan, budget))
         for request in self.running:
             if request.status is not RequestStatus.PREFILL or request.waits_for_prefix or budget <= 0:
                 continue
@@ -136,18 +136,19 @@ class Scheduler:
             budget -= end - start
         return plan
 
-    def _prefill_budget(self, plan: StepPlan) -> int:
+    def _prefill_budget(self, plan: StepPlan, room: int) -> int:
         """Prompt tokens this step may compute.
 
         A step lasts as long as its prompt tokens take (~8 ms each per CPU core) and every decoding stream waits
         for it. While the prompts being computed outnumber the streams decoding (a burst: requests arriving
         together), they go in large chunks so they soon decode together in full batches; once most requests
         decode, arriving prompts go in small chunks so the running streams are held up little per token.
+        `room`: the tokens the step's batch has left after the decoding ones.
         """
         num_decoding = sum(len(r.live_sequences) for r in plan.decoding)
         prefilling = [r for r in self.running if r.status is RequestStatus.PREFILL]
         if num_decoding < len(prefilling):
-            return self._burst_budget(prefilling, self.max_batch_tokens - plan.num_tokens)
+            return self._burst_budget(prefilling, room)
         return self.max_prefill_tokens_while_decoding
 
     def _burst_budget(self, prefilling: list[Request], room: int) -> int:
