@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from llamafoundry.config import EngineSettings
 from llamafoundry.model.llamacpp import LlamaCppRunner
 
 
@@ -35,7 +36,12 @@ class RawResult:
 
 
 def open_runner(
-    model: Path, parallel: int, ctx_size: int, threads: int, batch_size: int = 512, flash_attn: bool | None = None
+    model: Path,
+    parallel: int,
+    ctx_size: int,
+    threads: int,
+    batch_size: int = EngineSettings.batch_size,
+    flash_attn: bool | None = None,
 ) -> LlamaCppRunner:
     """A context laid out as `llamafoundry serve --parallel P --ctx-size C --threads T` lays it out."""
     return LlamaCppRunner(
