@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from llamafoundry.engine.outputs import QueueFullError
-from llamafoundry.platform.ratelimit import RateLimits
+from llamafoundry.platform.ratelimit import UNLIMITED, RateLimits
 from tests.api.accounting_fixtures import LimitedApp, limited_app
 from tests.api.conftest import MODEL_NAME
 from tests.api.fakes import FakeChatService
@@ -48,7 +48,11 @@ def test_over_the_request_limit_is_a_429_in_the_azure_shape(app: LimitedApp) -> 
     app.clock.now += 4.2
     refused = app.chat()
     assert refused.status_code == 429
-    assert refused.json() == {"error": {"code": "429", "message": "Rate limit is exceeded. Try again in 6 seconds."}}
+    message = (
+        "Rate limit is exceeded. Try again in 6 seconds. "
+        "The deployment's call rate limit is 12 requests per minute, at most 2 in any 10 seconds."
+    )
+    assert refused.json() == {"error": {"code": "429", "message": message}}
     assert refused.headers["retry-after"] == "6" and refused.headers["retry-after-ms"] == "5800"
     assert remaining(refused) == (10, 1_000 - 24)
     app.clock.now += 5.8
@@ -79,6 +83,9 @@ def test_a_reservation_that_does_not_fit_waits_for_the_window(app: LimitedApp) -
     assert first.status_code == 200
     refused = app.chat(max_tokens=990)  # 7 + 990 > 1,000 - 12
     assert refused.status_code == 429 and refused.headers["retry-after"] == "60"
+    assert refused.json()["error"]["message"] == (
+        "Rate limit is exceeded. Try again in 60 seconds. The deployment's token rate limit is 1000 tokens per minute."
+    )
 
 
 def test_without_max_tokens_the_rest_of_the_context_is_reserved(tmp_path: Path) -> None:
@@ -111,3 +118,13 @@ def test_an_unlimited_deployment_sends_no_limit_headers(tmp_path: Path) -> None:
     for app in limited_app(tmp_path, None):
         response = app.chat()
         assert response.status_code == 200 and "x-ratelimit-remaining-requests" not in response.headers
+
+
+def test_a_limit_that_does_not_bind_has_no_headers(tmp_path: Path) -> None:
+    """A managed deployment limited by requests only: no token counts (they used to read 4611686018427387904)."""
+    for app in limited_app(tmp_path, RateLimits(tokens_per_minute=UNLIMITED, requests_per_minute=12)):
+        response = app.chat()
+        assert response.status_code == 200
+        assert response.headers["x-ratelimit-remaining-requests"] == "11"
+        assert response.headers["x-ratelimit-limit-requests"] == "12"
+        assert not [name for name in response.headers if name.endswith("-tokens")]

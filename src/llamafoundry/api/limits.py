@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 
 from llamafoundry.api.errors import ApiError
-from llamafoundry.platform.ratelimit import Decision, RateLimiter, RateLimits, RequestExceedsLimitError
+from llamafoundry.platform.ratelimit import (
+    LIMITED_BY_TOKENS,
+    UNLIMITED,
+    Decision,
+    RateLimiter,
+    RateLimits,
+    RequestExceedsLimitError,
+)
 from llamafoundry.service.types import ChatRequest
 
 if TYPE_CHECKING:
@@ -29,14 +36,15 @@ DEFAULT_KEY_ID = "default"  # the single key of `serve --api-key` (deployment ke
 
 
 class RateLimitExceeded(ApiError):
-    """429 in the Azure gateway's shape: exactly `{"error": {"code": "429", "message": ...}}`."""
+    """429 in the Azure gateway's shape: exactly `{"error": {"code": "429", "message": ...}}`, the message
+    opening with the gateway's own sentence (clients match "Try again in N seconds") and naming the limit."""
 
     def __init__(self, decision: Decision) -> None:
         seconds = decision.retry_after_s
         super().__init__(
             429,
             "429",
-            f"Rate limit is exceeded. Try again in {seconds} seconds.",
+            f"Rate limit is exceeded. Try again in {seconds} seconds. {_which_limit(decision)}",
             retry_after=seconds,
             headers={"retry-after-ms": str(max(1, decision.retry_after_ms)), **ratelimit_headers(decision)},
         )
@@ -46,15 +54,29 @@ class RateLimitExceeded(ApiError):
         return {"error": {"code": self.code, "message": self.message}}
 
 
+def _which_limit(decision: Decision) -> str:
+    limits = decision.limits
+    if decision.limited_by == LIMITED_BY_TOKENS:
+        return f"The deployment's token rate limit is {limits.tokens_per_minute} tokens per minute."
+    return (
+        f"The deployment's call rate limit is {limits.requests_per_minute} requests per minute, "
+        f"at most {limits.max_burst_requests} in any 10 seconds."
+    )
+
+
 def ratelimit_headers(decision: Decision) -> dict[str, str]:
     """What every response of a limited deployment carries (Azure sends the `remaining` pair; the limits
-    are extra, for clients that pace themselves)."""
-    return {
-        "x-ratelimit-remaining-requests": str(decision.remaining_requests),
-        "x-ratelimit-remaining-tokens": str(decision.remaining_tokens),
-        "x-ratelimit-limit-requests": str(decision.limits.requests_per_minute),
-        "x-ratelimit-limit-tokens": str(decision.limits.tokens_per_minute),
-    }
+    are extra, for clients that pace themselves). A limit that does not bind (a managed deployment limited
+    by requests only) has no headers."""
+    limits = decision.limits
+    headers = {}
+    if limits.requests_per_minute != UNLIMITED:
+        headers["x-ratelimit-remaining-requests"] = str(decision.remaining_requests)
+        headers["x-ratelimit-limit-requests"] = str(limits.requests_per_minute)
+    if limits.tokens_per_minute != UNLIMITED:
+        headers["x-ratelimit-remaining-tokens"] = str(decision.remaining_tokens)
+        headers["x-ratelimit-limit-tokens"] = str(limits.tokens_per_minute)
+    return headers
 
 
 class LimitsSource:
