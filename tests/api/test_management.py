@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 from llamafoundry.api.app import create_app
 from llamafoundry.api.management import management_router
 from llamafoundry.config import EngineSettings, ServeSettings
-from llamafoundry.platform.deployments import regenerate_admin_key
+from llamafoundry.platform.deployments import DeploymentSpec, create_deployment, regenerate_admin_key
 from llamafoundry.platform.gateway import Gateway, Target, single_key_policy
 from llamafoundry.platform.store import Deployment, Store
 from tests.api.conftest import API_KEY, MODEL_NAME
@@ -150,3 +150,23 @@ def test_managed_deployment_options(client: TestClient, admin_key: str, home: Pa
     assert created["instances"] == 3 and created["instance_type"] == "Standard_D4as_v4"
     assert created["shared_quota"] is True and 167.9 <= created["expires_in_hours"] <= 168
     assert created["auth"] == "key, token" and created["billing"] == "core-hours"
+
+
+def test_a_deployment_cannot_take_the_name_of_the_servers_own_model(
+    client: TestClient, admin_key: str, home: Path, store: Store
+) -> None:
+    """It would share the model's routes, rate limits and usage records (the limits and usage of both were
+    one counter): the API refuses the name, and one written by the CLI is not served and says why."""
+    admin = {"api-key": admin_key}
+    refused = client.post("/management/deployments", json=create_body(home, name=MODEL_NAME.upper()), headers=admin)
+    assert refused.status_code == 409 and "name of this server's own model" in refused.json()["error"]["message"]
+
+    _, keys = create_deployment(store, DeploymentSpec(MODEL_NAME, MODEL, weights=home / "model.gguf"), home)
+    time.sleep(PICKUP_S)
+    status = client.get(f"/management/deployments/{MODEL_NAME}", headers=admin).json()["status"]
+    assert status["state"] == "not served" and "--name OTHER" in status["error"]
+    payload = {"messages": [{"role": "user", "content": "Hi"}]}
+    url = f"/deployments/{MODEL_NAME}/chat/completions"
+    assert client.post(url, json=payload, headers={"api-key": keys.primary}).status_code == 401
+    answered = client.post(url, json=payload, headers={"api-key": API_KEY})
+    assert answered.status_code == 200 and answered.json()["model"] == MODEL_NAME

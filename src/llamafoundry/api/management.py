@@ -73,6 +73,9 @@ def management_router(store: Store, home: Path, gateway: Gateway | None = None) 
 
     async def create(request: Request) -> Response:
         spec = _spec(parse_json_object(await request.body(), request.headers.get("content-type")))
+        conflict = gateway.name_conflict(spec.name) if gateway is not None else None
+        if conflict is not None:
+            raise ApiError(409, ops.DeploymentConflict.code, conflict, "name")
         deployment, keys = await _call(ops.create_deployment, store, spec, home)
         body = {**_describe(deployment, gateway), "primary_key": keys.primary, "secondary_key": keys.secondary}
         return json_response(body, 201)

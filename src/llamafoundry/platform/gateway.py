@@ -150,6 +150,7 @@ class Gateway:
         self.verifier = verifier
         self.poll_interval_s = poll_interval_s
         self.targets: dict[str, Target] = {}
+        self.unserved: dict[str, str] = {}  # deployment name -> why it is not served
         self._revision: int | None = None
         self._poll_task: asyncio.Task[None] | None = None
 
@@ -201,13 +202,31 @@ class Gateway:
             return
         self._apply(await asyncio.to_thread(store.snapshot))
 
+    def name_conflict(self, name: str) -> str | None:
+        """Why a deployment called `name` cannot be served here, or None: the name is the server's own model's,
+        which the same routes, limits and usage records already answer to."""
+        if self.default is None or name.lower() != self.default.name.lower():
+            return None
+        return (
+            f"Deployment '{name}' has the name of this server's own model, so requests, rate limits and usage "
+            "under that name are the model's. Delete the deployment and create it under another name, or start "
+            "the server with --name OTHER (or --no-default)."
+        )
+
     def _apply(self, snapshot: Snapshot) -> None:
         stopped = []
         for name in list(self.targets):
             if name not in snapshot.deployments:
                 stopped.append(self.targets.pop(name))
                 logger.info("deployment %s was deleted; no longer served", name)
+        unserved = {}
         for name, deployment in snapshot.deployments.items():
+            conflict = self.name_conflict(name)
+            if conflict is not None:
+                if name not in self.unserved:
+                    logger.error("deployment %s is not served: %s", name, conflict)
+                unserved[name] = conflict
+                continue
             policy = self._policy(deployment, snapshot.keys.get(name, []))
             current = self.targets.get(name)
             if current is not None and _same_backend(current.deployment, deployment):
@@ -218,6 +237,7 @@ class Gateway:
             self.targets[name] = self._launch(deployment, policy)
         for target in stopped:
             asyncio.create_task(_stop(target))
+        self.unserved = unserved
         self._revision = snapshot.revision
 
     def _policy(self, deployment: Deployment, keys: list[StoredKey]) -> AuthPolicy:
@@ -234,7 +254,8 @@ class Gateway:
         """Runtime state of a served deployment, for the management API."""
         target = self.targets.get(name)
         if target is None:
-            return {"state": "not served"}
+            reason = self.unserved.get(name)
+            return {"state": "not served", **({"error": reason} if reason else {})}
         state = "ready" if target.service.is_ready else ("failed" if target.start_error else "starting")
         body: dict[str, Any] = {"state": state}
         if target.start_error is not None:
