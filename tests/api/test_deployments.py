@@ -122,6 +122,28 @@ def test_a_running_server_picks_up_deploy_commands_within_two_seconds(setup: Set
     wait_for(lambda: chat(late_url, new).status_code == 404, PICKUP_S, "the deleted deployment disappearing")
 
 
+def test_weights_that_do_not_load_fail_the_deployment_at_once(setup: Setup, tmp_path: Path) -> None:
+    """The replica answers /health with model_load_failed: the deployment is failed (not starting for the 180 s
+    start timeout), and its requests get a 503 that says so, with no Retry-After to wait for."""
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + bytes(64))  # passes the create-time check, not llama.cpp's
+    created = cli_json(setup.home, "deploy", "create", "broken", "--model", "Meta-Llama-3.1-70B-Instruct",
+                       "--type", "managed", "--weights", str(broken))  # fmt: skip
+    admin = {"api-key": setup.admin_key}
+
+    def state() -> str:
+        response = httpx.get(f"{setup.gateway.url}/management/deployments/broken", headers=admin, timeout=10)
+        return str(response.json()["status"]["state"])
+
+    wait_for(lambda: state() == "failed", 60, "the deployment failing")
+    answer = chat(f"{setup.gateway.url}/deployments/broken/chat/completions", created["primary_key"])
+    assert answer.status_code == 503 and "retry-after" not in answer.headers
+    assert "failed to start" in answer.json()["error"]["message"]
+    from llamafoundry.cli import main
+
+    assert main(["deploy", "delete", "broken", "--data-dir", str(setup.home)]) == 0
+
+
 def test_deployments_survive_a_restart_and_no_default_leaves_bare_routes_to_them(
     setup: Setup, tiny_model_path: Path
 ) -> None:

@@ -168,6 +168,18 @@ def test_resolve_weights_prefers_the_given_file(tmp_path: Path) -> None:
         resolve_weights(find_model("Llama-3.2-90B-Vision-Instruct"), None, tmp_path)
 
 
+def test_weights_that_are_not_a_gguf_file_are_refused_with_what_to_do(tmp_path: Path) -> None:
+    model = find_model("Llama-3.2-1B")
+    keys = tmp_path / "keys.env"
+    keys.write_text("API_KEY=0123\n")
+    with pytest.raises(WeightsError, match="is not a GGUF file.*convert"):
+        resolve_weights(model, keys, tmp_path)
+    with pytest.raises(WeightsError, match="is a directory"):
+        resolve_weights(model, tmp_path, tmp_path)
+    with pytest.raises(WeightsError, match="takes images.*--upstream"):
+        resolve_weights(find_model("Llama-3.2-11B-Vision-Instruct"), keys, tmp_path)
+
+
 def test_deploy_create_downloads_the_catalog_weights(
     hub: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

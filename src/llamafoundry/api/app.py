@@ -25,6 +25,7 @@ from llamafoundry.api.middleware import RequestContextMiddleware
 from llamafoundry.api.usage import install_accounting
 from llamafoundry.config import ServeSettings
 from llamafoundry.platform.gateway import Gateway, Target, single_key_policy
+from llamafoundry.platform.replicas import MODEL_LOAD_FAILED
 
 if TYPE_CHECKING:
     from llamafoundry.api.limits import Accounting
@@ -81,7 +82,7 @@ class ModelLifecycle:
             return json_response({"status": "ready", "model": self.service.model_name})
         if self.load_error is not None:
             message = "The model failed to load; see the server log, fix the cause and restart the server."
-            return ApiError(503, "model_load_failed", message).response()
+            return ApiError(503, MODEL_LOAD_FAILED, message).response()
         if self.is_draining:
             return ApiError(503, "ServiceUnavailable", "The server is shutting down.", retry_after=5).response()
         return ApiError(

@@ -75,6 +75,13 @@ def inference_router(gateway: Gateway, settings: ServeSettings) -> APIRouter:
 
     async def chat(request: Request) -> Response:
         target: Target = request.state.target
+        if target.start_error is not None:  # waiting cannot help: no Retry-After
+            raise ApiError(
+                503,
+                "ServiceUnavailable",
+                f"Deployment '{target.name}' failed to start: {target.start_error}. Fix the cause, then delete and "
+                "create the deployment again.",
+            )
         try:
             return await _chat(
                 request,

@@ -31,6 +31,7 @@ HEALTH_INTERVAL_S = 0.25
 SUPERVISE_INTERVAL_S = 1.0
 STOP_TIMEOUT_S = 15.0
 API_KEY_ENV = "LLAMAFOUNDRY_API_KEY"
+MODEL_LOAD_FAILED = "model_load_failed"  # the error code of a replica's /health when its model did not load
 
 
 @dataclass
@@ -135,9 +136,15 @@ class ReplicaSet:
                         f"{replica.process.returncode} while loading; see {replica.log_path}"
                     )
                 with contextlib.suppress(httpx.TransportError):
-                    if (await http.get(replica.url + "/health")).status_code == 200:
+                    health = await http.get(replica.url + "/health")
+                    if health.status_code == 200:
                         replica.is_healthy = True
                         return
+                    if _error_code(health) == MODEL_LOAD_FAILED:  # it stays up answering 503: no use waiting
+                        raise RuntimeError(
+                            f"replica {replica.index} of deployment {self.spec.name} could not load "
+                            f"{self.spec.weights_path}; see {replica.log_path or 'its log'}"
+                        )
                 await asyncio.sleep(HEALTH_INTERVAL_S)
 
     async def _supervise(self) -> None:
@@ -156,6 +163,13 @@ class ReplicaSet:
                     await asyncio.wait_for(self._wait_healthy(replica), START_TIMEOUT_S)
                 except (OSError, RuntimeError, TimeoutError):
                     logger.exception("deployment %s: replica %d did not come back", self.spec.name, replica.index)
+
+
+def _error_code(response: httpx.Response) -> str | None:
+    try:
+        return str(response.json()["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def subprocess_log(spec: ReplicaSpec, replica: Replica) -> int | IO[bytes]:
