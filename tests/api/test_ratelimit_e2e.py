@@ -231,3 +231,10 @@ def test_a_store_deployment_is_limited_by_its_own_rpm_and_reported(tiny_model_pa
     records = [r for r in metered(tmp_path / "data") if r.deployment == "chat"]
     (key_id,) = {r.key_id for r in records}  # the key's id, never the key
     assert key_id and created["secondary_key"] not in key_id and created["primary_key"] not in key_id
+    # each record keeps its cost: deleting the deployment (or re-creating it with other prices) keeps the report's
+    assert sum(r.cost_usd or 0.0 for r in records) == pytest.approx(row["cost_usd"])
+    assert main(["deploy", "delete", "chat", *data]) == 0
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["usage", "--deployment", "chat", "--format", "json", *data]) == 0
+    assert json.loads(out.getvalue())["total"]["cost_usd"] == row["cost_usd"]

@@ -137,6 +137,30 @@ def test_an_unknown_price_gives_an_unknown_cost() -> None:
     assert percentile([], 50) is None and percentile([3.0], 95) == 3.0
 
 
+def test_recorded_costs_outlive_the_deployment_and_its_prices() -> None:
+    """A record keeps what its tokens cost when it was metered: deleting the deployment, or re-creating it under
+    the same name on managed compute, does not re-price it (it read n/a, then 0.0000)."""
+    records = [usage("a", cost_usd=0.25), usage("b", cost_usd=0.5)]
+    assert summarize(records, {}, now=DAY0)[0].cost == pytest.approx(0.75)  # deleted: no pricing
+    recreated = Pricing("managed", created_at=DAY0 + 3600, num_cores=4, price_per_core_hour=0.1)
+    (row, total) = summarize(records, {"chat": recreated}, since=DAY0, now=DAY0 + 7200)
+    assert row.cost == pytest.approx(0.75 + 4 * 0.1)  # the old tokens, then one hour of the new compute
+    legacy = usage("c")  # metered before costs were recorded: priced as before, at the current prices
+    price = Pricing("serverless", 1.0, 2.0, DAY0)
+    assert summarize([legacy], {"chat": price}, now=DAY0)[0].cost == pytest.approx(0.1 + 0.1)
+
+
+def test_the_total_is_the_priced_part_and_counts_what_has_no_price() -> None:
+    """The server's own model has no price: its row is n/a, and the total no longer turns n/a with it."""
+    records = [usage("a", cost_usd=0.25), usage("own", deployment="tiny-llama"), usage("own2", deployment="tiny-llama")]
+    rows = {row.deployment: row for row in summarize(records, {}, now=DAY0)}
+    assert rows["tiny-llama"].cost is None and rows["tiny-llama"].unpriced_requests == 2
+    total = rows["total"]
+    assert total.cost == pytest.approx(0.25) and total.unpriced_requests == 2 and total.is_partly_priced
+    assert total.as_dict()["cost_usd"] == 0.25 and total.as_dict()["unpriced_requests"] == 2
+    assert not rows["chat"].is_partly_priced
+
+
 def test_the_report_reads_back_from_the_database(store: Store) -> None:
     record_all(store.engine, [usage("a", at=DAY0 + 5), usage("b", at=DAY0 + 3605, status=429, prompt_tokens=0,
                                                             completion_tokens=0)])  # fmt: skip
@@ -144,6 +168,8 @@ def test_the_report_reads_back_from_the_database(store: Store) -> None:
     hourly = report(store.engine, {"chat": price}, by="hour", since=DAY0, now=DAY0 + 7200)
     assert [(r.period, r.requests, r.throttled) for r in hourly[:-1]] == [(DAY0, 1, 0), (DAY0 + 3600, 1, 1)]
     assert hourly[-1].cost == pytest.approx(100 / 1000 * 0.001 + 50 / 1000 * 0.002)
+    record_all(store.engine, [usage("c", at=DAY0 + 10, cost_usd=0.125)])  # the cost column round-trips
+    assert report(store.engine, {}, since=DAY0, now=DAY0 + 7200)[0].cost == pytest.approx(0.125)
 
 
 def test_records_survive_a_failed_write(tmp_path: Path) -> None:

@@ -60,3 +60,23 @@ def test_csv_and_json_for_one_deployment(data_dir: Path, capsys: pytest.CaptureF
 def test_a_wrong_date_is_an_error_that_says_what_to_give(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["usage", "--data-dir", str(data_dir), "--since", "last tuesday"]) == 2
     assert "ISO date" in capsys.readouterr().err
+
+
+def test_small_costs_partial_totals_and_unknown_names_read_clearly(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    small = Store.open(tmp_path / "small")
+    small.add_deployment(Deployment("chat", "Meta-Llama-3.1-8B-Instruct", "serverless", 1, time.time()), {})
+    record_all(small.engine, [UsageRecord("s1", "chat", "primary", time.time(), 10, 10, 200, 5.0)])
+    small.close()
+    out = run(capsys, "--data-dir", str(tmp_path / "small"))
+    chat = next(line for line in out.splitlines() if line.strip().startswith("chat"))
+    assert chat.split()[-1] == "0.0000091"  # 10 x 0.0003 + 10 x 0.00061 per 1k tokens, not 0.0000
+    assert main(["usage", "--data-dir", str(data_dir)]) == 0  # "other" has no price: the total is the priced part
+    out, err = capsys.readouterr()
+    total = next(line for line in out.splitlines() if line.strip().startswith("total"))
+    assert total.split()[-1].endswith("*") and "leaves out what has no price" in err
+    assert main(["usage", "--data-dir", str(data_dir), "--deployment", "nope"]) == 2
+    assert "No deployment is called 'nope'" in capsys.readouterr().err
+    assert main(["usage", "--data-dir", str(data_dir / "missing")]) == 2
+    assert "There is no data directory" in capsys.readouterr().err and not (data_dir / "missing").exists()

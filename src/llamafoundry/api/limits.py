@@ -29,6 +29,7 @@ from llamafoundry.service.types import ChatRequest
 if TYPE_CHECKING:
     from llamafoundry.api.metrics import Metrics
     from llamafoundry.platform.metering import Meter
+    from llamafoundry.platform.usage import Pricing
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +156,7 @@ class RequestUsage:
     first_token_at: float | None = None  # monotonic
     decision: Decision | None = None
     failed_status: int | None = None  # a stream that failed after its 200 went out
+    pricing: Pricing | None = None  # the deployment's prices (None: the server's own model, which has none)
 
     @classmethod
     def begin(cls, request_id: str) -> RequestUsage:

@@ -37,7 +37,7 @@ from llamafoundry.platform.catalog import SERVERLESS
 from llamafoundry.platform.metering import STATUS_CLIENT_CLOSED, Meter, UsageRecord
 from llamafoundry.platform.ratelimit import RateLimits, deployment_limits, resolve_limits
 from llamafoundry.platform.ratelimit_redis import build_limiter
-from llamafoundry.platform.usage import Pricing, check_period, parse_since, period_label, report, to_csv
+from llamafoundry.platform.usage import Pricing, check_period, parse_since, period_label, pricing_for, report, to_csv
 from llamafoundry.service.types import ChatResult, ChatStream, ChatUpdate
 
 logger = logging.getLogger(__name__)
@@ -88,6 +88,7 @@ class AccountingMiddleware:
             target = state.get("target")  # set by routing once the deployment is known (header, body `model`)
             if target is not None:
                 usage.deployment = target.name
+                usage.pricing = pricing_for(target.deployment) if target.deployment is not None else None
             await self._finish(usage, _final_status(status, is_complete, usage))
 
     async def _headers(self, usage: RequestUsage, status: int) -> dict[str, str]:
@@ -133,8 +134,16 @@ class AccountingMiddleware:
                     is_filtered=usage.is_filtered,
                     is_stream=usage.is_stream,
                     time_to_first_token_ms=ttft_s * 1000 if ttft_s is not None else None,
+                    cost_usd=_token_cost(usage),
                 )
             )
+
+
+def _token_cost(usage: RequestUsage) -> float | None:
+    """The request's tokens at its deployment's prices now (None for the server's own model: it has none)."""
+    if usage.pricing is None:
+        return None
+    return usage.pricing.token_cost(usage.prompt_tokens, usage.completion_tokens)
 
 
 def _final_status(status: int | None, is_complete: bool, usage: RequestUsage) -> int:

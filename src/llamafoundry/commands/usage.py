@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
+from typing import TYPE_CHECKING
 
 from llamafoundry.commands.common import console
-from llamafoundry.commands.deploy import add_store_options, open_store
+from llamafoundry.commands.deploy import DATABASE_URL_ENV, add_store_options, home_of, open_store
+
+if TYPE_CHECKING:
+    from llamafoundry.platform.usage import UsageRow
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -28,8 +34,19 @@ def _usage(args: argparse.Namespace) -> int:
     from llamafoundry.platform.usage import parse_since, report, store_pricing, to_csv
 
     since = parse_since(args.since) if args.since else None
+    home = home_of(args)
+    if not (args.database_url or os.environ.get(DATABASE_URL_ENV)) and not home.is_dir():
+        raise ValueError(
+            f"There is no data directory at {home}: nothing was served or deployed with it. Give the --data-dir "
+            "(or --database-url) the server uses."
+        )
     with open_store(args) as store:
         rows = report(store.engine, store_pricing(store), deployment=args.deployment, since=since, by=args.by)
+        if args.deployment and len(rows) == 1 and store.get_deployment(args.deployment.lower()) is None:
+            raise ValueError(
+                f"No deployment is called '{args.deployment}', and no usage is recorded under that name. "
+                "`llamafoundry deploy list` shows the deployments; `llamafoundry usage` shows every name with usage."
+            )
     if args.format == "csv":
         sys.stdout.write(to_csv(rows))
     elif args.format == "json":
@@ -39,7 +56,7 @@ def _usage(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_table(rows: list, args: argparse.Namespace) -> None:  # rows: list[UsageRow]
+def _print_table(rows: list[UsageRow], args: argparse.Namespace) -> None:
     from rich import box
     from rich.console import Console
     from rich.table import Table
@@ -58,11 +75,13 @@ def _print_table(rows: list, args: argparse.Namespace) -> None:  # rows: list[Us
         d = row.as_dict()
         cells = [d["deployment"], f"{row.requests:,}", f"{row.prompt_tokens:,}", f"{row.completion_tokens:,}",
                  str(row.errors), str(row.throttled), str(row.filtered), _ms(d["p50_latency_ms"]),
-                 _ms(d["p95_latency_ms"]), _cost(row.cost)]  # fmt: skip
+                 _ms(d["p95_latency_ms"]), _cost(row)]  # fmt: skip
         if args.by:
             cells.insert(1, _period(row.period, args.by))
         table.add_row(*cells, end_section=row is rows[-2] if len(rows) > 1 else False)
     Console(width=None if sys.stdout.isatty() else 160).print(table)  # piped: never squeeze the columns
+    if any(row.is_partly_priced for row in rows):
+        console.print("* leaves out what has no price: the server's own model, a deleted deployment's compute.")
     if len(rows) == 1:
         console.print("No usage recorded yet: requests are metered by `llamafoundry serve`.")
 
@@ -79,5 +98,11 @@ def _ms(value: object) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
 
-def _cost(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:,.4f}"  # n/a: no price known (a model outside the catalog)
+def _cost(row: UsageRow) -> str:
+    """Dollars to 4 decimals, amounts under a tenth of a cent to 2 significant digits (a cost never reads
+    0.0000); n/a: no price (the server's own model); * when the row leaves out what has no price."""
+    value = row.cost
+    if value is None:
+        return "n/a"
+    decimals = 4 if value == 0 or value >= 0.001 else 1 - math.floor(math.log10(value))
+    return f"{value:,.{decimals}f}" + ("*" if row.is_partly_priced else "")

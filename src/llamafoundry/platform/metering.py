@@ -2,8 +2,10 @@
 
 Every chat request that passed authentication is recorded exactly once, when it ends: its deployment, the id
 of the key it used (the key's slot, never the key), when it arrived, prompt and completion tokens, the HTTP
-status it got (499 when the client went away, tokens counted so far), its latency, and whether content safety
-filtered it. `request_id` (the response's `x-request-id`) is unique, so a record can never be counted twice.
+status it got (499 when the client went away, tokens counted so far), its latency, whether content safety
+filtered it, and what its tokens cost at the deployment's prices of that moment (so a deployment deleted, or
+re-created with other prices, does not re-price its past). `request_id` (the response's `x-request-id`) is
+unique, so a record can never be counted twice.
 
 Rows are buffered and written in batches on a worker thread, so the event loop never waits for the database;
 `flush()` writes what is pending (the server flushes on shutdown, and before answering a usage query).
@@ -43,6 +45,7 @@ usage = sa.Table(
     sa.Column("is_filtered", sa.Boolean, nullable=False),
     sa.Column("is_stream", sa.Boolean, nullable=False),
     sa.Column("time_to_first_token_ms", sa.Float),
+    sa.Column("cost_usd", sa.Float),
     sa.Index("ix_usage_deployment_created_at", "deployment", "created_at"),
     sa.Index("ix_usage_created_at", "created_at"),
 )
@@ -63,6 +66,7 @@ class UsageRecord:
     is_filtered: bool = False
     is_stream: bool = False
     time_to_first_token_ms: float | None = None
+    cost_usd: float | None = None  # its tokens at the deployment's prices when it ended; None: no price then
 
     @property
     def total_tokens(self) -> int:

@@ -2,10 +2,14 @@
 
 Cost follows Azure's billing of the two deployment types:
 - serverless: input and output tokens at per-1,000-token prices (the catalog's, unless the deployment
-  overrides them in its settings: `input_price_per_1k`, `output_price_per_1k`). Filtered requests are billed
-  like any other (Azure bills them); refused (429) requests used no tokens.
+  overrides them in its settings: `input_price_per_1k`, `output_price_per_1k`), priced when the request ends
+  and kept with its usage record. Filtered requests are billed like any other (Azure bills them); refused (429)
+  requests used no tokens.
 - managed compute: instance core-hours since the deployment was created, times the price per core-hour (the
-  instance type's, unless overridden by `price_per_core_hour`), whether or not requests arrived.
+  instance type's, unless overridden by `price_per_core_hour`), whether or not requests arrived. Only
+  deployments that exist have compute cost: a deleted one's is unknown.
+Requests with no price (the server's own model has none) are counted in `unpriced_requests` and left out of
+the cost, so a total over priced and unpriced deployments is the priced part.
 """
 
 from __future__ import annotations
@@ -96,8 +100,23 @@ class UsageRow:
     filtered: int = 0
     p50_latency_ms: float | None = None
     p95_latency_ms: float | None = None
-    cost: float | None = 0.0
+    priced_cost: float = 0.0
+    unpriced_requests: int = 0  # requests (or managed compute) with no known price, left out of the cost
+    has_unpriced_compute: bool = False
     latencies: list[float] = field(default_factory=list, repr=False)
+
+    @property
+    def cost(self) -> float | None:
+        """What the priced part cost; None when nothing in the row has a price (the server's own model, a
+        deleted deployment's compute)."""
+        if self.priced_cost == 0.0 and (self.unpriced_requests or self.has_unpriced_compute):
+            return None
+        return self.priced_cost
+
+    @property
+    def is_partly_priced(self) -> bool:
+        """Whether the cost leaves something out (the total over priced and unpriced deployments)."""
+        return self.cost is not None and (self.unpriced_requests > 0 or self.has_unpriced_compute)
 
     @property
     def total_tokens(self) -> int:
@@ -112,12 +131,20 @@ class UsageRow:
         self.filtered += record.is_filtered
         if record.status < 400:
             self.latencies.append(record.latency_ms)
-        cost = pricing.token_cost(record.prompt_tokens, record.completion_tokens) if pricing else None
-        self.cost = None if cost is None or self.cost is None else self.cost + cost
+        cost = record.cost_usd
+        if cost is None and pricing is not None:  # metered before costs were recorded, or with no price then
+            cost = pricing.token_cost(record.prompt_tokens, record.completion_tokens)
+        if cost is None:
+            self.unpriced_requests += 1
+        else:
+            self.priced_cost += cost
 
     def add_compute(self, pricing: Pricing | None, start: float, end: float) -> None:
         cost = pricing.compute_cost(start, end) if pricing else None
-        self.cost = None if cost is None or self.cost is None else self.cost + cost
+        if cost is None:
+            self.has_unpriced_compute = True
+        else:
+            self.priced_cost += cost
 
     def finish(self) -> UsageRow:
         self.p50_latency_ms = percentile(self.latencies, 50)
@@ -137,7 +164,8 @@ class UsageRow:
             "filtered": self.filtered,
             "p50_latency_ms": _round(self.p50_latency_ms),
             "p95_latency_ms": _round(self.p95_latency_ms),
-            "cost_usd": round(self.cost, 6) if self.cost is not None else None,
+            "cost_usd": round(self.cost, 9) if self.cost is not None else None,  # a request can cost 1e-6 USD
+            "unpriced_requests": self.unpriced_requests,
         }
 
 
@@ -243,7 +271,7 @@ def check_period(by: str | None) -> str | None:
 
 CSV_COLUMNS = (
     "deployment", "period", "requests", "prompt_tokens", "completion_tokens", "total_tokens", "errors",
-    "throttled", "filtered", "p50_latency_ms", "p95_latency_ms", "cost_usd",
+    "throttled", "filtered", "p50_latency_ms", "p95_latency_ms", "cost_usd", "unpriced_requests",
 )  # fmt: skip
 
 
