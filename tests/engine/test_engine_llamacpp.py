@@ -219,6 +219,19 @@ def test_full_slots_queue_requests_and_a_full_queue_refuses(tiny_model_path: Pat
     run_engine(tiny_model_path, body, ctx_size=256, parallel=1, max_queue=1)
 
 
+def test_with_no_queue_a_free_slot_still_takes_a_request(tiny_model_path: Path) -> None:
+    """`--max-queue 0`: no request may wait, but one that gets a slot at once runs (it used to be refused)."""
+
+    async def body(engine: AsyncEngine) -> None:
+        params = SamplingParams(max_tokens=200, ignore_eos=True, temperature=0)
+        first = await engine.add_request(engine.tokenize(PROMPT), params)
+        with pytest.raises(QueueFullError):
+            await engine.add_request(engine.tokenize(PROMPT), params)  # the only slot is taken
+        assert token_ids([o async for o in first])
+
+    run_engine(tiny_model_path, body, ctx_size=256, parallel=1, max_queue=0)
+
+
 def test_prompt_longer_than_context_is_refused_with_the_limit(tiny_model_path: Path) -> None:
     async def body(engine: AsyncEngine) -> None:
         with pytest.raises(PromptTooLongError, match="64 tokens"):

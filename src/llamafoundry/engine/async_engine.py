@@ -141,11 +141,16 @@ class AsyncEngine:
     @property
     def num_waiting(self) -> int:
         """Requests without a sequence slot: queued in the engine, or just submitted and not likely to get one."""
+        return self._num_waiting_with(0)
+
+    def _num_waiting_with(self, arriving: int) -> int:
+        """Requests that would be without a slot once `arriving` more are submitted: the queued ones and the
+        submitted ones compete for the free slots at the next step."""
         if self._engine is None:
             return 0
         submitted = sum(1 for kind, _ in self._inbox if kind == "add")
         free = self._engine.scheduler.num_free_slots
-        return self._engine.num_waiting + max(0, submitted - free)
+        return max(0, self._engine.num_waiting + submitted + arriving - free)
 
     @property
     def kv_cache_usage(self) -> float:
@@ -171,7 +176,7 @@ class AsyncEngine:
 
     async def add_request(self, prompt_token_ids: list[int], params: SamplingParams) -> AsyncRequestStream:
         engine = self._require_engine()
-        if self.num_waiting >= self._max_queue:
+        if self._num_waiting_with(1) > self._max_queue:  # only a request that would wait can find the queue full
             raise QueueFullError(
                 f"The server is busy: {self.num_waiting} requests are already waiting. Retry shortly.",
             )
