@@ -279,6 +279,8 @@ def test_not_ready_is_503_with_retry_after(client: TestClient, fake_service: Fak
         ({"content": b"not json"}, 400, "invalid_json"),
         ({"content": b""}, 400, "invalid_json"),
         ({"content": b"[1]"}, 400, "invalid_json"),
+        # a lone surrogate reached the tokenizer and was a 500
+        ({"content": b'{"messages": [{"role": "user", "content": "\\ud800 hi"}]}'}, 400, "invalid_json"),
         ({"content": b'{"messages": []}', "headers": {"content-type": "text/plain"}}, 415, "unsupported_media_type"),
         ({"data": {"messages": "x"}}, 415, "unsupported_media_type"),  # form-encoded
         ({"json": {"messages": []}, "headers": {"extra-parameters": "sometimes"}}, 400, "invalid_extra_parameters"),

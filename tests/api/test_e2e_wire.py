@@ -89,6 +89,10 @@ def test_errors_before_the_first_byte_are_json(server: Server) -> None:
         timeout=60,
     )
     assert response.status_code == 400 and response.json()["error"]["code"] == "context_length_exceeded"
+    lone_surrogate = b'{"messages": [{"role": "user", "content": "\\ud800 hi"}], "max_tokens": 2}'
+    response = httpx.post(f"{server.url}/chat/completions", content=lone_surrogate,
+                          headers={"api-key": server.key, "content-type": "application/json"}, timeout=60)  # fmt: skip
+    assert response.status_code == 400 and "lone surrogate" in response.json()["error"]["message"]
 
 
 def test_health(server: Server) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,7 +85,27 @@ def parse_json_object(raw: bytes, content_type: str | None) -> dict[str, Any]:
             "invalid_json",
             'The request body must be a JSON object, such as {"messages": [{"role": "user", "content": "Hello"}]}.',
         )
+    if _MAYBE_SURROGATE.search(raw) and not _is_valid_unicode(body):
+        raise ApiError(
+            400,
+            "invalid_json",
+            "The request body has text that is not valid Unicode: a lone surrogate such as \\ud800 (half of a "
+            "UTF-16 pair). Send whole characters; a pair such as \\ud83d\\ude00 is fine.",
+        )
     return body
+
+
+# JSON's \ud800-\udfff escapes, or a surrogate encoded in UTF-8 bytes (json.loads lets both through as lone
+# surrogates, which no tokenizer can encode): the cheap test before the exact one
+_MAYBE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
+
+
+def _is_valid_unicode(body: dict[str, Any]) -> bool:
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _reject_constant(name: str) -> Any:
