@@ -79,6 +79,11 @@ def test_plain_rest_forms(server: Server) -> None:
         response = httpx.post(f"{server.url}{path}", json=BODY, headers={"authorization": server.key}, timeout=60)
         assert response.status_code == 200 and response.json()["usage"]["completion_tokens"] == 6
         assert response.headers["content-type"] == "application/json"
+    # an assistant turn without content (the contract's list of what clients send)
+    turns = [{"role": "user", "content": "a"}, {"role": "assistant"}, {"role": "user", "content": "b"}]
+    response = httpx.post(f"{server.url}/chat/completions", json={**BODY, "messages": turns},
+                          headers={"api-key": server.key}, timeout=60)  # fmt: skip
+    assert response.status_code == 200, response.text
 
 
 def test_errors_before_the_first_byte_are_json(server: Server) -> None:

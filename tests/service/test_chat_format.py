@@ -425,13 +425,19 @@ def test_empty_messages() -> None:
         assert info.value.param == "messages"
 
 
-@pytest.mark.parametrize(
-    "message",
-    [ChatMessage(role="user", content=None), ChatMessage(role="assistant", content=None, tool_calls=[])],
-)
-def test_message_without_content(message: ChatMessage) -> None:
+@pytest.mark.parametrize("role", ["user", "system", "tool"])
+def test_message_without_content(role: str) -> None:
     with pytest.raises(ChatFormatError, match=r"messages\[0\] \(\w+\) has no content"):
-        ChatFormatter(None).render([message])
+        ChatFormatter(None).render([ChatMessage(role=role, content=None)])
+
+
+def test_an_assistant_turn_without_content_is_an_empty_turn(llama31: ChatFormatter) -> None:
+    """The API contract lists it among what clients send: it was a 400. Built-in and Meta's templates alike."""
+    empty = [ChatMessage("user", "a"), ChatMessage("assistant", None), ChatMessage("user", "b")]
+    blank = [ChatMessage("user", "a"), ChatMessage("assistant", ""), ChatMessage("user", "b")]
+    for formatter in (ChatFormatter(None), llama31):
+        rendered = formatter.render(empty)
+        assert rendered == formatter.render(blank) and header("assistant") + EOT in rendered
 
 
 def test_unknown_role() -> None:

@@ -122,6 +122,8 @@ def _template_tool_call(call: dict[str, Any]) -> dict[str, Any]:
 def _template_message(message: ChatMessage) -> dict[str, Any]:
     """The dict a transformers-style template reads; optional keys only when set (templates test `'k' in message`)."""
     out: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.content is None and not message.tool_calls:
+        out["content"] = ""  # an assistant turn sent without content: templates trim it, and None cannot be
     if message.role == "tool":
         # Meta's templates tojson a tool result (a string is "iterable" to Jinja): parse JSON so it stays JSON.
         out["content"] = _parse_json(message.content)
@@ -140,9 +142,9 @@ def _validate(messages: list[ChatMessage]) -> None:
     for i, message in enumerate(messages):
         if message.role not in ROLES:
             raise ChatFormatError(f"messages[{i}].role is {message.role!r}; use one of {', '.join(ROLES)}.")
-        if message.content is None and not (message.role == "assistant" and message.tool_calls):
+        if message.content is None and message.role != "assistant":  # an assistant turn may be empty (Azure's too)
             raise ChatFormatError(
-                f"messages[{i}] ({message.role}) has no content; only an assistant message with tool_calls may omit it."
+                f"messages[{i}] ({message.role}) has no content; only an assistant message may omit it."
             )
 
 
