@@ -176,6 +176,16 @@ def test_request_ids_come_back(server: Server) -> None:
     assert seen["x-ms-client-request-id"] == "my-id-1" and seen["x-request-id"]
 
 
+def test_a_deployment_header_from_azure_settings_is_ignored_by_a_single_model_server(server: Server) -> None:
+    """The SDK samples send azureml-model-deployment whenever AZURE_AI_CHAT_DEPLOYMENT_NAME is set; ported code
+    names its Azure deployment, which this server does not have (it was a 404)."""
+    headers = {"azureml-model-deployment": "my-azure-llama-deployment"}
+    with make_client(server) as client:
+        response = client.complete(messages=MESSAGES, max_tokens=1, headers=headers)
+        assert response.model == server.name
+        assert client.get_model_info(headers=headers).model_name == server.name
+
+
 # ---- model info --------------------------------------------------------------------------------------
 
 

@@ -3,9 +3,10 @@
 - `/deployments/<name>/...`: that deployment (or the server's own model, by its name).
 - everything else (bare routes, `/models/...`, `/v1/...`): the deployment named by the `azureml-model-deployment`
   header, else by the body's `model` field (the `model` query parameter for `/info`), else the server's own
-  model. A header naming no deployment is a 404; an unknown `model` falls back to the server's own model (the
-  field is "ignored if the endpoint serves only one model"), and is a 404 only when there is none
-  (`serve --no-default`).
+  model. A server that serves only its own model ignores the header (Azure's single-model endpoints do; the
+  SDK samples send it whenever AZURE_AI_CHAT_DEPLOYMENT_NAME is set); with deployments, a header naming none of
+  them is a 404. An unknown `model` falls back to the server's own model (the field is "ignored if the endpoint
+  serves only one model"), and is a 404 only when there is none (`serve --no-default`).
 
 `authorize_request` is the routes' dependency: it leaves the target in `request.state.target` and the caller's
 key id in `request.state.key_id` (what usage is recorded under; never the key).
@@ -61,6 +62,8 @@ async def _resolve(request: Request, gateway: Gateway, read_body: BodyReader) ->
         return _named(gateway, path_name)
     header = request.headers.get(DEPLOYMENT_HEADER)
     if header:
+        if not gateway.targets and gateway.default is not None:
+            return gateway.default  # one model only: a name from the client's Azure settings selects nothing
         return _named(gateway, header.strip())
     model = request.query_params.get("model") if request.method == "GET" else await _body_model(request, read_body)
     target = gateway.resolve(model) if model else None
