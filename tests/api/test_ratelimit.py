@@ -77,15 +77,25 @@ def test_tokens_reserve_max_tokens_for_every_candidate(app: LimitedApp) -> None:
     assert second.status_code == 200 and remaining(second)[1] == 1_000 - 10 - 907
 
 
-def test_a_reservation_that_does_not_fit_waits_for_the_window(app: LimitedApp) -> None:
-    app.service.delay_s = 0.0
-    first = app.chat(max_tokens=600)
-    assert first.status_code == 200
-    refused = app.chat(max_tokens=990)  # 7 + 990 > 1,000 - 12
-    assert refused.status_code == 429 and refused.headers["retry-after"] == "60"
-    assert refused.json()["error"]["message"] == (
-        "Rate limit is exceeded. Try again in 60 seconds. The deployment's token rate limit is 1000 tokens per minute."
-    )
+def test_a_reservation_that_does_not_fit_waits_for_the_window(tmp_path: Path) -> None:
+    service = FakeChatService(model_name=MODEL_NAME, max_context=2048)
+    for app in limited_app(tmp_path, RateLimits(tokens_per_minute=1_000, requests_per_minute=12), service):
+        first = app.chat(max_tokens=600)
+        assert first.status_code == 200
+        refused = app.chat(max_tokens=990)  # 7 + 990 > 1,000 - 12
+        assert refused.status_code == 429 and refused.headers["retry-after"] == "60"
+        assert refused.json()["error"]["message"] == (
+            "Rate limit is exceeded. Try again in 60 seconds. "
+            "The deployment's token rate limit is 1000 tokens per minute."
+        )
+
+
+def test_max_tokens_past_the_context_reserves_only_the_context(app: LimitedApp) -> None:
+    """The model answers such a request with context_length_exceeded; the limiter must not first call it
+    larger than the minute (it said "raise the deployment's limit" for max_tokens=10,000,000)."""
+    response = app.chat(max_tokens=10_000_000)
+    assert response.status_code == 200  # the fake model does not check its context
+    assert remaining(response)[1] == 1_000 - 512  # 7 prompt + the 505 tokens left in its 512-token context
 
 
 def test_without_max_tokens_the_rest_of_the_context_is_reserved(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from llamafoundry.engine.detokenizer import IncrementalDetokenizer
 from llamafoundry.engine.factory import build_local_engine
 from llamafoundry.engine.outputs import PromptTooLongError, QueueFullError, RequestOutput
 from llamafoundry.engine.sampler import log_softmax
-from llamafoundry.engine.sampling_params import SamplingParams
+from llamafoundry.engine.sampling_params import InvalidSamplingParams, SamplingParams
 from llamafoundry.model.llamacpp import LlamaCppRunner
 
 PROMPT = "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nTell me a story.<|eot_id|>"
@@ -230,6 +230,15 @@ def test_with_no_queue_a_free_slot_still_takes_a_request(tiny_model_path: Path) 
         assert token_ids([o async for o in first])
 
     run_engine(tiny_model_path, body, ctx_size=256, parallel=1, max_queue=0)
+
+
+def test_a_stop_token_id_outside_the_vocabulary_is_an_invalid_value(tiny_model_path: Path) -> None:
+    async def body(engine: AsyncEngine) -> None:
+        with pytest.raises(InvalidSamplingParams, match="below the vocabulary size") as caught:
+            await engine.add_request(engine.tokenize(PROMPT), SamplingParams(stop_token_ids=[999_999]))
+        assert caught.value.param == "stop_token_ids"
+
+    run_engine(tiny_model_path, body, ctx_size=256)
 
 
 def test_prompt_longer_than_context_is_refused_with_the_limit(tiny_model_path: Path) -> None:

@@ -172,9 +172,13 @@ def accounting_of(request: Request) -> Accounting | None:
 
 
 def reservation_tokens(prompt_tokens: int, chat: ChatRequest, max_context: int) -> int:
-    """Prompt tokens + the completion budget (max_tokens, or the rest of the context) for every candidate."""
+    """Prompt tokens + the completion budget (max_tokens, at most the rest of the context) for every candidate.
+
+    A max_tokens larger than the context is the model's error to report (context_length_exceeded, "lower
+    max_tokens"), not a reservation that no tokens-per-minute limit could hold."""
     params = chat.params
-    budget = params.max_tokens if params.max_tokens is not None else max(0, max_context - prompt_tokens)
+    room = max(0, max_context - prompt_tokens)
+    budget = min(params.max_tokens, room) if params.max_tokens is not None else room
     return prompt_tokens + budget * params.num_candidates
 
 

@@ -25,7 +25,7 @@ from llamafoundry.engine.outputs import (
 )
 from llamafoundry.engine.prefix_cache import PrefixCache
 from llamafoundry.engine.sampler import TokenSampler, token_logprob
-from llamafoundry.engine.sampling_params import SamplingParams
+from llamafoundry.engine.sampling_params import InvalidSamplingParams, SamplingParams
 from llamafoundry.engine.scheduler import PrefillChunk, Scheduler, StepPlan, padding_slots
 from llamafoundry.engine.sequence import Request, RequestStatus, Sequence
 from llamafoundry.model.base import DecodeError, ModelRunner
@@ -105,8 +105,8 @@ class LLMEngine:
                 param=param,
             )
         if any(t >= self.runner.vocab_size for t in params.stop_token_ids):
-            raise EngineError(
-                f"stop_token_ids must be below the vocabulary size ({self.runner.vocab_size}).", param="stop_token_ids"
+            raise InvalidSamplingParams(
+                "stop_token_ids", f"stop_token_ids must be below the vocabulary size ({self.runner.vocab_size})."
             )
         if params.grammar is not None:
             try:
