@@ -145,6 +145,7 @@ def test_logprobs_forms(extras: dict[str, Any], expected: tuple[bool, int]) -> N
         ({"logprobs": 3, "top_logprobs": 2}, "top_logprobs"),
         ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
         ({"logprobs": -1}, "logprobs"),
+        ({"logprobs": 21}, "logprobs"),  # it named top_logprobs, which the client never sent
         ({"logprobs": "lots"}, "logprobs"),
     ],
 )
@@ -242,6 +243,12 @@ def test_top_p_zero_means_only_the_most_likely_token() -> None:
         ("tools", [{"type": "function", "function": {"name": "bad name"}}], "tools[0].function.name"),
         ("tool_choice", "sometimes", "tool_choice"),
         ("response_format", {"type": "xml"}, "response_format.type"),
+        # the union's tag is no part of the field's name (it read response_format.json_schema.json_schema.name)
+        (
+            "response_format",
+            {"type": "json_schema", "json_schema": {"name": "bad name!", "schema": {}}},
+            "response_format.json_schema.name",
+        ),
         ("messages", [], "messages"),
         ("messages", "hello", "messages"),
     ],

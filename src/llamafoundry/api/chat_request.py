@@ -27,7 +27,7 @@ from llamafoundry.api.schemas import (
     TextPart,
 )
 from llamafoundry.api.validation import validation_error
-from llamafoundry.engine.sampling_params import InvalidSamplingParams, SamplingParams
+from llamafoundry.engine.sampling_params import MAX_TOP_LOGPROBS, InvalidSamplingParams, SamplingParams
 from llamafoundry.service import tools
 from llamafoundry.service.structured import SchemaNotSupportedError
 from llamafoundry.service.types import ChatMessage, ChatRequest
@@ -250,6 +250,8 @@ def _logprobs(llama: LlamaExtras) -> tuple[bool, int]:
             f"logprobs: {value} already asks for the {value} most likely tokens; "
             "send either an integer logprobs, or logprobs: true with top_logprobs.",
         )
+    if not 0 <= value <= MAX_TOP_LOGPROBS:  # checked here so the error names the field the client sent
+        raise invalid("logprobs", f"logprobs must be between 0 and {MAX_TOP_LOGPROBS}, got {value}.")
     return True, value
 
 

@@ -17,6 +17,8 @@ _FIELD_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 _PRIMITIVE_LABELS = frozenset({"str", "int", "bool", "float", "dict", "list", "none"})
 # Containers whose items are discriminated unions: the tag follows the item index in the location.
 _TAGGED_CONTAINERS = frozenset({"messages", "content"})
+# Fields that are discriminated unions themselves: the tag follows the field name.
+_TAGGED_FIELDS = frozenset({"response_format"})
 
 
 def clean_location(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
@@ -29,7 +31,8 @@ def clean_location(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
         after_tagged_index = (
             i >= 2 and isinstance(labels_removed[i - 1], int) and labels_removed[i - 2] in _TAGGED_CONTAINERS
         )
-        if isinstance(part, str) and after_tagged_index and _is_tag_position(labels_removed, i):
+        after_tagged_field = i == 1 and labels_removed[0] in _TAGGED_FIELDS
+        if isinstance(part, str) and (after_tagged_index or after_tagged_field) and _is_tag_position(labels_removed, i):
             continue
         cleaned.append(part)
     return tuple(cleaned)
