@@ -118,6 +118,17 @@ def test_openai_route_knows_stream_options_and_user() -> None:
     assert rejected(body).code == "extra_parameters_not_allowed"
 
 
+def test_openai_route_takes_max_completion_tokens_as_max_tokens() -> None:
+    body = {"messages": USER, "max_completion_tokens": 7, "parallel_tool_calls": False}
+    assert parse_chat(body, "error", is_openai_route=True).request.params.max_tokens == 7
+    same = parse_chat({**body, "max_tokens": 7}, "error", is_openai_route=True)
+    assert same.request.params.max_tokens == 7
+    with pytest.raises(ApiError) as caught:
+        parse_chat({**body, "max_tokens": 8}, "error", is_openai_route=True)
+    assert (caught.value.status, caught.value.param) == (400, "max_completion_tokens")
+    assert rejected(body).code == "extra_parameters_not_allowed"  # the Azure routes keep the contract's rule
+
+
 # ---- logprobs ----------------------------------------------------------------------------------------
 
 

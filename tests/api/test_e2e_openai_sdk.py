@@ -26,6 +26,15 @@ def test_create(server: Server) -> None:
     assert completion.usage.total_tokens == completion.usage.prompt_tokens + 5
 
 
+def test_newer_clients_max_completion_tokens_and_parallel_tool_calls(server: Server) -> None:
+    """What langchain-openai and recent OpenAI code send: they were 400 extra_parameters_not_allowed."""
+    with make_client(server) as client:
+        completion = client.chat.completions.create(
+            model="azureai", messages=MESSAGES, max_completion_tokens=3, parallel_tool_calls=False
+        )
+    assert completion.choices[0].finish_reason == "length" and completion.usage.completion_tokens == 3
+
+
 def test_stream_with_stream_options(server: Server) -> None:
     with make_client(server) as client:
         stream = client.chat.completions.create(

@@ -108,6 +108,20 @@ def _is_valid_unicode(body: dict[str, Any]) -> bool:
     return True
 
 
+def _openai_max_tokens(body: dict[str, Any]) -> dict[str, Any]:
+    """`max_completion_tokens` as `max_tokens` (validated as it is); both, unequal, is a contradiction."""
+    if "max_completion_tokens" not in body:
+        return body
+    value = body["max_completion_tokens"]
+    if body.get("max_tokens") is not None and value is not None and body["max_tokens"] != value:
+        raise invalid(
+            "max_completion_tokens",
+            "max_tokens and max_completion_tokens differ; they are the same limit, so send one of them.",
+        )
+    body = {k: v for k, v in body.items() if k != "max_completion_tokens"}
+    return {**body, "max_tokens": value} if value is not None else body
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
@@ -120,7 +134,8 @@ def parse_chat(
     Args:
         body: the JSON object.
         mode: `error`, `drop` or `pass-through`.
-        is_openai_route: `/v1/chat/completions`, which also knows (and ignores) OpenAI's `stream_options`, `user`.
+        is_openai_route: `/v1/chat/completions`, which also knows OpenAI's `max_completion_tokens` (as max_tokens)
+            and ignores its `stream_options`, `user`, `parallel_tool_calls`.
         accepts_images: the model takes `image_url` parts (Llama 3.2 Vision deployments); they are kept in
             `ChatMessage.content_parts`.
     """
@@ -132,6 +147,8 @@ def parse_chat(
             "Set extra-parameters to 'pass-through' to pass to the model."
         )
         raise ApiError(400, "extra_parameters_not_allowed", text, extra={"detail": text})
+    if is_openai_route:
+        body = _openai_max_tokens(body)
     try:
         options = ChatCompletionsOptions.model_validate({k: v for k, v in body.items() if k in SPEC_PARAMETERS})
         passed = {k: body[k] for k in extras if k in LLAMA_EXTRA_PARAMETERS} if mode == "pass-through" else {}

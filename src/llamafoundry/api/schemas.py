@@ -188,8 +188,10 @@ class ChatCompletionsOptions(_Model):
 
 # Top-level keys of ChatCompletionsOptions: anything else is an extra parameter.
 SPEC_PARAMETERS = frozenset(ChatCompletionsOptions.model_fields)
-# OpenAI request keys that OpenAI-style clients send routinely; known on /v1 only, and ignored there.
-OPENAI_ROUTE_PARAMETERS = frozenset({"stream_options", "user"})
+# OpenAI request keys that OpenAI-style clients send routinely; known on /v1 only. `max_completion_tokens` is
+# OpenAI's newer name for max_tokens (langchain-openai and recent SDK code send it); the others are ignored (a
+# Llama 3 turn holds one tool call, so `parallel_tool_calls: false` always holds).
+OPENAI_ROUTE_PARAMETERS = frozenset({"stream_options", "user", "max_completion_tokens", "parallel_tool_calls"})
 
 
 class LlamaExtras(_Model):
