@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import threading
 from pathlib import Path
 
@@ -81,3 +82,17 @@ def test_serve_with_flash_attention_off_answers(tiny_model_path: Path, tmp_path:
         assert reply.json()["usage"]["completion_tokens"] >= 1
     finally:
         stop_process(process)
+
+
+def test_a_port_in_use_fails_at_once_and_prints_no_key(tmp_path: Path) -> None:
+    """It printed the banner, with a new admin key shown only once, and then failed to bind."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        log_path = tmp_path / "serve.log"
+        process = launch_serve(["--port", str(port), "--data-dir", str(tmp_path / "home")], log_path)
+        assert process.wait(timeout=60) == 2
+    printed = log_path.read_text()
+    assert f"Cannot listen on 127.0.0.1:{port}" in printed and "--port N" in printed, printed
+    assert not re.search(r"[0-9a-f]{32}", printed), printed  # neither the API key nor an admin key

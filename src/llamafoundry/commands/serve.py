@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import os
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +33,7 @@ DEFAULT_MAX_CTX = 4096
 # closed it just as a 503's retry (Retry-After: 5) was sent, so the client got "connection reset" instead of the
 # answer.
 KEEP_ALIVE_S = 75
+STARTUP_FAILURE = 3  # uvicorn's exit status when the server did not start (the app's startup failed)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -132,6 +136,7 @@ def _serve(args: argparse.Namespace) -> int:
             settings.engine.ctx_size,
             safety=_content_safety(args.content_safety == "on"),
         )
+    listener = _listen(settings.host, settings.port)  # before any banner: a port in use prints no key
     platform = None if args.replica else open_platform(args, home, settings)
     accounting = _accounting(settings, platform.store) if platform else None
     if service is not None:
@@ -143,9 +148,29 @@ def _serve(args: argparse.Namespace) -> int:
         gateway, management = platform.build(service, settings)
         management.include_router(_usage_routes(accounting, platform.store))  # /management/usage, admin key
     app = create_app(service, settings, accounting, gateway=gateway, management=management)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=10,
-                timeout_keep_alive=KEEP_ALIVE_S, **tls_options(args))  # fmt: skip
-    return 0
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=10,
+        timeout_keep_alive=KEEP_ALIVE_S, **tls_options(args),
+    )  # fmt: skip
+    server = uvicorn.Server(config)
+    with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run: Ctrl-C after the drain is a clean exit
+        server.run(sockets=[listener])
+    return 0 if server.started else STARTUP_FAILURE
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The server's listening socket, bound as uvicorn binds it; a clear error when the address is taken."""
+    sock = socket.socket(family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        reason = exc.strerror or str(exc)
+        if exc.errno == errno.EADDRINUSE:
+            reason += "; another server is listening there: stop it, or pass --port N"
+        raise ValueError(f"Cannot listen on {host}:{port}: {reason}.") from None
+    return sock
 
 
 def _content_safety(enabled: bool) -> ChatSafety | None:
