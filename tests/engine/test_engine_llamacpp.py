@@ -15,7 +15,7 @@ from llamafoundry.engine.async_engine import AsyncEngine
 from llamafoundry.engine.detokenizer import IncrementalDetokenizer
 from llamafoundry.engine.factory import build_local_engine
 from llamafoundry.engine.outputs import PromptTooLongError, QueueFullError, RequestOutput
-from llamafoundry.engine.sampler import log_softmax
+from llamafoundry.engine.sampler import choice_seed, log_softmax
 from llamafoundry.engine.sampling_params import InvalidSamplingParams, SamplingParams
 from llamafoundry.model.llamacpp import LlamaCppRunner
 
@@ -82,8 +82,8 @@ def test_n_choices_stream_with_indexes_and_count_tokens(tiny_model_path: Path) -
         final = outputs[-1]
         assert final.finished and final.num_completion_tokens == sum(len(v) for v in token_ids(outputs).values())
         assert final.num_prompt_tokens == len(engine.tokenize(PROMPT))
-        solo = await collect(engine, PROMPT, temperature=1.0, seed=2, max_tokens=8)
-        assert token_ids(solo)[0] == token_ids(outputs)[1]  # choice i samples with seed + i
+        solo = await collect(engine, PROMPT, temperature=1.0, seed=choice_seed(1, 1), max_tokens=8)
+        assert token_ids(solo)[0] == token_ids(outputs)[1]  # choice i samples with choice_seed(seed, i)
 
     run_engine(tiny_model_path, body, ctx_size=256, parallel=4)
 

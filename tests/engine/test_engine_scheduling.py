@@ -6,6 +6,7 @@ import pytest
 
 from llamafoundry.engine.engine import LLMEngine
 from llamafoundry.engine.outputs import EngineError, PromptTooLongError, RequestOutput, RequestTooLargeError
+from llamafoundry.engine.sampler import choice_seed
 from llamafoundry.engine.sampling_params import SamplingParams
 from llamafoundry.engine.sequence import Request
 
@@ -130,7 +131,7 @@ def test_n_forks_the_prompt_once_and_each_choice_matches_a_solo_run() -> None:
     for index in range(3):
         solo_runner = FakeRunner(max_seqs=1)
         solo = LLMEngine(solo_runner, ctx_size=64, max_queue=8)
-        _, sink = submit(solo, prompt, temperature=0.9, seed=11 + index, n=1, max_tokens=6)
+        _, sink = submit(solo, prompt, temperature=0.9, seed=choice_seed(11, index), n=1, max_tokens=6)
         run_until_done(solo)
         assert sink.token_ids()[0] == multi.token_ids()[index]
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from llamafoundry.engine import sampler as sampler_module
-from llamafoundry.engine.sampler import TokenSampler, log_softmax, token_logprob, top_k_logprobs
+from llamafoundry.engine.sampler import TokenSampler, choice_seed, log_softmax, token_logprob, top_k_logprobs
 from llamafoundry.engine.sampling_params import SamplingParams
 
 VOCAB = 128_256  # Llama 3 vocabulary size
@@ -266,3 +266,11 @@ def test_top_k_logprobs_with_logits_far_apart() -> None:
     logits = np.arange(200, dtype=np.float32) * 100.0  # wider than any internal candidate gap
     ids, _ = top_k_logprobs(logits, 3)
     assert ids.tolist() == [199, 198, 197]
+
+
+def test_choice_seeds_do_not_repeat_neighbouring_requests() -> None:
+    """Choice i of seed S used seed S + i, so it was choice 0 of a request seeded S + i."""
+    assert choice_seed(42, 0) == 42  # n=1 and choice 0 of n=N agree
+    derived = {choice_seed(seed, index) for seed in range(100) for index in range(1, 4)}
+    assert len(derived) == 300 and not derived & set(range(1000))
+    assert choice_seed(2**64 - 1, 1) == choice_seed(2**64 - 1, 1)  # any seed the API passes, reproducibly

@@ -44,7 +44,8 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
     serve = commands.add_parser("serve", help="serve a model behind the Azure AI Model Inference API")
     serve.add_argument("--model", type=Path, help="GGUF file to serve (default: the embedded default model)")
     serve.add_argument("--name", help="model name reported by /info and in responses (default: from the file)")
-    serve.add_argument("--provider", default=None, help="model_provider_name in /info (default: Meta)")
+    serve.add_argument("--provider", default=None,
+                       help="model_provider_name in /info (default: Meta; the demo model: llamafoundry)")  # fmt: skip
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--api-key", help="key clients must send (default: a generated 32-character key)")

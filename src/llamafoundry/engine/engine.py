@@ -24,7 +24,7 @@ from llamafoundry.engine.outputs import (
     TopLogprob,
 )
 from llamafoundry.engine.prefix_cache import PrefixCache
-from llamafoundry.engine.sampler import TokenSampler, token_logprob
+from llamafoundry.engine.sampler import TokenSampler, choice_seed, token_logprob
 from llamafoundry.engine.sampling_params import InvalidSamplingParams, SamplingParams
 from llamafoundry.engine.scheduler import PrefillChunk, Scheduler, StepPlan, padding_slots
 from llamafoundry.engine.sequence import Request, RequestStatus, Sequence
@@ -180,7 +180,7 @@ class LLMEngine:
         for index, seq_id in enumerate(slots):
             # every choice walks the grammar on its own: a fork gets its own copy of the state
             constraint = grammar.clone() if grammar is not None and index else grammar
-            sampler = TokenSampler(params, request.seed + index, banned, constraint, request.max_new_tokens)
+            sampler = TokenSampler(params, choice_seed(request.seed, index), banned, constraint, request.max_new_tokens)
             request.sequences.append(Sequence(index, seq_id, sampler, IncrementalDetokenizer(params.stop)))
 
     def _fill_batch(self, plan: StepPlan) -> dict[int, int]:

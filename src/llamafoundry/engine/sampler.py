@@ -29,6 +29,15 @@ _TOP_K_LOGIT_GAPS = (1.0, 4.0, 16.0)  # candidate sets for top_k_logprobs, in ra
 _MIN_CLOSING_WINDOW, _MAX_CLOSING_WINDOW = 8, 64  # tokens that close a constrained output before its budget ends
 
 
+def choice_seed(seed: int, index: int) -> int:
+    """The RNG seed of choice `index` of a request seeded `seed`: `seed` itself for the first choice (n=1 and
+    choice 0 of n=N agree), a mix of both for the others, so that choice 1 of seed S is not choice 0 of seed S+1
+    (with `seed + index`, requests with neighbouring seeds repeated each other's choices)."""
+    if index == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0])
+
+
 class TokenSampler:
     """Per-sequence sampling state (penalty counts, RNG).
 
