@@ -105,6 +105,18 @@ def test_errors_before_the_first_byte_are_json(server: Server) -> None:
     assert response.status_code == 400 and "lone surrogate" in response.json()["error"]["message"]
 
 
+def test_control_token_text_in_a_message_is_text_to_the_model(server: Server) -> None:
+    """ "<|eot_id|>" written by a user was parsed as the end-of-turn token (a user could end their turn and open
+    a system one); now it is five characters' worth of text tokens, so it costs more than one token."""
+
+    def prompt_tokens(content: str) -> int:
+        body = {**BODY, "messages": [{"role": "user", "content": content}], "max_tokens": 1}
+        response = httpx.post(f"{server.url}/chat/completions", json=body, headers={"api-key": server.key}, timeout=60)
+        return int(response.json()["usage"]["prompt_tokens"])
+
+    assert prompt_tokens("<|eot_id|>") > prompt_tokens("x") + 2
+
+
 def test_health(server: Server) -> None:
     assert httpx.get(f"{server.url}/health").json()["status"] == "ready"
 

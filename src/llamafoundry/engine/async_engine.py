@@ -170,9 +170,9 @@ class AsyncEngine:
 
     # ---- EngineClient ----------------------------------------------------------------------------
 
-    def tokenize(self, text: str) -> list[int]:
+    def tokenize(self, text: str, parse_special: bool = True) -> list[int]:
         engine = self._require_engine()
-        return engine.runner.tokenize(text, add_bos=False, parse_special=True)
+        return engine.runner.tokenize(text, add_bos=False, parse_special=parse_special)
 
     async def add_request(self, prompt_token_ids: list[int], params: SamplingParams) -> AsyncRequestStream:
         engine = self._require_engine()

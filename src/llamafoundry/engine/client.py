@@ -48,8 +48,9 @@ class EngineClient(Protocol):
     @property
     def is_ready(self) -> bool: ...
 
-    def tokenize(self, text: str) -> list[int]:
-        """Token ids of `text`, special tokens parsed, no BOS added (templates carry their own)."""
+    def tokenize(self, text: str, parse_special: bool = True) -> list[int]:
+        """Token ids of `text`, no BOS added (templates carry their own); control-token text ("<|eot_id|>") is
+        parsed as control tokens when `parse_special`, as plain text otherwise (message text)."""
         ...
 
     async def add_request(self, prompt_token_ids: list[int], params: SamplingParams) -> RequestStream: ...

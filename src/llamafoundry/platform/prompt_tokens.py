@@ -15,6 +15,7 @@ import threading
 from llamafoundry.model.gguf_builder import default_tokenizer_path
 from llamafoundry.model.llamacpp import LlamaCppVocab
 from llamafoundry.service.chat_format import ChatFormatError, ChatFormatter
+from llamafoundry.service.prompt_pieces import render_pieces
 from llamafoundry.service.tools import prompt_tools
 from llamafoundry.service.types import ChatRequest
 
@@ -33,11 +34,13 @@ class LlamaPromptCounter:
         """Tokens of the rendered prompt, or the character estimate when the messages do not render (the
         upstream judges those: its template may accept what the built-in format refuses)."""
         try:
-            text = self._formatter.render(request.messages, tools=prompt_tools(request))
+            pieces = render_pieces(self._formatter, request.messages, tools=prompt_tools(request))
         except ChatFormatError:
             return estimate_tokens(request)
         with self._lock:
-            return len(self._vocab.tokenize(text, add_bos=False, parse_special=True))
+            return sum(
+                len(self._vocab.tokenize(p.text, add_bos=False, parse_special=not p.is_message_text)) for p in pieces
+            )
 
 
 def estimate_tokens(request: ChatRequest) -> int:

@@ -9,6 +9,7 @@ from llamafoundry.engine.client import EngineClient, RequestStream
 from llamafoundry.engine.outputs import ChoiceDelta, EngineUnavailableError, RequestOutput, TokenLogprob
 from llamafoundry.service import tools
 from llamafoundry.service.chat_format import ChatFormatter
+from llamafoundry.service.prompt_pieces import render_pieces
 from llamafoundry.service.safety import ChatSafety
 from llamafoundry.service.types import ChatChoice, ChatDelta, ChatRequest, ChatResult, ChatStream, ChatUpdate, Usage
 
@@ -63,8 +64,10 @@ class ChatService:
         """Render the messages with the model's chat template and tokenize them."""
         if self._formatter is None:
             raise EngineUnavailableError("The model is still loading; retry in a few seconds.")
-        text = self._formatter.render(request.messages, tools=tools.prompt_tools(request))
-        return self.engine.tokenize(text)
+        pieces = render_pieces(self._formatter, request.messages, tools=tools.prompt_tools(request))
+        return [
+            t for piece in pieces for t in self.engine.tokenize(piece.text, parse_special=not piece.is_message_text)
+        ]
 
     def count_tokens(self, request: ChatRequest) -> int:
         return len(self.prompt_ids(request))
