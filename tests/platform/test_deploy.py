@@ -20,6 +20,7 @@ from llamafoundry.platform.deployments import (
     DeploymentSpec,
     create_deployment,
     list_deployments,
+    regenerate_admin_key,
     regenerate_key,
 )
 from llamafoundry.platform.keys import hash_key, match_key
@@ -127,6 +128,21 @@ def test_regenerating_one_key_stops_it_at_once_and_keeps_the_other(store: Store,
         regenerate_key(store, "chat", "secondary", "short")
     with pytest.raises(DeploymentNotFound):
         regenerate_key(store, "nope", "primary")
+
+
+def test_an_imported_key_that_is_already_in_use_is_refused(store: Store, tmp_path: Path, weights: Path) -> None:
+    """Both slots holding one key cannot be rotated one at a time, and one key on two deployments opens both."""
+    _, chat = create(store, tmp_path, name="chat", model=MODEL, weights=weights)
+    _, other = create(store, tmp_path, name="other", model="Meta-Llama-3.1-70B-Instruct", weights=weights)
+    with pytest.raises(DeploymentError, match=r"already in use \(deployment chat \(primary\)\)"):
+        regenerate_key(store, "chat", "secondary", chat.primary)
+    with pytest.raises(DeploymentError, match="already in use"):
+        regenerate_key(store, "other", "primary", chat.secondary)
+    admin = regenerate_admin_key(store)
+    with pytest.raises(DeploymentError, match=r"already in use \(the admin key\)"):
+        regenerate_key(store, "other", "secondary", admin)
+    assert regenerate_key(store, "chat", "primary", chat.primary) == chat.primary  # the slot's own key again
+    assert match_key([other.primary], store.keys("other")) is not None  # nothing was changed by the refusals
 
 
 # ---- the commands ----------------------------------------------------------------------------------------

@@ -223,7 +223,14 @@ def regenerate_key(store: Store, name: str, slot: str, value: str | None = None)
         key = keys_mod.check_importable(value) if value is not None else keys_mod.generate_key()
     except ValueError as exc:
         raise DeploymentError(str(exc)) from None
-    store.set_key(deployment.name, slot, keys_mod.hash_key(key))
+    key_hash = keys_mod.hash_key(key)
+    holder = store.key_holder(key_hash) if value is not None else None  # generated keys are 128 random bits
+    if holder is not None and holder != f"deployment {deployment.name} ({slot})":
+        raise DeploymentConflict(
+            f"That key is already in use ({holder}). A key opens one deployment, and a deployment's two slots hold two "
+            "keys so that one can be rotated while the other works: choose another value, or leave it out."
+        )
+    store.set_key(deployment.name, slot, key_hash)
     return key
 
 

@@ -218,6 +218,18 @@ class Store:
         with self.engine.connect() as conn:
             return [_key(row) for row in conn.execute(query).mappings()]
 
+    def key_holder(self, key_hash: str) -> str | None:
+        """Who holds the key with this hash: `deployment NAME (slot)`, `the admin key`, or None."""
+        query = sa.select(deployment_keys.c.deployment, deployment_keys.c.slot).where(
+            deployment_keys.c.key_hash == key_hash
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+            if row is not None:
+                return f"deployment {row.deployment} ({row.slot})"
+            is_admin = conn.execute(sa.select(admin_keys.c.id).where(admin_keys.c.key_hash == key_hash)).first()
+        return "the admin key" if is_admin is not None else None
+
     def admin_key(self) -> StoredKey | None:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(admin_keys).where(admin_keys.c.id == 1)).mappings().first()
