@@ -181,6 +181,29 @@ def test_the_rate_limiter_counts_forwarded_prompts_with_the_llama_tokenizer(setu
     assert chat(url, key).status_code == 200
 
 
+def test_the_gateway_counts_a_prompt_as_the_upstream_does(setup: Setup) -> None:
+    """The reservation's prompt tokens are the upstream's own count (another llamafoundry, whose GGUF has Meta's
+    Llama 3.1 template): the built-in format the gateway used to count with left out ~25 tokens a request."""
+    from llamafoundry.engine.sampling_params import SamplingParams
+    from llamafoundry.platform.prompt_tokens import llama_prompt_counter
+    from llamafoundry.service.types import ChatMessage, ChatRequest
+
+    url = f"{setup.gateway.url}/deployments/remote/chat/completions"
+    conversations = [
+        [("user", "Hi!")],
+        [("system", "You are terse."), ("user", "Name three rivers.")],
+        [("user", "a"), ("assistant", "b"), ("user", "Why is the sky blue? <|eot_id|>")],
+    ]
+    for turns in conversations:
+        messages = [{"role": role, "content": text} for role, text in turns]
+        used = chat(url, setup.keys["remote"], messages=messages, max_tokens=1).json()["usage"]["prompt_tokens"]
+        counted = llama_prompt_counter().count(
+            ChatRequest([ChatMessage(role, text) for role, text in turns], SamplingParams()),
+            "Meta-Llama-3.1-405B-Instruct",
+        )
+        assert counted == used, turns
+
+
 def test_the_upstream_key_is_never_shown(setup: Setup) -> None:
     assert "upstream-secret" not in json.dumps(cli_json(setup.gateway.home, "deploy", "list"))
     assert "upstream-secret" not in json.dumps(cli_json(setup.gateway.home, "deploy", "show", "vision"))

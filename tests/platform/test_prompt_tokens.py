@@ -13,10 +13,13 @@ def request(*messages: ChatMessage, tools: list | None = None, tool_choice: str 
     return ChatRequest(list(messages), SamplingParams(), tools=tools, tool_choice=tool_choice)
 
 
-def test_special_tokens_count_once_each() -> None:
-    # <|begin_of_text|> <|start_header_id|> user <|end_header_id|> \n\n Hi ! <|eot_id|>
-    # <|start_header_id|> assistant <|end_header_id|> \n\n
-    assert llama_prompt_counter().count(request(ChatMessage("user", "Hi!"))) == 12
+def test_special_tokens_count_once_each_after_the_dated_system_turn() -> None:
+    # <|begin_of_text|>, the system turn Meta's templates always write (Cutting Knowledge Date ..., Today Date ...:
+    # 25 tokens), <|start_header_id|> user <|end_header_id|> \n\n Hi ! <|eot_id|>, <|start_header_id|> assistant
+    # <|end_header_id|> \n\n
+    counter = llama_prompt_counter()
+    for model in ("Meta-Llama-3.1-8B-Instruct", "Llama-3.2-1B-Instruct", "Llama-3.2-11B-Vision-Instruct"):
+        assert counter.count(request(ChatMessage("user", "Hi!")), model) == 1 + 25 + 7 + 4
 
 
 def test_text_the_character_guess_gets_wrong_is_counted_as_the_tokenizer_does() -> None:

@@ -83,6 +83,16 @@ class ModelShape:
 
 _LLAMA_31_TEMPLATE = "meta-llama-Llama-3.1-8B-Instruct.jinja"
 _LLAMA_32_TEMPLATE = "meta-llama-Llama-3.2-3B-Instruct.jinja"
+_LLAMA_33_TEMPLATE = "meta-llama-Llama-3.3-70B-Instruct.jinja"
+
+
+def meta_chat_template(model_name: str) -> str:
+    """Meta's chat template for a Llama model by its name: Llama 3.2 (Vision too) and 3.3 have their own, every
+    other Llama 3 model (3.1, Llama Guard 3) is written as Llama 3.1 writes it."""
+    name = model_name.lower()
+    file = _LLAMA_32_TEMPLATE if "3.2" in name else _LLAMA_33_TEMPLATE if "3.3" in name else _LLAMA_31_TEMPLATE
+    return (TEMPLATE_DIR / file).read_text(encoding="utf-8")
+
 
 PRESETS: dict[str, ModelShape] = {
     # a few MB apart from its 128256 x 64 embedding table; Llama 3.1 flavour (template, rope factor)

@@ -2,17 +2,18 @@
 
 The gateway must count a request before forwarding it: the rate limiter reserves its prompt tokens plus its
 completion budget against the deployment's tokens-per-minute, and refuses a request that alone exceeds the minute.
-Every catalog model is a Llama 3 model, so the packaged Llama 3 tokenizer over the built-in Llama 3 chat format
-counts what the upstream will see, to within the few tokens its own template adds (a date header). The flat
-guess of 4 characters a token it replaces measured 1.5x short for code, 2.8x for Japanese and 9x for emoji. The
-upstream's reported usage replaces the reservation afterwards either way.
+Every catalog model is a Llama 3 model, so the packaged Llama 3 tokenizer over Meta's chat template of the model's
+family (packaged too) counts what the upstream will see; the upstream's own template may differ by a few tokens
+(Llama 3.2's date is today's). The flat guess of 4 characters a token it replaces measured 1.5x short for code,
+2.8x for Japanese and 9x for emoji; the built-in format that replaced the guess left out the template's dated
+system turn (~25 tokens a request). The upstream's reported usage replaces the reservation afterwards either way.
 """
 
 from __future__ import annotations
 
 import threading
 
-from llamafoundry.model.gguf_builder import default_tokenizer_path
+from llamafoundry.model.gguf_builder import default_tokenizer_path, meta_chat_template
 from llamafoundry.model.llamacpp import LlamaCppVocab
 from llamafoundry.service.chat_format import ChatFormatError, ChatFormatter
 from llamafoundry.service.prompt_pieces import render_pieces
@@ -23,24 +24,32 @@ CHARS_PER_TOKEN = 4  # the fallback estimate, for messages the built-in format c
 
 
 class LlamaPromptCounter:
-    """Counts prompt tokens with the Llama 3 tokenizer (vocabulary only: a few MB, loaded once per process)."""
+    """Counts prompt tokens with the Llama 3 tokenizer (vocabulary only: a few MB, loaded once per process) over
+    Meta's chat template of the model's family (its dated system turn is ~25 tokens of every prompt)."""
 
     def __init__(self) -> None:
         self._vocab = LlamaCppVocab(default_tokenizer_path(), vocab_only=True)
-        self._formatter = ChatFormatter(None)
+        self._formatters: dict[str, ChatFormatter] = {}
         self._lock = threading.Lock()  # the gateway counts on the event loop; tests and tools may share one
 
-    def count(self, request: ChatRequest) -> int:
-        """Tokens of the rendered prompt, or the character estimate when the messages do not render (the
-        upstream judges those: its template may accept what the built-in format refuses)."""
+    def count(self, request: ChatRequest, model_name: str = "Meta-Llama-3.1-8B-Instruct") -> int:
+        """Tokens of the prompt as `model_name`'s template renders it, or the character estimate when the
+        messages do not render (the upstream judges those: its template may accept what Meta's refuses)."""
         try:
-            pieces = render_pieces(self._formatter, request.messages, tools=prompt_tools(request))
+            pieces = render_pieces(self._formatter(model_name), request.messages, tools=prompt_tools(request))
         except ChatFormatError:
             return estimate_tokens(request)
         with self._lock:
             return sum(
                 len(self._vocab.tokenize(p.text, add_bos=False, parse_special=not p.is_message_text)) for p in pieces
             )
+
+    def _formatter(self, model_name: str) -> ChatFormatter:
+        template = meta_chat_template(model_name)
+        with self._lock:
+            if template not in self._formatters:
+                self._formatters[template] = ChatFormatter(template)
+            return self._formatters[template]
 
 
 def estimate_tokens(request: ChatRequest) -> int:

@@ -104,9 +104,9 @@ class UpstreamChatService:
         await self.provider.stop()
 
     def count_tokens(self, request: ChatRequest) -> int:
-        """The prompt's tokens with the Llama 3 tokenizer and chat format (`prompt_tokens.py`); usage reported
-        afterwards is the upstream's own count."""
-        return llama_prompt_counter().count(request)
+        """The prompt's tokens with the Llama 3 tokenizer and Meta's template of the model (`prompt_tokens.py`);
+        usage reported afterwards is the upstream's own count."""
+        return llama_prompt_counter().count(request, self.model_name)
 
     def _client(self) -> RemoteChatClient:
         if self.client is None:
