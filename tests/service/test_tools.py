@@ -253,6 +253,13 @@ def test_a_forced_call_streams_its_arguments_as_they_are_generated() -> None:
     assert [d.finish_reason for d in out][-1] == "tool_calls"
 
 
+def test_forced_arguments_start_at_their_brace_as_non_streamed_ones_do() -> None:
+    """The space generated after "parameters": came out as the arguments' first character (' {"city"...')."""
+    out = run_forced(stream_of(['{"name": "get_weather", "parameters":', ' {"city": "Oslo"', "}}"]))
+    arguments = "".join(d.tool_calls[0].arguments for d in out if d.tool_calls)
+    assert arguments == '{"city": "Oslo"}' and out[-1].finish_reason == "tool_calls"
+
+
 def test_a_forced_call_cut_by_the_budget_ends_with_length() -> None:
     out = run_forced(stream_of(['{"name": "get_weather", "parameters": {"city": "Pa'], finish="length"))
     assert out[-1].finish_reason == "length"

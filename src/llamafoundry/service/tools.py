@@ -310,7 +310,9 @@ class ToolCallStream:
         return [ChatDelta(index, "", tool_calls=[ToolCallDelta(0, "", choice.call_id, match.group(1))])]
 
     def _forced_arguments(self, delta: ChatDelta, choice: _Choice) -> list[ChatDelta]:
-        body = choice.held[choice.args_start :]
+        # from the arguments' opening brace: the space after "parameters": is no part of them (a non-streamed
+        # call's arguments start with "{" too)
+        body = choice.held[choice.args_start :].lstrip()
         reason = delta.finish_reason
         if reason is None:
             end = body.rfind("}")
