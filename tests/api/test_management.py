@@ -170,3 +170,32 @@ def test_a_deployment_cannot_take_the_name_of_the_servers_own_model(
     assert client.post(url, json=payload, headers={"api-key": keys.primary}).status_code == 401
     answered = client.post(url, json=payload, headers={"api-key": API_KEY})
     assert answered.status_code == 200 and answered.json()["model"] == MODEL_NAME
+
+
+def test_limits_and_content_safety_are_set_at_create_and_changed_with_patch(
+    client: TestClient, admin_key: str, home: Path, store: Store
+) -> None:
+    """What `deploy create/update --tpm --rpm --content-safety` do, for platform teams that script the API (it
+    answered "Unknown field 'tpm'" and had no update route)."""
+    admin = {"api-key": admin_key}
+    body = create_body(home, tpm=5000, rpm=30, content_safety=False)
+    created = client.post("/management/deployments", json=body, headers=admin).json()
+    assert created["settings"]["tokens_per_minute"] == 5000 and created["settings"]["requests_per_minute"] == 30
+    assert created["settings"]["content_safety"]["enabled"] is False
+
+    changed = client.patch("/management/deployments/chat", json={"rpm": 0, "content_safety": True}, headers=admin)
+    assert changed.status_code == 200, changed.text
+    settings = changed.json()["settings"]
+    assert settings["requests_per_minute"] == 0 and settings["tokens_per_minute"] == 5000  # 0: no limit
+    assert settings["content_safety"]["enabled"] is True
+    assert store.get_deployment("chat").settings == settings  # type: ignore[union-attr]
+    for payload, status, text in [
+        ({}, 400, "Nothing to change"),
+        ({"tpm": -1}, 400, "tpm -1"),
+        ({"tpm": "many"}, 400, "'tpm' must be a int"),
+        ({"model": "other"}, 400, "Unknown field 'model'"),
+    ]:
+        answer = client.patch("/management/deployments/chat", json=payload, headers=admin)
+        assert answer.status_code == status and text in answer.json()["error"]["message"], answer.text
+    assert client.patch("/management/deployments/nope", json={"rpm": 1}, headers=admin).status_code == 404
+    assert client.patch("/management/deployments/chat", json={"rpm": 1}).status_code == 401

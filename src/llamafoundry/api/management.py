@@ -24,11 +24,15 @@ from llamafoundry.platform import deployments as ops
 from llamafoundry.platform.catalog import CATALOG, UnknownModelError, find_model
 from llamafoundry.platform.gateway import Gateway
 from llamafoundry.platform.keys import match_key
+from llamafoundry.platform.ratelimit import limit_settings
+from llamafoundry.platform.safety.deployments import SETTING_CONTENT_SAFETY, content_safety_settings
 from llamafoundry.platform.store import Store
 
 logger = logging.getLogger(__name__)
 
-CREATE_FIELDS = {
+# What `deploy create/update --tpm --rpm --content-safety` set: accepted by POST and changed by PATCH.
+SETTING_FIELDS: dict[str, type] = {"tpm": int, "rpm": int, "content_safety": bool}
+CREATE_FIELDS: dict[str, type] = {
     "name": str,
     "model": str,
     "type": str,
@@ -39,6 +43,7 @@ CREATE_FIELDS = {
     "instances": int,
     "instance_type": str,
     "shared_quota": bool,
+    **SETTING_FIELDS,
 }
 
 
@@ -87,6 +92,16 @@ def management_router(store: Store, home: Path, gateway: Gateway | None = None) 
         body["keys"] = {k.slot: {"id": k.key_id, "created_at": ops._iso(k.created_at)} for k in keys}
         return json_response(body)
 
+    async def update(request: Request) -> Response:
+        body = parse_json_object(await request.body(), request.headers.get("content-type"))
+        _check_fields(body, SETTING_FIELDS)
+        deployment = await _call(ops.get_deployment, store, request.path_params["name"])
+        changes = _settings(body, deployment.settings)
+        if not changes:
+            raise ApiError(400, "missing_value", "Nothing to change: send tpm, rpm or content_safety.")
+        updated = await asyncio.to_thread(store.update_settings, deployment.name, changes)
+        return json_response(_describe(updated, gateway))
+
     async def delete(request: Request) -> Response:
         name = request.path_params["name"].lower()
         await _call(ops.delete_deployment, store, name)
@@ -111,6 +126,7 @@ def management_router(store: Store, home: Path, gateway: Gateway | None = None) 
     router.add_api_route("/deployments", list_deployments, methods=["GET"])
     router.add_api_route("/deployments", create, methods=["POST"])
     router.add_api_route("/deployments/{name}", get_deployment, methods=["GET"])
+    router.add_api_route("/deployments/{name}", update, methods=["PATCH"])
     router.add_api_route("/deployments/{name}", delete, methods=["DELETE"])
     router.add_api_route("/deployments/{name}/keys", list_keys, methods=["GET"])
     router.add_api_route("/deployments/{name}/keys/regenerate", regenerate, methods=["POST"])
@@ -125,14 +141,30 @@ async def _call(function: Callable[..., Any], *args: Any) -> Any:
         raise ApiError(exc.status, exc.code, exc.message) from None
 
 
-def _spec(body: dict[str, Any]) -> ops.DeploymentSpec:
+def _check_fields(body: dict[str, Any], allowed: dict[str, type]) -> None:
     for key, value in body.items():
-        expected = CREATE_FIELDS.get(key)
+        expected = allowed.get(key)
         if expected is None:
-            fields = ", ".join(CREATE_FIELDS)
-            raise ApiError(400, "invalid_value", f"Unknown field '{key}'. A deployment has: {fields}.", key)
+            fields = ", ".join(allowed)
+            raise ApiError(400, "invalid_value", f"Unknown field '{key}'. Send only: {fields}.", key)
         if value is not None and (not isinstance(value, expected) or (expected is int and isinstance(value, bool))):
             raise ApiError(400, "invalid_value", f"'{key}' must be a {expected.__name__}.", key)
+
+
+def _settings(body: dict[str, Any], current: dict[str, Any] | None) -> dict[str, Any]:
+    """The settings change of `tpm`, `rpm` and `content_safety` (the rules and sentences of the CLI's)."""
+    try:
+        changes = limit_settings(body.get("tpm"), body.get("rpm"))
+    except ValueError as exc:
+        param = "tpm" if "--tpm" in str(exc) else "rpm"
+        raise ApiError(400, "invalid_value", str(exc).replace("--", ""), param) from None
+    enabled = body.get("content_safety")
+    current_safety = (current or {}).get(SETTING_CONTENT_SAFETY)
+    return {**changes, **content_safety_settings(current_safety, enabled=enabled)}
+
+
+def _spec(body: dict[str, Any]) -> ops.DeploymentSpec:
+    _check_fields(body, CREATE_FIELDS)
     for key in ("name", "model"):
         if not body.get(key):
             raise ApiError(400, "missing_value", f"'{key}' is required.", key)
@@ -147,6 +179,7 @@ def _spec(body: dict[str, Any]) -> ops.DeploymentSpec:
         instances=body.get("instances"),
         instance_type=body.get("instance_type"),
         shared_quota=bool(body.get("shared_quota")),
+        settings=_settings(body, None),
     )
 
 
