@@ -73,7 +73,7 @@ def _print_table(rows: list[UsageRow], args: argparse.Namespace) -> None:
         table.add_column(column, justify="left" if column == "deployment" or "UTC" in column else "right")
     for row in rows:
         d = row.as_dict()
-        cells = [d["deployment"], f"{row.requests:,}", f"{row.prompt_tokens:,}", f"{row.completion_tokens:,}",
+        cells = [row.deployment, f"{row.requests:,}", f"{row.prompt_tokens:,}", f"{row.completion_tokens:,}",
                  str(row.errors), str(row.throttled), str(row.filtered), _ms(d["p50_latency_ms"]),
                  _ms(d["p95_latency_ms"]), _cost(row)]  # fmt: skip
         if args.by:
