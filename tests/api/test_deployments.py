@@ -139,6 +139,9 @@ def test_weights_that_do_not_load_fail_the_deployment_at_once(setup: Setup, tmp_
     answer = chat(f"{setup.gateway.url}/deployments/broken/chat/completions", created["primary_key"])
     assert answer.status_code == 503 and "retry-after" not in answer.headers
     assert "failed to start" in answer.json()["error"]["message"]
+    assert str(broken) not in answer.text  # the cause (paths of this machine) is for the admin
+    status = httpx.get(f"{setup.gateway.url}/management/deployments/broken", headers=admin, timeout=10).json()
+    assert "could not load" in status["status"]["error"] and str(broken) in status["status"]["error"]
     from llamafoundry.cli import main
 
     assert main(["deploy", "delete", "broken", "--data-dir", str(setup.home)]) == 0

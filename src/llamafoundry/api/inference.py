@@ -75,12 +75,12 @@ def inference_router(gateway: Gateway, settings: ServeSettings) -> APIRouter:
 
     async def chat(request: Request) -> Response:
         target: Target = request.state.target
-        if target.start_error is not None:  # waiting cannot help: no Retry-After
+        if target.start_error is not None:  # waiting cannot help: no Retry-After; the cause is for the admin
             raise ApiError(
                 503,
                 "ServiceUnavailable",
-                f"Deployment '{target.name}' failed to start: {target.start_error}. Fix the cause, then delete and "
-                "create the deployment again.",
+                f"Deployment '{target.name}' failed to start, so it cannot answer. Its administrator finds why in "
+                "the server log or the management API's status; the deployment must be created again.",
             )
         try:
             return await _chat(
