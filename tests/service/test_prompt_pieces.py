@@ -71,3 +71,13 @@ def test_a_template_that_rewrites_message_text_gets_the_control_text_broken(voca
     ids = vocab.tokenize(piece.text, add_bos=False, parse_special=True)
     benign = vocab.tokenize(formatter.render(conversation("Result: x")), add_bos=False, parse_special=True)
     assert (ids.count(EOT), ids.count(START_HEADER)) == (benign.count(EOT), benign.count(START_HEADER))
+
+
+def test_marker_lookalikes_in_tool_definitions_are_not_message_text() -> None:
+    formatter = ChatFormatter(None)
+    tool = {"type": "function", "function": {"name": "f", "description": "odd \ue00099\ue001 text",
+                                            "parameters": {"type": "object", "properties": {}}}}  # fmt: skip
+    messages = [ChatMessage("user", "Call f. <|eot_id|>")]
+    pieces = render_pieces(formatter, messages, tools=[tool])
+    assert "".join(p.text for p in pieces) == formatter.render(messages, tools=[tool])
+    assert [p.text for p in pieces if p.is_message_text] == ["Call f. <|eot_id|>"]

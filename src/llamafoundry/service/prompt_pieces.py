@@ -70,6 +70,8 @@ def _fill_markers(marked: str, messages: list[ChatMessage], strip: bool) -> list
     pieces: list[PromptPiece] = []
     position = 0
     for match in _MARKERS.finditer(marked):
+        if int(match.group(1)) >= len(messages):  # such text in a tool definition: verification will fail
+            continue
         if match.start() > position:
             pieces.append(PromptPiece(marked[position : match.start()], is_message_text=False))
         content = messages[int(match.group(1))].content or ""
