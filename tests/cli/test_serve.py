@@ -6,6 +6,7 @@ import re
 import signal
 import socket
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -64,6 +65,48 @@ def test_ctrl_c_lets_running_streams_end_and_exits_cleanly(tiny_model_path: Path
         assert lines[-1] == "data: [DONE]", lines[-3:]  # the stream ended properly, it was not cut
         assert '"finish_reason":"length"' in lines[-2] and '"completion_tokens":400' in lines[-2]
         assert server.process.wait(timeout=30) == 0, server.log()
+    finally:
+        stop_server(server)
+
+
+def test_requests_still_running_at_the_shutdown_timeout_end_with_errors(tiny_model_path: Path, tmp_path: Path) -> None:
+    """They used to run on until uvicorn cancelled them: the stream cut mid-body, the plain answer a text/plain 500.
+    Now a stream ends with an error chunk and a waiting answer is a 503 to retry; then the server exits."""
+    server = start_server(tiny_model_path, tmp_path, "--ctx-size", "8192", "--parallel", "2", "--shutdown-timeout", "2")
+    body = {"messages": [{"role": "user", "content": "Go"}], "max_tokens": 8000, "ignore_eos": True}
+    headers = {"api-key": server.key, "extra-parameters": "pass-through"}
+    lines: list[str] = []
+    plain: list[httpx.Response] = []
+    first_chunk = threading.Event()
+
+    def read_stream() -> None:
+        stream_body = {**body, "stream": True}
+        with httpx.stream("POST", f"{server.url}/chat/completions", json=stream_body, headers=headers,
+                          timeout=60) as reply:  # fmt: skip
+            for line in reply.iter_lines():
+                if line:
+                    lines.append(line)
+                    first_chunk.set()
+
+    def ask() -> None:
+        plain.append(httpx.post(f"{server.url}/chat/completions", json=body, headers=headers, timeout=60))
+
+    clients = [threading.Thread(target=read_stream), threading.Thread(target=ask)]
+    for client in clients:
+        client.start()
+    try:
+        assert first_chunk.wait(30), server.log()
+        time.sleep(0.5)  # the plain request is running too
+        server.process.send_signal(signal.SIGINT)
+        for client in clients:
+            client.join(timeout=30)
+            assert not client.is_alive()
+        assert '"code":"ServiceUnavailable"' in lines[-1] and "shutting down" in lines[-1], lines[-2:]
+        (answer,) = plain
+        assert answer.status_code == 503 and answer.headers["retry-after"] == "5", answer.text
+        assert answer.json()["error"]["code"] == "ServiceUnavailable"
+        assert server.process.wait(timeout=30) == 0, server.log()
+        assert "Traceback" not in server.log()
     finally:
         stop_server(server)
 

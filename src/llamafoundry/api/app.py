@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from llamafoundry.api.auth import AuthError
+from llamafoundry.api.drain import Drain
 from llamafoundry.api.errors import ApiError, json_response, not_found, unauthorized_response
 from llamafoundry.api.inference import inference_router
 from llamafoundry.api.middleware import RequestContextMiddleware
@@ -55,7 +56,7 @@ class ModelLifecycle:
         self.service = service
         self.start_task: asyncio.Task[None] | None = None
         self.load_error: BaseException | None = None
-        self.is_draining = False
+        self.drain = Drain()
 
     def begin_start(self) -> None:
         self.start_task = asyncio.create_task(self._start())
@@ -68,8 +69,12 @@ class ModelLifecycle:
             self.load_error = exc
             logger.exception("the model failed to load; the server will answer 503 until restarted")
 
+    @property
+    def is_draining(self) -> bool:
+        return self.drain.is_draining
+
     async def shutdown(self) -> None:
-        self.is_draining = True
+        self.drain.is_draining = True
         if self.start_task is not None and not self.start_task.done():
             await self.start_task  # a half-loaded model cannot be stopped cleanly: let the load finish
         try:
@@ -127,6 +132,7 @@ def create_app(
     app = FastAPI(title="llamafoundry", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.lifecycle = lifecycle
     app.state.gateway = gateway
+    app.state.drain = lifecycle.drain  # `serve` begins it when the server starts to stop
     accounting_ = install_accounting(app, service, settings, accounting)  # inside RequestContextMiddleware
     app.add_middleware(RequestContextMiddleware)
     _add_error_handlers(app)

@@ -16,6 +16,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from llamafoundry.api.chat_request import extra_parameters_mode, parse_chat, parse_json_object
+from llamafoundry.api.drain import Drain, stopping_error
 from llamafoundry.api.errors import ApiError, from_service_exception, json_response, not_found, service_unavailable
 from llamafoundry.api.limits import admit, request_usage
 from llamafoundry.api.render import ChunkRenderer, completion_body
@@ -140,6 +141,9 @@ async def _chat(
     mode = extra_parameters_mode(request.headers.get("extra-parameters"))
     body = parse_json_object(await read_body(request), request.headers.get("content-type"))
     parsed = parse_chat(body, mode, is_openai_route=is_openai_route, accepts_images=accepts_images)
+    drain: Drain | None = getattr(request.app.state, "drain", None)
+    if drain is not None and drain.is_draining:
+        raise stopping_error()
     if not service.is_ready:
         raise service_unavailable("The model is loading or the server is shutting down; retry in a few seconds.")
     try:
@@ -149,7 +153,7 @@ async def _chat(
             prompt_filter = prompt_filter_results_of(updates)
             stream = track_stream(request, updates)
         else:
-            result = await until_disconnect(request.receive, service.complete(parsed.request))
+            result = await until_disconnect(request.receive, service.complete(parsed.request), drain)
     except Exception as exc:
         error = from_service_exception(exc)
         if error is None:
@@ -157,7 +161,8 @@ async def _chat(
         _count_filtered_prompt(request, exc)
         raise error from None
     if parsed.stream:
-        events = chat_events(stream, ChunkRenderer(service.model_name), parsed.request.params.n, prompt_filter)
+        renderer = ChunkRenderer(service.model_name)
+        events = chat_events(stream, renderer, parsed.request.params.n, prompt_filter, drain)
         return EventStreamResponse(events)
     if result is None:
         return Response(status_code=499)  # the client went away; generation was aborted

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from starlette.types import Receive
 
+from llamafoundry.api.drain import Drain, ServerStopping, stopping_error, until_deadline
 from llamafoundry.api.errors import internal_error
 from llamafoundry.api.render import ChunkRenderer, usage_body
 from llamafoundry.api.sse import DONE, encode_event, wait_for_disconnect
@@ -30,11 +31,13 @@ async def chat_events(
     renderer: ChunkRenderer,
     num_choices: int,
     prompt_filter_results: list[dict[str, Any]] | None = None,
+    drain: Drain | None = None,
 ) -> AsyncGenerator[bytes, None]:
     """The SSE bytes of one chat stream. Aborts generation when closed early (client gone) or on failure.
 
     `prompt_filter_results` (the content filter's prompt annotation) go on the first chunk; choices' chunks
-    carry their `content_filter_results` as the filter releases or blocks their text.
+    carry their `content_filter_results` as the filter releases or blocks their text. A stream still running
+    at the `drain` deadline (the server is stopping) ends with an error chunk.
     """
     finished = False
     try:
@@ -42,7 +45,7 @@ async def chat_events(
             yield encode_event(renderer.role(index, prompt_filter_results if index == 0 else None))
         held: dict[str, Any] | None = None
         usage: Usage | None = None
-        async for update in stream:
+        async for update in until_deadline(stream, drain) if drain is not None else stream:
             usage = update.usage
             finished = finished or update.finished
             for delta in update.deltas:
@@ -61,6 +64,8 @@ async def chat_events(
                 held["usage"] = usage_body(usage)
             yield encode_event(held)
         yield encode_event(DONE)
+    except ServerStopping:
+        yield encode_event(renderer.error(stopping_error().body()))
     except Exception:
         # The status line went out long ago: say it in the stream (OpenAI clients raise on an `error` chunk;
         # Azure clients skip it) and end without [DONE].
@@ -71,18 +76,25 @@ async def chat_events(
             stream.abort()
 
 
-async def until_disconnect(receive: Receive, work: Awaitable[T]) -> T | None:
+async def until_disconnect(receive: Receive, work: Awaitable[T], drain: Drain | None = None) -> T | None:
     """Await `work`; if the client disconnects first, cancel it (which aborts its generation) and return None.
+    If the `drain` deadline passes first (the server is stopping), cancel it and raise the 503 that says so.
 
     Call only after the request body has been read: `receive` then yields nothing but `http.disconnect`.
     """
     task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(wait_for_disconnect(receive))
+    watchers = [asyncio.ensure_future(wait_for_disconnect(receive))]
+    if drain is not None:
+        watchers.append(asyncio.ensure_future(drain.deadline.wait()))
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({task, *watchers}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for pending in (watcher, task) if not task.done() else (watcher,):
+        for pending in (*watchers, task) if not task.done() else watchers:
             pending.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pending
-    return task.result() if not task.cancelled() else None
+    if task.cancelled():
+        if drain is not None and drain.deadline.is_set():
+            raise stopping_error()
+        return None
+    return task.result()

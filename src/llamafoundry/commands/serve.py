@@ -61,6 +61,9 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
         "--batch-size", type=int, default=1024, help="most tokens per engine step (computed 512 at a time)"
     )
     serve.add_argument("--max-queue", type=int, default=64, help="requests that may wait for a slot")
+    serve.add_argument("--shutdown-timeout", type=float, default=10.0, help="seconds running requests get to "
+                       "finish when the server stops (Ctrl-C, SIGTERM); then they end with a 503 or an error "
+                       "chunk")  # fmt: skip
     serve.add_argument(
         "--flash-attn",
         choices=list(FLASH_ATTN_MODES),
@@ -96,6 +99,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from llamafoundry.api.app import create_app
+    from llamafoundry.api.drain import DrainingServer
     from llamafoundry.engine.factory import build_local_engine
     from llamafoundry.service.chat import ChatService
 
@@ -150,10 +154,11 @@ def _serve(args: argparse.Namespace) -> int:
         management.include_router(_usage_routes(accounting, platform.store))  # /management/usage, admin key
     app = create_app(service, settings, accounting, gateway=gateway, management=management)
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=10,
+        app, host=settings.host, port=settings.port, log_level="warning",
+        timeout_graceful_shutdown=max(args.shutdown_timeout, 0.0),
         timeout_keep_alive=KEEP_ALIVE_S, **tls_options(args),
     )  # fmt: skip
-    server = uvicorn.Server(config)
+    server = DrainingServer(config, app.state.drain)
     with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run: Ctrl-C after the drain is a clean exit
         server.run(sockets=[listener])
     return 0 if server.started else STARTUP_FAILURE

@@ -1,0 +1,76 @@
+"""Stopping with requests in flight (Ctrl-C, SIGTERM from a supervisor).
+
+uvicorn stops accepting connections, waits up to its graceful-shutdown timeout for running requests, then cancels
+them, which cuts a stream off mid-body and turns a waiting answer into a plain-text 500. Instead, running
+requests get the grace period minus a margin to finish, and then end as the API says errors end: an answer not
+sent yet is a 503 with Retry-After, a stream gets an error chunk. Requests arriving while the server drains (on
+open keep-alive connections) get the same 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+
+import uvicorn
+
+from llamafoundry.api.errors import ApiError
+from llamafoundry.service.types import ChatStream, ChatUpdate
+
+MARGIN_S = 1.0  # before uvicorn's own deadline: time to write the errors
+RETRY_AFTER_S = 5
+
+
+class ServerStopping(Exception):
+    """The drain deadline passed while a request was still running."""
+
+
+def stopping_error() -> ApiError:
+    return ApiError(503, "ServiceUnavailable", "The server is shutting down; retry shortly.", retry_after=RETRY_AFTER_S)
+
+
+class Drain:
+    """The app's shutdown state: `begin(grace_s)` when the server starts to stop; `deadline` is set when running
+    requests must end."""
+
+    def __init__(self) -> None:
+        self.is_draining = False
+        self.deadline = asyncio.Event()
+
+    def begin(self, grace_s: float) -> None:
+        self.is_draining = True
+        asyncio.get_running_loop().call_later(max(0.0, grace_s - MARGIN_S), self.deadline.set)
+
+
+async def until_deadline(stream: ChatStream, drain: Drain) -> AsyncIterator[ChatUpdate]:
+    """`stream`'s updates until it ends, or ServerStopping once the drain deadline has passed."""
+    updates = stream.__aiter__()
+    deadline = asyncio.ensure_future(drain.deadline.wait())
+    try:
+        while True:
+            following = asyncio.ensure_future(updates.__anext__())
+            await asyncio.wait({following, deadline}, return_when=asyncio.FIRST_COMPLETED)
+            if not following.done():
+                following.cancel()
+                raise ServerStopping()
+            try:
+                update = following.result()
+            except StopAsyncIteration:
+                return
+            yield update
+    finally:
+        deadline.cancel()
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, which first tells the app it is stopping: running requests then end with proper errors
+    before uvicorn's graceful timeout cancels them."""
+
+    def __init__(self, config: uvicorn.Config, drain: Drain) -> None:
+        super().__init__(config)
+        self.drain = drain
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.drain.begin(self.config.timeout_graceful_shutdown or 0.0)
+        await super().shutdown(sockets)
