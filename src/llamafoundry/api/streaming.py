@@ -83,7 +83,7 @@ async def until_disconnect(receive: Receive, work: Awaitable[T], drain: Drain | 
     Call only after the request body has been read: `receive` then yields nothing but `http.disconnect`.
     """
     task = asyncio.ensure_future(work)
-    watchers = [asyncio.ensure_future(wait_for_disconnect(receive))]
+    watchers: list[asyncio.Future[Any]] = [asyncio.ensure_future(wait_for_disconnect(receive))]
     if drain is not None:
         watchers.append(asyncio.ensure_future(drain.deadline.wait()))
     try:
