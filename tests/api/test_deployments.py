@@ -3,6 +3,7 @@ replica processes of the tiny GGUF, and the azure-ai-inference SDK against `/dep
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +121,17 @@ def test_a_running_server_picks_up_deploy_commands_within_two_seconds(setup: Set
 
     assert main(["deploy", "delete", "late", "--data-dir", str(setup.home)]) == 0
     wait_for(lambda: chat(late_url, new).status_code == 404, PICKUP_S, "the deleted deployment disappearing")
+
+
+def test_replica_logs_never_show_the_replica_key_and_only_the_server_user_reads_them(setup: Setup) -> None:
+    """The key opens the replica's port directly, past the gateway's auth, limits and content safety: it was printed
+    in the banner into a world-readable log."""
+    logs = setup.home / "logs"
+    log = logs / "chat-0.log"
+    text = log.read_text()
+    assert "API key: the value of $LLAMAFOUNDRY_API_KEY" in text and 'LLAMAFOUNDRY_API_KEY"]' in text
+    assert not re.search(r'(API key[^\n]*|AzureKeyCredential\(")[0-9a-f]{32}', text), text
+    assert logs.stat().st_mode & 0o777 == 0o700 and log.stat().st_mode & 0o777 == 0o600
 
 
 def test_weights_that_do_not_load_fail_the_deployment_at_once(setup: Setup, tmp_path: Path) -> None:

@@ -145,7 +145,8 @@ def _serve(args: argparse.Namespace) -> int:
     platform = None if args.replica else open_platform(args, home, settings)
     accounting = _accounting(settings, platform.store) if platform else None
     if service is not None:
-        _print_banner(settings, generated_key=args.api_key is None and API_KEY_ENV not in os.environ)
+        key_source = "option" if args.api_key else ("environment" if API_KEY_ENV in os.environ else "generated")
+        _print_banner(settings, key_source)
     gateway: Gateway | None = None
     management: APIRouter | None = None
     if platform is not None and accounting is not None:  # accounting exists exactly when a platform does
@@ -229,17 +230,24 @@ def _default_ctx_size(model_path: Path, no_model: bool) -> int:
         vocab.close()
 
 
-def _print_banner(settings: ServeSettings, generated_key: bool) -> None:
+def _print_banner(settings: ServeSettings, key_source: str) -> None:
+    """Where the server listens and how to call it. A key taken from the environment is not printed: the one who
+    set it has it, and this output may go to a log others read (a deployment's replicas log it to a file)."""
     url = f"http://{settings.host}:{settings.port}"
-    key_note = " (generated; pass --api-key to choose one)" if generated_key else ""
     console.print(f"[bold]llamafoundry[/bold] serving [cyan]{settings.model_name}[/cyan] at {url}")
-    console.print(f"API key{key_note}: [green]{settings.api_key}[/green]", soft_wrap=True)
+    if key_source == "environment":
+        console.print(f"API key: the value of ${API_KEY_ENV}", soft_wrap=True)
+        credential = f'os.environ["{API_KEY_ENV}"]'
+    else:
+        key_note = " (generated; pass --api-key to choose one)" if key_source == "generated" else ""
+        console.print(f"API key{key_note}: [green]{settings.api_key}[/green]", soft_wrap=True)
+        credential = f'"{settings.api_key}"'
     console.print(
         "Try it:\n"
         "  from azure.ai.inference import ChatCompletionsClient\n"
         "  from azure.ai.inference.models import UserMessage\n"
         "  from azure.core.credentials import AzureKeyCredential\n"
-        f'  client = ChatCompletionsClient("{url}", AzureKeyCredential("{settings.api_key}"))\n'
+        f'  client = ChatCompletionsClient("{url}", AzureKeyCredential({credential}))\n'
         '  print(client.complete(messages=[UserMessage("Hi!")]).choices[0].message.content)',
         highlight=False,
         soft_wrap=True,  # never wrap the snippet: it must stay copy-pasteable

@@ -177,8 +177,9 @@ def subprocess_log(spec: ReplicaSpec, replica: Replica) -> int | IO[bytes]:
     if spec.log_dir is None:
         return asyncio.subprocess.DEVNULL
     spec.log_dir.mkdir(parents=True, exist_ok=True)
+    spec.log_dir.chmod(0o700)  # logs hold prompts in tracebacks: the server's user only
     replica.log_path = spec.log_dir / f"{spec.name}-{replica.index}.log"
-    return replica.log_path.open("ab")
+    return os.fdopen(os.open(replica.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab")
 
 
 async def _terminate(replica: Replica) -> None:
