@@ -199,3 +199,18 @@ def test_limits_and_content_safety_are_set_at_create_and_changed_with_patch(
         assert answer.status_code == status and text in answer.json()["error"]["message"], answer.text
     assert client.patch("/management/deployments/nope", json={"rpm": 1}, headers=admin).status_code == 404
     assert client.patch("/management/deployments/chat", json={"rpm": 1}).status_code == 401
+
+
+def test_a_store_that_cannot_be_reached_is_a_503_to_retry(client: TestClient, admin_key: str, store: Store) -> None:
+    """A database that is down was a generic 500 on every management call."""
+    import sqlalchemy as sa
+
+    working = store.engine
+    store.engine = sa.create_engine("sqlite:////nonexistent-directory/store.db")  # cannot be opened
+    try:
+        answer = client.get("/management/deployments", headers={"api-key": admin_key})
+    finally:
+        store.engine = working
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "5", answer.text
+    assert "store (its database) cannot be reached" in answer.json()["error"]["message"]
+    assert client.get("/management/deployments", headers={"api-key": admin_key}).status_code == 200

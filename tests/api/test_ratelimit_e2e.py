@@ -25,7 +25,7 @@ from llamafoundry.cli import build_parser, main
 from llamafoundry.platform.metering import UsageRecord, query_usage
 from llamafoundry.platform.store import Store
 from tests.api.conftest import MODEL_NAME, Server, start_server, stop_server
-from tests.platform.redis_server import running_redis
+from tests.platform.redis_server import free_port, running_redis
 
 pytestmark = pytest.mark.slow
 
@@ -189,6 +189,25 @@ def test_two_gateways_share_one_limit_through_redis(tiny_model_path: Path, tmp_p
         records = [r for i in range(2) for r in metered(tmp_path / f"d{i}")]
         assert len(records) == sum(tally.statuses.values())
         assert Counter(r.status for r in records) == tally.statuses
+
+
+def test_a_redis_outage_is_a_503_to_retry_and_ends_when_redis_is_back(tiny_model_path: Path, tmp_path: Path) -> None:
+    """Every request was a 500 (a traceback each) while Redis was down, and the first one after it came back too."""
+    port = free_port()
+    with running_redis(tmp_path, port) as redis_url:
+        server = start_server(tiny_model_path, tmp_path, "--ctx-size", "256", "--redis-url", redis_url,
+                              *without_content_safety())  # fmt: skip
+    try:
+        body = {"messages": MESSAGES, "max_tokens": 2}
+        down = httpx.post(f"{server.url}/chat/completions", json=body, headers={"api-key": server.key}, timeout=60)
+        assert down.status_code == 503 and down.headers["retry-after"] == "2", down.text
+        assert "rate-limit store is unreachable" in down.json()["error"]["message"]
+        with running_redis(tmp_path, port):
+            back = httpx.post(f"{server.url}/chat/completions", json=body, headers={"api-key": server.key}, timeout=60)
+            assert back.status_code == 200, back.text
+    finally:
+        stop_server(server)
+    assert "Traceback" not in server.log()
 
 
 def cli_json(*argv: str) -> dict:

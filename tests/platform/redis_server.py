@@ -16,19 +16,19 @@ import pytest
 START_TIMEOUT_S = 10
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
 @contextmanager
-def running_redis(work_dir: Path) -> Iterator[str]:
-    """Start redis-server (no persistence) and yield its URL; stop it afterwards."""
+def running_redis(work_dir: Path, port: int | None = None) -> Iterator[str]:
+    """Start redis-server (no persistence) on `port` (default: a free one) and yield its URL; stop it afterwards."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("redis-server is not installed (scripts/install-services.sh installs it)")
-    port = _free_port()
+    port = port or free_port()
     log = (work_dir / f"redis-{port}.log").open("wb")
     args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     process = subprocess.Popen([*args, "--dir", str(work_dir)], stdout=log, stderr=subprocess.STDOUT)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -15,13 +17,14 @@ from llamafoundry.platform.ratelimit import (
     MemoryRateLimiter,
     RateLimiter,
     RateLimits,
+    RateLimitStoreUnavailable,
     RequestExceedsLimitError,
     default_limits,
     deployment_limits,
     resolve_limits,
 )
 from llamafoundry.platform.ratelimit_redis import RedisRateLimiter
-from tests.platform.redis_server import running_redis
+from tests.platform.redis_server import free_port, running_redis
 
 T0 = 1_700_000_000.0  # a whole second
 
@@ -177,6 +180,31 @@ def test_concurrent_gateways_sharing_redis_admit_exactly_the_limit(redis_url: st
         return sum(d.is_allowed for d in decisions)
 
     assert run(scenario()) == 10
+
+
+def test_a_restarted_redis_is_reconnected_and_a_stopped_one_fails_fast(tmp_path: Path) -> None:
+    """The pooled connection Redis closed on restart was a 500 on the next request; a Redis that is down made
+    every request a 500 after seconds of retries. Now: reconnected, and a quick RateLimitStoreUnavailable."""
+    limits = RateLimits(tokens_per_minute=1_000, requests_per_minute=100)
+    port = free_port()
+
+    async def acquire(limiter: RedisRateLimiter) -> bool:
+        return (await limiter.acquire("d", limits, 10)).is_allowed
+
+    async def scenario() -> float:
+        with running_redis(tmp_path, port) as url:
+            limiter = RedisRateLimiter(url)
+            assert await acquire(limiter)
+        with running_redis(tmp_path, port):  # the same address, a new server: the pool's connection is dead
+            assert await acquire(limiter)
+        started = time.monotonic()
+        with pytest.raises(RateLimitStoreUnavailable, match="cannot be reached"):
+            await acquire(limiter)
+        took = time.monotonic() - started
+        await limiter.close()
+        return took
+
+    assert run(scenario()) < 5  # fails within the retries' backoff, not after redis-py's ten default retries
 
 
 def test_defaults_follow_the_deployment_type() -> None:

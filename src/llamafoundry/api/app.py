@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from llamafoundry.service.chat import ChatService
 
 logger = logging.getLogger(__name__)
+STORE_RETRY_AFTER_S = 5
 
 
 class LoadableModel(Protocol):
@@ -188,7 +190,16 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def request_validation_error(request: Request, exc: Exception) -> Response:
         return ApiError(400, "invalid_request", "The request is not valid.").response()
 
+    async def store_error(request: Request, exc: Exception) -> Response:
+        """The database is down or unreachable (a management call, a usage report): a 503 to retry, not a 500."""
+        logger.warning("%s %s: the store cannot be reached: %s", request.method, request.url.path,
+                       str(exc).splitlines()[0])  # fmt: skip
+        message = "The server's store (its database) cannot be reached right now; retry shortly."
+        return ApiError(503, "ServiceUnavailable", message, retry_after=STORE_RETRY_AFTER_S).response()
+
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(AuthError, auth_error)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, request_validation_error)
+    app.add_exception_handler(OperationalError, store_error)
+    app.add_exception_handler(InterfaceError, store_error)

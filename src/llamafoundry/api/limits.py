@@ -22,6 +22,7 @@ from llamafoundry.platform.ratelimit import (
     Decision,
     RateLimiter,
     RateLimits,
+    RateLimitStoreUnavailable,
     RequestExceedsLimitError,
 )
 from llamafoundry.service.types import ChatRequest
@@ -33,7 +34,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_KEY_ID = "default"  # the single key of `serve --api-key` (deployment keys are `primary`/`secondary`)
+DEFAULT_KEY_ID = "default"
+RETRY_AFTER_STORE_S = 2  # the single key of `serve --api-key` (deployment keys are `primary`/`secondary`)
 
 
 class RateLimitExceeded(ApiError):
@@ -212,6 +214,15 @@ async def admit(
         decision = await accounting.limiter.acquire(deployment, limits, tokens)
     except RequestExceedsLimitError as exc:
         raise ApiError(400, "tokens_limit_exceeded", str(exc), "max_tokens") from None
+    except RateLimitStoreUnavailable as exc:
+        logger.warning("refusing a request to %s: %s", deployment, exc)
+        raise ApiError(
+            503,
+            "ServiceUnavailable",
+            "The server cannot count this request against the deployment's rate limits right now (its rate-limit "
+            "store is unreachable); retry shortly.",
+            retry_after=RETRY_AFTER_STORE_S,
+        ) from None
     if not decision.is_allowed:
         accounting.metrics.rejected(deployment, decision.limited_by or "requests")
         raise RateLimitExceeded(decision)

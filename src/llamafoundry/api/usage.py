@@ -35,7 +35,7 @@ from llamafoundry.api.metrics import Metrics
 from llamafoundry.config import ServeSettings
 from llamafoundry.platform.catalog import SERVERLESS
 from llamafoundry.platform.metering import STATUS_CLIENT_CLOSED, Meter, UsageRecord
-from llamafoundry.platform.ratelimit import RateLimits, deployment_limits, resolve_limits
+from llamafoundry.platform.ratelimit import RateLimits, RateLimitStoreUnavailable, deployment_limits, resolve_limits
 from llamafoundry.platform.ratelimit_redis import build_limiter
 from llamafoundry.platform.usage import Pricing, check_period, parse_since, period_label, pricing_for, report, to_csv
 from llamafoundry.service.types import ChatResult, ChatStream, ChatUpdate
@@ -101,7 +101,10 @@ class AccountingMiddleware:
             return {}
         try:
             return ratelimit_headers(await self.accounting.limiter.peek(usage.deployment, limits))
-        except Exception:  # the headers are informative; never fail a response for them (Redis down)
+        except RateLimitStoreUnavailable as exc:  # the headers are informative; never fail a response for them
+            logger.warning("no rate-limit headers: %s", exc)
+            return {}
+        except Exception:
             logger.exception("reading the rate-limit counters failed")
             return {}
 
@@ -111,6 +114,8 @@ class AccountingMiddleware:
         if decision is not None and decision.reservation is not None:
             try:
                 await accounting.limiter.settle(decision.reservation, usage.prompt_tokens + usage.completion_tokens)
+            except RateLimitStoreUnavailable as exc:  # the reservation stands until its minute is over
+                logger.warning("the reservation of %s stays as reserved: %s", usage.request_id, exc)
             except Exception:
                 logger.exception("settling the rate-limit reservation of %s failed", usage.request_id)
         if status in _NOT_METERED or usage.deployment is None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import logging
 import os
 import socket
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,6 +16,7 @@ from llamafoundry.commands.common import console
 from llamafoundry.commands.serve_platform import (
     API_KEY_ENV,
     add_platform_options,
+    check_redis,
     open_platform,
     tls_options,
 )
@@ -103,6 +106,7 @@ def _serve(args: argparse.Namespace) -> int:
     from llamafoundry.engine.factory import build_local_engine
     from llamafoundry.service.chat import ChatService
 
+    _log_to_stderr()
     home = args.data_dir or default_home()
     if args.replica:  # an engine behind a deployment's gateway: it limits, meters and filters, not the replica
         args.tpm = args.rpm = 0
@@ -141,7 +145,10 @@ def _serve(args: argparse.Namespace) -> int:
             settings.engine.ctx_size,
             safety=_content_safety(args.content_safety == "on"),
         )
-    listener = _listen(settings.host, settings.port)  # before any banner: a port in use prints no key
+    tls = tls_options(args)  # every check that can fail comes before the banners (and a shown-once admin key)
+    if settings.redis_url:
+        check_redis(settings.redis_url)
+    listener = _listen(settings.host, settings.port)
     platform = None if args.replica else open_platform(args, home, settings)
     accounting = _accounting(settings, platform.store) if platform else None
     if service is not None:
@@ -157,12 +164,23 @@ def _serve(args: argparse.Namespace) -> int:
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level="warning",
         timeout_graceful_shutdown=max(args.shutdown_timeout, 0.0),
-        timeout_keep_alive=KEEP_ALIVE_S, **tls_options(args),
+        timeout_keep_alive=KEEP_ALIVE_S, **tls,
     )  # fmt: skip
     server = DrainingServer(config, app.state.drain)
     with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run: Ctrl-C after the drain is a clean exit
         server.run(sockets=[listener])
     return 0 if server.started else STARTUP_FAILURE
+
+
+def _log_to_stderr() -> None:
+    """The server's own events at INFO (a deployment starting, a replica's pid and port, a bearer token refused and
+    why) with a time; without a handler Python shows only warnings, bare."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
+    package = logging.getLogger("llamafoundry")
+    package.addHandler(handler)
+    package.setLevel(logging.INFO)
+    package.propagate = False
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,7 +50,29 @@ def tls_options(args: argparse.Namespace) -> dict[str, Any]:
     for flag, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
         if not path.is_file():
             raise FileNotFoundError(f"{flag} {path}: no such file. Pass a PEM file.")
+    try:  # what uvicorn will do, now: a wrong pair is a sentence before anything starts, not a traceback after
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(args.tls_cert, args.tls_key)
+    except ssl.SSLError as exc:
+        raise ValueError(
+            f"--tls-cert {args.tls_cert} and --tls-key {args.tls_key} do not load ({exc.reason or exc}): give a PEM "
+            "certificate and its own private key, unencrypted."
+        ) from None
     return {"ssl_certfile": str(args.tls_cert), "ssl_keyfile": str(args.tls_key)}
+
+
+def check_redis(url: str) -> None:
+    """Raise a sentence now when the rate limits' Redis cannot be reached (not a traceback at startup)."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        raise ValueError(
+            f"The Redis server for the rate limits cannot be reached at {url} ({exc}). Start it, or fix --redis-url."
+        ) from None
+    finally:
+        client.close()
 
 
 @dataclass
@@ -94,13 +117,23 @@ def open_platform(args: argparse.Namespace, home: Path, settings: ServeSettings)
     """Open the store (migrating it), make sure there is an admin key, and read the token issuer's settings."""
     from llamafoundry.platform.deployments import ensure_admin_key
     from llamafoundry.platform.store import Store
-    from llamafoundry.platform.tokens import AZURE_ML_AUDIENCE, JwksSource, TokenVerifier
+    from llamafoundry.platform.tokens import AZURE_ML_AUDIENCE, JwksSource, TokenError, TokenVerifier
 
     store = Store.open(home, args.database_url or os.environ.get(DATABASE_URL_ENV))
     jwks = args.jwks or os.environ.get(JWKS_ENV)
     verifier = None
     if jwks:
-        verifier = TokenVerifier(JwksSource(jwks), args.token_audience or AZURE_ML_AUDIENCE, args.token_issuer)
+        source = JwksSource(jwks)
+        try:
+            source.check()
+        except TokenError as exc:
+            if not source.is_url:
+                raise ValueError(
+                    f'--jwks: {exc}. Give the issuer\'s JSON Web Key Set (a JSON object with "keys").'
+                ) from None
+            console.print(f"[yellow]warning:[/yellow] {exc}; bearer tokens are refused until it answers.",
+                          soft_wrap=True, highlight=False)  # fmt: skip
+        verifier = TokenVerifier(source, args.token_audience or AZURE_ML_AUDIENCE, args.token_issuer)
     return Platform(
         store=store,
         home=home,

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from llamafoundry.outage import RepeatedFailure
 from llamafoundry.platform.catalog import MANAGED, find_instance_type, find_model
 from llamafoundry.platform.keys import StoredKey, hash_key, match_key
 from llamafoundry.platform.replicas import ReplicaSet, ReplicaSpec
@@ -184,12 +185,15 @@ class Gateway:
         await asyncio.gather(*(_stop(t) for t in targets))
 
     async def _poll(self) -> None:
+        failures = RepeatedFailure(logger, "reading the deployment store")
         while True:
             await asyncio.sleep(self.poll_interval_s)
             try:
                 await self.sync()
-            except Exception:  # a database hiccup must not end the poll
-                logger.exception("reading the deployment store failed; retrying in %.0f s", self.poll_interval_s)
+            except Exception as exc:  # a database hiccup must not end the poll
+                failures.failed(exc)
+            else:
+                failures.succeeded()
 
     async def sync(self) -> None:
         """Bring the served deployments in line with the store."""

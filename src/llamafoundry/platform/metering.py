@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from llamafoundry.outage import RepeatedFailure
 from llamafoundry.platform.store import metadata
 
 logger = logging.getLogger(__name__)
@@ -146,13 +147,15 @@ class Meter:
         await self.flush()
 
     async def _flush_periodically(self) -> None:
+        failures = RepeatedFailure(logger, "writing usage records to the store")
         while True:
             await asyncio.sleep(self.flush_interval_s)
             try:
                 await self.flush()
-            except Exception:  # the database may be briefly unavailable: log, keep serving, retry next time
-                logger.exception("writing %d usage records failed; retrying in %.1f s", self.num_pending,
-                                 self.flush_interval_s)  # fmt: skip
+            except Exception as exc:  # the database may be briefly unavailable: keep serving, retry next time
+                failures.failed(exc)
+            else:
+                failures.succeeded()
 
 
 def query_usage(

@@ -146,6 +146,11 @@ class RequestExceedsLimitError(ValueError):
         self.limits = limits
 
 
+class RateLimitStoreUnavailable(RuntimeError):
+    """The shared counters (Redis) cannot be reached: requests cannot be counted, so they are refused (a 503) rather
+    than let through uncounted."""
+
+
 class RateLimiter(Protocol):
     """Counts admissions per key (a deployment name). Implementations: `MemoryRateLimiter` (one process) and
     `RedisRateLimiter` (several gateway processes sharing one limit).

@@ -17,6 +17,7 @@ from llamafoundry.platform.ratelimit import (
     MemoryRateLimiter,
     RateLimiter,
     RateLimits,
+    RateLimitStoreUnavailable,
     Reservation,
     check_reservation,
 )
@@ -95,6 +96,8 @@ return {1, used_req, used_tok, 0, 0, now_s}
 """
 
 _LIMITED_BY = {0: None, 1: LIMITED_BY_REQUESTS, 2: LIMITED_BY_TOKENS}
+RETRIES = 2
+CONNECT_TIMEOUT_S = 0.5  # loopback or a LAN: a Redis that does not answer in half a second is down
 
 
 class RedisRateLimiter:
@@ -108,17 +111,31 @@ class RedisRateLimiter:
 
     def __init__(self, url: str, prefix: str = DEFAULT_PREFIX, clock: Callable[[], float] | None = None) -> None:
         import redis.asyncio as redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import ExponentialBackoff
 
-        self._client = redis.Redis.from_url(url)
+        # A pooled connection that Redis closed (a restart) is retried on a new one; a Redis that is down fails
+        # within about a second (redis-py retries nothing unless told which errors to retry).
+        self._client = redis.Redis.from_url(
+            url,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), RETRIES),
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+            socket_connect_timeout=CONNECT_TIMEOUT_S,
+        )
         self._script = self._client.register_script(_SCRIPT)
         self._prefix = prefix
         self._clock = clock
 
     async def _call(self, op: str, key: str, limits: RateLimits, tokens: int, *extra: int) -> list[int]:
+        import redis.asyncio as redis
+
         now_ms = int(self._clock() * 1000) if self._clock is not None else -1
         # a tuple, not a list: its items keep their types (str, int) where a list's would widen to `object`
         args = (op, now_ms, limits.tokens_per_minute, limits.requests_per_minute, limits.max_burst_requests, tokens)
-        result = await self._script(keys=[f"{self._prefix}:{key}"], args=[*args, *extra])
+        try:
+            result = await self._script(keys=[f"{self._prefix}:{key}"], args=[*args, *extra])
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            raise RateLimitStoreUnavailable(f"the Redis server of the rate limits cannot be reached ({exc})") from exc
         return [int(value) for value in result]
 
     async def acquire(self, key: str, limits: RateLimits, tokens: int) -> Decision:

@@ -118,6 +118,18 @@ def latest_schema_revision() -> str:
     return head
 
 
+class StoreUnavailable(ValueError):
+    """The database cannot be reached or opened (a ValueError: the CLI prints its sentence, no traceback)."""
+
+    def __init__(self, url: str, exc: Exception) -> None:
+        shown = sa.engine.make_url(url).render_as_string(hide_password=True)
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        super().__init__(
+            f"The database {shown} cannot be opened ({reason}). Check --database-url (or $LLAMAFOUNDRY_DATABASE_URL) "
+            "and that the database server is running."
+        )
+
+
 def database_url(home: Path, url: str | None = None) -> str:
     """The SQLAlchemy URL: `url` (postgresql://... uses psycopg 3), else the SQLite file in `home`."""
     if url:
@@ -138,7 +150,11 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = _create_engine(url)
-        self.migrate()
+        try:
+            self.migrate()
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            self.engine.dispose()
+            raise StoreUnavailable(url, exc) from None
 
     @classmethod
     def open(cls, home: Path, url: str | None = None) -> Store:

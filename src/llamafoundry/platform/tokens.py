@@ -60,6 +60,12 @@ class JwksSource:
         if not self.is_url and not Path(location).is_file():
             raise ValueError(f"--jwks {location}: no such file. Give a JWKS file or an https:// URL.")
 
+    def check(self) -> None:
+        """Read the keys now. Raises TokenError when they cannot be read: at startup, a wrong --jwks (a PEM file,
+        an unreachable URL) is then a sentence instead of every token refused without a word."""
+        with self._lock:
+            self._load()
+
     def key(self, kid: str | None) -> jwt.PyJWK:
         with self._lock:
             keys = self._current()

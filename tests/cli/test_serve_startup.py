@@ -1,0 +1,49 @@
+"""`llamafoundry serve` with a wrong setting: one sentence and exit status 2, before anything is printed that a
+real start would print (the banner, a shown-once admin key); no traceback. They were 70-125-line tracebacks."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.api.test_entra import self_signed_cert
+from tests.serve_process import free_port, launch_serve
+
+
+def fails_with(tmp_path: Path, *args: str) -> str:
+    log_path = tmp_path / "serve.log"
+    home = ["--data-dir", str(tmp_path / "home")]
+    process = launch_serve(["--no-default", "--port", str(free_port()), *home, *args], log_path)
+    assert process.wait(timeout=60) == 2, log_path.read_text()
+    printed = log_path.read_text()
+    assert "Traceback" not in printed and not re.search(r"[0-9a-f]{32}", printed), printed
+    return printed
+
+
+def test_a_certificate_and_a_key_that_do_not_match(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    cert, _ = self_signed_cert(tmp_path / "a")
+    _, other_key = self_signed_cert(tmp_path / "b")
+    printed = fails_with(tmp_path, "--tls-cert", str(cert), "--tls-key", str(other_key))
+    assert "do not load" in printed and "its own private key" in printed
+
+
+def test_a_jwks_that_is_not_a_key_set(tmp_path: Path) -> None:
+    cert, _ = self_signed_cert(tmp_path)
+    printed = fails_with(tmp_path, "--jwks", str(cert))  # a PEM file: every token was refused without a word
+    assert "--jwks" in printed and "JSON Web Key Set" in printed
+
+
+@pytest.mark.parametrize(
+    ("option", "url", "sentence"),
+    [
+        ("--redis-url", "redis://127.0.0.1:{port}/0", "Redis server for the rate limits cannot be reached"),
+        ("--database-url", "postgresql://user:secret@127.0.0.1:{port}/db", "cannot be opened"),
+    ],
+)
+def test_a_service_that_is_not_there(tmp_path: Path, option: str, url: str, sentence: str) -> None:
+    printed = fails_with(tmp_path, option, url.format(port=free_port()))
+    assert sentence in printed and "secret" not in printed, printed
