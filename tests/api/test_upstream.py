@@ -204,6 +204,64 @@ def test_the_gateway_counts_a_prompt_as_the_upstream_does(setup: Setup) -> None:
         assert counted == used, turns
 
 
+class Loading:
+    """A replica that is (re)loading its model: it answers every request 503, as llamafoundry does then."""
+
+    def __init__(self) -> None:
+        self.num_requests = 0
+        loading = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers["content-length"]))
+                loading.num_requests += 1
+                data = b'{"error": {"code": "ServiceUnavailable", "message": "The model is loading."}}'
+                self.send_response(503)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+
+def test_a_request_no_replica_has_taken_goes_to_the_next(server: Server) -> None:
+    """A replica that crashed (nothing listens) or is reloading (503) failed the request although the other
+    replica was fine; it now goes to the other. A request that only one server could take still fails."""
+    import asyncio
+
+    from llamafoundry.model.remote import RemoteChatClient, UpstreamError
+
+    body = {"model": "m", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+    loading = Loading()
+
+    async def scenario() -> None:
+        for first in (f"http://127.0.0.1:{free_port()}", loading.url):
+            client = RemoteChatClient([first, f"{server.url}/v1"], server.key)
+            for _ in range(3):
+                assert (await client.complete(body))["usage"]["completion_tokens"] == 2
+                chunks = [chunk async for chunk in await client.stream(body)]
+                assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+            assert [u.num_in_flight for u in client.upstreams] == [0, 0]
+            await client.aclose()
+        alone = RemoteChatClient([loading.url])
+        with pytest.raises(UpstreamError) as caught:
+            await alone.complete(body)
+        assert caught.value.status == 503
+        await alone.aclose()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        loading.server.shutdown()
+    assert loading.num_requests >= 2  # it was asked, and the request moved on
+
+
 def test_the_upstream_key_is_never_shown(setup: Setup) -> None:
     assert "upstream-secret" not in json.dumps(cli_json(setup.gateway.home, "deploy", "list"))
     assert "upstream-secret" not in json.dumps(cli_json(setup.gateway.home, "deploy", "show", "vision"))

@@ -4,7 +4,7 @@
 answer, or, when streaming, each `data:` chunk as a dict until `[DONE]`. It knows nothing of the service's
 records: the platform's `UpstreamChatService` builds the bodies and reads the answers. Several base URLs
 (replicas of one model) are balanced by the fewest requests in flight, skipping a server that just failed to
-connect.
+connect; a request no server has taken yet (no connection, or a 503) goes to the next one.
 """
 
 from __future__ import annotations
@@ -30,13 +30,15 @@ class UpstreamError(Exception):
         status: the upstream's HTTP status, or None when no answer came.
         message: the upstream's own error message when it sent one.
         param: the request field the upstream blamed, if it said.
+        is_unsent: the request never reached the server (no connection).
     """
 
-    def __init__(self, status: int | None, message: str, param: str | None = None) -> None:
+    def __init__(self, status: int | None, message: str, param: str | None = None, is_unsent: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.param = param
+        self.is_unsent = is_unsent  # no connection was made: another server may take the request
 
 
 def chat_url(base_url: str) -> str:
@@ -81,20 +83,18 @@ class RemoteChatClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    def pick(self) -> Upstream:
-        """The server with the fewest requests in flight; one that failed in the last 2 s only if all did."""
+    def pick(self, tried: Sequence[Upstream] = ()) -> Upstream:
+        """The server with the fewest requests in flight, not one of `tried`; one that failed in the last 2 s only
+        if all the others did."""
         now = time.monotonic()
-        healthy = [u for u in self.upstreams if u.failed_at is None or now - u.failed_at > FAILED_BACKOFF_S]
-        candidates = healthy or self.upstreams
-        return min(candidates, key=lambda u: (u.num_in_flight, u.num_requests))
+        untried = [u for u in self.upstreams if u not in tried] or self.upstreams
+        healthy = [u for u in untried if u.failed_at is None or now - u.failed_at > FAILED_BACKOFF_S]
+        return min(healthy or untried, key=lambda u: (u.num_in_flight, u.num_requests))
 
     async def complete(self, body: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
         """POST a non-streaming request; the answer's JSON. Raises UpstreamError."""
-        upstream = self.pick()
-        upstream.num_in_flight += 1
-        upstream.num_requests += 1
+        upstream, response = await self._open({**body, "stream": False}, headers, stream=False)
         try:
-            response = await self._post(upstream, {**body, "stream": False}, headers)
             if response.status_code != 200:
                 raise _error_from(response.status_code, response.content)
             try:
@@ -112,35 +112,53 @@ class RemoteChatClient:
         Close the returned generator (`aclose()`) to abandon the request: the connection is closed, which
         makes the upstream abort generation.
         """
-        upstream = self.pick()
-        upstream.num_in_flight += 1
-        upstream.num_requests += 1
-        request = self._http.build_request(
-            "POST", upstream.chat_url, json={**body, "stream": True}, headers={**self.headers, **(headers or {})}
-        )
-        try:
-            response = await self._send(upstream, request, stream=True)
-            if response.status_code != 200:
+        upstream, response = await self._open({**body, "stream": True}, headers, stream=True)
+        if response.status_code != 200:
+            try:
                 content = await response.aread()
                 await response.aclose()
-                raise _error_from(response.status_code, content)
-        except BaseException:
-            upstream.num_in_flight -= 1
-            raise
+            finally:
+                upstream.num_in_flight -= 1
+            raise _error_from(response.status_code, content)
         return _chunks(response, upstream)
 
-    async def _post(self, upstream: Upstream, body: dict[str, Any], headers: dict[str, str] | None) -> httpx.Response:
-        request = self._http.build_request(
-            "POST", upstream.chat_url, json=body, headers={**self.headers, **(headers or {})}
-        )
-        return await self._send(upstream, request, stream=False)
+    async def _open(
+        self, body: dict[str, Any], headers: dict[str, str] | None, *, stream: bool
+    ) -> tuple[Upstream, httpx.Response]:
+        """Send the request to a server, counted in flight there (the caller ends the count). A server that could
+        not be connected to, or that answered 503 (loading, restarting, shutting down), has done nothing with
+        the request: it goes to the next server, until each was tried once."""
+        tried: list[Upstream] = []
+        while True:
+            upstream = self.pick(tried)
+            tried.append(upstream)
+            can_go_elsewhere = len(tried) < len(self.upstreams)
+            upstream.num_in_flight += 1
+            upstream.num_requests += 1
+            request = self._http.build_request(
+                "POST", upstream.chat_url, json=body, headers={**self.headers, **(headers or {})}
+            )
+            try:
+                response = await self._send(upstream, request, stream=stream)
+            except UpstreamError as exc:
+                upstream.num_in_flight -= 1
+                if exc.is_unsent and can_go_elsewhere:
+                    continue
+                raise
+            if response.status_code == 503 and can_go_elsewhere:
+                upstream.failed_at = time.monotonic()
+                upstream.num_in_flight -= 1
+                await response.aclose()
+                continue
+            return upstream, response
 
     async def _send(self, upstream: Upstream, request: httpx.Request, *, stream: bool) -> httpx.Response:
         try:
             response = await self._http.send(request, stream=stream)
         except httpx.TransportError as exc:
             upstream.failed_at = time.monotonic()
-            raise UpstreamError(None, f"{type(exc).__name__}: {exc}") from None
+            unsent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+            raise UpstreamError(None, f"{type(exc).__name__}: {exc}", is_unsent=unsent) from None
         upstream.failed_at = None
         return response
 
