@@ -101,6 +101,7 @@ def test_requests_are_balanced_across_replicas(setup: Setup) -> None:
     assert body["state"] == "ready" and len(body["replicas"]) == 2
     assert all(n >= 2 for n in body["requests"]), body  # sequential requests alternate between the two
     assert len({r["url"] for r in body["replicas"]}) == 2
+    assert all(isinstance(r["pid"], int) for r in body["replicas"])  # to find a replica's process
 
 
 def test_a_running_server_picks_up_deploy_commands_within_two_seconds(setup: Setup) -> None:

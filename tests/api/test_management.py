@@ -92,6 +92,7 @@ def test_deployment_lifecycle_and_the_gateway_follows(client: TestClient, admin_
     assert created.status_code == 201
     body = created.json()
     assert body["name"] == "chat" and body["type"] == "serverless" and len(body["primary_key"]) == 32
+    assert body["status"] == {"state": "pending"}  # stored; the server picks it up at its next poll
 
     def chat(key: str) -> int:
         payload = {"messages": [{"role": "user", "content": "Hi"}]}

@@ -259,7 +259,9 @@ class Gateway:
         target = self.targets.get(name)
         if target is None:
             reason = self.unserved.get(name)
-            return {"state": "not served", **({"error": reason} if reason else {})}
+            if reason is not None:
+                return {"state": "not served", "error": reason}
+            return {"state": "pending"}  # in the store, not picked up yet (within a poll interval)
         state = "ready" if target.service.is_ready else ("failed" if target.start_error else "starting")
         body: dict[str, Any] = {"state": state}
         if target.start_error is not None:

@@ -99,8 +99,10 @@ class ReplicaSet:
 
     def status(self) -> list[dict[str, object]]:
         return [
-            {"index": r.index, "url": r.url, "healthy": r.is_healthy, "restarts": r.num_restarts} for r in self.replicas
-        ]
+            {"index": r.index, "url": r.url, "pid": r.process.pid if r.process else None, "healthy": r.is_healthy,
+             "restarts": r.num_restarts}
+            for r in self.replicas
+        ]  # fmt: skip
 
     async def _launch(self, replica: Replica) -> None:
         spec = self.spec
