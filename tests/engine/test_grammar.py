@@ -20,7 +20,7 @@ from llamafoundry.engine.sampling_params import InvalidSamplingParams, SamplingP
 from llamafoundry.model.gguf_builder import default_tokenizer_path
 from llamafoundry.model.json_closing import json_levels_closed
 from llamafoundry.model.llamacpp import GrammarError, LlamaCppVocab
-from llamafoundry.service.structured import json_object_grammar, schema_grammar
+from llamafoundry.service.structured import json_object_grammar, schema_grammar, shortest_match_tokens
 from tests.engine.test_engine_llamacpp import PROMPT, collect, run_engine, texts
 
 WEATHER = {
@@ -105,6 +105,45 @@ def test_the_sampler_only_draws_allowed_tokens_and_closes_before_the_budget(voca
         out.append(token)
     text = b"".join(vocab.token_bytes(t, True) for t in out).decode()
     jsonschema.validate(json.loads(text), WEATHER)
+
+
+PROFILE = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "n": {"type": "integer"},
+    },
+    "required": ["name", "tags", "n"],
+    "additionalProperties": False,
+}
+
+
+@pytest.mark.parametrize("budget", [16, 20, 24, 30, 40])
+def test_required_keys_are_written_out_before_a_small_budget_ends(vocab: LlamaCppVocab, budget: int) -> None:
+    """Three required keys need ~18 tokens to write; a window of a quarter of the budget (8 to 10 here) left
+    the output cut after '"tags": [], "' in 16 of these 30 runs. The window now holds the shortest match."""
+    grammar = schema_grammar(PROFILE, "schema")
+    closing = shortest_match_tokens(PROFILE)
+    for seed in range(6):
+        params = SamplingParams(temperature=1.0, grammar="unused", closing_tokens=closing)
+        sampler = TokenSampler(params, seed=seed, constraint=vocab.grammar(grammar), max_new_tokens=budget)
+        rng = np.random.default_rng(seed)
+        out: list[int] = []
+        for _ in range(budget):
+            token = sampler.sample(rng.standard_normal(vocab.vocab_size).astype(np.float32) * 4)
+            if token in vocab.eog_token_ids:
+                break
+            sampler.accept(token)
+            out.append(token)
+        jsonschema.validate(json.loads(b"".join(vocab.token_bytes(t, True) for t in out).decode()), PROFILE)
+
+
+def test_shortest_match_estimates() -> None:
+    assert shortest_match_tokens({"type": "object"}) == 2
+    assert shortest_match_tokens(PROFILE) == 18  # braces; name, tags, n: key + quotes and colon + shortest value
+    assert shortest_match_tokens({"anyOf": [{"type": "string"}, {"type": "null"}]}) == 1
+    assert shortest_match_tokens({"type": "array", "minItems": 2, "items": {"type": "integer"}}) == 6
 
 
 def test_json_levels_closed_counts_strings_objects_and_escapes() -> None:

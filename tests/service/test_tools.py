@@ -141,6 +141,17 @@ def test_required_and_named_tool_choices_get_a_grammar(tool_choice: Any, forced:
     assert (request.params.grammar is not None) == (forced is not None)
     if forced:
         assert request.params.grammar_param == "tool_choice" and '"\\"get_weather\\""' in request.params.grammar
+        # the call's skeleton, {"name": "get_weather", "parameters": {<its required keys>}}, fits the closing window
+        assert request.params.closing_tokens >= 6 + len("get_weather") // 3 + 2
+
+
+def test_a_response_schema_sets_the_closing_window_to_its_shortest_match() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "integer"}},
+              "required": ["a", "b"]}  # fmt: skip
+    response_format = {"type": "json_schema", "json_schema": {"name": "r", "schema": schema}}
+    request = tools.constrain(ChatRequest([ChatMessage("user", "Go")], response_format=response_format))
+    assert request.params.closing_tokens == 2 + (3 + 2) + (3 + 1)
+    assert tools.constrain(ChatRequest([ChatMessage("user", "Go")])).params.closing_tokens == 0  # plain text
 
 
 def test_a_forced_call_wins_over_response_format() -> None:

@@ -27,6 +27,7 @@ _MAX_SORTED_CANDIDATES = 4096
 _MAX_REJECTION_DRAWS = 32
 _TOP_K_LOGIT_GAPS = (1.0, 4.0, 16.0)  # candidate sets for top_k_logprobs, in raw-logit units
 _MIN_CLOSING_WINDOW, _MAX_CLOSING_WINDOW = 8, 64  # tokens that close a constrained output before its budget ends
+_CLOSING_MARGIN = 4  # tokens beyond the shortest match's estimate: the greedy closer is not always shortest
 
 
 def choice_seed(seed: int, index: int) -> int:
@@ -66,7 +67,11 @@ class TokenSampler:
                 (`closing_window`) so that output cut by the budget still parses.
         """
         self.constraint = constraint
-        self._closing_from = None if max_new_tokens is None else max_new_tokens - closing_window(max_new_tokens)
+        self._closing_from = (
+            None
+            if max_new_tokens is None
+            else max(0, max_new_tokens - closing_window(max_new_tokens, params.closing_tokens))
+        )
         self._num_generated = 0
         self._temperature = params.temperature
         self._top_p = params.top_p
@@ -124,9 +129,11 @@ class TokenSampler:
         return adjusted
 
 
-def closing_window(max_new_tokens: int) -> int:
-    """How many of a constrained sequence's last budgeted tokens go to closing its match (a quarter, 8 to 64)."""
-    return min(_MAX_CLOSING_WINDOW, max(_MIN_CLOSING_WINDOW, max_new_tokens // 4))
+def closing_window(max_new_tokens: int, closing_tokens: int = 0) -> int:
+    """How many of a constrained sequence's last budgeted tokens go to closing its match: a quarter (8 to 64),
+    and at least what the shortest match takes (`closing_tokens`, from the schema: its required keys) plus a few."""
+    quarter = min(_MAX_CLOSING_WINDOW, max(_MIN_CLOSING_WINDOW, max_new_tokens // 4))
+    return max(quarter, closing_tokens + _CLOSING_MARGIN if closing_tokens else 0)
 
 
 def unnormalized_probs(logits: np.ndarray, temperature: float) -> np.ndarray:

@@ -48,6 +48,7 @@ class SamplingParams:
     use_beam_search: bool = False
     grammar: str | None = None  # GBNF (start rule `root`) the output must match, e.g. JSON of a schema
     grammar_param: str = "response_format"  # the request field the grammar comes from, for error messages
+    closing_tokens: int = 0  # about how many tokens the shortest match of `grammar` takes (its closing window's floor)
 
     def __post_init__(self) -> None:
         self._check_ranges()

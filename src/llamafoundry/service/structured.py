@@ -12,6 +12,7 @@ schema, local `$ref` into `$defs`/`definitions`, and annotations (`title`, `desc
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -139,6 +140,34 @@ def schema_grammar(schema: Any, param: str) -> str:
             param, "schema", f"{param} could not be turned into a grammar ({exc}). Simplify the schema."
         ) from None
     return converter.format_grammar()
+
+
+def shortest_match_tokens(schema: Any, depth: int = 0) -> int:
+    """About how many Llama 3 tokens the shortest JSON value valid for `schema` takes: braces, each required key
+    (~3 characters a token, plus quotes and colon), and the shortest value of each. The closing window of a
+    constrained output must hold at least this, or the budget ends before the required keys are written."""
+    if not isinstance(schema, dict) or depth > _MAX_SKELETON_DEPTH:
+        return 1
+    if "const" in schema or schema.get("enum"):
+        value = schema["const"] if "const" in schema else schema["enum"][0]
+        return len(json.dumps(value)) // 3 + 1
+    options = schema.get("anyOf") or schema.get("oneOf")
+    if options:
+        return min(shortest_match_tokens(option, depth + 1) for option in options)
+    kind = schema.get("type")
+    if kind == "object" or "properties" in schema:
+        properties = schema.get("properties") or {}
+        required = [name for name in schema.get("required") or [] if isinstance(name, str)]
+        return 2 + sum(len(n) // 3 + 3 + shortest_match_tokens(properties.get(n, {}), depth + 1) for n in required)
+    if kind == "array":
+        items = int(schema.get("minItems") or 0)
+        return 2 + items * (shortest_match_tokens(schema.get("items", {}), depth + 1) + 1)
+    if kind == "string":
+        return 2 + int(schema.get("minLength") or 0) // 3
+    return 1  # a number, a boolean, null, or anything
+
+
+_MAX_SKELETON_DEPTH = 16  # a recursive schema's required self-reference has no finite match anyway
 
 
 def json_object_grammar() -> str:

@@ -25,7 +25,12 @@ from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 from typing import Any
 
-from llamafoundry.service.structured import normalize_schema, response_format_grammar, schema_grammar
+from llamafoundry.service.structured import (
+    normalize_schema,
+    response_format_grammar,
+    schema_grammar,
+    shortest_match_tokens,
+)
 from llamafoundry.service.types import (
     ChatChoice,
     ChatDelta,
@@ -88,13 +93,32 @@ def constrain(request: ChatRequest) -> ChatRequest:
     forced = forced_function(request)
     grammar: str | None
     if forced is not None:
-        grammar, param = call_grammar(request.tools or [], None if forced == "*" else forced), "tool_choice"
+        only = None if forced == "*" else forced
+        grammar, param = call_grammar(request.tools or [], only), "tool_choice"
+        closing = _shortest_call_tokens(request.tools or [], only)
     else:
         grammar, param = response_format_grammar(request.response_format), "response_format"
+        closing = shortest_match_tokens(_response_schema(request.response_format))
     if grammar is None:
         return request
-    params = dataclasses.replace(request.params, grammar=grammar, grammar_param=param)
+    params = dataclasses.replace(request.params, grammar=grammar, grammar_param=param, closing_tokens=closing)
     return dataclasses.replace(request, params=params)
+
+
+def _response_schema(response_format: dict[str, Any] | None) -> Any:
+    if (response_format or {}).get("type") != "json_schema":
+        return {"type": "object"}
+    return ((response_format or {}).get("json_schema") or {}).get("schema", {})
+
+
+def _shortest_call_tokens(tools: list[dict[str, Any]], only: str | None) -> int:
+    """{"name": "<function>", "parameters": <its shortest arguments>}, for the function(s) the call may be."""
+    lengths = [
+        6 + len(function["name"]) // 3 + shortest_match_tokens(function.get("parameters") or EMPTY_PARAMETERS)
+        for function in (tool["function"] for tool in tools)
+        if only is None or function["name"] == only
+    ]
+    return min(lengths, default=0)
 
 
 def call_grammar(tools: list[dict[str, Any]], only: str | None = None) -> str:
