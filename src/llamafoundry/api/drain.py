@@ -47,20 +47,22 @@ async def until_deadline(stream: ChatStream, drain: Drain) -> AsyncIterator[Chat
     """`stream`'s updates until it ends, or ServerStopping once the drain deadline has passed."""
     updates = stream.__aiter__()
     deadline = asyncio.ensure_future(drain.deadline.wait())
+    following: asyncio.Future[ChatUpdate] | None = None
     try:
         while True:
             following = asyncio.ensure_future(updates.__anext__())
             await asyncio.wait({following, deadline}, return_when=asyncio.FIRST_COMPLETED)
             if not following.done():
-                following.cancel()
                 raise ServerStopping()
             try:
                 update = following.result()
             except StopAsyncIteration:
                 return
             yield update
-    finally:
+    finally:  # the deadline passed, or the reader went away (a client disconnect cancels it while it waits)
         deadline.cancel()
+        if following is not None and not following.done():
+            following.cancel()
 
 
 class DrainingServer(uvicorn.Server):
