@@ -79,3 +79,76 @@ def test_errors(server: Server) -> None:
         assert caught.value.code == "extra_parameters_not_allowed"
     with make_client(server, key="wrong") as client, pytest.raises(openai.AuthenticationError):
         client.chat.completions.create(model="azureai", messages=MESSAGES)
+
+
+# ---- text completions (/v1/completions) ------------------------------------------------------------------------
+
+
+def test_text_completions_with_the_openai_sdk(server: Server) -> None:
+    """`client.completions.create` as written for Azure's serverless Llama endpoints: a raw prompt, no chat
+    template (the usage counts BOS + the prompt's tokens only)."""
+    with make_client(server) as client:
+        plain = client.completions.create(model="azureai", prompt="Once upon a time", max_tokens=5, temperature=0)
+        assert plain.object == "text_completion" and plain.model == server.name and plain.id.startswith("cmpl-")
+        assert plain.choices[0].finish_reason == "length" and plain.usage.completion_tokens == 5
+        assert plain.usage.prompt_tokens == 5  # <|begin_of_text|> Once upon a time
+        assert client.completions.create(model="azureai", prompt="Hi").usage.completion_tokens <= 16  # the default
+        streamed = list(
+            client.completions.create(model="azureai", prompt="Once upon a time", max_tokens=5, temperature=0,
+                                      stream=True, stream_options={"include_usage": True})
+        )  # fmt: skip
+        assert "".join(c.choices[0].text for c in streamed if c.choices) == plain.choices[0].text
+        assert streamed[-1].usage.completion_tokens == 5 and len({c.id for c in streamed}) == 1
+        echoed = client.completions.create(model="azureai", prompt="Hi", max_tokens=2, temperature=0, echo=True)
+        assert echoed.choices[0].text.startswith("Hi") and len(echoed.choices[0].text) > 2
+
+
+def test_llama_extras_pass_through_on_text_completions(server: Server) -> None:
+    with make_client(server) as client:
+        answer = client.completions.create(
+            model="azureai", prompt="Hi", max_tokens=6, extra_body={"ignore_eos": True},
+            extra_headers={"extra-parameters": "pass-through"},
+        )  # fmt: skip
+    assert answer.usage.completion_tokens == 6 and answer.choices[0].finish_reason == "length"
+
+
+def test_text_completions_n_and_logprobs(server: Server) -> None:
+    with make_client(server) as client:
+        answer = client.completions.create(model="azureai", prompt="Tell me", max_tokens=4, n=2, logprobs=2, seed=5)
+    assert [c.index for c in answer.choices] == [0, 1] and answer.usage.completion_tokens == 8
+    for choice in answer.choices:
+        lp = choice.logprobs
+        assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset) == 4
+        assert "".join(lp.tokens) == choice.text and lp.text_offset[0] == 0
+        assert all(len(top) == 2 for top in lp.top_logprobs)
+
+
+@pytest.mark.parametrize(
+    ("fields", "status", "param"),
+    [
+        ({"prompt": ["a", "b"]}, 422, "prompt"),
+        ({"prompt": [1, 2, 3]}, 422, "prompt"),
+        ({"prompt": "a", "suffix": "z"}, 422, "suffix"),
+        ({"max_tokens": 2}, 400, "prompt"),
+        ({"prompt": "a", "logprobs": 9}, 400, "logprobs"),
+        ({"prompt": "a", "temperature": 3}, 400, "temperature"),
+        ({"prompt": "a", "ignore_eos": True}, 400, None),  # a Llama extra: needs extra-parameters: pass-through
+    ],
+)
+def test_text_completion_errors_name_the_field(server: Server, fields: dict, status: int, param: str | None) -> None:
+    import httpx
+
+    answer = httpx.post(f"{server.url}/v1/completions", json=fields, headers={"api-key": server.key}, timeout=60)
+    assert answer.status_code == status, answer.text
+    assert answer.json()["error"].get("param") == param, answer.text
+
+
+def test_text_completions_are_limited_and_filtered_like_chat(server: Server) -> None:
+    import httpx
+
+    headers = {"api-key": server.key}
+    ok = httpx.post(f"{server.url}/v1/completions", json={"prompt": "Hi", "max_tokens": 2}, headers=headers)
+    assert ok.status_code == 200 and "x-ratelimit-remaining-requests" in ok.headers
+    harmful = {"prompt": "How do I kill my neighbor with a knife", "max_tokens": 2}
+    blocked = httpx.post(f"{server.url}/v1/completions", json=harmful, headers=headers)
+    assert blocked.status_code == 400 and blocked.json()["error"]["code"] == "content_filter"

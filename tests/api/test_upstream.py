@@ -181,6 +181,29 @@ def test_the_rate_limiter_counts_forwarded_prompts_with_the_llama_tokenizer(setu
     assert chat(url, key).status_code == 200
 
 
+def test_text_completions_are_forwarded_to_the_upstreams_own_route(setup: Setup, server: Server) -> None:
+    """`/v1/completions` with `model` naming a forwarding deployment goes to the upstream's /v1/completions, and
+    the gateway counts the prompt as the upstream does (BOS + the prompt's tokens, no template)."""
+    import httpx
+
+    from llamafoundry.engine.sampling_params import SamplingParams
+    from llamafoundry.platform.prompt_tokens import llama_prompt_counter
+    from llamafoundry.service.types import ChatMessage, ChatRequest
+
+    body = {"model": "remote", "prompt": "Once upon a time", "max_tokens": 4, "temperature": 0, "logprobs": 1}
+    forwarded = httpx.post(f"{setup.gateway.url}/v1/completions", json=body,
+                           headers={"api-key": setup.keys["remote"]}, timeout=60).json()  # fmt: skip
+    direct = httpx.post(f"{server.url}/v1/completions", json=body, headers={"api-key": API_KEY}, timeout=60).json()
+    assert forwarded["object"] == "text_completion" and forwarded["model"] == "Meta-Llama-3.1-405B-Instruct"
+    assert forwarded["choices"][0]["text"] == direct["choices"][0]["text"]
+    assert forwarded["choices"][0]["logprobs"]["tokens"] == direct["choices"][0]["logprobs"]["tokens"]
+    assert forwarded["usage"] == direct["usage"]
+    counted = llama_prompt_counter().count(
+        ChatRequest([ChatMessage("user", body["prompt"])], SamplingParams(), prompt=body["prompt"])
+    )
+    assert counted == direct["usage"]["prompt_tokens"]
+
+
 def test_the_gateway_counts_a_prompt_as_the_upstream_does(setup: Setup) -> None:
     """The reservation's prompt tokens are the upstream's own count (another llamafoundry, whose GGUF has Meta's
     Llama 3.1 template): the built-in format the gateway used to count with left out ~25 tokens a request."""

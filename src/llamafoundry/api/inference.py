@@ -1,6 +1,7 @@
 """The inference routes: `/info` and `/chat/completions` served bare, under `/models` and under
-`/deployments/<name>` (the SDK appends routes to whatever endpoint URL it was given); `/v1/chat/completions`
-and `/v1/models` for OpenAI-style clients; `/embeddings` answering 404 as a chat deployment does on Azure.
+`/deployments/<name>` (the SDK appends routes to whatever endpoint URL it was given); `/v1/chat/completions`,
+`/v1/completions` (text) and `/v1/models` for OpenAI-style clients; `/embeddings` answering 404 as a chat
+deployment does on Azure.
 
 Handlers only parse and respond: `chat_request` validates, `ChatService` generates, `render`/`streaming` shape
 the answer.
@@ -10,23 +11,27 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from llamafoundry.api.chat_request import extra_parameters_mode, parse_chat, parse_json_object
+from llamafoundry.api.completions import TextChunkRenderer, parse_completion, text_completion_body
 from llamafoundry.api.drain import Drain, stopping_error
 from llamafoundry.api.errors import ApiError, from_service_exception, json_response, not_found, service_unavailable
 from llamafoundry.api.limits import admit, request_usage
 from llamafoundry.api.render import ChunkRenderer, completion_body
 from llamafoundry.api.routing import authorize_request, authorized_targets
 from llamafoundry.api.sse import EventStreamResponse
-from llamafoundry.api.streaming import chat_events, until_disconnect
+from llamafoundry.api.streaming import StreamRenderer, chat_events, until_disconnect
 from llamafoundry.api.usage import track_result, track_stream
 from llamafoundry.config import ServeSettings
 from llamafoundry.platform.gateway import ChatBackend, Gateway, Target
 from llamafoundry.service.safety import ContentFilteredError, prompt_filter_results_of
+from llamafoundry.service.types import ChatRequest, ChatResult
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +99,15 @@ def inference_router(gateway: Gateway, settings: ServeSettings) -> APIRouter:
         except ClientDisconnect:
             return Response(status_code=499)  # nobody is listening; uvicorn drops it
 
+    async def text_completion(request: Request) -> Response:
+        target: Target = request.state.target
+        if target.start_error is not None:
+            raise ApiError(503, "ServiceUnavailable", f"Deployment '{target.name}' failed to start.")
+        try:
+            return await _text_completion(request, target.service, deployment=target.name)
+        except ClientDisconnect:
+            return Response(status_code=499)
+
     async def info(request: Request) -> Response:
         service = request.state.target.service
         return json_response(
@@ -125,6 +139,7 @@ def inference_router(gateway: Gateway, settings: ServeSettings) -> APIRouter:
             azure.add_api_route(prefix + route, no_embeddings, methods=["GET", "POST"])
     openai = APIRouter(prefix="/v1", dependencies=[Depends(authorize)])
     openai.add_api_route("/chat/completions", chat, methods=["POST"])
+    openai.add_api_route("/completions", text_completion, methods=["POST"])
     listing = APIRouter(prefix="/v1")  # authorized in the handlers: with no default model, by the key alone
     listing.add_api_route("/models", list_models, methods=["GET"])
     listing.add_api_route("/models/{model_id}", get_model, methods=["GET"])
@@ -141,29 +156,56 @@ async def _chat(
     mode = extra_parameters_mode(request.headers.get("extra-parameters"))
     body = parse_json_object(await read_body(request), request.headers.get("content-type"))
     parsed = parse_chat(body, mode, is_openai_route=is_openai_route, accepts_images=accepts_images)
+    model = service.model_name
+    return await _generate(
+        request, service, parsed.request, parsed.stream, deployment, ChunkRenderer(model),
+        lambda result: completion_body(result, model),
+    )  # fmt: skip
+
+
+async def _text_completion(request: Request, service: ChatBackend, *, deployment: str) -> Response:
+    mode = extra_parameters_mode(request.headers.get("extra-parameters"))
+    body = parse_json_object(await read_body(request), request.headers.get("content-type"))
+    parsed = parse_completion(body, mode)
+    model, echo = service.model_name, parsed.request.prompt if parsed.echo else None
+    return await _generate(
+        request, service, parsed.request, parsed.stream, deployment, TextChunkRenderer(model, echo),
+        lambda result: text_completion_body(result, model, echo),
+    )  # fmt: skip
+
+
+async def _generate(
+    request: Request,
+    service: ChatBackend,
+    chat: ChatRequest,
+    is_stream: bool,
+    deployment: str,
+    renderer: StreamRenderer,
+    body_of: Callable[[ChatResult], dict[str, Any]],
+) -> Response:
+    """Admit (rate limits), run and answer one validated request: an SSE stream of `renderer`'s chunks, or the
+    JSON `body_of` its result. Service errors become the API's errors."""
     drain: Drain | None = getattr(request.app.state, "drain", None)
     if drain is not None and drain.is_draining:
         raise stopping_error()
     if not service.is_ready:
         raise service_unavailable("The model is loading or the server is shutting down; retry in a few seconds.")
     try:
-        await admit(request, service, parsed.request, deployment=deployment, stream=parsed.stream)  # 429 over limits
-        if parsed.stream:
-            updates = await service.stream(parsed.request)
+        await admit(request, service, chat, deployment=deployment, stream=is_stream)  # 429 over limits
+        if is_stream:
+            updates = await service.stream(chat)
             prompt_filter = prompt_filter_results_of(updates)
             stream = track_stream(request, updates)
         else:
-            result = await until_disconnect(request.receive, service.complete(parsed.request), drain)
+            result = await until_disconnect(request.receive, service.complete(chat), drain)
     except Exception as exc:
         error = from_service_exception(exc)
         if error is None:
             raise
         _count_filtered_prompt(request, exc)
         raise error from None
-    if parsed.stream:
-        renderer = ChunkRenderer(service.model_name)
-        events = chat_events(stream, renderer, parsed.request.params.n, prompt_filter, drain)
-        return EventStreamResponse(events)
+    if is_stream:
+        return EventStreamResponse(chat_events(stream, renderer, chat.params.n, prompt_filter, drain))
     if result is None:
         return Response(status_code=499)  # the client went away; generation was aborted
     track_result(request, result)
@@ -171,7 +213,7 @@ async def _chat(
         "prompt_token_len": str(result.usage.prompt_tokens),
         "sampling_token_len": str(result.usage.completion_tokens),
     }
-    return json_response(completion_body(result, service.model_name), headers=headers)
+    return json_response(body_of(result), headers=headers)
 
 
 def _count_filtered_prompt(request: Request, exc: Exception) -> None:

@@ -12,23 +12,35 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, Awaitable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from starlette.types import Receive
 
 from llamafoundry.api.drain import Drain, ServerStopping, stopping_error, until_deadline
 from llamafoundry.api.errors import internal_error
-from llamafoundry.api.render import ChunkRenderer, usage_body
+from llamafoundry.api.render import usage_body
 from llamafoundry.api.sse import DONE, encode_event, wait_for_disconnect
-from llamafoundry.service.types import ChatStream, Usage
+from llamafoundry.service.types import ChatDelta, ChatStream, Usage
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+class StreamRenderer(Protocol):
+    """The chunks of one stream: `render.ChunkRenderer` (chat) or `completions.TextChunkRenderer` (text)."""
+
+    def role(self, index: int, prompt_filter_results: list[dict[str, Any]] | None = None) -> dict[str, Any] | None: ...
+
+    def delta(self, delta: ChatDelta) -> dict[str, Any]: ...
+
+    def usage_only(self, usage: Usage) -> dict[str, Any]: ...
+
+    def error(self, body: dict[str, Any]) -> dict[str, Any]: ...
+
+
 async def chat_events(
     stream: ChatStream,
-    renderer: ChunkRenderer,
+    renderer: StreamRenderer,
     num_choices: int,
     prompt_filter_results: list[dict[str, Any]] | None = None,
     drain: Drain | None = None,
@@ -42,7 +54,9 @@ async def chat_events(
     finished = False
     try:
         for index in range(num_choices):
-            yield encode_event(renderer.role(index, prompt_filter_results if index == 0 else None))
+            first = renderer.role(index, prompt_filter_results if index == 0 else None)
+            if first is not None:  # a chat choice's role chunk; a text completion has none
+                yield encode_event(first)
         held: dict[str, Any] | None = None
         usage: Usage | None = None
         async for update in until_deadline(stream, drain) if drain is not None else stream:

@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 CONTENT_FILTER = "content_filter"  # the finish reason and the error code of filtered content
 _DEPLOYMENT_PATH = re.compile(r"^/deployments/([^/]+)/chat/completions$")
+METERED_ROUTES = ("/chat/completions", "/v1/completions")  # what generates tokens
 _NOT_METERED = (401, 404)
 
 
@@ -55,7 +56,7 @@ class AccountingMiddleware:
         self.accounting = accounting
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].endswith("/chat/completions"):
+        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].endswith(METERED_ROUTES):
             await self.app(scope, receive, send)
             return
         state = scope.setdefault("state", {})

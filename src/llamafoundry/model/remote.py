@@ -13,7 +13,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncGenerator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -41,12 +41,16 @@ class UpstreamError(Exception):
         self.is_unsent = is_unsent  # no connection was made: another server may take the request
 
 
-def chat_url(base_url: str) -> str:
-    """`<base>/chat/completions`, adding `/v1` unless the base already ends with it (OpenAI's convention)."""
+CHAT = "chat/completions"
+TEXT_COMPLETIONS = "completions"  # OpenAI's legacy text completions: vLLM, llama-server and llamafoundry serve it
+
+
+def api_url(base_url: str, path: str = CHAT) -> str:
+    """`<base>/<path>`, adding `/v1` unless the base already ends with it (OpenAI's convention)."""
     base = base_url.rstrip("/")
     if not base.endswith("/v1"):
         base += "/v1"
-    return base + "/chat/completions"
+    return f"{base}/{path}"
 
 
 @dataclass
@@ -57,10 +61,6 @@ class Upstream:
     num_in_flight: int = 0
     num_requests: int = 0
     failed_at: float | None = None
-    chat_url: str = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.chat_url = chat_url(self.base_url)
 
 
 class RemoteChatClient:
@@ -91,9 +91,12 @@ class RemoteChatClient:
         healthy = [u for u in untried if u.failed_at is None or now - u.failed_at > FAILED_BACKOFF_S]
         return min(healthy or untried, key=lambda u: (u.num_in_flight, u.num_requests))
 
-    async def complete(self, body: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
-        """POST a non-streaming request; the answer's JSON. Raises UpstreamError."""
-        upstream, response = await self._open({**body, "stream": False}, headers, stream=False)
+    async def complete(
+        self, body: dict[str, Any], headers: dict[str, str] | None = None, path: str = CHAT
+    ) -> dict[str, Any]:
+        """POST a non-streaming request to `path` (chat or text completions); the answer's JSON. Raises
+        UpstreamError."""
+        upstream, response = await self._open({**body, "stream": False}, headers, path, stream=False)
         try:
             if response.status_code != 200:
                 raise _error_from(response.status_code, response.content)
@@ -105,14 +108,14 @@ class RemoteChatClient:
             upstream.num_in_flight -= 1
 
     async def stream(
-        self, body: dict[str, Any], headers: dict[str, str] | None = None
+        self, body: dict[str, Any], headers: dict[str, str] | None = None, path: str = CHAT
     ) -> AsyncGenerator[dict[str, Any], None]:
         """Start a streaming request; errors before the first chunk are raised here. Returns the chunks.
 
         Close the returned generator (`aclose()`) to abandon the request: the connection is closed, which
         makes the upstream abort generation.
         """
-        upstream, response = await self._open({**body, "stream": True}, headers, stream=True)
+        upstream, response = await self._open({**body, "stream": True}, headers, path, stream=True)
         if response.status_code != 200:
             try:
                 content = await response.aread()
@@ -123,7 +126,7 @@ class RemoteChatClient:
         return _chunks(response, upstream)
 
     async def _open(
-        self, body: dict[str, Any], headers: dict[str, str] | None, *, stream: bool
+        self, body: dict[str, Any], headers: dict[str, str] | None, path: str, *, stream: bool
     ) -> tuple[Upstream, httpx.Response]:
         """Send the request to a server, counted in flight there (the caller ends the count). A server that could
         not be connected to, or that answered 503 (loading, restarting, shutting down), has done nothing with
@@ -136,7 +139,7 @@ class RemoteChatClient:
             upstream.num_in_flight += 1
             upstream.num_requests += 1
             request = self._http.build_request(
-                "POST", upstream.chat_url, json=body, headers={**self.headers, **(headers or {})}
+                "POST", api_url(upstream.base_url, path), json=body, headers={**self.headers, **(headers or {})}
             )
             try:
                 response = await self._send(upstream, request, stream=stream)

@@ -15,7 +15,7 @@ import threading
 
 from llamafoundry.model.gguf_builder import default_tokenizer_path, meta_chat_template
 from llamafoundry.model.llamacpp import LlamaCppVocab
-from llamafoundry.service.chat_format import ChatFormatError, ChatFormatter
+from llamafoundry.service.chat_format import BEGIN_OF_TEXT, ChatFormatError, ChatFormatter
 from llamafoundry.service.prompt_pieces import render_pieces
 from llamafoundry.service.tools import prompt_tools
 from llamafoundry.service.types import ChatRequest
@@ -35,6 +35,10 @@ class LlamaPromptCounter:
     def count(self, request: ChatRequest, model_name: str = "Meta-Llama-3.1-8B-Instruct") -> int:
         """Tokens of the prompt as `model_name`'s template renders it, or the character estimate when the
         messages do not render (the upstream judges those: its template may accept what Meta's refuses)."""
+        if request.prompt is not None:  # a text completion: the prompt as it is, after the BOS
+            add_bos = not request.prompt.startswith(BEGIN_OF_TEXT)
+            with self._lock:
+                return len(self._vocab.tokenize(request.prompt, add_bos=add_bos, parse_special=True))
         try:
             pieces = render_pieces(self._formatter(model_name), request.messages, tools=prompt_tools(request))
         except ChatFormatError:

@@ -21,7 +21,7 @@ from llamafoundry.engine.outputs import (
     TopLogprob,
 )
 from llamafoundry.engine.sampling_params import SamplingParams
-from llamafoundry.model.remote import RemoteChatClient, UpstreamError
+from llamafoundry.model.remote import CHAT, TEXT_COMPLETIONS, RemoteChatClient, UpstreamError
 from llamafoundry.platform.prompt_tokens import llama_prompt_counter
 from llamafoundry.service.types import ChatChoice, ChatDelta, ChatRequest, ChatResult, ChatUpdate, Usage
 
@@ -116,7 +116,7 @@ class UpstreamChatService:
     async def complete(self, request: ChatRequest) -> ChatResult:
         body, headers = openai_body(request, self.upstream_model)
         try:
-            answer = await self._client().complete(body, headers)
+            answer = await self._client().complete(body, headers, _path(request))
         except UpstreamError as exc:
             raise engine_error(exc) from None
         return chat_result(answer)
@@ -125,10 +125,15 @@ class UpstreamChatService:
         body, headers = openai_body(request, self.upstream_model)
         body["stream_options"] = {"include_usage": True}
         try:
-            chunks = await self._client().stream(body, headers)
+            chunks = await self._client().stream(body, headers, _path(request))
         except UpstreamError as exc:
             raise engine_error(exc) from None
         return UpstreamStream(chunks)
+
+
+def _path(request: ChatRequest) -> str:
+    """A text completion (a raw prompt) goes to the upstream's /v1/completions, a chat to /v1/chat/completions."""
+    return TEXT_COMPLETIONS if request.prompt is not None else CHAT
 
 
 class UpstreamStream:
@@ -170,10 +175,13 @@ class UpstreamStream:
 
 
 def openai_body(request: ChatRequest, model: str) -> tuple[dict[str, Any], dict[str, str]]:
-    """The OpenAI body for `request`, and the headers it needs (`extra-parameters: pass-through` when it uses
-    parameters outside the Azure spec, which llamafoundry upstreams honour only then)."""
-    body: dict[str, Any] = {"model": model, "messages": [_message(m) for m in request.messages]}
+    """The OpenAI body for `request` (a chat, or a text completion's `prompt`), and the headers it needs
+    (`extra-parameters: pass-through` when it uses parameters outside the Azure spec, which llamafoundry upstreams
+    honour only then)."""
     params = request.params
+    if request.prompt is not None:
+        return _text_completion_body(request.prompt, params, model)
+    body: dict[str, Any] = {"model": model, "messages": [_message(m) for m in request.messages]}
     body.update(_standard(params))
     extras = _extras(params)
     body.update(extras)
@@ -181,6 +189,19 @@ def openai_body(request: ChatRequest, model: str) -> tuple[dict[str, Any], dict[
         body["tools"] = request.tools
     if request.tool_choice is not None:
         body["tool_choice"] = request.tool_choice
+    return body, ({"extra-parameters": "pass-through"} if extras else {})
+
+
+def _text_completion_body(prompt: str, params: SamplingParams, model: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """OpenAI's completions body: `n`, `best_of` and an integer `logprobs` are its own fields there."""
+    body: dict[str, Any] = {"model": model, "prompt": prompt, **_standard(params)}
+    extras = _extras(params)
+    for name in ("n", "best_of"):
+        if name in extras:
+            body[name] = extras.pop(name)
+    if extras.pop("logprobs", None):
+        body["logprobs"] = extras.pop("top_logprobs")
+    body.update(extras)
     return body, ({"extra-parameters": "pass-through"} if extras else {})
 
 
@@ -231,13 +252,14 @@ def _extras(params: SamplingParams) -> dict[str, Any]:
 
 
 def chat_result(answer: dict[str, Any]) -> ChatResult:
+    """A chat completion's or a text completion's answer (`choices[].message.content` or `choices[].text`)."""
     choices = []
     for choice in answer.get("choices") or []:
         message = choice.get("message") or {}
         choices.append(
             ChatChoice(
                 index=int(choice.get("index", 0)),
-                text=message.get("content") or "",
+                text=message.get("content") or choice.get("text") or "",
                 finish_reason=choice.get("finish_reason") or "stop",
                 logprobs=_logprobs(choice.get("logprobs")),
             )
@@ -249,7 +271,7 @@ def _delta(choice: dict[str, Any]) -> ChatDelta:
     delta = choice.get("delta") or {}
     return ChatDelta(
         index=int(choice.get("index", 0)),
-        text=delta.get("content") or "",
+        text=delta.get("content") or choice.get("text") or "",
         finish_reason=choice.get("finish_reason"),
         logprobs=_logprobs(choice.get("logprobs")),
     )
@@ -260,6 +282,8 @@ def _usage(usage: dict[str, Any]) -> Usage:
 
 
 def _logprobs(body: Any) -> list[TokenLogprob] | None:
+    if isinstance(body, dict) and body.get("tokens") is not None:
+        return _text_logprobs(body)
     if not isinstance(body, dict) or body.get("content") is None:
         return None
     return [
@@ -274,6 +298,23 @@ def _logprobs(body: Any) -> list[TokenLogprob] | None:
         )
         for item in body["content"]
     ]
+
+
+def _text_logprobs(body: dict[str, Any]) -> list[TokenLogprob]:
+    """OpenAI's completions form: parallel `tokens`, `token_logprobs`, `top_logprobs` ({token: logprob})."""
+    tops = body.get("top_logprobs") or []
+    out = []
+    for i, (token, logprob) in enumerate(zip(body["tokens"], body.get("token_logprobs") or [], strict=False)):
+        top = tops[i] if i < len(tops) and isinstance(tops[i], dict) else {}
+        out.append(
+            TokenLogprob(
+                token=token,
+                logprob=float(logprob if logprob is not None else 0.0),
+                bytes=list(token.encode("utf-8")),
+                top_logprobs=[TopLogprob(t, float(lp), list(t.encode("utf-8"))) for t, lp in top.items()],
+            )
+        )
+    return out
 
 
 def engine_error(exc: UpstreamError) -> EngineError:

@@ -23,7 +23,7 @@ class ManagedEngine(EngineClient, Protocol):
 
 
 class ChatService:
-    """Turns chat requests into engine requests for one model.
+    """Turns chat requests (and text completions) into engine requests for one model.
 
     Args:
         engine: the model's engine; started by `start()`.
@@ -61,9 +61,14 @@ class ChatService:
         await self.engine.stop()
 
     def prompt_ids(self, request: ChatRequest) -> list[int]:
-        """Render the messages with the model's chat template and tokenize them."""
+        """Render the messages with the model's chat template and tokenize them; a text completion's prompt is
+        tokenized as it is, after the BOS (control-token text in it is parsed: a raw prompt may be a whole
+        hand-written Llama prompt)."""
         if self._formatter is None:
             raise EngineUnavailableError("The model is still loading; retry in a few seconds.")
+        if request.prompt is not None:
+            bos = self._formatter.bos_token
+            return self.engine.tokenize(request.prompt if request.prompt.startswith(bos) else bos + request.prompt)
         pieces = render_pieces(self._formatter, request.messages, tools=tools.prompt_tools(request))
         return [
             t for piece in pieces for t in self.engine.tokenize(piece.text, parse_special=not piece.is_message_text)

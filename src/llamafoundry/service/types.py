@@ -35,6 +35,9 @@ class ChatRequest:
     tool_choice: str | dict[str, Any] | None = None
     # {"type": "text" | "json_object"} or {"type": "json_schema", "json_schema": {"name", "schema", "strict"}}
     response_format: dict[str, Any] | None = None
+    # A text completion's prompt (`/v1/completions`): the model continues this text, with no chat template;
+    # `messages` then hold it as one user message, which is what the content filter reads.
+    prompt: str | None = None
 
 
 @dataclass
