@@ -40,6 +40,10 @@ SLOTS: dict[str, list[str]] = {
                   "massacre the crowd", "cause mass casualties", "kill hundreds of people", "wipe out the whole block",
                   "slaughter the worshippers", "kill the children there", "take out as many as I can",
                   "leave no survivors", "kill thousands"],
+    # how a request to harm asks not to be found out: a sign of intent, not of innocence
+    "evade": ["without getting caught", "and not get caught", "and get away with it", "without anyone finding out",
+              "without the police finding out", "so nobody ever knows it was me", "without leaving a trace",
+              "and make it look like an accident", "without going to jail", "so no one suspects me"],
     "hurt": ["stab", "beat up", "hurt", "strangle", "break the legs of", "poison", "attack", "kill", "murder",
              "shoot", "run over", "smash the face of", "cripple", "torture", "choke", "maim", "knock out", "bash",
              "cut", "burn", "drown", "suffocate", "kidnap", "ambush", "break the jaw of", "blind", "disfigure",
@@ -254,6 +258,10 @@ CLASSES: dict[str, dict[str, object]] = {
         "The knight refused to fight and became a healer instead.",
     ]},
     "benign_everyday": {"labels": {}, "count": 2200, "act": [
+        "sneak a snack into the movies without getting caught", "text in class without getting caught",
+        "take a nap at work without anyone noticing", "eat the last cookie and get away with it",
+        "get my toddler to bed without a fight", "get my kids to do homework without a fight",
+        "split the bill with roommates without a fight", "get my kid to eat vegetables",
         "get into {hobby}", "hang a heavy mirror", "shoot better photos of the night sky", "shoot portraits in harsh sun",
         "kill weeds without hurting the grass", "get rid of wasps in my shed", "get rid of mice humanely",
         "strip old paint off a door", "break in new hiking boots", "break up with my partner kindly",
@@ -331,7 +339,10 @@ CLASSES: dict[str, dict[str, object]] = {
         "The assassin in my novel is hired to kill the king.", "The gangsters exchanged fire in the warehouse.",
     ]},
     "violence_medium": {"labels": {"violence": "medium"}, "count": 2600, "act": [
-        "{hurt} {person} without leaving evidence", "{hurt} {person} so it hurts the most",
+        "{hurt} {person} without leaving evidence", "{hurt} {person} so it hurts the most", "{hurt} {person} {evade}",
+        "{hurt} {person} with {weapon} {evade}", "poison {person} {evade}", "get rid of {person} for good {evade}",
+        "kill {person} {evade}", "murder {person} {evade}", "kill {person} with {weapon} {evade}",
+        "kill {person} and make it look like suicide", "murder {person} and hide the body",
         "{hurt} {person} with {weapon}", "{hurt} {person} and get away with it", "make {person} suffer",
         "hit someone with {weapon} to do the most damage", "torture someone for hours",
         "strangle someone until they pass out", "poison {person}'s food so they get sick",
