@@ -18,7 +18,7 @@ import pytest
 from llamafoundry.engine.sampler import TokenSampler
 from llamafoundry.engine.sampling_params import InvalidSamplingParams, SamplingParams
 from llamafoundry.model.gguf_builder import default_tokenizer_path
-from llamafoundry.model.json_closing import json_levels_closed
+from llamafoundry.model.json_closing import LexState, json_levels_closed
 from llamafoundry.model.llamacpp import GrammarError, LlamaCppVocab
 from llamafoundry.service.structured import json_object_grammar, schema_grammar, shortest_match_tokens
 from tests.engine.test_engine_llamacpp import PROMPT, collect, run_engine, texts
@@ -121,7 +121,7 @@ PROFILE = {
 
 @pytest.mark.parametrize("budget", [16, 20, 24, 30, 40])
 def test_required_keys_are_written_out_before_a_small_budget_ends(vocab: LlamaCppVocab, budget: int) -> None:
-    """Three required keys need ~18 tokens to write; a window of a quarter of the budget (8 to 10 here) left
+    """Three required keys need ~20 tokens to write; a window of a quarter of the budget (8 to 10 here) left
     the output cut after '"tags": [], "' in 16 of these 30 runs. The window now holds the shortest match."""
     grammar = schema_grammar(PROFILE, "schema")
     closing = shortest_match_tokens(PROFILE)
@@ -139,18 +139,72 @@ def test_required_keys_are_written_out_before_a_small_budget_ends(vocab: LlamaCp
         jsonschema.validate(json.loads(b"".join(vocab.token_bytes(t, True) for t in out).decode()), PROFILE)
 
 
+EVENTS = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "properties": {"id": {"type": "string", "format": "uuid"}, "at": {"type": "string", "format": "date-time"}},
+        "required": ["id", "at"],
+    },
+}
+ADDRESSED = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "age": {"type": "integer"},
+        "address": {
+            "type": "object",
+            "properties": {"zip": {"type": "string", "pattern": "^[0-9]{5}$"}, "city": {"type": "string"}},
+            "required": ["zip", "city"],
+        },
+    },
+    "required": ["name", "age", "address"],
+}
+
+
+@pytest.mark.parametrize(("schema", "budget"), [(EVENTS, 60), (EVENTS, 120), (ADDRESSED, 40), (ADDRESSED, 60)])
+def test_closing_finishes_the_item_it_is_in_and_writes_no_filler(
+    vocab: LlamaCppVocab, schema: dict[str, Any], budget: int
+) -> None:
+    """Reported: an array of objects with uuid and date-time strings ended cut inside a new item at every budget
+    up to 300 tokens, and the closer wrote whitespace, the longest digits an integer allows ("-113676731707287")
+    and a comma that opened one more item. It now skips whitespace, ends numbers, prefers no comma, and its window
+    covers finishing one item."""
+    grammar = schema_grammar(schema, "schema")
+    for seed in range(3):
+        params = SamplingParams(temperature=1.0, grammar="unused", closing_tokens=shortest_match_tokens(schema))
+        sampler = TokenSampler(params, seed=seed, constraint=vocab.grammar(grammar), max_new_tokens=budget)
+        rng = np.random.default_rng(seed)
+        out: list[int] = []
+        for _ in range(budget):
+            token = sampler.sample(rng.standard_normal(vocab.vocab_size).astype(np.float32) * 4)
+            if token in vocab.eog_token_ids:
+                break
+            sampler.accept(token)
+            out.append(token)
+        jsonschema.validate(json.loads(b"".join(vocab.token_bytes(t, True) for t in out).decode()), schema)
+
+
 def test_shortest_match_estimates() -> None:
     assert shortest_match_tokens({"type": "object"}) == 2
-    assert shortest_match_tokens(PROFILE) == 18  # braces; name, tags, n: key + quotes and colon + shortest value
+    # braces; name, tags, n: key + quotes and colon + shortest value (an array with one item: closing may begin
+    # inside it)
+    assert shortest_match_tokens(PROFILE) == 2 + (1 + 3 + 2) + (1 + 3 + 2 + 3) + (0 + 3 + 1)
+    uuids = {"type": "array", "items": {"type": "string", "format": "uuid"}}
+    assert shortest_match_tokens(uuids) == 2 + (2 + 72 // 3) + 1  # a uuid runs ~2 characters a token
     assert shortest_match_tokens({"anyOf": [{"type": "string"}, {"type": "null"}]}) == 1
     assert shortest_match_tokens({"type": "array", "minItems": 2, "items": {"type": "integer"}}) == 6
 
 
-def test_json_levels_closed_counts_strings_objects_and_escapes() -> None:
-    assert json_levels_closed('"}', True) == (2, False, False)
-    assert json_levels_closed('\\"', True) == (0, True, False)
-    assert json_levels_closed('{"a', False) == (-2, True, False)
-    assert json_levels_closed('"', True, escaped=True) == (0, True, False)
+def test_json_levels_closed_counts_strings_objects_numbers_and_escapes() -> None:
+    in_string = LexState(in_string=True)
+    assert json_levels_closed('"}', in_string) == (2, LexState())
+    assert json_levels_closed('\\"', in_string) == (0, in_string)
+    assert json_levels_closed('{"a', LexState()) == (-2, in_string)
+    assert json_levels_closed('"', LexState(in_string=True, escaped=True)) == (0, in_string)
+    assert json_levels_closed("-12", LexState()) == (-1, LexState(in_number=True))  # a number is open until it ends
+    assert json_levels_closed("3}", LexState(in_number=True)) == (2, LexState())
+    assert json_levels_closed("5.0e-3}", LexState()) == (1, LexState())  # the number, then its object
 
 
 def test_grammar_cannot_be_combined_with_beam_search_or_ignore_eos() -> None:

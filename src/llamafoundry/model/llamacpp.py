@@ -16,7 +16,7 @@ import llama_cpp
 import numpy as np
 
 from llamafoundry.model.base import DecodeError
-from llamafoundry.model.json_closing import closing_scores, json_levels_closed
+from llamafoundry.model.json_closing import ClosingScores, LexState, closing_scores, json_levels_closed
 
 _backend_lock = threading.Lock()
 _grammar_lock = threading.Lock()
@@ -313,11 +313,11 @@ class _GrammarVocab:
         )
         self.blocked_set = frozenset(int(t) for t in self.blocked)
         self.eog = np.array(sorted(vocab.eog_token_ids), dtype=np.int64)
-        self._closing: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._closing: ClosingScores | None = None
 
-    def closing_scores(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per token: JSON nesting levels (strings included) its text closes when it starts outside a string, the
-        same when it starts inside one, and its length in characters. Computed once, on first use (about a second)."""
+    def closing_scores(self) -> ClosingScores:
+        """Per token: JSON levels (strings, objects, arrays, numbers) its text closes from each lexer state, its
+        length, and whether it is whitespace. Computed once, on first use (about a second)."""
         if self._closing is None:
             self._closing = closing_scores(self.vocab.token_bytes(t, True) for t in range(self.vocab.vocab_size))
         return self._closing
@@ -334,8 +334,7 @@ class LlamaCppGrammar:
         self._shared = shared
         # None once close() has freed it, so a second close (from __del__) does not free it twice.
         self._sampler: llama_cpp.llama_sampler_p | None = sampler
-        self._in_string = False  # JSON lexer state of the accepted text, for closing_token
-        self._escaped = False
+        self._lex = LexState()  # JSON lexer state of the accepted text, for closing_token
 
     def allows(self, token_id: int) -> bool:
         """True when `token_id` may come next (cheap: checks one candidate)."""
@@ -361,12 +360,13 @@ class LlamaCppGrammar:
             return
         llama_cpp.llama_sampler_accept(self._sampler, token_id)
         text = self._shared.vocab.token_bytes(token_id, True).decode("utf-8", errors="replace")
-        _, self._in_string, self._escaped = json_levels_closed(text, self._in_string, self._escaped)
+        _, self._lex = json_levels_closed(text, self._lex)
 
     def closing_token(self, logits: np.ndarray) -> int:
         """The allowed token that brings JSON output nearest its end: an end-of-generation token once the grammar is
-        complete, else the one closing the most strings, objects and arrays (then the longest, then the likeliest).
-        Greedy, not a proof of the shortest completion, but JSON grammars close within a few tokens this way."""
+        complete, else one that is not only whitespace, closing the most strings, objects, arrays and numbers (then
+        one without a comma, the longest, the likeliest). Greedy, not a proof of the shortest completion, but JSON
+        grammars close within a few tokens this way."""
         masked = self.mask(logits)
         allowed = np.flatnonzero(np.isfinite(masked))
         if allowed.size == 0:
@@ -374,14 +374,22 @@ class LlamaCppGrammar:
         eog = np.intersect1d(allowed, self._shared.eog)
         if eog.size:
             return int(eog[0])
-        outside, inside, lengths = self._shared.closing_scores()
-        closed = (inside if self._in_string else outside)[allowed]
-        order = np.lexsort((-masked[allowed], -lengths[allowed], -closed))  # the last key sorts first
+        scores = self._shared.closing_scores()
+        closed = scores.closed_from(self._lex)[allowed]
+        # the last key sorts first: text before whitespace, the most levels closed, no comma, the longest, the likeliest
+        keys = (
+            -masked[allowed],
+            -scores.lengths[allowed],
+            scores.has_comma[allowed],
+            -closed,
+            scores.is_blank[allowed],
+        )
+        order = np.lexsort(keys)
         return int(allowed[order[0]])
 
     def clone(self) -> LlamaCppGrammar:
         copy = LlamaCppGrammar(self._shared, llama_cpp.llama_sampler_clone(self._sampler))
-        copy._in_string, copy._escaped = self._in_string, self._escaped
+        copy._lex = self._lex
         return copy
 
     def close(self) -> None:

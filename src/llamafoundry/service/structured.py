@@ -143,9 +143,10 @@ def schema_grammar(schema: Any, param: str) -> str:
 
 
 def shortest_match_tokens(schema: Any, depth: int = 0) -> int:
-    """About how many Llama 3 tokens the shortest JSON value valid for `schema` takes: braces, each required key
-    (~3 characters a token, plus quotes and colon), and the shortest value of each. The closing window of a
-    constrained output must hold at least this, or the budget ends before the required keys are written."""
+    """About how many Llama 3 tokens it takes to finish a JSON value valid for `schema` from anywhere inside it:
+    braces, each required key (~3 characters a token, plus quotes and colon) and its shortest value, strings of a
+    `format` at their fixed length, and one item of each array (closing may begin inside one, which must then be
+    finished). The closing window of a constrained output must hold at least this, or the budget ends first."""
     if not isinstance(schema, dict) or depth > _MAX_SKELETON_DEPTH:
         return 1
     if "const" in schema or schema.get("enum"):
@@ -160,14 +161,17 @@ def shortest_match_tokens(schema: Any, depth: int = 0) -> int:
         required = [name for name in schema.get("required") or [] if isinstance(name, str)]
         return 2 + sum(len(n) // 3 + 3 + shortest_match_tokens(properties.get(n, {}), depth + 1) for n in required)
     if kind == "array":
-        items = int(schema.get("minItems") or 0)
+        items = max(1, int(schema.get("minItems") or 0))
         return 2 + items * (shortest_match_tokens(schema.get("items", {}), depth + 1) + 1)
     if kind == "string":
-        return 2 + int(schema.get("minLength") or 0) // 3
+        length = _FORMAT_LENGTHS.get(schema.get("format"), 12 if "pattern" in schema else 0)
+        return 2 + max(length, int(schema.get("minLength") or 0)) // 3
     return 1  # a number, a boolean, null, or anything
 
 
 _MAX_SKELETON_DEPTH = 16  # a recursive schema's required self-reference has no finite match anyway
+# characters of a string of each format the grammar knows (a pattern's unknown: ~12); hex and digits run ~2 a token
+_FORMAT_LENGTHS = {"uuid": 72, "date-time": 50, "date": 20, "time": 24}
 
 
 def json_object_grammar() -> str:
