@@ -7,6 +7,7 @@ import json
 import re
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -232,14 +233,31 @@ def test_llama31_arguments_that_are_not_json_are_kept_as_a_string(llama31: ChatF
     assert prompt.endswith(header("assistant") + '{"name": "get_weather", "parameters": "Paris"}' + EOT)
 
 
-def test_llama31_rejects_two_tool_calls_with_a_sentence(llama31: ChatFormatter) -> None:
-    call = weather_call()
-    assert call.tool_calls is not None
-    call.tool_calls = call.tool_calls * 2
-    with pytest.raises(ChatFormatError) as info:
-        llama31.render([ChatMessage(role="user", content="Weather?"), call])
-    assert info.value.param == "messages"
-    assert "single tool-calls" in info.value.message
+def two_calls_and_their_results() -> tuple[list[dict[str, Any]], list[ChatMessage]]:
+    calls = [
+        {"id": f"call_{i}", "type": "function", "function": {"name": "get_weather", "arguments": f'{{"city": "{c}"}}'}}
+        for i, c in enumerate(["Paris", "Oslo"])
+    ]
+    results = [
+        ChatMessage("tool", '{"temp": 5}', tool_call_id="call_1"),
+        ChatMessage("tool", "20 C", tool_call_id="call_0"),
+    ]
+    return calls, results
+
+
+def test_parallel_tool_calls_echoed_back_are_written_one_per_turn(llama31: ChatFormatter) -> None:
+    """OpenAI-style clients send parallel calls back as one assistant message and then the results; Meta's
+    templates refused that ("This model only supports single tool-calls at once!"), so a default parallel
+    tool-call loop broke. Each call now goes with its own result (matched by tool_call_id)."""
+    calls, results = two_calls_and_their_results()
+    user = ChatMessage("user", "Weather in Paris and Oslo?")
+    for formatter in (llama31, ChatFormatter(None)):
+        together = formatter.render([user, ChatMessage("assistant", None, tool_calls=calls), *results])
+        one_by_one = formatter.render([
+            user, ChatMessage("assistant", None, tool_calls=[calls[0]]), results[1],
+            ChatMessage("assistant", None, tool_calls=[calls[1]]), results[0],
+        ])  # fmt: skip
+        assert together == one_by_one
 
 
 def test_llama31_tools_without_a_user_message(llama31: ChatFormatter) -> None:
@@ -374,12 +392,16 @@ def test_builtin_with_tools_needs_a_user_message_first() -> None:
     assert info.value.param == "messages"
 
 
-def test_builtin_rejects_two_tool_calls() -> None:
-    call = weather_call()
-    assert call.tool_calls is not None
-    call.tool_calls = call.tool_calls * 2
-    with pytest.raises(ChatFormatError, match=r"messages\[1\] has 2 tool_calls"):
-        ChatFormatter(None).render([ChatMessage(role="user", content="Weather?"), call])
+def test_parallel_calls_without_ids_take_their_results_in_order() -> None:
+    calls, results = two_calls_and_their_results()
+    anonymous = [ChatMessage("tool", r.content) for r in results]
+    user = ChatMessage("user", "Weather?")
+    together = ChatFormatter(None).render([user, ChatMessage("assistant", None, tool_calls=calls), *anonymous])
+    in_order = ChatFormatter(None).render([
+        user, ChatMessage("assistant", None, tool_calls=[calls[0]]), anonymous[0],
+        ChatMessage("assistant", None, tool_calls=[calls[1]]), anonymous[1],
+    ])  # fmt: skip
+    assert together == in_order
 
 
 def test_builtin_tokenizes_to_llama3_ids() -> None:

@@ -136,6 +136,38 @@ def _template_message(message: ChatMessage) -> dict[str, Any]:
     return out
 
 
+def one_call_per_turn(messages: list[ChatMessage]) -> list[ChatMessage]:
+    """Parallel tool calls as Llama writes them: an assistant message with several `tool_calls` (OpenAI's parallel
+    calls, as clients echo them back) becomes one assistant message per call, each followed by its result (the
+    `tool` message with its `tool_call_id`, else the next one in order). Meta's templates take one call per
+    assistant message and refuse more; this server's own parser can return several from one answer."""
+    out: list[ChatMessage] = []
+    i = 0
+    while i < len(messages):
+        message = messages[i]
+        i += 1
+        if message.role != "assistant" or not message.tool_calls or len(message.tool_calls) < 2:
+            out.append(message)
+            continue
+        results = []
+        while i < len(messages) and messages[i].role == "tool":
+            results.append(messages[i])
+            i += 1
+        ids = {call.get("id") for call in message.tool_calls}
+        by_id = any(r.tool_call_id in ids for r in results)  # else no ids to go by: results in the calls' order
+        for n, call in enumerate(message.tool_calls):
+            out.append(ChatMessage("assistant", message.content if n == 0 else None, tool_calls=[call]))
+            if by_id:
+                found = next((r for r in results if r.tool_call_id == call.get("id")), None)
+            else:
+                found = results[0] if results else None
+            if found is not None:
+                results.remove(found)
+                out.append(found)
+        out.extend(results)  # results that matched no call stay, after the calls
+    return out
+
+
 def _validate(messages: list[ChatMessage]) -> None:
     if not messages:
         raise ChatFormatError("messages is empty: send at least one message, for example a user message.")
@@ -211,6 +243,7 @@ class ChatFormatter:
         Raises:
             ChatFormatError: the messages are invalid or the template rejects them (param "messages").
         """
+        messages = one_call_per_turn(messages)
         _validate(messages)
         if self._template is None:
             return self._render_builtin(messages, tools or None, add_generation_prompt)
