@@ -137,6 +137,11 @@ def test_deploy_commands_store_the_policy(tmp_path: Path, tiny_model_path: Path)
     model = ["--model", "Meta-Llama-3.1-8B-Instruct", "--weights", str(tiny_model_path)]
     assert main(["deploy", "create", "chat", *model, "--content-safety", "off", *data]) == 0
     assert main(["deploy", "update", "chat", "--content-safety-threshold", "high", *data]) == 0
+    # a guard must be a Llama Guard 3 deployment: a misspelt one left the deployment unfiltered (fail-open)
+    assert main(["deploy", "update", "chat", "--content-safety-guard", "guard", *data]) == 2
+    assert main(["deploy", "update", "chat", "--content-safety-guard", "chat", *data]) == 2
+    guard_model = ["--model", "Llama-Guard-3-1B", "--type", "managed", "--weights", str(tiny_model_path)]
+    assert main(["deploy", "create", "guard", *guard_model, *data]) == 0
     assert main(["deploy", "update", "chat", "--content-safety-guard", "guard", "--tpm", "10", *data]) == 0
     assert main(["deploy", "update", "chat", "--content-safety-categories", "violence,gore", *data]) == 2
     store = Store.open(tmp_path)

@@ -114,6 +114,7 @@ def _create(args: argparse.Namespace) -> int:
         settings={**limit_settings(args.tpm, args.rpm), **_content_safety_changes(args, None)},
     )
     with open_store(args) as store, _download_bar() as progress:
+        _check_guard(store, args.content_safety_guard)
         created = _run(lambda: create_deployment(store, spec, home_of(args), progress))
     if created is None:
         return 1
@@ -170,6 +171,23 @@ def _content_safety_changes(args: argparse.Namespace, current: Any) -> dict[str,
     )
 
 
+def _check_guard(store: Any, guard: str | None) -> None:
+    """A guard named with --content-safety-guard must be a Llama Guard 3 deployment: a misspelt name would leave
+    the deployment unfiltered (the filter fails open, answering with `content_filter_error`)."""
+    from llamafoundry.platform.safety.deployments import is_guard_model
+
+    if guard is None or guard.lower() == "none":
+        return
+    found = store.get_deployment(guard.lower())
+    if found is None:
+        raise ValueError(
+            f"--content-safety-guard {guard}: no deployment has that name. Deploy Llama Guard 3 first (deploy create "
+            f"NAME --model Llama-Guard-3-1B --type managed ...), or give 'none' for the built-in classifier."
+        )
+    if not is_guard_model(found.model):
+        raise ValueError(f"--content-safety-guard {guard}: that deployment serves {found.model}, not Llama Guard 3.")
+
+
 def _update(args: argparse.Namespace) -> int:
     from llamafoundry.platform.deployments import describe, get_deployment
     from llamafoundry.platform.safety.deployments import SETTING_CONTENT_SAFETY
@@ -179,6 +197,7 @@ def _update(args: argparse.Namespace) -> int:
         deployment = _run(lambda: get_deployment(store, args.name))
         if deployment is None:
             return 1
+        _check_guard(store, args.content_safety_guard)
         changes.update(_content_safety_changes(args, deployment.settings.get(SETTING_CONTENT_SAFETY)))
         if not changes:
             console.print("[red]error:[/red] nothing to change: give --tpm N, --rpm N or --content-safety* options.")
