@@ -37,6 +37,9 @@ def test_serve_without_arguments_serves_the_demo_model_and_prints_a_key(tmp_path
         choice = reply.json()["choices"][0]
         assert choice["finish_reason"] == "stop" and "llamafoundry" in choice["message"]["content"]
         assert httpx.get(f"{url}/info", headers={"api-key": "wrong"}, timeout=10).status_code == 401
+        too_long = httpx.post(f"{url}/chat/completions", json={**body, "max_tokens": 1000},
+                              headers={"api-key": key.group(1)}, timeout=60)  # fmt: skip
+        assert "holds 512 tokens" in too_long.json()["error"]["message"]  # the model's own context
     finally:
         stop_process(process)
 
@@ -139,3 +142,16 @@ def test_a_port_in_use_fails_at_once_and_prints_no_key(tmp_path: Path) -> None:
     printed = log_path.read_text()
     assert f"Cannot listen on 127.0.0.1:{port}" in printed and "--port N" in printed, printed
     assert not re.search(r"[0-9a-f]{32}", printed), printed  # neither the API key nor an admin key
+
+
+def test_the_default_context_is_the_models_own(tmp_path: Path) -> None:
+    """The demo model was trained for 512 tokens; serve gave it 4096 (the cap) because a vocabulary-only load
+    reports a trained context of 0."""
+    from llamafoundry.model.demo import demo_model_path
+    from llamafoundry.model.llamacpp import LlamaCppVocab
+
+    vocab = LlamaCppVocab(demo_model_path())
+    try:
+        assert vocab.n_ctx_train() == 512
+    finally:
+        vocab.close()

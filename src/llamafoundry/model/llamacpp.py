@@ -93,7 +93,13 @@ class LlamaCppVocab:
         return llama_cpp.llama_vocab_get_text(self._vocab, token_id).decode("utf-8", errors="replace")
 
     def n_ctx_train(self) -> int:
-        return llama_cpp.llama_model_n_ctx_train(self._model)
+        """The context the model was trained for, from the GGUF's `<arch>.context_length` (llama.cpp's own
+        n_ctx_train is 0 for a vocabulary-only load, which reads no hyperparameters); 0 when the file has none."""
+        found = llama_cpp.llama_model_n_ctx_train(self._model)
+        if found > 0:
+            return int(found)
+        value = self.metadata(f"{self.metadata('general.architecture') or 'llama'}.context_length")
+        return int(value) if value and value.isdigit() else 0
 
     def tokenize(self, text: str, add_bos: bool = False, parse_special: bool = True) -> list[int]:
         data = text.encode("utf-8")
