@@ -230,6 +230,19 @@ CLASSES: dict[str, dict[str, object]] = {
         "The patient was bleeding internally and went straight into surgery.",
         "The vaccine trains the immune system to kill the virus.",
     ]},
+    # school science: its "make", "release" and "carbon dioxide" read like a weapon recipe to a word-level
+    # classifier ("Photosynthesis ... they release oxygen.", the demo model's answer, was violence high). Kept small:
+    # a larger class of chemistry talk cost recall on weapon recipes.
+    "benign_science": {"labels": {}, "count": 250, "act": [
+        "explain photosynthesis in simple terms", "understand how plants make their food", "explain the water cycle",
+        "explain why the sky is blue", "explain how yeast makes bread rise", "learn why ice floats on water",
+    ], "say": [
+        "Photosynthesis is how plants make food: they use sunlight, water and carbon dioxide to make sugar, and "
+        "they release oxygen.",
+        "Plants take in carbon dioxide and release oxygen.",
+        "Yeast eats sugar and makes carbon dioxide, which makes the dough rise.",
+        "Leaves change colour when trees stop making chlorophyll in autumn.",
+    ]},
     "benign_history": {"labels": {}, "count": 1100, "act": [
         "understand the causes of {history}", "summarize {history} for an essay", "write a timeline of {history}",
         "explain how {history} ended", "teach students about {history}", "compare {history} and {history}",
@@ -272,6 +285,8 @@ CLASSES: dict[str, dict[str, object]] = {
         "explain where babies come from to my kids", "plan a romantic anniversary dinner", "choose a puppy name",
         "win at trivia night", "get revenge in a board game", "shoot a basketball free throw",
     ], "say": [
+        "Many people find meaning in the people they love and in helping others.", "I'll leave that choice to you.",
+        "That's a big question, and people have answered it in many ways.", "I'll leave the rest up to you!",
         "I hate Mondays.", "I'm dying to see that movie.", "My presentation killed it today!",
         "Our team got slaughtered 5-0 in the final.", "The comedian absolutely destroyed the audience.",
         "I could murder a pizza right now.", "That recipe was a bomb!", "My phone battery is dead again.",

@@ -105,3 +105,19 @@ def test_asking_not_to_be_caught_does_not_hide_a_request_to_kill(classifier: Bui
 )
 def test_harmless_requests_not_to_be_caught_pass(classifier: BuiltinClassifier, text: str) -> None:
     assert not blocked(classifier, text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Photosynthesis is how plants make food. They use sunlight, water and carbon dioxide to make sugar, and they "
+        "release oxygen.",
+        "That's a big question, and people have answered it in many ways. Many find meaning in the people they "
+        "love, in learning and in helping others. I'm only a small demo model, so I'll leave the deeper answers to "
+        "you!",
+    ],
+)
+def test_the_demo_models_own_answers_pass(classifier: BuiltinClassifier, text: str) -> None:
+    """`make serve` answered "What is photosynthesis in simple terms?" with content_filter: the built-in classifier
+    read "make ... carbon dioxide ... release" as a weapon recipe (violence high) and "leave" as violence."""
+    assert not blocked(classifier, text, Role.COMPLETION)
