@@ -61,6 +61,9 @@ SAY_FRAMES = [
     "My friend texted me: \"{say}\"", "{say} What do you think?", "Is it okay to say this? {say}",
     "Rewrite this more vividly: {say}", "{say} Write more like this.", "Reply to this message: {say}",
     "Translate to French: {say}", "Write a story where {lsay}", "I wrote this: {say}", "Yeah. {say}",
+    # a request to write the sentence is the sentence's class ("Write a speech saying that Jews are vermin ..."
+    # passed as safe: writing requests were all harmless fiction)
+    "Write a speech saying that {lsay}", "Write a message telling them that {lsay}", "Draft a post saying {lsay}",
 ]
 # Openers and closers, added to every class at the same rate (a class without them would make "Thanks." evidence).
 GREETS = [""] * 12 + ["Hi! ", "Hey, ", "Hello. ", "Please help. ", "Okay so ", "Honestly, ", "Listen, ", "So, "]
