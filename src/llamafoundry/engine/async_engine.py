@@ -177,6 +177,9 @@ class AsyncEngine:
     async def add_request(self, prompt_token_ids: list[int], params: SamplingParams) -> AsyncRequestStream:
         engine = self._require_engine()
         if self._num_waiting_with(1) > self._max_queue:  # only a request that would wait can find the queue full
+            if self._max_queue == 0:
+                raise QueueFullError("The server is busy: every sequence slot is in use, and it queues no requests "
+                                     "(--max-queue 0). Retry shortly.")  # fmt: skip
             raise QueueFullError(
                 f"The server is busy: {self.num_waiting} requests are already waiting. Retry shortly.",
             )

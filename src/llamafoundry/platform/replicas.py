@@ -81,9 +81,13 @@ class ReplicaSet:
         """Launch every replica and wait until each answers /health; returns their URLs and key."""
         self.replicas = [Replica(i, _free_port()) for i in range(self.spec.num_replicas)]
         await asyncio.gather(*(self._launch(r) for r in self.replicas))
+        waiting = asyncio.gather(*(self._wait_healthy(r) for r in self.replicas))
         try:
-            await asyncio.wait_for(asyncio.gather(*(self._wait_healthy(r) for r in self.replicas)), START_TIMEOUT_S)
-        except BaseException:
+            await asyncio.wait_for(waiting, START_TIMEOUT_S)
+        except BaseException:  # a replica failed, the timeout, or the deployment was deleted while starting
+            waiting.cancel()
+            with contextlib.suppress(BaseException):
+                await waiting  # its outcome is retrieved here, not logged later as "never retrieved"
             await self.stop()
             raise
         self._supervisor = asyncio.create_task(self._supervise())
