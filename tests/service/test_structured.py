@@ -143,3 +143,22 @@ def test_response_formats() -> None:
     with pytest.raises(SchemaNotSupportedError) as caught:
         response_format_grammar({"type": "json_schema", "json_schema": {"name": "x", "schema": {"minimum": 1}}})
     assert caught.value.param == "response_format.json_schema.schema"
+
+
+def test_recursive_and_dangling_refs_are_refused_with_what_to_do() -> None:
+    """A tree schema got "could not be turned into a grammar ('#/$defs/node')", a dangling $ref a dump of the
+    converter's internals."""
+    tree = {
+        "$defs": {"node": {"type": "object", "properties": {"children": {"type": "array",
+                                                                          "items": {"$ref": "#/$defs/node"}}}}},
+        "$ref": "#/$defs/node",
+    }  # fmt: skip
+    with pytest.raises(SchemaNotSupportedError) as caught:
+        schema_grammar(tree, "response_format.json_schema.schema")
+    assert caught.value.keyword == "$ref" and "refers to itself" in caught.value.message
+    with pytest.raises(SchemaNotSupportedError) as caught:
+        schema_grammar({"type": "object", "properties": {"a": {"$ref": "#/$defs/nope"}}}, "schema")
+    assert caught.value.keyword == "$ref" and "points to nothing" in caught.value.message
+    shared = {"$defs": {"pt": {"type": "number"}}, "type": "object",
+              "properties": {"a": {"$ref": "#/$defs/pt"}, "b": {"$ref": "#/$defs/pt"}}}  # fmt: skip
+    assert schema_grammar(shared, "schema")  # one definition used twice is no recursion

@@ -130,6 +130,7 @@ def schema_grammar(schema: Any, param: str) -> str:
     Raises:
         SchemaNotSupportedError: the schema uses what the grammar cannot express.
     """
+    _check_refs(schema, param)
     normalized = normalize_schema(schema, param)
     converter = _JsonConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
     try:
@@ -172,6 +173,40 @@ def shortest_match_tokens(schema: Any, depth: int = 0) -> int:
 _MAX_SKELETON_DEPTH = 16  # a recursive schema's required self-reference has no finite match anyway
 # characters of a string of each format the grammar knows (a pattern's unknown: ~12); hex and digits run ~2 a token
 _FORMAT_LENGTHS = {"uuid": 72, "date-time": 50, "date": 20, "time": 24}
+
+
+def _check_refs(schema: Any, param: str) -> None:
+    """Local `$ref`s must point at something, and not back at themselves: a grammar is a fixed shape, so a
+    recursive schema (a tree) cannot become one. Raises SchemaNotSupportedError naming the `$ref`."""
+
+    def target(ref: str) -> Any:
+        node: Any = schema
+        for part in ref[2:].split("/"):
+            node = node.get(part) if isinstance(node, dict) else None
+        return node
+
+    def refs_in(node: Any) -> list[str]:
+        if isinstance(node, list):
+            return [r for item in node for r in refs_in(item)]
+        if not isinstance(node, dict):
+            return []
+        own = [node["$ref"]] if isinstance(node.get("$ref"), str) and node["$ref"].startswith("#/") else []
+        return own + [r for k, v in node.items() if k not in ("$defs", "definitions") for r in refs_in(v)]
+
+    def visit(ref: str, trail: tuple[str, ...]) -> None:
+        if ref in trail:
+            raise SchemaNotSupportedError(param, "$ref", f"The JSON schema $ref '{ref}' refers to itself (a "
+                                          "recursive schema, such as a tree): a grammar needs a fixed depth, so "
+                                          "write the nesting out as explicit levels.")  # fmt: skip
+        found = target(ref)
+        if not isinstance(found, dict | bool):
+            raise SchemaNotSupportedError(param, "$ref", f"The JSON schema $ref '{ref}' points to nothing in "
+                                          "the schema: define it under $defs.")  # fmt: skip
+        for inner in refs_in(found):
+            visit(inner, (*trail, ref))
+
+    for ref in refs_in(schema):
+        visit(ref, ())
 
 
 def json_object_grammar() -> str:
