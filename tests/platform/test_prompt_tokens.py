@@ -41,10 +41,7 @@ def test_tool_definitions_count_unless_tool_choice_is_none() -> None:
 
 
 def test_messages_the_llama_format_refuses_are_estimated_for_the_upstream_to_judge() -> None:
-    calls = [
-        {"id": f"call_{i}", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
-        for i in range(2)
-    ]
-    asked = ChatMessage("user", "Weather in Oslo and Rome?")
-    parallel = request(asked, ChatMessage("assistant", None, tool_calls=calls))
-    assert llama_prompt_counter().count(parallel) == estimate_tokens(parallel)
+    # tools, but no user message to carry them: Meta's template raises (parallel calls, the old example, are now
+    # written one per turn)
+    orphan_tools = request(ChatMessage("system", "You check the weather."), tools=[WEATHER_TOOL])
+    assert llama_prompt_counter().count(orphan_tools) == estimate_tokens(orphan_tools)

@@ -165,7 +165,7 @@ def shortest_match_tokens(schema: Any, depth: int = 0) -> int:
         items = max(1, int(schema.get("minItems") or 0))
         return 2 + items * (shortest_match_tokens(schema.get("items", {}), depth + 1) + 1)
     if kind == "string":
-        length = _FORMAT_LENGTHS.get(schema.get("format"), 12 if "pattern" in schema else 0)
+        length = _FORMAT_LENGTHS.get(str(schema.get("format")), 12 if "pattern" in schema else 0)
         return 2 + max(length, int(schema.get("minLength") or 0)) // 3
     return 1  # a number, a boolean, null, or anything
 
