@@ -282,3 +282,20 @@ def run_forced(pieces: list[list[ChatDelta]]) -> list[ChatDelta]:
         return [d async for u in tools.ToolCallStream(ScriptedStream(pieces), NAMES, forced=True) for d in u.deltas]
 
     return asyncio.run(main())
+
+
+def test_numeric_bounds_of_a_forced_call_are_left_to_the_application_unless_strict() -> None:
+    """Pydantic tool schemas carry `minimum`/`maximum` (Field(ge=..)): a forced call of one was a 422, though the
+    same tools worked with tool_choice auto. Now decoded without the bounds; `strict: true` keeps the 422."""
+    parameters = {
+        "type": "object",
+        "properties": {"days": {"type": "integer", "minimum": 1, "maximum": 14}, "minimum": {"type": "number"}},
+        "required": ["days", "minimum"],
+    }
+    tool = {"type": "function", "function": {"name": "forecast", "parameters": parameters}}
+    grammar = tools.call_grammar([tool])
+    assert "minimum" in grammar  # the property of that name is kept
+    assert tools.without_numeric_bounds(parameters)["properties"]["days"] == {"type": "integer"}
+    strict = {"type": "function", "function": {"name": "forecast", "parameters": parameters, "strict": True}}
+    with pytest.raises(SchemaNotSupportedError, match="'minimum'"):
+        tools.call_grammar([strict])

@@ -130,6 +130,8 @@ def call_grammar(tools: list[dict[str, Any]], only: str | None = None) -> str:
             continue
         param = f"tools[{i}].function.parameters"
         raw = function.get("parameters") or EMPTY_PARAMETERS
+        if not function.get("strict"):
+            raw = without_numeric_bounds(raw)
         parameters = normalize_schema(_inline_refs(raw, raw, 0), param)
         options.append(
             {
@@ -139,6 +141,34 @@ def call_grammar(tools: list[dict[str, Any]], only: str | None = None) -> str:
             }
         )
     return schema_grammar(options[0] if len(options) == 1 else {"anyOf": options}, "tools")
+
+
+NUMERIC_BOUNDS = frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"})
+_SCHEMA_MAPS = ("properties", "$defs", "definitions")  # name -> schema
+_SCHEMA_LISTS = ("anyOf", "allOf", "oneOf", "prefixItems")
+_SCHEMA_VALUES = ("items", "additionalProperties", "not")
+
+
+def without_numeric_bounds(schema: Any) -> Any:
+    """The schema without `minimum`, `maximum`, `multipleOf` and the like, at every level (property names are kept,
+    even one called "minimum"). A forced call of a function whose schema is not `strict` is decoded without them,
+    as tool schemas are elsewhere (Pydantic's `Field(ge=1)` writes them); a grammar cannot enforce numeric ranges, so
+    the application checks them, as it must for any model's arguments."""
+    if isinstance(schema, list):
+        return [without_numeric_bounds(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in NUMERIC_BOUNDS:
+            continue
+        if key in _SCHEMA_MAPS and isinstance(value, dict):
+            out[key] = {name: without_numeric_bounds(sub) for name, sub in value.items()}
+        elif key in _SCHEMA_LISTS or key in _SCHEMA_VALUES:
+            out[key] = without_numeric_bounds(value)
+        else:
+            out[key] = value
+    return out
 
 
 def _inline_refs(node: Any, root: Any, depth: int) -> Any:
