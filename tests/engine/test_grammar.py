@@ -123,20 +123,25 @@ PROFILE = {
 def test_required_keys_are_written_out_before_a_small_budget_ends(vocab: LlamaCppVocab, budget: int) -> None:
     """Three required keys need ~20 tokens to write; a window of a quarter of the budget (8 to 10 here) left
     the output cut after '"tags": [], "' in 16 of these 30 runs. The window now holds the shortest match."""
-    grammar = schema_grammar(PROFILE, "schema")
-    closing = shortest_match_tokens(PROFILE)
     for seed in range(6):
-        params = SamplingParams(temperature=1.0, grammar="unused", closing_tokens=closing)
-        sampler = TokenSampler(params, seed=seed, constraint=vocab.grammar(grammar), max_new_tokens=budget)
-        rng = np.random.default_rng(seed)
-        out: list[int] = []
-        for _ in range(budget):
-            token = sampler.sample(rng.standard_normal(vocab.vocab_size).astype(np.float32) * 4)
-            if token in vocab.eog_token_ids:
-                break
-            sampler.accept(token)
-            out.append(token)
-        jsonschema.validate(json.loads(b"".join(vocab.token_bytes(t, True) for t in out).decode()), PROFILE)
+        jsonschema.validate(json.loads(closed_output(vocab, PROFILE, budget, seed)), PROFILE)
+
+
+def closed_output(vocab: LlamaCppVocab, schema: dict[str, Any], budget: int, seed: int) -> str:
+    """What random logits (std 4) drawn through `schema`'s grammar write within `budget` tokens, the closing
+    window sized by the schema as the service sizes it."""
+    params = SamplingParams(temperature=1.0, grammar="unused", closing_tokens=shortest_match_tokens(schema))
+    grammar = vocab.grammar(schema_grammar(schema, "schema"))
+    sampler = TokenSampler(params, seed=seed, constraint=grammar, max_new_tokens=budget)
+    rng = np.random.default_rng(seed)
+    out: list[int] = []
+    for _ in range(budget):
+        token = sampler.sample(rng.standard_normal(vocab.vocab_size).astype(np.float32) * 4)
+        if token in vocab.eog_token_ids:
+            break
+        sampler.accept(token)
+        out.append(token)
+    return b"".join(vocab.token_bytes(t, True) for t in out).decode()
 
 
 EVENTS = {
@@ -170,19 +175,8 @@ def test_closing_finishes_the_item_it_is_in_and_writes_no_filler(
     up to 300 tokens, and the closer wrote whitespace, the longest digits an integer allows ("-113676731707287")
     and a comma that opened one more item. It now skips whitespace, ends numbers, prefers no comma, and its window
     covers finishing one item."""
-    grammar = schema_grammar(schema, "schema")
     for seed in range(3):
-        params = SamplingParams(temperature=1.0, grammar="unused", closing_tokens=shortest_match_tokens(schema))
-        sampler = TokenSampler(params, seed=seed, constraint=vocab.grammar(grammar), max_new_tokens=budget)
-        rng = np.random.default_rng(seed)
-        out: list[int] = []
-        for _ in range(budget):
-            token = sampler.sample(rng.standard_normal(vocab.vocab_size).astype(np.float32) * 4)
-            if token in vocab.eog_token_ids:
-                break
-            sampler.accept(token)
-            out.append(token)
-        jsonschema.validate(json.loads(b"".join(vocab.token_bytes(t, True) for t in out).decode()), schema)
+        jsonschema.validate(json.loads(closed_output(vocab, schema, budget, seed)), schema)
 
 
 def test_shortest_match_estimates() -> None:

@@ -108,6 +108,16 @@ def _is_valid_unicode(body: dict[str, Any]) -> bool:
     return True
 
 
+def check_extras(extras: list[str], mode: str) -> None:
+    """Refuse extra parameters under `extra-parameters: error` (or no header), with the MaaS body to the letter."""
+    if extras and mode == "error":
+        text = (
+            f"Extra parameters {extras!r} are not allowed when extra-parameters is not set or set to be 'error'. "
+            "Set extra-parameters to 'pass-through' to pass to the model."
+        )
+        raise ApiError(400, "extra_parameters_not_allowed", text, extra={"detail": text})
+
+
 def _openai_max_tokens(body: dict[str, Any]) -> dict[str, Any]:
     """`max_completion_tokens` as `max_tokens` (validated as it is); both, unequal, is a contradiction."""
     if "max_completion_tokens" not in body:
@@ -141,12 +151,7 @@ def parse_chat(
     """
     known = SPEC_PARAMETERS | OPENAI_ROUTE_PARAMETERS if is_openai_route else SPEC_PARAMETERS
     extras = [key for key in body if key not in known]
-    if extras and mode == "error":
-        text = (
-            f"Extra parameters {extras!r} are not allowed when extra-parameters is not set or set to be 'error'. "
-            "Set extra-parameters to 'pass-through' to pass to the model."
-        )
-        raise ApiError(400, "extra_parameters_not_allowed", text, extra={"detail": text})
+    check_extras(extras, mode)
     if is_openai_route:
         body = _openai_max_tokens(body)
     try:

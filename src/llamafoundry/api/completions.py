@@ -16,9 +16,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from llamafoundry.api.chat_request import sampling_params
+from llamafoundry.api.chat_request import check_extras, sampling_params
 from llamafoundry.api.errors import ApiError, invalid, not_supported
-from llamafoundry.api.render import usage_body
+from llamafoundry.api.render import answer_body, usage_body
 from llamafoundry.api.schemas import LLAMA_EXTRA_PARAMETERS, ChatCompletionsOptions, LlamaExtras
 from llamafoundry.api.validation import validation_error
 from llamafoundry.engine.outputs import TokenLogprob
@@ -45,12 +45,7 @@ def parse_completion(body: dict[str, Any], mode: str) -> ParsedCompletion:
     """Validate a completions body under `extra-parameters: mode` (the Llama extras beyond OpenAI's fields need
     pass-through, as on chat). Raises ApiError: 400 naming the field, 422 for what is not served."""
     extras = [key for key in body if key not in KNOWN_FIELDS]
-    if extras and mode == "error":
-        text = (
-            f"Extra parameters {extras!r} are not allowed when extra-parameters is not set or set to be 'error'. "
-            "Set extra-parameters to 'pass-through' to pass to the model."
-        )
-        raise ApiError(400, "extra_parameters_not_allowed", text, extra={"detail": text})
+    check_extras(extras, mode)
     prompt = _prompt(body.get("prompt"))
     _check_not_served(body)
     chat_fields = {key: body[key] for key in SAMPLING_FIELDS if body.get(key) is not None}
@@ -114,17 +109,7 @@ def text_completion_body(result: ChatResult, model: str, echo_prompt: str | None
         }
         for choice in result.choices
     ]
-    body: dict[str, Any] = {
-        "id": new_id(),
-        "object": "text_completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": choices,
-        "usage": usage_body(result.usage),
-    }
-    if result.prompt_filter_results is not None:
-        body["prompt_filter_results"] = result.prompt_filter_results
-    return body
+    return answer_body(new_id(), "text_completion", model, choices, result)
 
 
 def completion_logprobs(logprobs: list[TokenLogprob] | None, offset: int = 0) -> dict[str, Any] | None:

@@ -52,9 +52,17 @@ def completion_body(result: ChatResult, model: str) -> dict[str, Any]:
         }
         for choice in result.choices
     ]
+    return answer_body(new_completion_id(), "chat.completion", model, choices, result)
+
+
+def answer_body(
+    answer_id: str, kind: str, model: str, choices: list[dict[str, Any]], result: ChatResult
+) -> dict[str, Any]:
+    """A non-streaming answer around its rendered `choices` (chat or text completion): usage, and Azure's
+    `prompt_filter_results` when the content filter ran."""
     body = {
-        "id": new_completion_id(),
-        "object": "chat.completion",
+        "id": answer_id,
+        "object": kind,
         "created": int(time.time()),
         "model": model,
         "choices": choices,
