@@ -29,28 +29,18 @@ PIXEL = (
 )
 
 
-class Recorder:
-    """An OpenAI-compatible upstream that answers every chat request with one canned sentence and keeps the
-    bodies and headers it received."""
+class FakeUpstream:
+    """An OpenAI-compatible server on a loopback port that answers each chat request with `answer(body, headers)`."""
 
     def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        self.headers: list[dict[str, str]] = []
-        recorder = self
+        upstream = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802
                 body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-                recorder.bodies.append(body)
-                recorder.headers.append({k.lower(): v for k, v in self.headers.items()})
-                answer = {
-                    "id": "x", "object": "chat.completion", "created": 1, "model": body.get("model"),
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "A red pixel."},
-                                 "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 11, "completion_tokens": 4, "total_tokens": 15},
-                }  # fmt: skip
+                status, answer = upstream.answer(body, {k.lower(): v for k, v in self.headers.items()})
                 data = json.dumps(answer).encode()
-                self.send_response(200)
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -62,6 +52,28 @@ class Recorder:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def answer(self, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        raise NotImplementedError
+
+
+class Recorder(FakeUpstream):
+    """Answers every chat request with one canned sentence and keeps the bodies and headers it received."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        super().__init__()
+
+    def answer(self, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        self.bodies.append(body)
+        self.headers.append(headers)
+        return 200, {
+            "id": "x", "object": "chat.completion", "created": 1, "model": body.get("model"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "A red pixel."},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 11, "completion_tokens": 4, "total_tokens": 15},
+        }  # fmt: skip
 
 
 @dataclass
@@ -227,30 +239,16 @@ def test_the_gateway_counts_a_prompt_as_the_upstream_does(setup: Setup) -> None:
         assert counted == used, turns
 
 
-class Loading:
+class Loading(FakeUpstream):
     """A replica that is (re)loading its model: it answers every request 503, as llamafoundry does then."""
 
     def __init__(self) -> None:
         self.num_requests = 0
-        loading = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                self.rfile.read(int(self.headers["content-length"]))
-                loading.num_requests += 1
-                data = b'{"error": {"code": "ServiceUnavailable", "message": "The model is loading."}}'
-                self.send_response(503)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+    def answer(self, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        self.num_requests += 1
+        return 503, {"error": {"code": "ServiceUnavailable", "message": "The model is loading."}}
 
 
 def test_a_request_no_replica_has_taken_goes_to_the_next(server: Server) -> None:
