@@ -145,6 +145,8 @@ def test_recorded_costs_outlive_the_deployment_and_its_prices() -> None:
     recreated = Pricing("managed", created_at=DAY0 + 3600, num_cores=4, price_per_core_hour=0.1)
     (row, total) = summarize(records, {"chat": recreated}, since=DAY0, now=DAY0 + 7200)
     assert row.cost == pytest.approx(0.75 + 4 * 0.1)  # the old tokens, then one hour of the new compute
+    managed_gone = summarize([usage("m", cost_usd=None)], {}, now=DAY0)[0]  # managed records carry no token cost
+    assert managed_gone.cost is None  # a deleted managed deployment's compute is unknown: n/a, not 0
     legacy = usage("c")  # metered before costs were recorded: priced as before, at the current prices
     price = Pricing("serverless", 1.0, 2.0, DAY0)
     assert summarize([legacy], {"chat": price}, now=DAY0)[0].cost == pytest.approx(0.1 + 0.1)

@@ -33,7 +33,7 @@ from llamafoundry.api.limits import (
 )
 from llamafoundry.api.metrics import Metrics
 from llamafoundry.config import ServeSettings
-from llamafoundry.platform.catalog import SERVERLESS
+from llamafoundry.platform.catalog import MANAGED, SERVERLESS
 from llamafoundry.platform.metering import STATUS_CLIENT_CLOSED, Meter, UsageRecord
 from llamafoundry.platform.ratelimit import RateLimits, RateLimitStoreUnavailable, deployment_limits, resolve_limits
 from llamafoundry.platform.ratelimit_redis import build_limiter
@@ -146,8 +146,9 @@ class AccountingMiddleware:
 
 
 def _token_cost(usage: RequestUsage) -> float | None:
-    """The request's tokens at its deployment's prices now (None for the server's own model: it has none)."""
-    if usage.pricing is None:
+    """The request's tokens at its deployment's prices now; None for the server's own model (it has no price)
+    and for managed compute (billed by core-hours: once such a deployment is deleted its cost is unknown, not 0)."""
+    if usage.pricing is None or usage.pricing.deployment_type == MANAGED:
         return None
     return usage.pricing.token_cost(usage.prompt_tokens, usage.completion_tokens)
 
