@@ -83,6 +83,14 @@ def test_unknown_deployment_is_404(client: TestClient) -> None:
     assert_envelope(client.post("/deployments/other/chat/completions", json=BODY), 404, "NotFound")
 
 
+def test_an_unknown_deployment_is_a_401_without_a_key_that_opens_anything(client: TestClient) -> None:
+    """Names could be probed: an unknown one answered 404 to anybody, a known one 401."""
+    for headers in ({"api-key": "wrong"}, {"api-key": ""}):
+        unknown = client.post("/deployments/other/chat/completions", json=BODY, headers=headers)
+        known = client.post(f"/deployments/{MODEL_NAME}/chat/completions", json=BODY, headers=headers)
+        assert unknown.status_code == known.status_code == 401
+
+
 @pytest.mark.parametrize("path", ["/embeddings", "/models/embeddings", "/images/embeddings"])
 def test_embeddings_are_not_found(client: TestClient, path: str) -> None:
     response = client.post(path, json={"input": ["a"]})

@@ -121,7 +121,9 @@ def test_a_running_server_picks_up_deploy_commands_within_two_seconds(setup: Set
     from llamafoundry.cli import main
 
     assert main(["deploy", "delete", "late", "--data-dir", str(setup.home)]) == 0
-    wait_for(lambda: chat(late_url, new).status_code == 404, PICKUP_S, "the deleted deployment disappearing")
+    # its key opens nothing any more: a 401, as for any unknown name asked with no valid key (no probing)
+    wait_for(lambda: chat(late_url, new).status_code == 401, PICKUP_S, "the deleted deployment disappearing")
+    assert chat(late_url, API_KEY).status_code == 404  # with a key that opens something here: not found
 
 
 def test_replica_logs_never_show_the_replica_key_and_only_the_server_user_reads_them(setup: Setup) -> None:

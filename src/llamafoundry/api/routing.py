@@ -59,12 +59,12 @@ async def authorized_targets(request: Request, gateway: Gateway) -> list[Target]
 async def _resolve(request: Request, gateway: Gateway, read_body: BodyReader) -> Target:
     path_name = request.path_params.get("deployment")
     if path_name is not None:
-        return _named(gateway, path_name)
+        return await _named(request, gateway, path_name)
     header = request.headers.get(DEPLOYMENT_HEADER)
     if header:
         if not gateway.targets and gateway.default is not None:
             return gateway.default  # one model only: a name from the client's Azure settings selects nothing
-        return _named(gateway, header.strip())
+        return await _named(request, gateway, header.strip())
     model = request.query_params.get("model") if request.method == "GET" else await _body_model(request, read_body)
     target = gateway.resolve(model) if model else None
     target = target or gateway.default
@@ -77,11 +77,17 @@ async def _resolve(request: Request, gateway: Gateway, read_body: BodyReader) ->
     return target
 
 
-def _named(gateway: Gateway, name: str) -> Target:
+async def _named(request: Request, gateway: Gateway, name: str) -> Target:
+    """The deployment called `name`. An unknown name is a 404 only for a caller whose key or token opens some model
+    here; anyone else gets the 401, so deployment names cannot be probed without credentials."""
     target = gateway.resolve(name)
-    if target is None:
-        raise not_found(f"Deployment '{name}' not found. `llamafoundry deploy list` shows the deployments.")
-    return target
+    if target is not None:
+        return target
+    keys = presented_keys(request.headers)
+    for known in gateway.all_targets():
+        if await known.authorize(keys) is not None:
+            raise not_found(f"Deployment '{name}' not found. `llamafoundry deploy list` shows the deployments.")
+    raise AuthError()
 
 
 async def _body_model(request: Request, read_body: BodyReader) -> str | None:
