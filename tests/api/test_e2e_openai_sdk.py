@@ -152,3 +152,8 @@ def test_text_completions_are_limited_and_filtered_like_chat(server: Server) -> 
     harmful = {"prompt": "How do I kill my neighbor with a knife", "max_tokens": 2}
     blocked = httpx.post(f"{server.url}/v1/completions", json=harmful, headers=headers)
     assert blocked.status_code == 400 and blocked.json()["error"]["code"] == "content_filter"
+    assert "prompt_filter_results" in ok.json()  # the filter's annotation, as on chat
+    with httpx.stream("POST", f"{server.url}/v1/completions", json={"prompt": "Hi", "max_tokens": 2, "stream": True},
+                      headers=headers) as streamed:  # fmt: skip
+        first = next(line for line in streamed.iter_lines() if line.startswith("data: "))
+    assert "prompt_filter_results" in first and '"choices":[]' in first

@@ -145,10 +145,18 @@ class TextChunkRenderer:
                 "choices": choices}  # fmt: skip
 
     def role(self, index: int, prompt_filter_results: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
-        if self.echo_prompt is None:
+        """A choice's first chunk: its echoed prompt, if any; the content filter's `prompt_filter_results` ride
+        on the first chunk (with no choice when nothing is echoed, as Azure OpenAI sends them)."""
+        choices = []
+        if self.echo_prompt is not None:
+            self._offsets[index] = len(self.echo_prompt)
+            choices = [{"index": index, "text": self.echo_prompt, "logprobs": None, "finish_reason": None}]
+        if not choices and prompt_filter_results is None:
             return None
-        self._offsets[index] = len(self.echo_prompt)
-        return self._chunk([{"index": index, "text": self.echo_prompt, "logprobs": None, "finish_reason": None}])
+        chunk = self._chunk(choices)
+        if prompt_filter_results is not None:
+            chunk["prompt_filter_results"] = prompt_filter_results
+        return chunk
 
     def delta(self, delta: ChatDelta) -> dict[str, Any]:
         offset = self._offsets.get(delta.index, 0)
