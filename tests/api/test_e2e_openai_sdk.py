@@ -133,6 +133,7 @@ def test_text_completions_n_and_logprobs(server: Server) -> None:
         ({"prompt": "a", "logprobs": 9}, 400, "logprobs"),
         ({"prompt": "a", "temperature": 3}, 400, "temperature"),
         ({"prompt": "a", "ignore_eos": True}, 400, None),  # a Llama extra: needs extra-parameters: pass-through
+        ({"prompt": "a", "echo": "maybe"}, 400, "echo"),
     ],
 )
 def test_text_completion_errors_name_the_field(server: Server, fields: dict, status: int, param: str | None) -> None:
@@ -153,6 +154,9 @@ def test_text_completions_are_limited_and_filtered_like_chat(server: Server) -> 
     blocked = httpx.post(f"{server.url}/v1/completions", json=harmful, headers=headers)
     assert blocked.status_code == 400 and blocked.json()["error"]["code"] == "content_filter"
     assert "prompt_filter_results" in ok.json()  # the filter's annotation, as on chat
+    as_text = {"prompt": "Hi", "max_tokens": 2, "stream": "false", "echo": "false"}  # lax booleans, as on chat
+    answer = httpx.post(f"{server.url}/v1/completions", json=as_text, headers=headers).json()
+    assert answer["object"] == "text_completion" and not answer["choices"][0]["text"].startswith("Hi")
     with httpx.stream("POST", f"{server.url}/v1/completions", json={"prompt": "Hi", "max_tokens": 2, "stream": True},
                       headers=headers) as streamed:  # fmt: skip
         first = next(line for line in streamed.iter_lines() if line.startswith("data: "))

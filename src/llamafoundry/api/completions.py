@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from llamafoundry.api.chat_request import check_extras, sampling_params
 from llamafoundry.api.errors import ApiError, invalid, not_supported
@@ -25,7 +25,9 @@ from llamafoundry.engine.outputs import TokenLogprob
 from llamafoundry.service.types import ChatDelta, ChatMessage, ChatRequest, ChatResult, Usage
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for text completions
-SAMPLING_FIELDS = ("max_tokens", "temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty")
+SAMPLING_FIELDS = (
+    "max_tokens", "temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty", "stream",
+)  # fmt: skip
 OWN_FIELDS = ("n", "best_of", "logprobs")  # Llama extras on chat, standard fields here
 KNOWN_FIELDS = frozenset(
     {"model", "prompt", "stream", "stream_options", "echo", "user", "suffix", "logit_bias", *SAMPLING_FIELDS}
@@ -62,12 +64,20 @@ def parse_completion(body: dict[str, Any], mode: str) -> ParsedCompletion:
         raise validation_error(exc) from None
     if isinstance(llama.logprobs, bool) or (llama.logprobs is not None and llama.logprobs > MAX_LOGPROBS):
         raise invalid("logprobs", f"logprobs must be an integer from 0 to {MAX_LOGPROBS} (the most likely tokens).")
-    echo = bool(body.get("echo"))
+    echo = _flag(body.get("echo"), "echo")
     if echo and llama.logprobs is not None:
         raise not_supported("echo", "echo with logprobs is not supported: the prompt's tokens get no logprobs.")
     params = sampling_params(options, llama)
     request = ChatRequest([ChatMessage("user", prompt)], params, prompt=prompt)
-    return ParsedCompletion(request, stream=bool(body.get("stream")), echo=echo)
+    return ParsedCompletion(request, stream=bool(options.stream), echo=echo)
+
+
+def _flag(value: Any, name: str) -> bool:
+    """A boolean field read as the chat fields are (lax: "true", 1), never Python's truthiness ("false" is true)."""
+    try:
+        return bool(TypeAdapter(bool | None).validate_python(value))
+    except ValidationError:
+        raise invalid(name, f"'{name}' must be true or false.") from None
 
 
 def _prompt(value: Any) -> str:
