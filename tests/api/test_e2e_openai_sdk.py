@@ -154,9 +154,14 @@ def test_text_completions_are_limited_and_filtered_like_chat(server: Server) -> 
     blocked = httpx.post(f"{server.url}/v1/completions", json=harmful, headers=headers)
     assert blocked.status_code == 400 and blocked.json()["error"]["code"] == "content_filter"
     assert "prompt_filter_results" in ok.json()  # the filter's annotation, as on chat
-    as_text = {"prompt": "Hi", "max_tokens": 2, "temperature": 0, "stream": "false", "echo": "false"}  # lax, as chat
-    answer = httpx.post(f"{server.url}/v1/completions", json=as_text, headers=headers).json()
-    assert answer["object"] == "text_completion" and not answer["choices"][0]["text"].startswith("Hi")
+
+    def text(**fields: object) -> str:
+        body = {"prompt": "Hi", "max_tokens": 2, "temperature": 0, **fields}
+        return str(httpx.post(f"{server.url}/v1/completions", json=body, headers=headers).json()["choices"][0]["text"])
+
+    plain = text(stream=False, echo=False)
+    assert text(stream="false", echo="false") == plain  # lax booleans, read as chat reads them
+    assert text(echo="true") == "Hi" + plain
     with httpx.stream("POST", f"{server.url}/v1/completions", json={"prompt": "Hi", "max_tokens": 2, "stream": True},
                       headers=headers) as streamed:  # fmt: skip
         first = next(line for line in streamed.iter_lines() if line.startswith("data: "))
