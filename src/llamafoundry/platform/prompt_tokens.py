@@ -11,12 +11,13 @@ system turn (~25 tokens a request). The upstream's reported usage replaces the r
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 from llamafoundry.model.gguf_builder import default_tokenizer_path, meta_chat_template
 from llamafoundry.model.llamacpp import LlamaCppVocab
 from llamafoundry.service.chat_format import BEGIN_OF_TEXT, ChatFormatError, ChatFormatter
-from llamafoundry.service.prompt_pieces import render_pieces
+from llamafoundry.service.prompt_pieces import break_control_text, render_pieces
 from llamafoundry.service.tools import prompt_tools
 from llamafoundry.service.types import ChatRequest
 
@@ -39,8 +40,11 @@ class LlamaPromptCounter:
             add_bos = not request.prompt.startswith(BEGIN_OF_TEXT)
             with self._lock:
                 return len(self._vocab.tokenize(request.prompt, add_bos=add_bos, parse_special=True))
+        sent = [  # as `upstream._message` sends them: control-token text broken
+            dataclasses.replace(m, content=break_control_text(m.content)) if m.content else m for m in request.messages
+        ]
         try:
-            pieces = render_pieces(self._formatter(model_name), request.messages, tools=prompt_tools(request))
+            pieces = render_pieces(self._formatter(model_name), sent, tools=prompt_tools(request))
         except ChatFormatError:
             return estimate_tokens(request)
         with self._lock:

@@ -23,6 +23,7 @@ from llamafoundry.engine.outputs import (
 from llamafoundry.engine.sampling_params import SamplingParams
 from llamafoundry.model.remote import CHAT, TEXT_COMPLETIONS, RemoteChatClient, UpstreamError
 from llamafoundry.platform.prompt_tokens import llama_prompt_counter
+from llamafoundry.service.prompt_pieces import break_control_text
 from llamafoundry.service.types import ChatChoice, ChatDelta, ChatRequest, ChatResult, ChatUpdate, Usage
 
 logger = logging.getLogger(__name__)
@@ -206,8 +207,11 @@ def _text_completion_body(prompt: str, params: SamplingParams, model: str) -> tu
 
 
 def _message(message: Any) -> dict[str, Any]:
+    """A message as sent upstream. Its text has control-token text broken: vLLM and llama-server parse
+    `<|eot_id|>` written in a message as the real token (this server tokenizes message text as text)."""
     parts = getattr(message, "content_parts", None)
-    out: dict[str, Any] = {"role": message.role, "content": parts if parts is not None else message.content}
+    content = break_control_text(message.content) if isinstance(message.content, str) else message.content
+    out: dict[str, Any] = {"role": message.role, "content": parts if parts is not None else content}
     for name in ("tool_calls", "tool_call_id", "name"):
         if getattr(message, name, None) is not None:
             out[name] = getattr(message, name)

@@ -50,6 +50,12 @@ def render_pieces(
     return [PromptPiece(formatter.render([_broken(m) for m in messages], tools=tools), is_message_text=False)]
 
 
+def break_control_text(text: str) -> str:
+    """`text` with every `<|` broken by an invisible WORD JOINER: no control token can be read from it. For text that
+    leaves this server inside chat messages (a forwarding deployment's upstream parses control tokens in them)."""
+    return text.replace(CONTROL_TEXT, _BROKEN_CONTROL_TEXT)
+
+
 def _has_control_text(message: ChatMessage) -> bool:
     return message.content is not None and CONTROL_TEXT in message.content
 
@@ -59,11 +65,7 @@ def _marked(message: ChatMessage, index: int) -> ChatMessage:
 
 
 def _broken(message: ChatMessage) -> ChatMessage:
-    return (
-        replace(message, content=message.content.replace(CONTROL_TEXT, _BROKEN_CONTROL_TEXT))
-        if message.content
-        else message
-    )
+    return replace(message, content=break_control_text(message.content)) if message.content else message
 
 
 def _fill_markers(marked: str, messages: list[ChatMessage], strip: bool) -> list[PromptPiece]:
