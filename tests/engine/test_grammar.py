@@ -19,7 +19,8 @@ from llamafoundry.engine.sampler import TokenSampler
 from llamafoundry.engine.sampling_params import InvalidSamplingParams, SamplingParams
 from llamafoundry.model.gguf_builder import default_tokenizer_path
 from llamafoundry.model.json_closing import LexState, json_levels_closed
-from llamafoundry.model.llamacpp import GrammarError, LlamaCppVocab
+from llamafoundry.model.llamacpp import LlamaCppVocab
+from llamafoundry.model.llamacpp_grammar import GrammarError
 from llamafoundry.service.structured import json_object_grammar, schema_grammar, shortest_match_tokens
 from tests.engine.test_engine_llamacpp import PROMPT, collect, run_engine, texts
 
