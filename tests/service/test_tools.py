@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from llamafoundry.engine.sampling_params import InvalidSamplingParams, SamplingParams
-from llamafoundry.service import tools
-from llamafoundry.service.structured import SchemaNotSupportedError
+from llamafoundry.service import constraints, tools
+from llamafoundry.service.schema_subset import SchemaNotSupportedError
 from llamafoundry.service.types import ChatChoice, ChatDelta, ChatMessage, ChatRequest, ChatUpdate, Usage
 
 NAMES = {"get_weather", "get_current_conditions", "brave_search", "wolfram_alpha", "code_interpreter"}
@@ -136,7 +136,7 @@ def test_tool_choice_decides_what_the_prompt_shows_and_what_is_parsed() -> None:
     [("required", "*"), ({"type": "function", "function": {"name": "get_weather"}}, "get_weather"), ("auto", None)],
 )
 def test_required_and_named_tool_choices_get_a_grammar(tool_choice: Any, forced: str | None) -> None:
-    request = tools.constrain(request_with(tool_choice=tool_choice))
+    request = constraints.constrain(request_with(tool_choice=tool_choice))
     assert tools.forced_function(request) == forced
     assert (request.params.grammar is not None) == (forced is not None)
     if forced:
@@ -149,13 +149,13 @@ def test_a_response_schema_sets_the_closing_window_to_its_shortest_match() -> No
     schema = {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "integer"}},
               "required": ["a", "b"]}  # fmt: skip
     response_format = {"type": "json_schema", "json_schema": {"name": "r", "schema": schema}}
-    request = tools.constrain(ChatRequest([ChatMessage("user", "Go")], response_format=response_format))
+    request = constraints.constrain(ChatRequest([ChatMessage("user", "Go")], response_format=response_format))
     assert request.params.closing_tokens == 2 + (3 + 2) + (3 + 1)
-    assert tools.constrain(ChatRequest([ChatMessage("user", "Go")])).params.closing_tokens == 0  # plain text
+    assert constraints.constrain(ChatRequest([ChatMessage("user", "Go")])).params.closing_tokens == 0  # plain text
 
 
 def test_a_forced_call_wins_over_response_format() -> None:
-    request = tools.constrain(request_with(tool_choice="required", response_format={"type": "json_object"}))
+    request = constraints.constrain(request_with(tool_choice="required", response_format={"type": "json_object"}))
     assert request.params.grammar_param == "tool_choice"
 
 
@@ -163,7 +163,7 @@ def test_a_function_schema_the_grammar_cannot_enforce_is_refused_naming_the_tool
     bad = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "not": {}}}}
     request = ChatRequest(messages=[ChatMessage("user", "hi")], tools=[WEATHER_TOOL, bad], tool_choice="required")
     with pytest.raises(SchemaNotSupportedError) as caught:
-        tools.constrain(request)
+        constraints.constrain(request)
     assert caught.value.param == "tools[1].function.parameters" and caught.value.keyword == "not"
 
 
@@ -175,14 +175,14 @@ def test_local_refs_in_function_schemas_are_inlined() -> None:
         "$defs": {"Place": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}},
     }
     tool = {"type": "function", "function": {"name": "f", "parameters": parameters}}
-    grammar = tools.call_grammar([tool])
+    grammar = constraints.call_grammar([tool])
     assert '"\\"city\\""' in grammar and "$defs" not in grammar
 
 
 def test_a_grammar_and_beam_search_are_refused_together() -> None:
     params = SamplingParams(temperature=0, best_of=2, use_beam_search=True)
     with pytest.raises(InvalidSamplingParams):
-        tools.constrain(request_with(tool_choice="required", params=params))
+        constraints.constrain(request_with(tool_choice="required", params=params))
 
 
 # ---- streaming -------------------------------------------------------------------------------------------
@@ -293,9 +293,9 @@ def test_numeric_bounds_of_a_forced_call_are_left_to_the_application_unless_stri
         "required": ["days", "minimum"],
     }
     tool = {"type": "function", "function": {"name": "forecast", "parameters": parameters}}
-    grammar = tools.call_grammar([tool])
+    grammar = constraints.call_grammar([tool])
     assert "minimum" in grammar  # the property of that name is kept
-    assert tools.without_numeric_bounds(parameters)["properties"]["days"] == {"type": "integer"}
+    assert constraints.without_numeric_bounds(parameters)["properties"]["days"] == {"type": "integer"}
     strict = {"type": "function", "function": {"name": "forecast", "parameters": parameters, "strict": True}}
     with pytest.raises(SchemaNotSupportedError, match="'minimum'"):
-        tools.call_grammar([strict])
+        constraints.call_grammar([strict])

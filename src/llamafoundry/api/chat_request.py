@@ -28,8 +28,8 @@ from llamafoundry.api.schemas import (
 )
 from llamafoundry.api.validation import validation_error
 from llamafoundry.engine.sampling_params import MAX_TOP_LOGPROBS, InvalidSamplingParams, SamplingParams
-from llamafoundry.service import tools
-from llamafoundry.service.structured import SchemaNotSupportedError
+from llamafoundry.service import constraints
+from llamafoundry.service.schema_subset import SchemaNotSupportedError
 from llamafoundry.service.types import ChatMessage, ChatRequest
 
 logger = logging.getLogger(__name__)
@@ -187,7 +187,7 @@ def parse_chat(
 def _constrained(request: ChatRequest) -> ChatRequest:
     """The request with the grammar of its response_format or forced tool call; 422 for a schema it cannot take."""
     try:
-        return tools.constrain(request)
+        return constraints.constrain(request)
     except SchemaNotSupportedError as exc:
         raise not_supported(exc.param, exc.message, exc.keyword) from None
     except InvalidSamplingParams as exc:
