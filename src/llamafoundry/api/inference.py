@@ -80,14 +80,7 @@ def inference_router(gateway: Gateway, settings: ServeSettings) -> APIRouter:
         await authorize_request(request, gateway)
 
     async def chat(request: Request) -> Response:
-        target: Target = request.state.target
-        if target.start_error is not None:  # waiting cannot help: no Retry-After; the cause is for the admin
-            raise ApiError(
-                503,
-                "ServiceUnavailable",
-                f"Deployment '{target.name}' failed to start, so it cannot answer. Its administrator finds why in "
-                "the server log or the management API's status; the deployment must be created again.",
-            )
+        target = _started(request)
         try:
             return await _chat(
                 request,
@@ -100,9 +93,7 @@ def inference_router(gateway: Gateway, settings: ServeSettings) -> APIRouter:
             return Response(status_code=499)  # nobody is listening; uvicorn drops it
 
     async def text_completion(request: Request) -> Response:
-        target: Target = request.state.target
-        if target.start_error is not None:
-            raise ApiError(503, "ServiceUnavailable", f"Deployment '{target.name}' failed to start.")
+        target = _started(request)
         try:
             return await _text_completion(request, target.service, deployment=target.name)
         except ClientDisconnect:
@@ -148,6 +139,20 @@ def inference_router(gateway: Gateway, settings: ServeSettings) -> APIRouter:
     router.include_router(openai)
     router.include_router(listing)
     return router
+
+
+def _started(request: Request) -> Target:
+    """The request's target, unless it failed to start: then a 503 without Retry-After (waiting cannot help; the
+    cause is for the admin, in the server log and the management API's status)."""
+    target: Target = request.state.target
+    if target.start_error is not None:
+        raise ApiError(
+            503,
+            "ServiceUnavailable",
+            f"Deployment '{target.name}' failed to start, so it cannot answer. Its administrator finds why in "
+            "the server log or the management API's status; the deployment must be created again.",
+        )
+    return target
 
 
 async def _chat(

@@ -34,8 +34,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_KEY_ID = "default"
-RETRY_AFTER_STORE_S = 2  # the single key of `serve --api-key` (deployment keys are `primary`/`secondary`)
+DEFAULT_KEY_ID = "default"  # the single key of `serve --api-key` (deployment keys are `primary`/`secondary`)
+RETRY_AFTER_STORE_S = 2  # a rate-limit store (Redis) that does not answer: retry soon
 
 
 class RateLimitExceeded(ApiError):

@@ -153,11 +153,12 @@ def _check_fields(body: dict[str, Any], allowed: dict[str, type]) -> None:
 
 def _settings(body: dict[str, Any], current: dict[str, Any] | None) -> dict[str, Any]:
     """The settings change of `tpm`, `rpm` and `content_safety` (the rules and sentences of the CLI's)."""
-    try:
-        changes = limit_settings(body.get("tpm"), body.get("rpm"))
-    except ValueError as exc:
-        param = "tpm" if "--tpm" in str(exc) else "rpm"
-        raise ApiError(400, "invalid_value", str(exc).replace("--", ""), param) from None
+    changes: dict[str, Any] = {}
+    for param, limits in (("tpm", (body.get("tpm"), None)), ("rpm", (None, body.get("rpm")))):
+        try:
+            changes.update(limit_settings(*limits))
+        except ValueError as exc:  # the CLI's sentence, without its "--"
+            raise ApiError(400, "invalid_value", str(exc).replace("--", ""), param) from None
     enabled = body.get("content_safety")
     current_safety = (current or {}).get(SETTING_CONTENT_SAFETY)
     return {**changes, **content_safety_settings(current_safety, enabled=enabled)}

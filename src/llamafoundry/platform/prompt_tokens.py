@@ -17,11 +17,11 @@ import threading
 from llamafoundry.model.gguf_builder import default_tokenizer_path, meta_chat_template
 from llamafoundry.model.llamacpp import LlamaCppVocab
 from llamafoundry.service.chat_format import BEGIN_OF_TEXT, ChatFormatError, ChatFormatter
-from llamafoundry.service.prompt_pieces import break_control_text, render_pieces
+from llamafoundry.service.prompt_pieces import break_control_text
 from llamafoundry.service.tools import prompt_tools
 from llamafoundry.service.types import ChatRequest
 
-CHARS_PER_TOKEN = 4  # the fallback estimate, for messages the built-in format cannot render
+CHARS_PER_TOKEN = 4  # the fallback estimate, for messages Meta's template refuses
 
 
 class LlamaPromptCounter:
@@ -40,17 +40,15 @@ class LlamaPromptCounter:
             add_bos = not request.prompt.startswith(BEGIN_OF_TEXT)
             with self._lock:
                 return len(self._vocab.tokenize(request.prompt, add_bos=add_bos, parse_special=True))
-        sent = [  # as `upstream._message` sends them: control-token text broken
+        sent = [  # as `upstream._message` sends them: control-token text broken, so only the template's is parsed
             dataclasses.replace(m, content=break_control_text(m.content)) if m.content else m for m in request.messages
         ]
         try:
-            pieces = render_pieces(self._formatter(model_name), sent, tools=prompt_tools(request))
+            text = self._formatter(model_name).render(sent, tools=prompt_tools(request))
         except ChatFormatError:
             return estimate_tokens(request)
         with self._lock:
-            return sum(
-                len(self._vocab.tokenize(p.text, add_bos=False, parse_special=not p.is_message_text)) for p in pieces
-            )
+            return len(self._vocab.tokenize(text, add_bos=False, parse_special=True))
 
     def _formatter(self, model_name: str) -> ChatFormatter:
         template = meta_chat_template(model_name)
