@@ -36,6 +36,7 @@ class EngineSettings:
     max_queue: int = 64
     flash_attn: str = "auto"  # auto (llama.cpp decides), on, off
     batch_pad: int = 16  # pad decode steps to one pass of this many sequences (LLMEngine.pad_batch_to); 0: off
+    speculative_tokens: int = 15  # prompt-lookup draft length (LLMEngine.max_draft_tokens); 0: off
 
     def __post_init__(self) -> None:
         self.model_path = Path(self.model_path)
@@ -46,8 +47,9 @@ class EngineSettings:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.ctx_size < 16:
             raise ValueError(f"ctx_size must be at least 16 tokens, got {self.ctx_size}")
-        if self.batch_pad < 0:
-            raise ValueError(f"batch_pad must be 0 (off) or more, got {self.batch_pad}")
+        for name in ("batch_pad", "speculative_tokens"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 (off) or more, got {getattr(self, name)}")
         if self.max_queue < 0:
             raise ValueError(f"max_queue must be 0 or more, got {self.max_queue}")
         if self.threads is not None and self.threads < 1:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
@@ -30,7 +30,7 @@ class _EngineCollector(Collector):
     def __init__(self) -> None:
         self.engines: dict[str, Callable[[], Any]] = {}
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         waiting = GaugeMetricFamily(
             f"{NAMESPACE}_queue_depth", "Requests waiting for a sequence slot.", labels=["deployment"]
         )
@@ -39,6 +39,16 @@ class _EngineCollector(Collector):
         )
         kv_cache = GaugeMetricFamily(
             f"{NAMESPACE}_kv_cache_usage_ratio", "Fraction of KV-cache cells in use (0 to 1).", labels=["deployment"]
+        )
+        drafted = CounterMetricFamily(
+            f"{NAMESPACE}_speculative_draft_tokens",
+            "Tokens guessed by prompt-lookup speculative decoding and checked by the model.",
+            labels=["deployment"],
+        )
+        accepted = CounterMetricFamily(
+            f"{NAMESPACE}_speculative_accepted_tokens",
+            "Guessed tokens the model produced too (each saved a decode step).",
+            labels=["deployment"],
         )
         for deployment, get_engine in list(self.engines.items()):
             engine = get_engine()
@@ -49,9 +59,15 @@ class _EngineCollector(Collector):
             usage = getattr(engine, "kv_cache_usage", None)
             if usage is not None:
                 kv_cache.add_metric([deployment], float(usage))
+            speculative = getattr(engine, "speculative_tokens", None)
+            if speculative is not None:
+                drafted.add_metric([deployment], float(speculative[0]))
+                accepted.add_metric([deployment], float(speculative[1]))
         yield waiting
         yield running
         yield kv_cache
+        yield drafted
+        yield accepted
 
 
 class Metrics:

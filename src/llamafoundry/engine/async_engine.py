@@ -70,6 +70,7 @@ class AsyncEngine:
         describe: how to describe the model (chat template etc.), derived from the loaded runner.
         prefix_caching: share cached prompt prefixes across requests (LLMEngine's option; on by default).
         pad_batch_to: LLMEngine's batch padding (0: off).
+        max_draft_tokens: LLMEngine's prompt-lookup speculative decoding, most tokens per draft (0: off).
     """
 
     def __init__(
@@ -80,6 +81,7 @@ class AsyncEngine:
         describe: Callable[[ModelRunner], ModelInfo],
         prefix_caching: bool = True,
         pad_batch_to: int = 16,
+        max_draft_tokens: int = 0,
     ) -> None:
         self._load_runner = load_runner
         self._ctx_size = ctx_size
@@ -87,6 +89,7 @@ class AsyncEngine:
         self._describe = describe
         self._prefix_caching = prefix_caching
         self._pad_batch_to = pad_batch_to
+        self._max_draft_tokens = max_draft_tokens
         self._engine: LLMEngine | None = None
         self._model_info: ModelInfo | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -105,7 +108,12 @@ class AsyncEngine:
         runner = await asyncio.to_thread(self._load_runner)
         self._model_info = self._describe(runner)
         self._engine = LLMEngine(
-            runner, self._ctx_size, self._max_queue, self._prefix_caching, pad_batch_to=self._pad_batch_to
+            runner,
+            self._ctx_size,
+            self._max_queue,
+            self._prefix_caching,
+            pad_batch_to=self._pad_batch_to,
+            max_draft_tokens=self._max_draft_tokens,
         )
         self._thread = threading.Thread(target=self._run, name="llamafoundry-engine", daemon=True)
         self._thread.start()
@@ -133,6 +141,12 @@ class AsyncEngine:
         if self._model_info is None:
             raise EngineUnavailableError("The model is still loading; retry in a few seconds.")
         return self._model_info
+
+    @property
+    def speculative_tokens(self) -> tuple[int, int]:
+        """(drafted, accepted) tokens of prompt-lookup speculative decoding since the engine started."""
+        engine = self._engine
+        return (engine.num_draft_tokens, engine.num_accepted_draft_tokens) if engine else (0, 0)
 
     @property
     def num_running(self) -> int:

@@ -28,6 +28,7 @@ from llamafoundry.engine.sampler import TokenSampler, choice_seed, token_logprob
 from llamafoundry.engine.sampling_params import InvalidSamplingParams, SamplingParams
 from llamafoundry.engine.scheduler import PrefillChunk, Scheduler, StepPlan, padding_slots
 from llamafoundry.engine.sequence import Request, RequestStatus, Sequence
+from llamafoundry.engine.speculative import NgramDrafter
 from llamafoundry.model.base import DecodeError, ModelRunner
 
 
@@ -48,6 +49,8 @@ class LLMEngine:
         pad_batch_to: give free sequence slots a throwaway token so a step just short of this many sequences, or
             split into several runs of sequence ids, runs as one pass of this many (see
             `scheduler.padding_slots`); 0 turns it off. 16 suits llama.cpp's CPU kernels on x86 (AVX2).
+        max_draft_tokens: prompt-lookup speculative decoding: up to this many tokens guessed from a sequence's
+            own prompt and output are checked in its step (see speculative.py); 0 turns it off.
     """
 
     def __init__(
@@ -59,6 +62,7 @@ class LLMEngine:
         max_prefill_tokens: int = 512,
         max_prefill_tokens_while_decoding: int = 16,
         pad_batch_to: int = 16,
+        max_draft_tokens: int = 0,
     ) -> None:
         self.runner = runner
         self.ctx_size = ctx_size
@@ -71,6 +75,9 @@ class LLMEngine:
         )
         self.prefix_cache = PrefixCache(runner) if prefix_caching else None
         self.pad_batch_to = pad_batch_to
+        self.max_draft_tokens = max_draft_tokens
+        self.num_draft_tokens = 0  # drafted tokens checked so far (speculative decoding)
+        self.num_accepted_draft_tokens = 0  # of those, the ones the sampler chose too
         self._padding: list[tuple[int, int]] = []  # (seq_id, position) of this step's throwaway tokens
         self._pieces: dict[tuple[int, bool], bytes] = {}
         self.beams = BeamSearcher(runner, self.scheduler.release_slot, self._piece)
@@ -181,7 +188,8 @@ class LLMEngine:
             # every choice walks the grammar on its own: a fork gets its own copy of the state
             constraint = grammar.clone() if grammar is not None and index else grammar
             sampler = TokenSampler(params, choice_seed(request.seed, index), banned, constraint, request.max_new_tokens)
-            request.sequences.append(Sequence(index, seq_id, sampler, IncrementalDetokenizer(params.stop)))
+            drafter = NgramDrafter(self.max_draft_tokens) if self.max_draft_tokens else None
+            request.sequences.append(Sequence(index, seq_id, sampler, IncrementalDetokenizer(params.stop), drafter=drafter))
 
     def _fill_batch(self, plan: StepPlan) -> dict[int, int]:
         """Queue this step's tokens in the runner's batch. Returns {id(sequence or request): batch index}.
@@ -197,6 +205,8 @@ class LLMEngine:
 
         def add_decode(seq: Sequence, pos: int) -> None:
             rows[id(seq)] = runner.batch_add(seq.output_ids[-1], pos, [seq.seq_id], True)
+            for offset, token in enumerate(seq.draft, 1):  # rows follow the sequence's own: row + offset
+                runner.batch_add(token, pos + offset, [seq.seq_id], True)
 
         def add_chunk(chunk: PrefillChunk) -> None:
             request = chunk.request
@@ -208,17 +218,21 @@ class LLMEngine:
             if chunk.is_last:
                 rows[id(request)] = index
 
+        room = runner.max_batch_tokens - plan.num_tokens
+        num_drafted = 0
         for request in plan.decoding:
             base = request.num_prompt_tokens - 1
             for seq in request.live_sequences:
+                seq.draft = self._draft(request, seq, room - num_drafted)
+                num_drafted += len(seq.draft)
                 work.append((seq.seq_id, partial(add_decode, seq, base + len(seq.output_ids))))
         for chunk in plan.prefill:
             work.append((chunk.request.sequences[0].seq_id, partial(add_chunk, chunk)))
         # Only beside decoding sequences: llama.cpp's first pass then takes one token of every sequence anyway,
-        # whereas a one-token pad among prompt chunks alone would split their pass in two.
+        # whereas a one-token pad among prompt chunks alone would split their pass in two. Not beside drafts:
+        # they already give the pass its rows.
         self._padding = []  # set every step: a stale entry would remove another step's cells
-        if plan.decoding:
-            room = runner.max_batch_tokens - plan.num_tokens
+        if plan.decoding and not num_drafted:
             self._padding = self._padding_for([seq_id for seq_id, _ in work], room)
         for seq_id, pos in self._padding:
             work.append((seq_id, partial(runner.batch_add, 0, pos, [seq_id], False)))
@@ -226,6 +240,15 @@ class LLMEngine:
         for _, add in sorted(work, key=lambda item: item[0]):
             add()
         return rows
+
+    @staticmethod
+    def _draft(request: Request, seq: Sequence, room: int) -> list[int]:
+        """The tokens guessed for `seq` this step: within the batch's room, and short enough that every drafted
+        token plus the one sampled after them fits the sequence's token budget."""
+        if seq.drafter is None:
+            return []
+        limit = min(room, request.max_new_tokens - len(seq.output_ids) - 1)
+        return seq.drafter.propose(request.prompt_ids, seq.output_ids, limit)
 
     def _padding_for(self, batch_seq_ids: list[int], room: int) -> list[tuple[int, int]]:
         """(seq_id, position) of the throwaway tokens this step gets: on free slots, after what their cells hold
@@ -249,7 +272,7 @@ class LLMEngine:
                 self.beams.step(request, [self.runner.logits(rows[id(s)]) for s in request.live_sequences])
             else:
                 for seq in request.live_sequences:
-                    self._sample(request, seq, self.runner.logits(rows[id(seq)]))
+                    self._sample_drafted(request, seq, rows[id(seq)])
             self._publish(request)
         for chunk in plan.prefill:
             if chunk.is_last:
@@ -287,6 +310,24 @@ class LLMEngine:
         seq.output_ids.append(token)
         seq.pending_token_ids.append(token)
         self._check_stop(request, seq, token)
+
+    def _sample_drafted(self, request: Request, seq: Sequence, row: int) -> None:
+        """Sample `seq`'s next token from batch row `row`, then, while it equals the next drafted token, the one
+        after it from the following row; the cells of drafted tokens not kept are removed."""
+        draft, seq.draft = seq.draft, []
+        seq_id = seq.seq_id
+        self._sample(request, seq, self.runner.logits(row))
+        kept = 0
+        while kept < len(draft) and not seq.is_finished and seq.output_ids[-1] == draft[kept]:
+            kept += 1
+            self._sample(request, seq, self.runner.logits(row + kept))
+        if draft:
+            assert seq.drafter is not None
+            seq.drafter.record(len(draft), kept)
+            self.num_draft_tokens += len(draft)
+            self.num_accepted_draft_tokens += kept
+            # cells hold the prompt and every output token but the newest (sampled, not yet computed)
+            self.runner.seq_remove(seq_id, request.num_prompt_tokens + len(seq.output_ids) - 1, -1)
 
     def _record_logprob(self, seq: Sequence, logits: np.ndarray, token: int, params: SamplingParams) -> None:
         logprob, top = token_logprob(logits, token, params.top_logprobs if params.logprobs else 0)

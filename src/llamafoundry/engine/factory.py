@@ -37,4 +37,11 @@ def build_local_engine(settings: EngineSettings, model_name: str, model_provider
             eos_token=runner.token_text(runner.eos_token_id),
         )
 
-    return AsyncEngine(load, settings.ctx_size, settings.max_queue, describe, pad_batch_to=settings.batch_pad)
+    return AsyncEngine(
+        load,
+        settings.ctx_size,
+        settings.max_queue,
+        describe,
+        pad_batch_to=settings.batch_pad,
+        max_draft_tokens=settings.speculative_tokens,
+    )

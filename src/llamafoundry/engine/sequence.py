@@ -10,6 +10,7 @@ from llamafoundry.engine.detokenizer import IncrementalDetokenizer
 from llamafoundry.engine.outputs import FinishReason, TokenLogprob
 from llamafoundry.engine.sampler import TokenSampler
 from llamafoundry.engine.sampling_params import SamplingParams
+from llamafoundry.engine.speculative import NgramDrafter
 
 
 class RequestStatus(enum.Enum):
@@ -34,6 +35,8 @@ class Sequence:
     pending_token_ids: list[int] = field(default_factory=list)
     pending_logprobs: list[TokenLogprob] = field(default_factory=list)
     reported: bool = False  # the finish has been handed to the caller
+    drafter: NgramDrafter | None = None  # prompt-lookup speculative decoding, when the engine has it on
+    draft: list[int] = field(default_factory=list)  # tokens guessed for this step, after the newest one
 
     @property
     def is_finished(self) -> bool:

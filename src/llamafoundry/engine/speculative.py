@@ -1,0 +1,113 @@
+"""Prompt-lookup speculative decoding: drafts copied from a sequence's own tokens, checked in one pass.
+
+A sequence that is copying (code edited in place, a quoted document, a list that repeats its pattern) writes
+tokens it has already seen. When the newest tokens match an earlier n-gram of the prompt or the output, the
+tokens that followed that occurrence are a cheap guess of what comes next. The engine puts the guess (the
+draft) in the batch after the sequence's newest token, with logits at every position, samples position by
+position as it would have step by step, and keeps the draft up to the first token the sampler did not choose,
+plus the sampler's own token there. Outputs are those of plain decoding: each token is drawn from the same
+logits with the same random stream (a draft is a fixed guess, so "sample, then compare" is exact rejection
+sampling), and the logits of a longer batch differ from one-token steps only in the last bits, as under batching.
+
+On a CPU a guess is not free: llama.cpp's kernels cost nearly as much per row below 16 rows, so a pass of 16
+tokens of one sequence takes ~5 one-token steps (docs/benchmarks.md). A draft pays only when at least
+`min_accepted` of it is kept. `NgramDrafter` therefore gates itself: after a draft that fell short it waits
+1, 2, 4 ... 64 steps before guessing again, so text that does not repeat itself costs a few wasted passes in
+hundreds of tokens.
+
+vLLM's `ngram` speculative method and llama.cpp's `llama-lookup` draft the same way; what is added here is the
+gate, and drafts that continue a short cycle past the end of the history (a period-2 loop drafts 15 tokens,
+not 2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+MAX_BACKOFF_STEPS = 64
+
+
+class NgramDrafter:
+    """One sequence's n-gram index over its prompt and output, and its gate.
+
+    The engine calls `propose` before a step and, when the draft went into the batch, `record` after the step
+    with how much of it the sampler kept.
+
+    Args:
+        max_draft: most tokens one draft holds (15: with the sequence's own token, one pass of 16 rows, the
+            size at which llama.cpp's x86 kernels reach their fast path).
+        min_accepted: drafted tokens a draft must get kept to count as worth its pass; below that the drafter
+            backs off.
+        min_ngram: shortest suffix of the history that is looked up.
+        max_ngram: longest suffix looked up (a longer match is tried first: it predicts better).
+    """
+
+    def __init__(self, max_draft: int, min_accepted: int = 4, min_ngram: int = 2, max_ngram: int = 4) -> None:
+        if not 1 <= min_ngram <= max_ngram:
+            raise ValueError("n-gram sizes must satisfy 1 <= min_ngram <= max_ngram")
+        self.max_draft = max_draft
+        self.min_accepted = min_accepted
+        self.min_ngram = min_ngram
+        self.max_ngram = max_ngram
+        self._tokens: list[int] = []  # prompt + output seen so far
+        self._num_prompt = -1  # prompt tokens indexed; -1 until the first call
+        self._follower: dict[tuple[int, ...], int] = {}  # n-gram -> index of the token after its latest use
+        self._step = 0
+        self._resume_at = 0  # first step at which a draft may be proposed again
+        self._num_misses = 0  # drafts in a row that fell short of min_accepted
+
+    def propose(self, prompt_ids: Sequence[int], output_ids: Sequence[int], limit: int) -> list[int]:
+        """The draft for the next step (at most `limit` tokens; [] when there is no match or while backing off).
+
+        Args:
+            prompt_ids: the request's prompt.
+            output_ids: the sequence's tokens so far (the last one is sampled but not yet computed).
+            limit: most tokens the draft may hold (batch room, token budget).
+        """
+        self._catch_up(prompt_ids, output_ids)
+        self._step += 1
+        limit = min(limit, self.max_draft)
+        if limit <= 0 or self._step < self._resume_at:
+            return []
+        start = self._lookup()
+        if start is None:
+            return []
+        tokens = self._tokens
+        draft: list[int] = []
+        for offset in range(start, start + limit):
+            # past the end of the history the draft continues from itself: a cycle of period p repeats
+            draft.append(tokens[offset] if offset < len(tokens) else draft[offset - len(tokens)])
+        return draft
+
+    def record(self, num_drafted: int, num_accepted: int) -> None:
+        """How a proposed draft fared: `num_accepted` of its `num_drafted` tokens were kept."""
+        if num_accepted >= min(self.min_accepted, num_drafted):
+            self._num_misses = 0
+            return
+        self._num_misses += 1
+        self._resume_at = self._step + 1 + min(MAX_BACKOFF_STEPS, 1 << (self._num_misses - 1))
+
+    def _catch_up(self, prompt_ids: Sequence[int], output_ids: Sequence[int]) -> None:
+        """Index the tokens added since the last call (the whole prompt on the first)."""
+        if self._num_prompt < 0:
+            self._num_prompt = len(prompt_ids)
+            for token in prompt_ids:
+                self._append(token)
+        for token in output_ids[len(self._tokens) - self._num_prompt :]:
+            self._append(token)
+
+    def _append(self, token: int) -> None:
+        tokens = self._tokens
+        end = len(tokens)
+        for n in range(self.min_ngram, min(self.max_ngram, end) + 1):
+            self._follower[tuple(tokens[end - n : end])] = end  # this n-gram is (now last) followed by `token`
+        tokens.append(token)
+
+    def _lookup(self) -> int | None:
+        """Index of the token that followed the latest earlier use of the history's longest matching suffix."""
+        tokens = self._tokens
+        for n in range(min(self.max_ngram, len(tokens) - 1), self.min_ngram - 1, -1):
+            start = self._follower.get(tuple(tokens[-n:]))
+            if start is not None:
+                return start
+        return None

@@ -1,0 +1,155 @@
+"""Prompt-lookup speculative decoding: the drafter's lookups and gate (pure), the engine's KV bookkeeping on the
+fake runner, and unchanged outputs through llama.cpp."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from llamafoundry.engine.async_engine import AsyncEngine
+from llamafoundry.engine.engine import LLMEngine
+from llamafoundry.engine.speculative import NgramDrafter
+
+from .fake_runner import FakeRunner
+from .test_engine_llamacpp import collect, run_engine, token_ids
+from .test_engine_scheduling import run_until_done, submit
+
+# ---- the drafter ---------------------------------------------------------------------------------
+
+
+def test_draft_is_what_followed_the_latest_earlier_use_of_the_newest_tokens() -> None:
+    drafter = NgramDrafter(max_draft=4)
+    prompt = [1, 2, 3, 4, 5, 6, 9, 2, 3, 7, 8]
+    assert drafter.propose(prompt, [0, 2, 3], limit=4) == [7, 8, 0, 2]  # the latest (2, 3) was followed by 7
+
+
+def test_a_longer_match_wins_over_a_later_shorter_one() -> None:
+    drafter = NgramDrafter(max_draft=2)
+    prompt = [5, 1, 2, 3, 40, 41, 9, 2, 3, 50, 51]
+    assert drafter.propose(prompt, [7, 1, 2, 3], limit=2) == [40, 41]  # (1, 2, 3) beats the later (2, 3)
+
+
+def test_a_short_cycle_is_drafted_past_the_end_of_the_history() -> None:
+    drafter = NgramDrafter(max_draft=7)
+    assert drafter.propose([10, 11], [4, 5, 4, 5, 4], limit=7) == [5, 4, 5, 4, 5, 4, 5]
+    assert NgramDrafter(max_draft=5).propose([3, 3, 3], [], limit=5) == [3, 3, 3, 3, 3]
+
+
+def test_no_draft_without_a_match_and_never_past_the_limit() -> None:
+    drafter = NgramDrafter(max_draft=15)
+    assert drafter.propose([1, 2, 3, 4], [5, 6], limit=15) == []
+    assert drafter.propose([1, 2, 3, 4], [5, 6, 1, 2], limit=2) == [3, 4]
+    assert drafter.propose([1, 2, 3, 4], [5, 6, 1, 2, 3], limit=0) == []
+
+
+def test_the_output_is_indexed_as_it_grows() -> None:
+    drafter = NgramDrafter(max_draft=3)
+    output = [8, 9, 10, 11]
+    assert drafter.propose([1], output, limit=3) == []
+    output += [8, 9]
+    assert drafter.propose([1], output, limit=3) == [10, 11, 8]
+
+
+def test_a_draft_that_falls_short_backs_off_for_longer_each_time() -> None:
+    drafter = NgramDrafter(max_draft=4, min_accepted=2)
+    history = [1, 2, 3, 4, 5, 1, 2]
+
+    def skipped_steps() -> int:
+        skipped = 0
+        while not drafter.propose(history, [], limit=4):
+            skipped += 1
+        return skipped
+
+    assert drafter.propose(history, [], limit=4)
+    drafter.record(4, 1)
+    assert skipped_steps() == 1
+    drafter.record(4, 0)
+    assert skipped_steps() == 2
+    drafter.record(4, 1)
+    assert skipped_steps() == 4
+    drafter.record(4, 3)  # worth its pass: no back-off, and the next miss waits 1 step again
+    assert skipped_steps() == 0
+    drafter.record(4, 0)
+    assert skipped_steps() == 1
+
+
+def test_a_short_draft_kept_whole_counts_as_a_success() -> None:
+    drafter = NgramDrafter(max_draft=4, min_accepted=3)
+    history = [1, 2, 3, 1, 2]
+    assert drafter.propose(history, [], limit=2) == [3, 1]
+    drafter.record(2, 2)
+    assert drafter.propose(history, [], limit=2) == [3, 1]
+
+
+# ---- the engine on the fake runner ---------------------------------------------------------------
+
+
+def _run(max_draft: int, prefix_caching: bool, **params: object) -> tuple[LLMEngine, FakeRunner, list[list[int]]]:
+    runner = FakeRunner(max_seqs=4, max_batch_tokens=64, ctx_size=96)
+    engine = LLMEngine(runner, ctx_size=96, max_queue=8, prefix_caching=prefix_caching, max_draft_tokens=max_draft)
+    prompts = [[1, 2, 3, 4, 5, 1, 2, 3], [7, 7, 7, 7], [9, 3, 9, 3, 9]]
+    sinks = [submit(engine, prompt, **params)[1] for prompt in prompts]
+    run_until_done(engine)
+    return engine, runner, [ids for sink in sinks for ids in sink.token_ids().values()]
+
+
+def test_speculative_steps_give_the_same_tokens_and_leave_the_cache_as_plain_steps() -> None:
+    for prefix_caching in (False, True):
+        for params in ({"temperature": 0.0, "max_tokens": 40}, {"temperature": 1.0, "seed": 3, "max_tokens": 30, "n": 2}):
+            engine, runner, outputs = _run(15, prefix_caching, **params)
+            _, plain_runner, plain = _run(0, prefix_caching, **params)
+            assert outputs == plain
+            # every slot holds what the prefix cache believes (prompt + output but the last), no drafted cell
+            held = {seq: list(tokens) for seq, tokens in engine.prefix_cache._idle.items()} if prefix_caching else {}
+            assert {seq: cells for seq, cells in runner.kv.items() if cells} == held
+            assert engine.num_draft_tokens > 0 and engine.num_accepted_draft_tokens > 0
+            assert len(runner.batches) < len(plain_runner.batches)  # kept drafts saved steps
+
+
+def test_drafts_stay_within_the_token_budget_and_stop_at_a_stop_token() -> None:
+    engine, runner, outputs = _run(15, False, temperature=0.0, max_tokens=7)
+    assert all(len(ids) == 7 for ids in outputs)
+    _, _, plain = _run(0, False, temperature=0.0, max_tokens=40)
+    stop = plain[0][5]
+    _, _, stopped = _run(15, False, temperature=0.0, max_tokens=40, stop_token_ids=[stop])
+    assert stopped[0] == plain[0][: plain[0].index(stop) + 1]
+
+
+def test_off_means_no_drafted_tokens() -> None:
+    engine, runner, _ = _run(0, False, temperature=0.0, max_tokens=40)
+    assert engine.num_draft_tokens == 0
+    assert all(_tokens_with_logits_per_sequence(batch) == 1 for batch in runner.batches)
+
+
+def test_a_drafted_step_asks_logits_for_every_drafted_token() -> None:
+    _, runner, _ = _run(15, False, temperature=0.0, max_tokens=40)
+    assert max(_tokens_with_logits_per_sequence(batch) for batch in runner.batches) > 1
+
+
+def _tokens_with_logits_per_sequence(batch: list[tuple[int, int, tuple[int, ...], bool]]) -> int:
+    seqs = [t[2] for t in batch if t[3]]
+    return max((seqs.count(s) for s in seqs), default=0)
+
+
+# ---- through llama.cpp ---------------------------------------------------------------------------
+
+# A prompt that asks for its own text back: the answer copies, and the tiny random model loops.
+COPY_PROMPT = (
+    "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nRepeat exactly: the quick brown fox jumps over "
+    "the lazy dog, the quick brown fox jumps over the lazy dog.<|eot_id|><|start_header_id|>assistant<|end_header_id|>"
+    "\n\n"
+)
+
+
+def test_same_outputs_and_logprobs_with_speculation_through_llama_cpp(tiny_model_path: Path) -> None:
+    async def body(engine: AsyncEngine) -> tuple[list[object], tuple[int, int]]:
+        greedy = collect(engine, COPY_PROMPT, temperature=0, max_tokens=48, ignore_eos=True, logprobs=True)
+        sampled = collect(engine, COPY_PROMPT, temperature=0.8, seed=11, max_tokens=48, n=2)
+        outputs = await asyncio.gather(greedy, sampled)
+        logprobs = [lp for out in outputs[0] for d in out.deltas for lp in (d.logprobs or [])]
+        return [token_ids(o) for o in outputs] + [[round(lp.logprob, 2) for lp in logprobs]], engine.speculative_tokens
+
+    fast, (drafted, accepted) = run_engine(tiny_model_path, body, ctx_size=256, speculative_tokens=15)
+    plain, (plain_drafted, _) = run_engine(tiny_model_path, body, ctx_size=256, speculative_tokens=0)
+    assert fast == plain
+    assert plain_drafted == 0 and drafted > 0 and accepted > 0
