@@ -3,7 +3,6 @@ fake runner, and unchanged outputs through llama.cpp."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from llamafoundry.engine.async_engine import AsyncEngine
@@ -18,32 +17,32 @@ from .test_engine_scheduling import run_until_done, submit
 
 
 def test_draft_is_what_followed_the_latest_earlier_use_of_the_newest_tokens() -> None:
-    drafter = NgramDrafter(max_draft=4)
+    drafter = NgramDrafter(max_draft=4, min_ngram=2, max_ngram=4)
     prompt = [1, 2, 3, 4, 5, 6, 9, 2, 3, 7, 8]
     assert drafter.propose(prompt, [0, 2, 3], limit=4) == [7, 8, 0, 2]  # the latest (2, 3) was followed by 7
 
 
 def test_a_longer_match_wins_over_a_later_shorter_one() -> None:
-    drafter = NgramDrafter(max_draft=2)
+    drafter = NgramDrafter(max_draft=2, min_ngram=2, max_ngram=4)
     prompt = [5, 1, 2, 3, 40, 41, 9, 2, 3, 50, 51]
     assert drafter.propose(prompt, [7, 1, 2, 3], limit=2) == [40, 41]  # (1, 2, 3) beats the later (2, 3)
 
 
 def test_a_short_cycle_is_drafted_past_the_end_of_the_history() -> None:
-    drafter = NgramDrafter(max_draft=7)
+    drafter = NgramDrafter(max_draft=7, min_ngram=2, max_ngram=4)
     assert drafter.propose([10, 11], [4, 5, 4, 5, 4], limit=7) == [5, 4, 5, 4, 5, 4, 5]
-    assert NgramDrafter(max_draft=5).propose([3, 3, 3], [], limit=5) == [3, 3, 3, 3, 3]
+    assert NgramDrafter(max_draft=5, min_ngram=2, max_ngram=4).propose([3, 3, 3], [], limit=5) == [3, 3, 3, 3, 3]
 
 
 def test_no_draft_without_a_match_and_never_past_the_limit() -> None:
-    drafter = NgramDrafter(max_draft=15)
+    drafter = NgramDrafter(max_draft=15, min_ngram=2, max_ngram=4)
     assert drafter.propose([1, 2, 3, 4], [5, 6], limit=15) == []
     assert drafter.propose([1, 2, 3, 4], [5, 6, 1, 2], limit=2) == [3, 4]
     assert drafter.propose([1, 2, 3, 4], [5, 6, 1, 2, 3], limit=0) == []
 
 
 def test_the_output_is_indexed_as_it_grows() -> None:
-    drafter = NgramDrafter(max_draft=3)
+    drafter = NgramDrafter(max_draft=3, min_ngram=2, max_ngram=4)
     output = [8, 9, 10, 11]
     assert drafter.propose([1], output, limit=3) == []
     output += [8, 9]
@@ -51,7 +50,7 @@ def test_the_output_is_indexed_as_it_grows() -> None:
 
 
 def test_a_draft_that_falls_short_backs_off_for_longer_each_time() -> None:
-    drafter = NgramDrafter(max_draft=4, min_accepted=2)
+    drafter = NgramDrafter(max_draft=4, min_accepted=2, min_ngram=2, max_ngram=4)
     history = [1, 2, 3, 4, 5, 1, 2]
 
     def skipped_steps() -> int:
@@ -74,7 +73,7 @@ def test_a_draft_that_falls_short_backs_off_for_longer_each_time() -> None:
 
 
 def test_a_short_draft_kept_whole_counts_as_a_success() -> None:
-    drafter = NgramDrafter(max_draft=4, min_accepted=3)
+    drafter = NgramDrafter(max_draft=4, min_accepted=3, min_ngram=2, max_ngram=4)
     history = [1, 2, 3, 1, 2]
     assert drafter.propose(history, [], limit=2) == [3, 1]
     drafter.record(2, 2)
@@ -84,18 +83,27 @@ def test_a_short_draft_kept_whole_counts_as_a_success() -> None:
 # ---- the engine on the fake runner ---------------------------------------------------------------
 
 
-def _run(max_draft: int, prefix_caching: bool, **params: object) -> tuple[LLMEngine, FakeRunner, list[list[int]]]:
+PROMPTS = [[1, 2, 3, 4, 5, 1, 2, 3], [7, 7, 7, 7], [9, 3, 9, 3, 9]]
+
+
+def _run(
+    max_draft: int, prefix_caching: bool, one_by_one: bool = True, **params: object
+) -> tuple[LLMEngine, FakeRunner, list[list[int]]]:
     runner = FakeRunner(max_seqs=4, max_batch_tokens=64, ctx_size=96)
     engine = LLMEngine(runner, ctx_size=96, max_queue=8, prefix_caching=prefix_caching, max_draft_tokens=max_draft)
-    prompts = [[1, 2, 3, 4, 5, 1, 2, 3], [7, 7, 7, 7], [9, 3, 9, 3, 9]]
-    sinks = [submit(engine, prompt, **params)[1] for prompt in prompts]
+    sinks = []
+    for prompt in PROMPTS:
+        sinks.append(submit(engine, prompt, **params)[1])
+        if one_by_one:
+            run_until_done(engine)
     run_until_done(engine)
     return engine, runner, [ids for sink in sinks for ids in sink.token_ids().values()]
 
 
 def test_speculative_steps_give_the_same_tokens_and_leave_the_cache_as_plain_steps() -> None:
     for prefix_caching in (False, True):
-        for params in ({"temperature": 0.0, "max_tokens": 40}, {"temperature": 1.0, "seed": 3, "max_tokens": 30, "n": 2}):
+        # the fake model's greedy output cycles with period 4; sampled at 0.5 it mostly does (drafts partly kept)
+        for params in ({"temperature": 0.0, "max_tokens": 40}, {"temperature": 0.5, "seed": 3, "max_tokens": 60}):
             engine, runner, outputs = _run(15, prefix_caching, **params)
             _, plain_runner, plain = _run(0, prefix_caching, **params)
             assert outputs == plain
@@ -104,6 +112,20 @@ def test_speculative_steps_give_the_same_tokens_and_leave_the_cache_as_plain_ste
             assert {seq: cells for seq, cells in runner.kv.items() if cells} == held
             assert engine.num_draft_tokens > 0 and engine.num_accepted_draft_tokens > 0
             assert len(runner.batches) < len(plain_runner.batches)  # kept drafts saved steps
+            if params["temperature"]:  # the sampler left some drafts: their cells were removed (checked above)
+                assert engine.num_accepted_draft_tokens < engine.num_draft_tokens
+
+
+def test_concurrent_sequences_draft_together_with_one_length_or_not_at_all() -> None:
+    greedy_pairs = {"temperature": 0.0, "max_tokens": 40, "n": 2}  # both choices alike: they draft in the same steps
+    for params in (greedy_pairs, {"temperature": 1.0, "seed": 5, "max_tokens": 30}):
+        engine, runner, outputs = _run(15, True, one_by_one=False, **params)
+        assert engine.num_draft_tokens > 0 or params is not greedy_pairs
+        assert outputs == _run(0, True, one_by_one=False, **params)[2]
+        for batch in runner.batches:
+            decoding = [t for t in batch if t[3]]  # prompt chunks ask logits only at their last token
+            per_seq = {seqs: sum(1 for t in decoding if t[2] == seqs) for seqs in {t[2] for t in decoding}}
+            assert len(set(per_seq.values())) == 1, per_seq
 
 
 def test_drafts_stay_within_the_token_budget_and_stop_at_a_stop_token() -> None:
@@ -143,9 +165,10 @@ COPY_PROMPT = (
 
 def test_same_outputs_and_logprobs_with_speculation_through_llama_cpp(tiny_model_path: Path) -> None:
     async def body(engine: AsyncEngine) -> tuple[list[object], tuple[int, int]]:
-        greedy = collect(engine, COPY_PROMPT, temperature=0, max_tokens=48, ignore_eos=True, logprobs=True)
-        sampled = collect(engine, COPY_PROMPT, temperature=0.8, seed=11, max_tokens=48, n=2)
-        outputs = await asyncio.gather(greedy, sampled)
+        outputs = [  # one after another: concurrent sequences draft only in steps where all of them can
+            await collect(engine, COPY_PROMPT, temperature=0, max_tokens=48, ignore_eos=True, logprobs=True),
+            await collect(engine, COPY_PROMPT, temperature=0.8, seed=11, max_tokens=48),
+        ]
         logprobs = [lp for out in outputs[0] for d in out.deltas for lp in (d.logprobs or [])]
         return [token_ids(o) for o in outputs] + [[round(lp.logprob, 2) for lp in logprobs]], engine.speculative_tokens
 

@@ -21,6 +21,7 @@ _SUBCOMMANDS = {
     "prefix": ("bench.prefix_caching", "in-process engine with and without prefix caching, shared system prompt"),
     "sampler": ("bench.sampler_cost", "microseconds per sampled token over a 128k vocabulary, per setting"),
     "shapes": ("bench.batch_shapes", "milliseconds per llama_decode for decode/prompt-chunk batch shapes"),
+    "speculative": ("bench.speculative_replay", "prompt-lookup drafting replayed on real answers, priced per pass"),
 }
 
 

@@ -42,7 +42,7 @@ class NgramDrafter:
         max_ngram: longest suffix looked up (a longer match is tried first: it predicts better).
     """
 
-    def __init__(self, max_draft: int, min_accepted: int = 4, min_ngram: int = 2, max_ngram: int = 4) -> None:
+    def __init__(self, max_draft: int, min_accepted: int = 8, min_ngram: int = 8, max_ngram: int = 12) -> None:
         if not 1 <= min_ngram <= max_ngram:
             raise ValueError("n-gram sizes must satisfy 1 <= min_ngram <= max_ngram")
         self.max_draft = max_draft
