@@ -41,6 +41,12 @@ def test_no_draft_without_a_match_and_never_past_the_limit() -> None:
     assert drafter.propose([1, 2, 3, 4], [5, 6, 1, 2, 3], limit=0) == []
 
 
+def test_by_default_only_a_match_of_eight_tokens_or_more_drafts() -> None:
+    text = list(range(100, 120))
+    assert NgramDrafter(max_draft=15).propose(text + [1], text[:7], limit=15) == []  # 7 tokens: chance, in prose
+    assert NgramDrafter(max_draft=15).propose(text + [1], text[:8], limit=4) == text[8:12]
+
+
 def test_the_output_is_indexed_as_it_grows() -> None:
     drafter = NgramDrafter(max_draft=3, min_ngram=2, max_ngram=4)
     output = [8, 9, 10, 11]

@@ -9,11 +9,14 @@ plus the sampler's own token there. Outputs are those of plain decoding: each to
 logits with the same random stream (a draft is a fixed guess, so "sample, then compare" is exact rejection
 sampling), and the logits of a longer batch differ from one-token steps only in the last bits, as under batching.
 
-On a CPU a guess is not free: llama.cpp's kernels cost nearly as much per row below 16 rows, so a pass of 16
-tokens of one sequence takes ~5 one-token steps (docs/benchmarks.md). A draft pays only when at least
-`min_accepted` of it is kept. `NgramDrafter` therefore gates itself: after a draft that fell short it waits
-1, 2, 4 ... 64 steps before guessing again, so text that does not repeat itself costs a few wasted passes in
-hundreds of tokens.
+On a CPU a guess is not free: llama.cpp's kernels cost nearly as much per row below 16 rows, and every drafted
+row asks for logits over the whole vocabulary. A pass of 16 tokens with logits on each costs 7-9 one-token steps
+on this machine's cores (`llamafoundry bench speculative`), so a draft pays only when about half of it is kept.
+Drafts therefore come only from long matches: 8 to 12 tokens, which in ordinary prose mostly mean the answer is
+copying. Replayed on real answers (docs/benchmarks.md), matches of 2-5 tokens cost prose 2-15% in passes whose
+drafts were dropped; from 8 tokens on prose costs nothing measurable while code edits and quotes keep their gain.
+A sequence whose draft falls short of `min_accepted` kept tokens still waits 1, 2, 4 ... 64 steps before the
+next one.
 
 vLLM's `ngram` speculative method and llama.cpp's `llama-lookup` draft the same way; what is added here is the
 gate, and drafts that continue a short cycle past the end of the history (a period-2 loop drafts 15 tokens,
@@ -36,9 +39,9 @@ class NgramDrafter:
     Args:
         max_draft: most tokens one draft holds (15: with the sequence's own token, one pass of 16 rows, the
             size at which llama.cpp's x86 kernels reach their fast path).
-        min_accepted: drafted tokens a draft must get kept to count as worth its pass; below that the drafter
-            backs off.
-        min_ngram: shortest suffix of the history that is looked up.
+        min_accepted: drafted tokens a draft must get kept to count as worth its pass (about half of 15, the
+            break-even on this machine's cores); below that the drafter backs off.
+        min_ngram: shortest suffix of the history that is looked up (shorter matches are mostly chance).
         max_ngram: longest suffix looked up (a longer match is tried first: it predicts better).
     """
 
