@@ -56,9 +56,10 @@ class Replay:
     num_accepted: int
 
 
-def replay(prompt_ids: list[int], answer_ids: list[int], max_draft: int = MAX_DRAFT) -> Replay:
-    """The steps the engine takes to write `answer_ids` after `prompt_ids` with drafting on (one sequence)."""
-    drafter = NgramDrafter(max_draft)
+def replay(prompt_ids: list[int], answer_ids: list[int], drafter: NgramDrafter | None = None) -> Replay:
+    """The steps the engine takes to write `answer_ids` after `prompt_ids` with drafting on (one sequence), with
+    the engine's own drafter unless another is given."""
+    drafter = drafter or NgramDrafter(MAX_DRAFT)
     output = [answer_ids[0]]  # the first token comes from the prompt's own pass
     sizes: list[int] = []
     drafted = accepted = 0
@@ -141,14 +142,15 @@ def run(args: argparse.Namespace) -> int:
         for case in cases:
             prompt_ids = runner.tokenize(case.prompt, add_bos=False, parse_special=True)
             answer_ids = runner.tokenize(case.answer, add_bos=False, parse_special=False)
-            replays.append(replay(prompt_ids, answer_ids))
+            drafter = NgramDrafter(MAX_DRAFT, min_ngram=args.min_ngram, max_ngram=args.max_ngram)
+            replays.append(replay(prompt_ids, answer_ids, drafter))
         costs = pass_costs(runner, {1} | {s for r in replays for s in r.pass_sizes}, args.context, args.repeats)
     finally:
         runner.close()
     print(f"\n{args.model.name}, {args.threads} thread(s), context {args.context}; one sequence, drafts of up to "
-          f"{MAX_DRAFT} tokens\n")  # fmt: skip
-    print("| workload | answer | tokens | steps (plain / drafting) | drafted / kept | decode time plain / drafting | speed-up |")
-    print("|---|---|---|---|---|---|---|")
+          f"{MAX_DRAFT} tokens from matches of {args.min_ngram}-{args.max_ngram} tokens\n")  # fmt: skip
+    print("| workload | answer | tokens | steps (plain / drafting) | drafted / kept | decode time plain / drafting "
+          "| speed-up |\n|---|---|---|---|---|---|---|")  # fmt: skip
     totals: dict[str, list[float]] = {}
     for case, r in zip(cases, replays, strict=True):
         plain = (r.num_tokens - 1) * costs[1]
@@ -171,6 +173,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--context", type=int, default=500, help="cached tokens before each priced pass")
     parser.add_argument("--repeats", type=int, default=3)
+    defaults = NgramDrafter(MAX_DRAFT)
+    parser.add_argument("--min-ngram", type=int, default=defaults.min_ngram, help="shortest match that drafts")
+    parser.add_argument("--max-ngram", type=int, default=defaults.max_ngram, help="longest match looked up")
 
 
 if __name__ == "__main__":

@@ -193,7 +193,8 @@ class LLMEngine:
             constraint = grammar.clone() if grammar is not None and index else grammar
             sampler = TokenSampler(params, choice_seed(request.seed, index), banned, constraint, request.max_new_tokens)
             drafter = NgramDrafter(self.max_draft_tokens) if self.max_draft_tokens else None
-            request.sequences.append(Sequence(index, seq_id, sampler, IncrementalDetokenizer(params.stop), drafter=drafter))
+            detokenizer = IncrementalDetokenizer(params.stop)
+            request.sequences.append(Sequence(index, seq_id, sampler, detokenizer, drafter=drafter))
 
     def _fill_batch(self, plan: StepPlan) -> dict[int, int]:
         """Queue this step's tokens in the runner's batch. Returns {id(sequence or request): batch index}.
