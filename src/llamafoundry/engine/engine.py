@@ -11,29 +11,24 @@ from functools import partial
 
 import numpy as np
 
+from llamafoundry.engine.admission import check_request
 from llamafoundry.engine.beam_search import BeamSearcher
 from llamafoundry.engine.detokenizer import IncrementalDetokenizer
 from llamafoundry.engine.outputs import (
     ChoiceDelta,
     EngineError,
     FinishReason,
-    PromptTooLongError,
     RequestOutput,
-    RequestTooLargeError,
     TokenLogprob,
     TopLogprob,
 )
 from llamafoundry.engine.prefix_cache import PrefixCache
 from llamafoundry.engine.sampler import TokenSampler, choice_seed, token_logprob
-from llamafoundry.engine.sampling_params import InvalidSamplingParams, SamplingParams
+from llamafoundry.engine.sampling_params import SamplingParams
 from llamafoundry.engine.scheduler import PrefillChunk, Scheduler, StepPlan, padding_slots
 from llamafoundry.engine.sequence import Request, RequestStatus, Sequence
-from llamafoundry.engine.speculative import NgramDrafter
+from llamafoundry.engine.speculative import NgramDrafter, assign_drafts
 from llamafoundry.model.base import DecodeError, ModelRunner
-
-# Most rows drafted sequences take in one step (their own tokens and their drafts): 1 stream drafts up to 15
-# tokens, 4 streams 15 each, 8 streams 7, 16 streams 3, more none.
-MAX_DRAFT_ROWS = 64
 
 
 class LLMEngine:
@@ -88,50 +83,10 @@ class LLMEngine:
 
     # ---- admission -------------------------------------------------------------------------------
 
-    def check_request(self, prompt_ids: list[int], params: SamplingParams) -> int:
-        """Raise if the request can never run here; return its completion budget in tokens."""
-        if not prompt_ids:
-            raise EngineError("The prompt is empty.", param="messages")
-        num_prompt = len(prompt_ids)
-        if num_prompt >= self.ctx_size:
-            raise PromptTooLongError(
-                f"The prompt has {num_prompt} tokens, but this model's context holds {self.ctx_size} tokens per "
-                "request (prompt plus completion). Shorten the messages or start the server with a larger --ctx-size.",
-                param="messages",
-            )
-        room = self.ctx_size - num_prompt
-        if params.max_tokens is not None and params.max_tokens > room:
-            raise PromptTooLongError(
-                f"This model's context holds {self.ctx_size} tokens per request, but {num_prompt + params.max_tokens} "
-                f"were requested ({num_prompt} in the messages, {params.max_tokens} in the completion). "
-                "Lower max_tokens or shorten the messages.",
-                param="max_tokens",
-            )
-        if params.num_candidates > self.runner.max_seqs:
-            param = "best_of" if params.best_of is not None else "n"
-            raise RequestTooLargeError(
-                f"{param}={params.num_candidates} needs {params.num_candidates} parallel sequences, but this server "
-                f"runs {self.runner.max_seqs}. Lower {param} or start the server with --parallel "
-                f"{params.num_candidates} or more.",
-                param=param,
-            )
-        if any(t >= self.runner.vocab_size for t in params.stop_token_ids):
-            raise InvalidSamplingParams(
-                "stop_token_ids", f"stop_token_ids must be below the vocabulary size ({self.runner.vocab_size})."
-            )
-        if params.grammar is not None:
-            try:
-                self.runner.grammar(params.grammar)  # compiled (and cached) now, so a bad one fails before output
-            except ValueError as exc:
-                raise EngineError(
-                    f"{params.grammar_param} could not be turned into a grammar ({exc}).", param=params.grammar_param
-                ) from exc
-        return params.max_tokens if params.max_tokens is not None else room
-
     def make_request(
         self, request_id: str, prompt_ids: list[int], params: SamplingParams, emit: Callable[[object], None]
     ) -> Request:
-        max_new = self.check_request(prompt_ids, params)
+        max_new = check_request(prompt_ids, params, self.ctx_size, self.runner)
         seed = params.seed if params.seed is not None else secrets.randbits(63)
         return Request(request_id, list(prompt_ids), params, max_new, seed, emit)
 
@@ -224,7 +179,7 @@ class LLMEngine:
                 rows[id(request)] = index
 
         room = runner.max_batch_tokens - plan.num_tokens
-        num_drafted = self._assign_drafts(plan, room)
+        num_drafted = assign_drafts(plan, room) if self.max_draft_tokens else 0
         for request in plan.decoding:
             base = request.num_prompt_tokens - 1
             for seq in request.live_sequences:
@@ -243,37 +198,6 @@ class LLMEngine:
         for _, add in sorted(work, key=lambda item: item[0]):
             add()
         return rows
-
-    def _assign_drafts(self, plan: StepPlan, room: int) -> int:
-        """Give every decoding sequence of the step a draft of one common length, or none; returns the drafted
-        tokens in all.
-
-        Why one length: with one KV stream per sequence, llama.cpp computes a batch in passes that take the same
-        number of tokens from each sequence. One sequence's 15 drafted tokens beside 15 one-token sequences would
-        be a second pass of 15 rows for that sequence alone, as long as the whole step again. Why a cap on rows
-        (`MAX_DRAFT_ROWS`): past 16 rows a CPU pass costs ~8 ms per row on one core, so 16 streams each drafting
-        15 tokens would make a 2 s step that pays only if most of every draft is kept.
-        """
-        pairs = [(request, seq) for request in plan.decoding for seq in request.live_sequences]
-        for _, seq in pairs:
-            seq.draft = []
-        if not self.max_draft_tokens or not pairs:
-            return 0
-        per_seq = min(room // len(pairs), MAX_DRAFT_ROWS // len(pairs) - 1)
-        drafts = [self._draft(request, seq, per_seq) for request, seq in pairs]
-        length = min(len(draft) for draft in drafts)
-        for (_, seq), draft in zip(pairs, drafts, strict=True):
-            seq.draft = draft[:length]
-        return length * len(pairs)
-
-    @staticmethod
-    def _draft(request: Request, seq: Sequence, room: int) -> list[int]:
-        """The tokens guessed for `seq` this step: within `room`, and short enough that every drafted token plus
-        the one sampled after them fits the sequence's token budget."""
-        if seq.drafter is None:
-            return []
-        limit = min(room, request.max_new_tokens - len(seq.output_ids) - 1)
-        return seq.drafter.propose(request.prompt_ids, seq.output_ids, limit)
 
     def _padding_for(self, batch_seq_ids: list[int], room: int) -> list[tuple[int, int]]:
         """(seq_id, position) of the throwaway tokens this step gets: on free slots, after what their cells hold
