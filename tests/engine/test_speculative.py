@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from llamafoundry.engine.async_engine import AsyncEngine
 from llamafoundry.engine.engine import LLMEngine
 from llamafoundry.engine.speculative import NgramDrafter
 
 from .fake_runner import FakeRunner
-from .test_engine_llamacpp import collect, run_engine, token_ids
-from .test_engine_scheduling import run_until_done, submit
+from .test_engine_llamacpp import collect, run_engine, texts, token_ids
+from .test_engine_scheduling import Collector, run_until_done, submit
 
 # ---- the drafter ---------------------------------------------------------------------------------
 
@@ -92,9 +94,9 @@ def test_a_short_draft_kept_whole_counts_as_a_success() -> None:
 PROMPTS = [[1, 2, 3, 4, 5, 1, 2, 3], [7, 7, 7, 7], [9, 3, 9, 3, 9]]
 
 
-def _run(
+def _run_sinks(
     max_draft: int, prefix_caching: bool, one_by_one: bool = True, **params: object
-) -> tuple[LLMEngine, FakeRunner, list[list[int]]]:
+) -> tuple[LLMEngine, FakeRunner, list[Collector]]:
     runner = FakeRunner(max_seqs=4, max_batch_tokens=64, ctx_size=96)
     engine = LLMEngine(runner, ctx_size=96, max_queue=8, prefix_caching=prefix_caching, max_draft_tokens=max_draft)
     sinks = []
@@ -103,6 +105,13 @@ def _run(
         if one_by_one:
             run_until_done(engine)
     run_until_done(engine)
+    return engine, runner, sinks
+
+
+def _run(
+    max_draft: int, prefix_caching: bool, one_by_one: bool = True, **params: object
+) -> tuple[LLMEngine, FakeRunner, list[list[int]]]:
+    engine, runner, sinks = _run_sinks(max_draft, prefix_caching, one_by_one, **params)
     return engine, runner, [ids for sink in sinks for ids in sink.token_ids().values()]
 
 
@@ -132,6 +141,37 @@ def test_concurrent_sequences_draft_together_with_one_length_or_not_at_all() -> 
             decoding = [t for t in batch if t[3]]  # prompt chunks ask logits only at their last token
             per_seq = {seqs: sum(1 for t in decoding if t[2] == seqs) for seqs in {t[2] for t in decoding}}
             assert len(set(per_seq.values())) == 1, per_seq
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"temperature": 0.3, "top_p": 0.95, "seed": 4},
+        {"temperature": 0.5, "seed": 4, "presence_penalty": 0.2, "frequency_penalty": 0.1},
+        {"temperature": 0.0, "logprobs": True, "top_logprobs": 2},
+        {"temperature": 0.3, "seed": 6, "n": 2, "best_of": 3},
+    ],
+)
+def test_sampling_settings_decide_each_drafted_token_as_without_drafts(params: dict[str, object]) -> None:
+    def answers(max_draft: int) -> tuple[LLMEngine, list[object]]:
+        engine, _, sinks = _run_sinks(max_draft, True, max_tokens=60, **params)
+        logprobs = [[lp for o in sink.outputs for d in o.deltas for lp in d.logprobs or []] for sink in sinks]
+        return engine, [(s.token_ids(), s.texts(), s.finish_reasons(), lp) for s, lp in zip(sinks, logprobs)]
+
+    engine, fast = answers(15)
+    assert engine.num_draft_tokens > 0
+    assert fast == answers(0)[1]
+
+
+def test_a_stop_string_inside_a_kept_draft_ends_the_answer_there() -> None:
+    _, _, sinks = _run_sinks(0, False, temperature=0.0, max_tokens=60)
+    text = sinks[0].texts()[0]
+    stop = text[30:33]
+    engine, _, stopped = _run_sinks(15, False, temperature=0.0, max_tokens=60, stop=[stop])
+    _, _, plain = _run_sinks(0, False, temperature=0.0, max_tokens=60, stop=[stop])
+    assert engine.num_accepted_draft_tokens > 0
+    assert stopped[0].texts() == plain[0].texts() == {0: text[: text.index(stop)]}
+    assert stopped[0].finish_reasons() == {0: "stop"}
 
 
 def test_drafts_stay_within_the_token_budget_and_stop_at_a_stop_token() -> None:
@@ -182,3 +222,39 @@ def test_same_outputs_and_logprobs_with_speculation_through_llama_cpp(tiny_model
     plain, (plain_drafted, _) = run_engine(tiny_model_path, body, ctx_size=256, speculative_tokens=0)
     assert fast == plain
     assert plain_drafted == 0 and drafted > 0 and accepted > 0
+
+
+def test_every_sampling_setting_gives_the_same_answer_with_speculation(tiny_model_path: Path) -> None:
+    """Every setting answers as without drafts through llama.cpp. The tiny model's greedy answers loop, so they
+    draft (the sampled settings draft on the fake runner above); the others check drafting stays out of their way."""
+    from llamafoundry.service.structured import json_object_grammar
+
+    base = {"max_tokens": 64, "ignore_eos": True}
+    settings: list[dict[str, object]] = [
+        {"temperature": 0},
+        {"temperature": 0.7, "top_p": 0.9, "seed": 1},
+        {"temperature": 0, "presence_penalty": 0.4, "frequency_penalty": 0.2},
+        {"temperature": 0, "logprobs": True, "top_logprobs": 3},
+        {"temperature": 0.9, "seed": 2, "n": 2, "best_of": 3},
+        {"temperature": 0, "grammar": json_object_grammar(), "max_tokens": 48, "ignore_eos": False},
+        {"temperature": 0, "use_beam_search": True, "best_of": 2},
+    ]
+
+    async def body(engine: AsyncEngine) -> tuple[list[object], int]:
+        answers: list[object] = []
+        for params in settings:
+            outputs = await collect(engine, COPY_PROMPT, **{**base, **params})
+            logprobs = [(lp.token, round(lp.logprob, 2)) for o in outputs for d in o.deltas for lp in d.logprobs or []]
+            answers.append((token_ids(outputs), texts(outputs), logprobs))
+        greedy = await collect(engine, COPY_PROMPT, temperature=0, **base)
+        middle = len(texts(greedy)[0]) // 2
+        for stop in ({"stop_token_ids": [token_ids(greedy)[0][40]]}, {"stop": [texts(greedy)[0][middle : middle + 3]]}):
+            outputs = await collect(engine, COPY_PROMPT, temperature=0, **base, **stop)
+            answers.append((token_ids(outputs), texts(outputs)))
+        return answers, engine.speculative_tokens[1]
+
+    fast, accepted = run_engine(tiny_model_path, body, ctx_size=256, parallel=4, speculative_tokens=15)
+    plain, _ = run_engine(tiny_model_path, body, ctx_size=256, parallel=4, speculative_tokens=0)
+    assert accepted > 0
+    for params, a, b in zip([*settings, "stop_token_ids", "stop"], fast, plain, strict=True):
+        assert a == b, params
