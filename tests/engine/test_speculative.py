@@ -155,12 +155,15 @@ def test_concurrent_sequences_draft_together_with_one_length_or_not_at_all() -> 
 def test_sampling_settings_decide_each_drafted_token_as_without_drafts(params: dict[str, object]) -> None:
     def answers(max_draft: int) -> tuple[LLMEngine, list[object]]:
         engine, _, sinks = _run_sinks(max_draft, True, max_tokens=60, **params)
-        logprobs = [[lp for o in sink.outputs for d in o.deltas for lp in d.logprobs or []] for sink in sinks]
-        return engine, [(s.token_ids(), s.texts(), s.finish_reasons(), lp) for s, lp in zip(sinks, logprobs)]
+        return engine, [(s.token_ids(), s.texts(), s.finish_reasons(), _logprobs(s)) for s in sinks]
 
     engine, fast = answers(15)
     assert engine.num_draft_tokens > 0
     assert fast == answers(0)[1]
+
+
+def _logprobs(sink: Collector) -> list[object]:
+    return [lp for out in sink.outputs for d in out.deltas for lp in d.logprobs or []]  # type: ignore[attr-defined]
 
 
 def test_a_stop_string_inside_a_kept_draft_ends_the_answer_there() -> None:
