@@ -70,6 +70,10 @@ class ServeSettings:
     tokens_per_minute: int | None = None
     requests_per_minute: int | None = None
     redis_url: str | None = None  # rate-limit counters shared by several gateway processes
+    # Seconds without output after which a stream gets an empty chunk (0: never). A prompt of thousands of tokens
+    # takes minutes to compute on a CPU, and so can a wait for a free slot: proxies drop connections idle for
+    # 60 s (nginx's default read timeout), the SDKs after 300 s; SSE comments (`: ping`) break the Azure SDK.
+    stream_keepalive_s: float = 15.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -80,3 +84,5 @@ class ServeSettings:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"{name} must be 0 (not limited) or more, got {value}")
+        if self.stream_keepalive_s < 0:
+            raise ValueError(f"stream_keepalive_s must be 0 (off) or more, got {self.stream_keepalive_s}")

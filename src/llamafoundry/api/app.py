@@ -135,6 +135,7 @@ def create_app(
     app.state.lifecycle = lifecycle
     app.state.gateway = gateway
     app.state.drain = lifecycle.drain  # `serve` begins it when the server starts to stop
+    app.state.stream_keepalive_s = settings.stream_keepalive_s or None
     accounting_ = install_accounting(app, service, settings, accounting)  # inside RequestContextMiddleware
     app.add_middleware(RequestContextMiddleware)
     _add_error_handlers(app)

@@ -43,17 +43,24 @@ class Drain:
         asyncio.get_running_loop().call_later(max(0.0, grace_s - MARGIN_S), self.deadline.set)
 
 
-async def until_deadline(stream: ChatStream, drain: Drain) -> AsyncIterator[ChatUpdate]:
-    """`stream`'s updates until it ends, or ServerStopping once the drain deadline has passed."""
+async def until_deadline(
+    stream: ChatStream, drain: Drain | None, idle_s: float | None = None
+) -> AsyncIterator[ChatUpdate | None]:
+    """`stream`'s updates until it ends, or ServerStopping once the `drain` deadline has passed (never without a
+    drain). With `idle_s`, also None after every `idle_s` seconds without an update (the stream is still
+    working: a long prompt being computed, or a wait for a free slot)."""
     updates = stream.__aiter__()
-    deadline = asyncio.ensure_future(drain.deadline.wait())
+    deadline = asyncio.ensure_future(drain.deadline.wait()) if drain else asyncio.get_running_loop().create_future()
     following: asyncio.Future[ChatUpdate] | None = None
     try:
         while True:
             following = asyncio.ensure_future(updates.__anext__())
-            await asyncio.wait({following, deadline}, return_when=asyncio.FIRST_COMPLETED)
-            if not following.done():
-                raise ServerStopping()
+            while not following.done():
+                await asyncio.wait({following, deadline}, timeout=idle_s, return_when=asyncio.FIRST_COMPLETED)
+                if deadline.done() and not following.done():
+                    raise ServerStopping()
+                if not following.done():
+                    yield None
             try:
                 update = following.result()
             except StopAsyncIteration:

@@ -210,7 +210,8 @@ async def _generate(
         _count_filtered_prompt(request, exc)
         raise error from None
     if is_stream:
-        return EventStreamResponse(chat_events(stream, renderer, chat.params.n, prompt_filter, drain))
+        keepalive_s = request.app.state.stream_keepalive_s
+        return EventStreamResponse(chat_events(stream, renderer, chat.params.n, prompt_filter, drain, keepalive_s))
     if result is None:
         return Response(status_code=499)  # the client went away; generation was aborted
     track_result(request, result)

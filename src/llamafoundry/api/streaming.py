@@ -44,12 +44,15 @@ async def chat_events(
     num_choices: int,
     prompt_filter_results: list[dict[str, Any]] | None = None,
     drain: Drain | None = None,
+    keepalive_s: float | None = None,
 ) -> AsyncGenerator[bytes, None]:
     """The SSE bytes of one chat stream. Aborts generation when closed early (client gone) or on failure.
 
     `prompt_filter_results` (the content filter's prompt annotation) go on the first chunk; choices' chunks
     carry their `content_filter_results` as the filter releases or blocks their text. A stream still running
-    at the `drain` deadline (the server is stopping) ends with an error chunk.
+    at the `drain` deadline (the server is stopping) ends with an error chunk. After `keepalive_s` seconds
+    without an update from the model the first choice gets an empty delta (`"content": ""`, a chunk every SDK
+    parser takes), and again every `keepalive_s` seconds (`ServeSettings.stream_keepalive_s`); None: never.
     """
     finished = False
     try:
@@ -59,7 +62,11 @@ async def chat_events(
                 yield encode_event(first)
         held: dict[str, Any] | None = None
         usage: Usage | None = None
-        async for update in until_deadline(stream, drain) if drain is not None else stream:
+        async for update in until_deadline(stream, drain, keepalive_s):
+            if update is None:
+                if held is None:  # a held finishing chunk goes out only with the usage or the next delta
+                    yield encode_event(renderer.delta(ChatDelta(0, "")))
+                continue
             usage = update.usage
             finished = finished or update.finished
             for delta in update.deltas:

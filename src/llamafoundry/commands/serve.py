@@ -89,6 +89,14 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
         "tokens that followed them are checked in one pass (same output, faster when the answer copies text); "
         "0 turns it off",
     )
+    serve.add_argument(
+        "--stream-keepalive",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="a stream that has had no output for this long (a long prompt being computed, a wait for a free "
+        "slot) gets an empty chunk, so that proxies and clients do not drop it as idle; 0 turns it off",
+    )
     serve.add_argument("--data-dir", type=Path, default=None, help="data directory (default: ~/.llamafoundry)")
     serve.add_argument(
         "--tpm", type=int, default=None, help="tokens per minute for the model (default 200000; 0: no limit)"
@@ -142,6 +150,7 @@ def _serve(args: argparse.Namespace) -> int:
         api_key=args.api_key or os.environ.get(API_KEY_ENV) or generate_api_key(),
         tokens_per_minute=args.tpm,
         requests_per_minute=args.rpm,
+        stream_keepalive_s=args.stream_keepalive,
         redis_url=args.redis_url,
     )
     service = None

@@ -1,0 +1,100 @@
+"""Stream keep-alives: a stream with no output for `--stream-keepalive` seconds (a long prompt, a wait for a free
+slot) gets empty-content chunks, which every SDK parser takes, instead of going silent until proxies drop it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from azure.ai.inference import ChatCompletionsClient
+from azure.ai.inference.models import UserMessage
+from azure.core.credentials import AzureKeyCredential
+
+from llamafoundry.api.render import ChunkRenderer
+from llamafoundry.api.streaming import chat_events
+from llamafoundry.engine.sampling_params import SamplingParams
+from llamafoundry.service.types import ChatRequest
+from tests.api.conftest import Server, start_server, stop_server
+from tests.api.fakes import FakeChatService
+
+KEEPALIVE = {"index": 0, "delta": {"content": ""}, "finish_reason": None, "logprobs": None}
+
+
+def stream_chunks(delay_s: float, keepalive_s: float | None) -> list[Any]:
+    """The parsed events of a fake five-word stream whose every update comes `delay_s` after the last."""
+
+    async def run() -> list[bytes]:
+        service = FakeChatService(delay_s=delay_s)
+        stream = await service.stream(ChatRequest(messages=[], params=SamplingParams(max_tokens=5)))
+        renderer = ChunkRenderer("fake-llama")
+        return [event async for event in chat_events(stream, renderer, 1, keepalive_s=keepalive_s)]
+
+    events = asyncio.run(run())
+    assert events[-1] == b"data: [DONE]\n\n"
+    return [json.loads(e[len(b"data: ") :]) for e in events[:-1]]
+
+
+def test_a_silent_stream_gets_empty_chunks_and_loses_nothing() -> None:
+    chunks = stream_chunks(delay_s=0.25, keepalive_s=0.05)
+    choices = [c["choices"][0] for c in chunks]
+    assert choices[0]["delta"] == {"role": "assistant", "content": ""}
+    keepalives = [i for i, choice in enumerate(choices) if choice == KEEPALIVE]
+    assert len(keepalives) >= 5 and keepalives[0] == 1  # several before the first word, more between words
+    assert "".join(choice["delta"]["content"] for choice in choices) == "Hello there, friend."
+    assert choices[-1]["finish_reason"] == "stop" and chunks[-1]["usage"]["completion_tokens"] == 5
+    assert len({(c["id"], c["created"], c["model"]) for c in chunks}) == 1
+
+
+def test_no_empty_chunks_while_output_flows_or_when_turned_off() -> None:
+    for keepalive_s in (10.0, None):
+        chunks = stream_chunks(delay_s=0.01, keepalive_s=keepalive_s)
+        assert KEEPALIVE not in [c["choices"][0] for c in chunks[1:-1]]
+
+
+# ---- a real server and the real SDK --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def one_slot_server(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    running = start_server(
+        tiny_model_path, tmp_path_factory.mktemp("keepalive"), "--parallel", "1", "--stream-keepalive", "0.2"
+    )
+    yield running
+    stop_server(running)
+
+
+@pytest.mark.slow
+def test_a_request_waiting_for_a_slot_streams_keepalives_the_sdk_reads(one_slot_server: Server) -> None:
+    server = one_slot_server
+    busy = threading.Event()
+
+    def hold_the_slot() -> None:  # a long answer, given up after two seconds (its slot is freed then)
+        body = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 900, "stream": True,
+                "ignore_eos": True}  # fmt: skip
+        headers = {"api-key": server.key, "extra-parameters": "pass-through"}
+        with httpx.stream("POST", f"{server.url}/chat/completions", json=body, headers=headers, timeout=60) as r:
+            deadline = time.monotonic() + 2.0
+            for _ in r.iter_bytes():
+                busy.set()
+                if time.monotonic() > deadline:
+                    return
+
+    holder = threading.Thread(target=hold_the_slot)
+    holder.start()
+    assert busy.wait(30)
+    client = ChatCompletionsClient(server.url, AzureKeyCredential(server.key))
+    updates = list(client.complete(messages=[UserMessage("Hello")], max_tokens=8, stream=True))
+    holder.join()
+    assert updates[0].choices[0].delta.role == "assistant"
+    later = [u.choices[0].delta for u in updates[1:]]
+    assert all(d.role is None and d.content is not None for d in later)  # what the SDK's own tests check
+    empty_before_text = next(i for i, d in enumerate(later) if d.content)
+    assert empty_before_text >= 3  # ~2 s in the queue at one empty chunk per 0.2 s
+    assert updates[-1].choices[0].finish_reason in ("stop", "length") and updates[-1].usage.completion_tokens > 0
