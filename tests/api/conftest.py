@@ -7,6 +7,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
@@ -67,6 +68,18 @@ def start_server(model: Path, log_dir: Path, *extra_args: str) -> Server:
 
 def stop_server(server: Server) -> None:
     stop_process(server.process, timeout_s=20)
+
+
+def module_server(*extra_args: str) -> Any:
+    """A module-scoped fixture: a real server started with `extra_args` for the tests of one file."""
+
+    @pytest.fixture(scope="module")
+    def fixture(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+        running = start_server(tiny_model_path, tmp_path_factory.mktemp("server"), *extra_args)
+        yield running
+        stop_server(running)
+
+    return fixture
 
 
 @pytest.fixture(scope="session")

@@ -3,9 +3,6 @@ server with it off, several tokens per streamed update where drafts were kept, a
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import httpx
 import pytest
 from azure.ai.inference import ChatCompletionsClient
@@ -13,20 +10,14 @@ from azure.ai.inference.models import UserMessage
 from azure.core.credentials import AzureKeyCredential
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.api.conftest import Server, start_server, stop_server
+from tests.api.conftest import Server, module_server
 
 pytestmark = pytest.mark.slow
 
 COPY = "Repeat exactly: the quick brown fox jumps over the lazy dog, the quick brown fox jumps over the lazy dog."
 
 
-@pytest.fixture(scope="module")
-def plain_server(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = start_server(
-        tiny_model_path, tmp_path_factory.mktemp("plain"), "--ctx-size", "1024", "--speculative-tokens", "0"
-    )
-    yield running
-    stop_server(running)
+plain_server = module_server("--ctx-size", "1024", "--speculative-tokens", "0")
 
 
 def stream_answer(server: Server) -> list[str]:

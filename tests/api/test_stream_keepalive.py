@@ -7,8 +7,6 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,7 +19,7 @@ from llamafoundry.api.render import ChunkRenderer
 from llamafoundry.api.streaming import chat_events
 from llamafoundry.engine.sampling_params import SamplingParams
 from llamafoundry.service.types import ChatRequest
-from tests.api.conftest import Server, start_server, stop_server
+from tests.api.conftest import Server, module_server
 from tests.api.fakes import FakeChatService
 
 KEEPALIVE = {"index": 0, "delta": {"content": ""}, "finish_reason": None, "logprobs": None}
@@ -61,13 +59,7 @@ def test_no_empty_chunks_while_output_flows_or_when_turned_off() -> None:
 # ---- a real server and the real SDK --------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def one_slot_server(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = start_server(
-        tiny_model_path, tmp_path_factory.mktemp("keepalive"), "--parallel", "1", "--stream-keepalive", "0.2"
-    )
-    yield running
-    stop_server(running)
+one_slot_server = module_server("--parallel", "1", "--stream-keepalive", "0.2")
 
 
 @pytest.mark.slow
