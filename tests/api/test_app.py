@@ -79,6 +79,14 @@ def test_info_routes(client: TestClient, path: str) -> None:
     }
 
 
+def test_a_trailing_slash_is_the_same_route_not_an_empty_redirect(client: TestClient) -> None:
+    for path in ("/chat/completions/", f"/deployments/{MODEL_NAME}/chat/completions/", "/v1/chat/completions/"):
+        response = client.post(path, json=BODY, follow_redirects=False)
+        assert response.status_code == 200 and response.json()["choices"][0]["message"]["content"] == "".join(WORDS)
+    assert client.get("/info/", params={"api-version": "2024-05-01-preview"}).json()["model_name"] == MODEL_NAME
+    assert_envelope(client.get("/nothing/here/"), 404, "NotFound")
+
+
 def test_unknown_deployment_is_404(client: TestClient) -> None:
     assert_envelope(client.post("/deployments/other/chat/completions", json=BODY), 404, "NotFound")
 

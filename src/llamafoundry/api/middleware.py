@@ -1,5 +1,6 @@
 """Request context: an `x-request-id` on every response, the caller's `x-ms-client-request-id` echoed back,
-and a JSON 500 (never a stack trace, never text/plain) for anything that escaped the handlers.
+and a JSON 500 (never a stack trace, never text/plain) for anything that escaped the handlers; a route written
+with a trailing slash is served as the route.
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        path = scope["path"]
+        if len(path) > 1 and path.endswith("/"):
+            # `POST /chat/completions/` is that route: Starlette would answer 307 with an empty body, which curl
+            # prints as nothing and httpx does not follow
+            scope = {**scope, "path": path.rstrip("/") or "/"}
         request_id = str(uuid.uuid4())
         scope.setdefault("state", {})["request_id"] = request_id
         extra = [(b"x-request-id", request_id.encode())]
