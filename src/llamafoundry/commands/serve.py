@@ -85,9 +85,9 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
         "--speculative-tokens",
         type=int,
         default=15,
-        help="prompt-lookup speculative decoding: when a sequence's newest tokens repeat earlier ones, up to N "
-        "tokens that followed them are checked in one pass (same output, faster when the answer copies text); "
-        "0 turns it off",
+        help="prompt-lookup speculative decoding: when an answer's newest 8+ tokens repeat earlier text (its prompt "
+        "or itself), up to N tokens that followed there are checked in one pass (same output, faster when the "
+        "answer copies text); 0 turns it off",
     )
     serve.add_argument(
         "--stream-keepalive",
