@@ -142,13 +142,13 @@ def run(args: argparse.Namespace) -> int:
         for case in cases:
             prompt_ids = runner.tokenize(case.prompt, add_bos=False, parse_special=True)
             answer_ids = runner.tokenize(case.answer, add_bos=False, parse_special=False)
-            drafter = NgramDrafter(MAX_DRAFT, min_ngram=args.min_ngram, max_ngram=args.max_ngram)
+            drafter = NgramDrafter(MAX_DRAFT, ngram=args.ngram)
             replays.append(replay(prompt_ids, answer_ids, drafter))
         costs = pass_costs(runner, {1} | {s for r in replays for s in r.pass_sizes}, args.context, args.repeats)
     finally:
         runner.close()
     print(f"\n{args.model.name}, {args.threads} thread(s), context {args.context}; one sequence, drafts of up to "
-          f"{MAX_DRAFT} tokens from matches of {args.min_ngram}-{args.max_ngram} tokens\n")  # fmt: skip
+          f"{MAX_DRAFT} tokens from matches of {args.ngram} tokens\n")  # fmt: skip
     print("| workload | answer | tokens | steps (plain / drafting) | drafted / kept | decode time plain / drafting "
           "| speed-up |\n|---|---|---|---|---|---|---|")  # fmt: skip
     totals: dict[str, list[float]] = {}
@@ -173,9 +173,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--context", type=int, default=500, help="cached tokens before each priced pass")
     parser.add_argument("--repeats", type=int, default=3)
-    defaults = NgramDrafter(MAX_DRAFT)
-    parser.add_argument("--min-ngram", type=int, default=defaults.min_ngram, help="shortest match that drafts")
-    parser.add_argument("--max-ngram", type=int, default=defaults.max_ngram, help="longest match looked up")
+    parser.add_argument("--ngram", type=int, default=NgramDrafter(MAX_DRAFT).ngram, help="match length that drafts")
 
 
 if __name__ == "__main__":

@@ -12,9 +12,10 @@ sampling), and the logits of a longer batch differ from one-token steps only in 
 On a CPU a guess is not free: llama.cpp's kernels cost nearly as much per row below 16 rows, and every drafted
 row asks for logits over the whole vocabulary. A pass of 16 tokens with logits on each costs 7-9 one-token steps
 on this machine's cores (`llamafoundry bench speculative`), so a draft pays only when about half of it is kept.
-Drafts therefore come only from long matches: 8 to 12 tokens, which in ordinary prose mostly mean the answer is
-copying. Replayed on real answers (docs/benchmarks.md), matches of 2-5 tokens cost prose 2-15% in passes whose
-drafts were dropped; from 8 tokens on prose costs nothing measurable while code edits and quotes keep their gain.
+Drafts therefore come only from long matches: the newest 9 tokens, which in ordinary prose mostly mean the answer
+is copying. Replayed on real answers (docs/benchmarks.md), matches of 2-5 tokens cost prose 2-15% in passes whose
+drafts were dropped; from 8 tokens on prose costs nothing measurable while code edits and quotes keep their gain
+(9 alone does as well as trying 12 down to 8, with one index entry per token instead of five).
 A sequence whose draft falls short of `min_accepted` kept tokens still waits 1, 2, 4 ... 64 steps before the
 next one.
 
@@ -50,20 +51,20 @@ class NgramDrafter:
             size at which llama.cpp's x86 kernels reach their fast path).
         min_accepted: drafted tokens a draft must get kept to count as worth its pass (about half of 15, the
             break-even on this machine's cores); below that the drafter backs off.
-        min_ngram: shortest suffix of the history that is looked up (shorter matches are mostly chance).
-        max_ngram: longest suffix looked up (a longer match is tried first: it predicts better).
+        ngram: how many of the newest tokens must stand earlier too (shorter matches are mostly chance).
     """
 
-    def __init__(self, max_draft: int, min_accepted: int = 8, min_ngram: int = 8, max_ngram: int = 12) -> None:
-        if not 1 <= min_ngram <= max_ngram:
-            raise ValueError("n-gram sizes must satisfy 1 <= min_ngram <= max_ngram")
+    def __init__(self, max_draft: int, min_accepted: int = 8, ngram: int = 9) -> None:
+        if ngram < 1:
+            raise ValueError("ngram must be at least 1")
         self.max_draft = max_draft
         self.min_accepted = min_accepted
-        self.min_ngram = min_ngram
-        self.max_ngram = max_ngram
+        self.ngram = ngram
         self._tokens: list[int] = []  # prompt + output seen so far
         self._num_prompt = -1  # prompt tokens indexed; -1 until the first call
-        self._follower: dict[tuple[int, ...], int] = {}  # n-gram -> index of the token after its latest use
+        # hash of an n-gram -> index of the token after its latest use (~100 bytes a token; the n-gram tuples
+        # themselves would take 4x that, a lot for a 128k-token context)
+        self._follower: dict[int, int] = {}
         self._step = 0
         self._resume_at = 0  # first step at which a draft may be proposed again
         self._num_misses = 0  # drafts in a row that fell short of min_accepted
@@ -111,18 +112,20 @@ class NgramDrafter:
     def _append(self, token: int) -> None:
         tokens = self._tokens
         end = len(tokens)
-        for n in range(self.min_ngram, min(self.max_ngram, end) + 1):
-            self._follower[tuple(tokens[end - n : end])] = end  # this n-gram is (now last) followed by `token`
+        if end >= self.ngram:  # the n-gram ending here is (now latest) followed by `token`
+            self._follower[hash(tuple(tokens[end - self.ngram : end]))] = end
         tokens.append(token)
 
     def _lookup(self) -> int | None:
-        """Index of the token that followed the latest earlier use of the history's longest matching suffix."""
-        tokens = self._tokens
-        for n in range(min(self.max_ngram, len(tokens) - 1), self.min_ngram - 1, -1):
-            start = self._follower.get(tuple(tokens[-n:]))
-            if start is not None:
-                return start
-        return None
+        """Index of the token that followed the latest earlier use of the history's newest n-gram."""
+        tokens, n = self._tokens, self.ngram
+        if len(tokens) <= n:
+            return None
+        newest = tokens[-n:]
+        start = self._follower.get(hash(tuple(newest)))
+        if start is None or tokens[start - n : start] != newest:  # none, or another n-gram with the same hash
+            return None
+        return start
 
 
 def assign_drafts(plan: StepPlan, room: int) -> int:
