@@ -33,11 +33,12 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from bench.batch_shapes import _tokens, fill_context
 from bench.raw_decode import open_runner
+from llamafoundry.config import EngineSettings
 from llamafoundry.engine.speculative import NgramDrafter
 from llamafoundry.model.llamacpp import LlamaCppRunner
 
 REPO = Path(__file__).resolve().parents[1]
-MAX_DRAFT = 15
+MAX_DRAFT = EngineSettings.speculative_tokens  # what `serve` drafts by default
 
 
 @dataclass
