@@ -262,3 +262,33 @@ def test_every_sampling_setting_gives_the_same_answer_with_speculation(tiny_mode
     assert accepted > 0
     for params, a, b in zip([*settings, "stop_token_ids", "stop"], fast, plain, strict=True):
         assert a == b, params
+
+
+def test_a_rejected_draft_leaves_the_cache_as_plain_decoding_through_llama_cpp(tiny_model_path: Path) -> None:
+    """The prompt holds 9 copies of the token the tiny model repeats, then other text: once the answer has
+    repeated it 9 times, the draft is that other text, which the model does not write (the cells of the drafted
+    tokens must go, or the next steps attend to them)."""
+    from collections import Counter
+
+    from llamafoundry.engine.sampling_params import SamplingParams
+
+    async def greedy(engine: AsyncEngine, ids: list[int]) -> list[int]:
+        stream = await engine.add_request(ids, SamplingParams(temperature=0, max_tokens=64, ignore_eos=True))
+        return token_ids([out async for out in stream])[0]
+
+    async def body(engine: AsyncEngine) -> tuple[list[int], tuple[int, int]]:
+        head, tail = engine.tokenize(COPY_PROMPT), engine.tokenize(" the quick brown fox jumps over the lazy dog")
+        repeated = Counter(await greedy(engine, head)).most_common(1)[0][0]
+        for _ in range(4):  # the repeated token of the prompt with the copies in it (a fixed point)
+            answer = await greedy(engine, head + [repeated] * 9 + tail)
+            if Counter(answer).most_common(1)[0][0] == repeated:
+                break
+            repeated = Counter(answer).most_common(1)[0][0]
+        before = engine.speculative_tokens
+        answer = await greedy(engine, head + [repeated] * 9 + tail)
+        return answer, (engine.speculative_tokens[0] - before[0], engine.speculative_tokens[1] - before[1])
+
+    answer, (drafted, kept) = run_engine(tiny_model_path, body, ctx_size=256, speculative_tokens=15)
+    plain, _ = run_engine(tiny_model_path, body, ctx_size=256, speculative_tokens=0)
+    assert answer == plain
+    assert 0 < kept < drafted  # a draft was refused (and later ones kept)
