@@ -85,6 +85,7 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
         "--speculative-tokens",
         type=int,
         default=15,
+        metavar="N",
         help="prompt-lookup speculative decoding: when an answer's newest 9 tokens repeat earlier text (its prompt "
         "or itself), up to N tokens that followed there are checked in one pass (same output, faster when the "
         "answer copies text); 0 turns it off",
