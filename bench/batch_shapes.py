@@ -38,13 +38,15 @@ def _tokens(n: int) -> list[int]:
     return [1000 + (i * 7919) % 90_000 for i in range(n)]
 
 
-def step_cost(runner: LlamaCppRunner, decoding: int, chunk: int, context: int, repeats: int) -> float:
+def step_cost(
+    runner: LlamaCppRunner, decoding: int, chunk: int, context: int, repeats: int, all_logits: bool = False
+) -> float:
     """Seconds of the fastest of `repeats` decodes of one step shape.
 
     Every sequence holds `context` tokens. Sequences 0..decoding-1 decode one token each (with logits); the chunk
     goes to the next sequence id (consecutive, as the engine lays batches out) at positions context.. (a prompt
-    whose first `context` tokens are cached), logits on its last token. Afterwards every sequence holds its
-    `context` tokens again.
+    whose first `context` tokens are cached), logits on its last token, or on every token with `all_logits` (a
+    speculative draft being checked). Afterwards every sequence holds its `context` tokens again.
     """
     prefix = _tokens(context + chunk + 1)
     best = float("inf")
@@ -53,7 +55,7 @@ def step_cost(runner: LlamaCppRunner, decoding: int, chunk: int, context: int, r
         for seq in range(decoding):
             runner.batch_add(prefix[context], context, [seq], True)
         for pos in range(context, context + chunk):
-            runner.batch_add(prefix[pos], pos, [decoding], pos == context + chunk - 1)
+            runner.batch_add(prefix[pos], pos, [decoding], all_logits or pos == context + chunk - 1)
         start = time.perf_counter()
         runner.decode()
         best = min(best, time.perf_counter() - start)

@@ -24,14 +24,13 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.batch_shapes import _tokens, fill_context
+from bench.batch_shapes import fill_context, step_cost
 from bench.raw_decode import open_runner
 from llamafoundry.config import EngineSettings
 from llamafoundry.engine.speculative import NgramDrafter
@@ -79,20 +78,10 @@ def replay(prompt_ids: list[int], answer_ids: list[int], drafter: NgramDrafter |
 def pass_costs(runner: LlamaCppRunner, sizes: set[int], context: int, repeats: int) -> dict[int, float]:
     """Seconds of one pass of n tokens of one sequence (logits on every row) after `context` cached tokens."""
     fill_context(runner, 1, context)
-    tokens = _tokens(context + max(sizes))
     costs = {}
     for size in sorted(sizes):
-        best = float("inf")
-        for _ in range(repeats):
-            runner.batch_clear()
-            for pos in range(context, context + size):
-                runner.batch_add(tokens[pos], pos, [0], True)
-            start = time.perf_counter()
-            runner.decode()
-            best = min(best, time.perf_counter() - start)
-            runner.seq_remove(0, context, -1)
-        costs[size] = best
-        print(f"pass of {size:2d} tokens: {best * 1000:6.1f} ms", flush=True)
+        costs[size] = step_cost(runner, 0, size, context, repeats, all_logits=True)
+        print(f"pass of {size:2d} tokens: {costs[size] * 1000:6.1f} ms", flush=True)
     return costs
 
 
