@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,6 +68,39 @@ def test_the_background_writer_flushes_on_stop(store: Store) -> None:
 
     asyncio.run(scenario())
     assert len(query_usage(store.engine)) == 2
+
+
+class SlowMeter(Meter):
+    """A meter whose database writes wait until the test lets them through."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.writing, self.may_write = threading.Event(), threading.Event()
+
+    def _write(self, batch: list[UsageRecord]) -> None:
+        self.writing.set()
+        assert self.may_write.wait(10)
+        super()._write(batch)
+
+
+def test_a_flush_returns_only_after_a_batch_the_background_task_is_writing(store: Store) -> None:
+    """A usage report flushes, then reads: a batch the periodic flush took a moment before must be in what it reads
+    (it was not: the report's flush found nothing pending and returned while that batch was still being written)."""
+
+    async def scenario() -> None:
+        meter = SlowMeter(store.engine)
+        meter.record(usage("a"))
+        background = asyncio.create_task(meter.flush())
+        await asyncio.to_thread(meter.writing.wait, 10)
+        report_flush = asyncio.create_task(meter.flush())
+        await asyncio.sleep(0.1)
+        assert not report_flush.done()
+        meter.may_write.set()
+        await report_flush
+        assert [r.request_id for r in query_usage(store.engine)] == ["a"]
+        await background
+
+    asyncio.run(scenario())
 
 
 def test_the_key_itself_is_never_stored(store: Store) -> None:

@@ -92,6 +92,7 @@ class Meter:
         self.flush_interval_s = flush_interval_s
         self._pending: list[UsageRecord] = []
         self._lock = threading.Lock()  # one writer at a time; keeps batches in order
+        self._flushing = asyncio.Lock()  # one flush at a time, so a flush waits for the one in progress
         self._task: asyncio.Task[None] | None = None
 
     def record(self, record: UsageRecord) -> None:
@@ -104,15 +105,19 @@ class Meter:
 
     async def flush(self) -> None:
         """Write every queued record. If the database fails, the records stay queued for the next flush
-        (request ids are unique, so a batch that was written after all is not counted twice)."""
-        batch, self._pending = self._pending, []
-        if not batch:
-            return
-        try:
-            await asyncio.to_thread(self._write, batch)
-        except Exception:
-            self._pending = (batch + self._pending)[-MAX_PENDING:]
-            raise
+        (request ids are unique, so a batch that was written after all is not counted twice).
+
+        Returns only once every record queued before the call is written, including a batch the background
+        task took a moment earlier and is still writing: a usage report that flushes first sees them all."""
+        async with self._flushing:
+            batch, self._pending = self._pending, []
+            if not batch:
+                return
+            try:
+                await asyncio.to_thread(self._write, batch)
+            except Exception:
+                self._pending = (batch + self._pending)[-MAX_PENDING:]
+                raise
 
     def flush_sync(self) -> None:
         batch, self._pending = self._pending, []
