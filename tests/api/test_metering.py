@@ -3,6 +3,8 @@ the usage report reads them back."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from llamafoundry.platform.metering import query_usage
 from llamafoundry.platform.ratelimit import RateLimits
 from llamafoundry.platform.usage import Pricing
 from tests.api.accounting_fixtures import LimitedApp, limited_app
-from tests.api.conftest import MODEL_NAME
+from tests.api.conftest import API_KEY, MODEL_NAME
 
 
 @pytest.fixture
@@ -90,3 +92,33 @@ def test_the_usage_report_over_http(app: LimitedApp) -> None:
     assert len(csv_text.splitlines()) == 3  # header, one hour, total
     bad = app.client.get("/management/usage", params={"since": "yesterday-ish"})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "since"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_request_is_counted_before_its_client_has_the_last_byte(app: LimitedApp, stream: bool) -> None:
+    """A client that reads the usage report or /metrics right after an answer must find that answer in it.
+    Counting it only once the app's call had returned left a window where the next request overtook it."""
+    body = json.dumps({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8, "stream": stream}).encode()
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": "/chat/completions", "raw_path": b"/chat/completions", "query_string": b"", "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"api-key", API_KEY.encode()),
+                    (b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 50000), "server": ("testserver", 80),
+    }  # fmt: skip
+    meter, seen_at_the_end, requests = app.accounting.meter, [], [{"type": "http.request", "body": body}]
+    assert meter is not None
+
+    async def receive() -> dict:
+        if not requests:
+            await asyncio.Event().wait()  # the client stays connected
+        return requests.pop()
+
+    async def send(message: dict) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            seen_at_the_end.append(meter.num_pending)
+
+    app.client.portal.call(app.client.app, scope, receive, send)  # type: ignore[attr-defined]
+    assert seen_at_the_end == [1]
+    ((record,),) = [records(app)]
+    assert record.status == 200 and record.is_stream == stream and record.completion_tokens > 0

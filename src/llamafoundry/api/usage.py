@@ -65,10 +65,16 @@ class AccountingMiddleware:
         usage.deployment = match.group(1) if match else self.accounting.default_deployment
         state["usage"] = usage
         status: int | None = None
-        is_complete = False
+        is_recorded = False
+
+        def record(final_status: int) -> None:
+            nonlocal is_recorded
+            if not is_recorded:
+                is_recorded = True
+                self._record(_completed(usage, state), final_status)
 
         async def send_accounted(message: Message) -> None:
-            nonlocal status, is_complete
+            nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
                 headers = MutableHeaders(scope=message)
@@ -78,19 +84,15 @@ class AccountingMiddleware:
                     if name not in headers:
                         headers[name] = value
             elif message["type"] == "http.response.body" and not message.get("more_body", False):
-                is_complete = True
+                # counted before the client has its last byte, so a report or a scrape it makes next includes it
+                record(_final_status(status, True, usage))
             await send(message)
 
         try:
             await self.app(scope, receive, send_accounted)
         finally:
-            usage.request_id = str(state.get("request_id") or id(usage))
-            usage.key_id = usage.key_id or state.get("key_id") or DEFAULT_KEY_ID
-            target = state.get("target")  # set by routing once the deployment is known (header, body `model`)
-            if target is not None:
-                usage.deployment = target.name
-                usage.pricing = pricing_for(target.deployment) if target.deployment is not None else None
-            await self._finish(usage, _final_status(status, is_complete, usage))
+            record(_final_status(status, False, usage))  # the app raised, or the client left before the end
+            await self._settle(usage)
 
     async def _headers(self, usage: RequestUsage, status: int) -> dict[str, str]:
         if usage.decision is not None:
@@ -109,16 +111,21 @@ class AccountingMiddleware:
             logger.exception("reading the rate-limit counters failed")
             return {}
 
-    async def _finish(self, usage: RequestUsage, status: int) -> None:
-        accounting = self.accounting
+    async def _settle(self, usage: RequestUsage) -> None:
+        """Settle the request's rate-limit reservation to the tokens it really used."""
         decision = usage.decision
-        if decision is not None and decision.reservation is not None:
-            try:
-                await accounting.limiter.settle(decision.reservation, usage.prompt_tokens + usage.completion_tokens)
-            except RateLimitStoreUnavailable as exc:  # the reservation stands until its minute is over
-                logger.warning("the reservation of %s stays as reserved: %s", usage.request_id, exc)
-            except Exception:
-                logger.exception("settling the rate-limit reservation of %s failed", usage.request_id)
+        if decision is None or decision.reservation is None:
+            return
+        try:
+            await self.accounting.limiter.settle(decision.reservation, usage.prompt_tokens + usage.completion_tokens)
+        except RateLimitStoreUnavailable as exc:  # the reservation stands until its minute is over
+            logger.warning("the reservation of %s stays as reserved: %s", usage.request_id, exc)
+        except Exception:
+            logger.exception("settling the rate-limit reservation of %s failed", usage.request_id)
+
+    def _record(self, usage: RequestUsage, status: int) -> None:
+        """Observe the metrics and queue the meter's record (no await: the caller's next byte is not delayed)."""
+        accounting = self.accounting
         if status in _NOT_METERED or usage.deployment is None:
             return
         latency_s = time.monotonic() - usage.started
@@ -143,6 +150,17 @@ class AccountingMiddleware:
                     cost_usd=_token_cost(usage),
                 )
             )
+
+
+def _completed(usage: RequestUsage, state: dict[str, Any]) -> RequestUsage:
+    """`usage` with what the other layers learnt on the way: the request id, the key, the routed deployment."""
+    usage.request_id = str(state.get("request_id") or id(usage))
+    usage.key_id = usage.key_id or state.get("key_id") or DEFAULT_KEY_ID
+    target = state.get("target")  # set by routing once the deployment is known (header, body `model`)
+    if target is not None:
+        usage.deployment = target.name
+        usage.pricing = pricing_for(target.deployment) if target.deployment is not None else None
+    return usage
 
 
 def _token_cost(usage: RequestUsage) -> float | None:
