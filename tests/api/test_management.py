@@ -20,7 +20,7 @@ from tests.api.conftest import API_KEY, MODEL_NAME
 from tests.api.fakes import FakeChatService
 
 MODEL = "Meta-Llama-3.1-8B-Instruct"
-PICKUP_S = 2.0
+PICKUP_S = 10.0  # 50 polls: generous, so a busy CI machine does not fail it
 
 
 @pytest.fixture
@@ -100,7 +100,7 @@ def test_deployment_lifecycle_and_the_gateway_follows(client: TestClient, admin_
 
     started = time.monotonic()
     while chat(body["primary_key"]) != 200:
-        assert time.monotonic() - started < PICKUP_S, "the new deployment was not served within 2 s"
+        assert time.monotonic() - started < PICKUP_S, f"the new deployment was not served within {PICKUP_S} s"
         time.sleep(0.05)
     info = client.get("/deployments/chat/info", headers={"api-key": body["secondary_key"]}).json()
     assert info["model_name"] == MODEL

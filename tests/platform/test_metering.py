@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -61,7 +62,9 @@ def test_the_background_writer_flushes_on_stop(store: Store) -> None:
         meter = Meter(store.engine, flush_interval_s=0.05)
         await meter.start()
         meter.record(usage("a"))
-        await asyncio.sleep(0.2)
+        deadline = time.monotonic() + 10  # a few intervals, or many more on a busy machine
+        while not query_usage(store.engine) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         assert len(query_usage(store.engine)) == 1
         meter.record(usage("b"))
         await meter.stop()
