@@ -106,6 +106,25 @@ def test_a_flush_returns_only_after_a_batch_the_background_task_is_writing(store
     asyncio.run(scenario())
 
 
+def test_stopping_waits_for_the_batch_being_written(store: Store) -> None:
+    """The server stops the meter, then closes the store: the batch the background task is writing must be
+    written by then (cancelling that task returned at once, with the write still in its thread)."""
+
+    async def scenario() -> None:
+        meter = SlowMeter(store.engine, flush_interval_s=0.01)
+        await meter.start()
+        meter.record(usage("a"))
+        await asyncio.to_thread(meter.writing.wait, 10)
+        stopping = asyncio.create_task(meter.stop())
+        await asyncio.sleep(0.1)
+        assert not stopping.done()
+        meter.may_write.set()
+        await stopping
+        assert [r.request_id for r in query_usage(store.engine)] == ["a"]
+
+    asyncio.run(scenario())
+
+
 def test_the_key_itself_is_never_stored(store: Store) -> None:
     record_all(store.engine, [usage("a", key_id="secondary")])
     with store.engine.connect() as conn:

@@ -14,6 +14,7 @@ Rows are buffered and written in batches on a worker thread, so the event loop n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Iterable
@@ -94,6 +95,7 @@ class Meter:
         self._lock = threading.Lock()  # one writer at a time; keeps batches in order
         self._flushing = asyncio.Lock()  # one flush at a time, so a flush waits for the one in progress
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     def record(self, record: UsageRecord) -> None:
         """Queue one record (never blocks)."""
@@ -142,19 +144,23 @@ class Meter:
                 logger.warning("usage of request %s is already recorded; not counting it twice", record.request_id)
 
     async def start(self) -> None:
+        self._stopping = asyncio.Event()
         self._task = asyncio.create_task(self._flush_periodically())
 
     async def stop(self) -> None:
+        """Stop the background task and write what is pending. The task is asked to end, not cancelled: a
+        cancelled flush would let go of the batch it is writing while its thread still writes it."""
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            self._stopping.set()
+            await self._task
             self._task = None
         await self.flush()
 
     async def _flush_periodically(self) -> None:
         failures = RepeatedFailure(logger, "writing usage records to the store")
-        while True:
-            await asyncio.sleep(self.flush_interval_s)
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.flush_interval_s)
             try:
                 await self.flush()
             except Exception as exc:  # the database may be briefly unavailable: keep serving, retry next time
