@@ -120,5 +120,5 @@ def test_a_request_is_counted_before_its_client_has_the_last_byte(app: LimitedAp
 
     app.client.portal.call(app.client.app, scope, receive, send)  # type: ignore[attr-defined]
     assert seen_at_the_end == [1]
-    ((record,),) = [records(app)]
+    (record,) = records(app)
     assert record.status == 200 and record.is_stream == stream and record.completion_tokens > 0

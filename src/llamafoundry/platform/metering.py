@@ -95,7 +95,7 @@ class Meter:
         self._lock = threading.Lock()  # one writer at a time; keeps batches in order
         self._flushing = asyncio.Lock()  # one flush at a time, so a flush waits for the one in progress
         self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
+        self._stopping = asyncio.Event()  # made anew by start(), in the loop that runs the task
 
     def record(self, record: UsageRecord) -> None:
         """Queue one record (never blocks)."""
@@ -152,7 +152,7 @@ class Meter:
         cancelled flush would let go of the batch it is writing while its thread still writes it."""
         if self._task is not None:
             self._stopping.set()
-            await self._task
+            await asyncio.gather(self._task, return_exceptions=True)  # its failures were logged as they came
             self._task = None
         await self.flush()
 
