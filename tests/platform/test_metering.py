@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
 
 import pytest
@@ -85,6 +85,15 @@ class SlowMeter(Meter):
         assert self.may_write.wait(10)
         super()._write(batch)
 
+    async def ends_after_the_write(self, operation: Coroutine[object, object, None]) -> None:
+        """Run `operation`, started while a batch is being written, and check that it ends only after that write."""
+        await asyncio.to_thread(self.writing.wait, 10)
+        task = asyncio.create_task(operation)
+        await asyncio.sleep(0.1)
+        assert not task.done()
+        self.may_write.set()
+        await task
+
 
 def test_a_flush_returns_only_after_a_batch_the_background_task_is_writing(store: Store) -> None:
     """A usage report flushes, then reads: a batch the periodic flush took a moment before must be in what it reads
@@ -94,12 +103,7 @@ def test_a_flush_returns_only_after_a_batch_the_background_task_is_writing(store
         meter = SlowMeter(store.engine)
         meter.record(usage("a"))
         background = asyncio.create_task(meter.flush())
-        await asyncio.to_thread(meter.writing.wait, 10)
-        report_flush = asyncio.create_task(meter.flush())
-        await asyncio.sleep(0.1)
-        assert not report_flush.done()
-        meter.may_write.set()
-        await report_flush
+        await meter.ends_after_the_write(meter.flush())  # the report's
         assert [r.request_id for r in query_usage(store.engine)] == ["a"]
         await background
 
@@ -114,12 +118,7 @@ def test_stopping_waits_for_the_batch_being_written(store: Store) -> None:
         meter = SlowMeter(store.engine, flush_interval_s=0.01)
         await meter.start()
         meter.record(usage("a"))
-        await asyncio.to_thread(meter.writing.wait, 10)
-        stopping = asyncio.create_task(meter.stop())
-        await asyncio.sleep(0.1)
-        assert not stopping.done()
-        meter.may_write.set()
-        await stopping
+        await meter.ends_after_the_write(meter.stop())
         assert [r.request_id for r in query_usage(store.engine)] == ["a"]
 
     asyncio.run(scenario())
