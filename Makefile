@@ -15,7 +15,7 @@ test: install-test
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
-$(VENV)/.installed: pyproject.toml scripts/install.sh
+$(VENV)/.installed: pyproject.toml scripts/install.sh $(wildcard src/llamafoundry/hardware/*.py)
 	VENV=$(VENV) PYTHON=$(PYTHON) bash scripts/install.sh
 	touch $@
 

@@ -37,6 +37,7 @@ class EngineSettings:
     flash_attn: str = "auto"  # auto (llama.cpp decides), on, off
     batch_pad: int = 16  # pad decode steps to one pass of this many sequences (LLMEngine.pad_batch_to); 0: off
     speculative_tokens: int = 15  # prompt-lookup draft length (LLMEngine.max_draft_tokens); 0: off
+    gpu_layers: int = 0  # layers offloaded to a GPU (a llama.cpp built with LLAMAFOUNDRY_GPU=cuda|vulkan); 0: CPU
 
     def __post_init__(self) -> None:
         self.model_path = Path(self.model_path)
@@ -47,7 +48,7 @@ class EngineSettings:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.ctx_size < 16:
             raise ValueError(f"ctx_size must be at least 16 tokens, got {self.ctx_size}")
-        for name in ("batch_pad", "speculative_tokens"):
+        for name in ("batch_pad", "speculative_tokens", "gpu_layers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be 0 (off) or more, got {getattr(self, name)}")
         if self.max_queue < 0:

@@ -70,6 +70,9 @@ class FakeChatService:
         if self.on_start is not None:
             self.on_start()
 
+    def failure_note(self) -> str | None:
+        return None
+
     async def stop(self) -> None:
         self.num_stops += 1
 

@@ -3,10 +3,13 @@ replica processes of the tiny GGUF, and the azure-ai-inference SDK against `/dep
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -160,6 +163,47 @@ def test_weights_that_do_not_load_fail_the_deployment_at_once(setup: Setup, tmp_
     from llamafoundry.cli import main
 
     assert main(["deploy", "delete", "broken", "--data-dir", str(setup.home)]) == 0
+
+
+def test_a_replica_that_dies_by_a_signal_is_reported_in_deploy_show_and_its_503_and_comes_back(
+    setup: Setup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A llama.cpp build that executes an instruction the CPU lacks kills its replica with SIGILL: the crash is
+    named with its cause (in `deploy show` and in the 503 of requests that find no replica), not a bare 503."""
+    admin = {"api-key": setup.admin_key}
+    url = f"{setup.gateway.url}/management/deployments/chat"
+
+    def replica() -> dict[str, Any]:
+        return dict(httpx.get(url, headers=admin, timeout=10).json()["status"]["replicas"][0])
+
+    before = replica()
+    os.kill(int(before["pid"]), signal.SIGILL)
+    wait_for(lambda: replica()["last_exit"] is not None, 30, "the gateway noticing the crash")
+    answer = chat(f"{setup.gateway.url}/deployments/chat/chat/completions", setup.chat_keys["primary"])
+    if not replica()["healthy"]:  # answered before the restart finished (else the restart beat this request)
+        assert answer.status_code == 503, answer.text
+        message = answer.json()["error"]["message"]
+        assert "Replica 0 of deployment 'chat' died with SIGILL (Illegal instruction)" in message, message
+    wait_ready(f"{setup.gateway.url}/deployments/chat/chat/completions", setup.chat_keys["primary"])
+    after = replica()
+    assert after["restarts"] == before["restarts"] + 1 and after["pid"] != before["pid"]
+
+    def reported() -> bool:
+        runtime = cli_json(setup.home, "deploy", "show", "chat")["runtime"]
+        first = runtime[0]["replicas"][0] if runtime else {}
+        return first.get("restarts") == after["restarts"] and bool(first.get("healthy"))
+
+    wait_for(reported, 20, "the gateway reporting the restart to the store")
+    shown = cli_json(setup.home, "deploy", "show", "chat")["runtime"][0]
+    assert shown["state"] == "ready" and not shown["stale"]
+    last_exit = shown["replicas"][0]["last_exit"]
+    assert "SIGILL (Illegal instruction) while serving" in last_exit and "cannot execute" in last_exit
+    capsys.readouterr()
+    from llamafoundry.cli import main
+
+    assert main(["deploy", "show", "chat", "--data-dir", str(setup.home)]) == 0
+    printed = capsys.readouterr()
+    assert "died with SIGILL (Illegal instruction)" in printed.err and f"{after['restarts']} restart(s)" in printed.err
 
 
 def test_deployments_survive_a_restart_and_no_default_leaves_bare_routes_to_them(

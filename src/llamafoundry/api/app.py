@@ -26,6 +26,7 @@ from llamafoundry.api.inference import inference_router
 from llamafoundry.api.middleware import RequestContextMiddleware
 from llamafoundry.api.usage import install_accounting
 from llamafoundry.config import ServeSettings
+from llamafoundry.hardware.decode_check import ModelCrashError
 from llamafoundry.platform.gateway import Gateway, Target, single_key_policy
 from llamafoundry.platform.replicas import MODEL_LOAD_FAILED
 
@@ -67,6 +68,9 @@ class ModelLifecycle:
         try:
             await self.service.start()
             logger.info("model %s is ready", self.service.model_name)
+        except ModelCrashError as exc:  # a sentence with the cause and the fix: no traceback to read
+            self.load_error = exc
+            logger.error("the model cannot run here; the server will answer 503 until restarted: %s", exc)
         except Exception as exc:
             self.load_error = exc
             logger.exception("the model failed to load; the server will answer 503 until restarted")
@@ -74,6 +78,11 @@ class ModelLifecycle:
     @property
     def is_draining(self) -> bool:
         return self.drain.is_draining
+
+    def load_error_message(self) -> str:
+        if isinstance(self.load_error, ModelCrashError):
+            return f"{self.load_error} Then restart the server."
+        return "The model failed to load; see the server log, fix the cause and restart the server."
 
     async def shutdown(self) -> None:
         self.drain.is_draining = True
@@ -88,8 +97,7 @@ class ModelLifecycle:
         if self.service.is_ready and not self.is_draining:
             return json_response({"status": "ready", "model": self.service.model_name})
         if self.load_error is not None:
-            message = "The model failed to load; see the server log, fix the cause and restart the server."
-            return ApiError(503, MODEL_LOAD_FAILED, message).response()
+            return ApiError(503, MODEL_LOAD_FAILED, self.load_error_message()).response()
         if self.is_draining:
             return ApiError(503, "ServiceUnavailable", "The server is shutting down.", retry_after=5).response()
         return ApiError(

@@ -30,6 +30,7 @@ from llamafoundry.api.streaming import StreamRenderer, chat_events, until_discon
 from llamafoundry.api.usage import track_result, track_stream
 from llamafoundry.config import ServeSettings
 from llamafoundry.platform.gateway import ChatBackend, Gateway, Target
+from llamafoundry.platform.replicas import MODEL_LOAD_FAILED
 from llamafoundry.service.safety import ContentFilteredError, prompt_filter_results_of
 from llamafoundry.service.types import ChatRequest, ChatResult
 
@@ -145,6 +146,9 @@ def _started(request: Request) -> Target:
     """The request's target, unless it failed to start: then a 503 without Retry-After (waiting cannot help; the
     cause is for the admin, in the server log and the management API's status)."""
     target: Target = request.state.target
+    lifecycle = getattr(request.app.state, "lifecycle", None)
+    if target.deployment is None and lifecycle is not None and lifecycle.load_error is not None:
+        raise ApiError(503, MODEL_LOAD_FAILED, lifecycle.load_error_message())  # no Retry-After: waiting cannot help
     if target.start_error is not None:
         raise ApiError(
             503,
@@ -194,7 +198,8 @@ async def _generate(
     if drain is not None and drain.is_draining:
         raise stopping_error()
     if not service.is_ready:
-        raise service_unavailable("The model is loading or the server is shutting down; retry in a few seconds.")
+        loading = "The model is loading or the server is shutting down; retry in a few seconds."
+        raise service_unavailable(service.failure_note() or loading)
     try:
         await admit(request, service, chat, deployment=deployment, stream=is_stream)  # 429 over limits
         if is_stream:

@@ -19,8 +19,10 @@ from llamafoundry.platform.ratelimit import limit_settings
 
 if TYPE_CHECKING:
     from llamafoundry.platform.deployments import DeploymentError
+    from llamafoundry.platform.store import RuntimeReport
 
 DATABASE_URL_ENV = "LLAMAFOUNDRY_DATABASE_URL"
+RUNTIME_STALE_S = 60.0  # a server re-reports at least every 15 s (Gateway.report_runtime)
 
 
 def add_store_options(parser: argparse.ArgumentParser) -> None:
@@ -237,16 +239,43 @@ def _show(args: argparse.Namespace) -> int:
             return 1
         store.delete_expired()
         keys = store.keys(deployment.name)
+        reports = store.runtime(deployment.name)
     body = describe(deployment)
     body["keys"] = {k.slot: {"id": k.key_id, "created_at": _iso(k.created_at)} for k in keys}
+    body["runtime"] = [runtime_entry(r) for r in reports]
     if args.json:
         print(json.dumps(body, indent=2))
         return 0
-    _print_fields(body)
+    _print_fields({k: v for k, v in body.items() if k != "runtime"})
+    _print_runtime(body["runtime"])
     if deployment.expires_at is not None:
         console.print(f"Shared quota: this deployment is deleted automatically at {body['expires_at']} "
                       f"(in {body['expires_in_hours']} hours).", soft_wrap=True)  # fmt: skip
     return 0
+
+
+def runtime_entry(report: RuntimeReport, now: float | None = None) -> dict[str, Any]:
+    """A server's report as `deploy show` gives it: its status, when it was made, and whether it is stale."""
+    age = (time.time() if now is None else now) - report.updated_at
+    return {"server": report.server, "updated_at": _iso(report.updated_at), "age_s": round(age, 1),
+            "stale": age > RUNTIME_STALE_S, **report.status}  # fmt: skip
+
+
+def _print_runtime(entries: list[dict[str, Any]]) -> None:
+    if not entries:
+        console.print("Runtime: no running server has reported this deployment (start `llamafoundry serve`).")
+        return
+    for entry in entries:
+        stale = " [yellow](stale: that server stopped reporting)[/yellow]" if entry["stale"] else ""
+        console.print(f"Runtime on {entry['server']}, {entry['age_s']:.0f} s ago{stale}: [bold]{entry['state']}"
+                      f"[/bold]" + (f": {entry['error']}" if entry.get("error") else ""), soft_wrap=True)  # fmt: skip
+        for replica in entry.get("replicas") or []:
+            health = "healthy" if replica.get("healthy") else "not healthy"
+            line = f"  replica {replica['index']} (pid {replica['pid']}, {replica['url']}): {health}, " \
+                   f"{replica['restarts']} restart(s)"
+            if replica.get("last_exit"):
+                line += f"; last exit at {replica['last_exit_at']}: it {replica['last_exit']}"
+            console.print(line, soft_wrap=True, highlight=False)
 
 
 def _delete(args: argparse.Namespace) -> int:

@@ -98,6 +98,14 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
         help="a stream that has had no output for this long (a long prompt being computed, a wait for a free "
         "slot) gets an empty chunk, so that proxies and clients do not drop it as idle; 0 turns it off",
     )
+    serve.add_argument(
+        "--gpu-layers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="model layers offloaded to the GPU (needs llama.cpp built with LLAMAFOUNDRY_GPU=cuda|vulkan; "
+        "`llamafoundry doctor` shows the backend); default 0: all on the CPU",
+    )
     serve.add_argument("--data-dir", type=Path, default=None, help="data directory (default: ~/.llamafoundry)")
     serve.add_argument(
         "--tpm", type=int, default=None, help="tokens per minute for the model (default 200000; 0: no limit)"
@@ -143,6 +151,7 @@ def _serve(args: argparse.Namespace) -> int:
             flash_attn=args.flash_attn,
             batch_pad=args.batch_pad,
             speculative_tokens=args.speculative_tokens,
+            gpu_layers=args.gpu_layers,
         ),
         model_name=args.name or default_name,
         model_provider=args.provider or default_provider,

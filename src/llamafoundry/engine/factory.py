@@ -5,6 +5,7 @@ from __future__ import annotations
 from llamafoundry.config import FLASH_ATTN_MODES, EngineSettings
 from llamafoundry.engine.async_engine import AsyncEngine
 from llamafoundry.engine.client import ModelInfo
+from llamafoundry.hardware.decode_check import ensure_model_decodes
 from llamafoundry.model.base import ModelRunner
 from llamafoundry.model.llamacpp import LlamaCppRunner
 
@@ -17,6 +18,8 @@ def build_local_engine(settings: EngineSettings, model_name: str, model_provider
     """
 
     def load() -> LlamaCppRunner:
+        # A build or file that crashes llama.cpp kills a child process here, not the server (ModelCrashError).
+        ensure_model_decodes(settings.model_path, settings.gpu_layers)
         return LlamaCppRunner(
             settings.model_path,
             kv_size=settings.ctx_size * settings.parallel,
@@ -24,6 +27,7 @@ def build_local_engine(settings: EngineSettings, model_name: str, model_provider
             max_batch_tokens=settings.batch_size,
             num_threads=settings.threads,
             flash_attn=FLASH_ATTN_MODES[settings.flash_attn],
+            gpu_layers=settings.gpu_layers,
         )
 
     def describe(runner: ModelRunner) -> ModelInfo:

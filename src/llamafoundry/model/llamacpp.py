@@ -54,14 +54,14 @@ def _ensure_backend() -> None:
 class LlamaCppVocab:
     """A loaded GGUF vocabulary (with or without weights): tokenize, detokenize, metadata."""
 
-    def __init__(self, path: str | Path, vocab_only: bool = True) -> None:
+    def __init__(self, path: str | Path, vocab_only: bool = True, gpu_layers: int = 0) -> None:
         _ensure_backend()
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"GGUF file not found: {path}")
         params = llama_cpp.llama_model_default_params()
         params.vocab_only = vocab_only
-        params.n_gpu_layers = 0
+        params.n_gpu_layers = gpu_layers
         if not vocab_only:
             # Read the weights instead of mapping the file: on AVX2/AVX-512 CPUs llama.cpp repacks the Q4_K
             # matrices into its own buffer (CPU_REPACK, 445 MiB of a 763 MiB Llama 3.2 1B Q4_K_M), and with mmap
@@ -172,6 +172,7 @@ class LlamaCppRunner(LlamaCppVocab):
             per sequence (llama.cpp's default, and llama-server's).
         flash_attn: llama.cpp's flash attention on (True), off (False) or its own choice (None: on for CPUs);
             on CPU, on is faster at short contexts and off at long ones (docs/benchmarks.md).
+        gpu_layers: layers offloaded to the GPU backend llama.cpp was built with (0: none).
     """
 
     def __init__(
@@ -183,8 +184,9 @@ class LlamaCppRunner(LlamaCppVocab):
         num_threads: int | None = None,
         kv_unified: bool = False,
         flash_attn: bool | None = None,
+        gpu_layers: int = 0,
     ) -> None:
-        super().__init__(path, vocab_only=False)
+        super().__init__(path, vocab_only=False, gpu_layers=gpu_layers)
         threads = num_threads or os.cpu_count() or 1
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = kv_size

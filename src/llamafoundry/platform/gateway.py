@@ -13,6 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +33,7 @@ from llamafoundry.service.types import ChatRequest, ChatResult, ChatStream
 logger = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 1.0
+RUNTIME_HEARTBEAT_S = 15.0  # a report unchanged this long is written again, so readers can tell a live server
 DEFAULT_KEY_ID = "default"
 
 
@@ -42,6 +46,11 @@ class ChatBackend(Protocol):
 
     @property
     def is_ready(self) -> bool: ...
+
+    def failure_note(self) -> str | None:
+        """Why the backend is not answering when it is not (a replica that crashed and is restarting), as a
+        sentence for the 503; None when there is nothing to say beyond "loading"."""
+        ...
 
     async def start(self) -> None: ...
 
@@ -154,6 +163,8 @@ class Gateway:
         self.unserved: dict[str, str] = {}  # deployment name -> why it is not served
         self._revision: int | None = None
         self._poll_task: asyncio.Task[None] | None = None
+        self.server_id = f"{socket.gethostname()} pid {os.getpid()}"
+        self._reported: tuple[dict[str, Any], float] | None = None  # last runtime report written, and when
 
     def resolve(self, name: str | None) -> Target | None:
         """The deployment called `name` (case-insensitive); the default target when `name` is None or is the
@@ -183,6 +194,9 @@ class Gateway:
                 await self._poll_task
         targets, self.targets = list(self.targets.values()), {}
         await asyncio.gather(*(_stop(t) for t in targets))
+        if self.store is not None:
+            with contextlib.suppress(Exception):  # a store that is down cannot be told; its rows go stale
+                await asyncio.to_thread(self.store.report_runtime, self.server_id, {})
 
     async def _poll(self) -> None:
         failures = RepeatedFailure(logger, "reading the deployment store")
@@ -190,10 +204,24 @@ class Gateway:
             await asyncio.sleep(self.poll_interval_s)
             try:
                 await self.sync()
+                await self.report_runtime()
             except Exception as exc:  # a database hiccup must not end the poll
                 failures.failed(exc)
             else:
                 failures.succeeded()
+
+    async def report_runtime(self) -> None:
+        """Write each served deployment's `status()` to the store (for `deploy show`) when it changed, or as a
+        heartbeat every RUNTIME_HEARTBEAT_S."""
+        assert self.store is not None
+        statuses = {name: self.status(name) for name in [*self.targets, *self.unserved]}
+        now = time.time()
+        if self._reported is not None:
+            last, at = self._reported
+            if last == statuses and now - at < RUNTIME_HEARTBEAT_S:
+                return
+        await asyncio.to_thread(self.store.report_runtime, self.server_id, statuses, now)
+        self._reported = (statuses, now)
 
     async def sync(self) -> None:
         """Bring the served deployments in line with the store."""

@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -23,6 +24,7 @@ from typing import IO
 import httpx
 
 from llamafoundry.config import generate_api_key
+from llamafoundry.hardware.decode_check import explain_exit
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +59,8 @@ class Replica:
     is_healthy: bool = False
     log_path: Path | None = None
     num_restarts: int = 0
+    last_exit: str | None = None  # how the process last ended on its own (a crash), as a sentence
+    last_exit_at: float | None = None
 
     @property
     def url(self) -> str:
@@ -104,9 +108,18 @@ class ReplicaSet:
     def status(self) -> list[dict[str, object]]:
         return [
             {"index": r.index, "url": r.url, "pid": r.process.pid if r.process else None, "healthy": r.is_healthy,
-             "restarts": r.num_restarts}
+             "restarts": r.num_restarts, "last_exit": r.last_exit,
+             "last_exit_at": _iso(r.last_exit_at) if r.last_exit_at else None}
             for r in self.replicas
         ]  # fmt: skip
+
+    def failure_note(self) -> str | None:
+        """Why requests may be failing: the newest crash of a replica that is not healthy again, or None."""
+        crashed = [r for r in self.replicas if not r.is_healthy and r.last_exit is not None]
+        if not crashed:
+            return None
+        latest = max(crashed, key=lambda r: r.last_exit_at or 0.0)
+        return f"Replica {latest.index} of deployment '{self.spec.name}' {latest.last_exit}"
 
     async def _launch(self, replica: Replica) -> None:
         spec = self.spec
@@ -149,7 +162,7 @@ class ReplicaSet:
                     if _error_code(health) == MODEL_LOAD_FAILED:  # it stays up answering 503: no use waiting
                         raise RuntimeError(
                             f"replica {replica.index} of deployment {self.spec.name} could not load "
-                            f"{self.spec.weights_path}; see {replica.log_path or 'its log'}"
+                            f"{self.spec.weights_path}: {_error_message(health)} (log: {replica.log_path or 'none'})"
                         )
                 await asyncio.sleep(HEALTH_INTERVAL_S)
 
@@ -162,13 +175,26 @@ class ReplicaSet:
                     continue
                 replica.is_healthy = False
                 replica.num_restarts += 1
-                logger.warning("deployment %s: replica %d exited with %s; restarting", self.spec.name,
-                               replica.index, replica.process.returncode)  # fmt: skip
+                replica.last_exit = explain_exit(replica.process.returncode, "while serving")
+                replica.last_exit_at = time.time()
+                logger.warning("deployment %s: replica %d %s; restarting", self.spec.name, replica.index,
+                               replica.last_exit)  # fmt: skip
                 try:
                     await self._launch(replica)
                     await asyncio.wait_for(self._wait_healthy(replica), START_TIMEOUT_S)
                 except (OSError, RuntimeError, TimeoutError):
                     logger.exception("deployment %s: replica %d did not come back", self.spec.name, replica.index)
+
+
+def _iso(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        return str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return f"its /health answered {response.status_code}"
 
 
 def _error_code(response: httpx.Response) -> str | None:

@@ -65,6 +65,16 @@ admin_keys = sa.Table(
     sa.Column("key_hash", sa.String(64), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
 )
+# Runtime state each serving process reports for its deployments; written without a revision bump (it is not
+# configuration: servers do not reload on it).
+deployment_runtime = sa.Table(
+    "deployment_runtime",
+    metadata,
+    sa.Column("deployment", sa.String(64), primary_key=True),
+    sa.Column("server", sa.String(255), primary_key=True),
+    sa.Column("status", sa.JSON, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
 store_state = sa.Table(
     "store_state",
     metadata,
@@ -98,6 +108,16 @@ class Deployment:
     shared_quota: bool = False
     expires_at: float | None = None
     settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RuntimeReport:
+    """One server's report on one deployment (`Gateway.status`), and when it was made."""
+
+    deployment: str
+    server: str
+    status: Mapping[str, Any]
+    updated_at: float
 
 
 @dataclass(frozen=True)
@@ -251,7 +271,29 @@ class Store:
             row = conn.execute(sa.select(admin_keys).where(admin_keys.c.id == 1)).mappings().first()
         return StoredKey("admin", row["key_hash"], row["created_at"]) if row is not None else None
 
+    def runtime(self, name: str) -> list[RuntimeReport]:
+        """What the servers serving deployment `name` last reported, newest first."""
+        query = (
+            sa.select(deployment_runtime)
+            .where(deployment_runtime.c.deployment == name)
+            .order_by(deployment_runtime.c.updated_at.desc())
+        )
+        with self.engine.connect() as conn:
+            return [
+                RuntimeReport(row["deployment"], row["server"], _json(row["status"]), row["updated_at"])
+                for row in conn.execute(query).mappings()
+            ]
+
     # ---- writes ----
+
+    def report_runtime(self, server: str, statuses: Mapping[str, Mapping[str, Any]], now: float | None = None) -> None:
+        """Replace what `server` reports: one row per deployment it serves (none: it serves nothing now)."""
+        now = time.time() if now is None else now
+        with self.engine.begin() as conn:  # not `_write`: no revision bump
+            conn.execute(deployment_runtime.delete().where(deployment_runtime.c.server == server))
+            for name, status in statuses.items():
+                row = {"deployment": name, "server": server, "status": dict(status), "updated_at": now}
+                conn.execute(deployment_runtime.insert().values(**row))
 
     def add_deployment(self, deployment: Deployment, key_hashes: Mapping[str, str]) -> None:
         """Insert a deployment and its keys (slot -> hash). Raises StoreConflict if the name (or, for

@@ -41,6 +41,10 @@ class UpstreamProvider(Protocol):
     @property
     def is_ready(self) -> bool: ...
 
+    def failure_note(self) -> str | None:
+        """A sentence on why the servers may not be answering (a replica that crashed), or None."""
+        ...
+
 
 class FixedUpstream:
     """An existing server at `base_url` (a `deploy create --upstream` deployment)."""
@@ -58,6 +62,9 @@ class FixedUpstream:
     @property
     def is_ready(self) -> bool:
         return True
+
+    def failure_note(self) -> str | None:
+        return None
 
 
 class UpstreamChatService:
@@ -93,6 +100,10 @@ class UpstreamChatService:
     def is_ready(self) -> bool:
         return self.client is not None and self.provider.is_ready
 
+    def failure_note(self) -> str | None:
+        note = self.provider.failure_note()
+        return None if note is None else f"{note} It is being restarted; retry in a few seconds."
+
     async def start(self) -> None:
         base_urls, api_key = await self.provider.start()
         self.client = RemoteChatClient(base_urls, api_key, self.verify_tls)
@@ -119,7 +130,7 @@ class UpstreamChatService:
         try:
             answer = await self._client().complete(body, headers, _path(request))
         except UpstreamError as exc:
-            raise engine_error(exc) from None
+            raise engine_error(exc, self.failure_note()) from None
         return chat_result(answer)
 
     async def stream(self, request: ChatRequest) -> UpstreamStream:
@@ -128,7 +139,7 @@ class UpstreamChatService:
         try:
             chunks = await self._client().stream(body, headers, _path(request))
         except UpstreamError as exc:
-            raise engine_error(exc) from None
+            raise engine_error(exc, self.failure_note()) from None
         return UpstreamStream(chunks)
 
 
@@ -321,9 +332,11 @@ def _text_logprobs(body: dict[str, Any]) -> list[TokenLogprob]:
     return out
 
 
-def engine_error(exc: UpstreamError) -> EngineError:
+def engine_error(exc: UpstreamError, failure_note: str | None = None) -> EngineError:
     """The engine error the API already maps to a status: 400 for the request's faults, 429 when the upstream
-    is busy, 503 when it cannot serve."""
+    is busy, 503 when it cannot serve (with `failure_note`, the provider's word on why, when it has one)."""
+    if failure_note is not None and (exc.status is None or exc.status == 503):
+        return EngineUnavailableError(failure_note)
     if exc.status is None:
         return EngineUnavailableError(
             f"The model's server cannot be reached ({exc.message}); retry in a few seconds, and check that the "

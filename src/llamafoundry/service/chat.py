@@ -52,6 +52,9 @@ class ChatService:
     def is_ready(self) -> bool:
         return self._formatter is not None and self.engine.is_ready
 
+    def failure_note(self) -> str | None:
+        return None  # a failed load is the app's to report (`ModelLifecycle`); the engine thread does not crash alone
+
     async def start(self) -> None:
         await self.engine.start()
         info = self.engine.model_info

@@ -310,6 +310,10 @@ class FilteredChatBackend:
     def is_ready(self) -> bool:
         return bool(self.inner.is_ready)
 
+    def failure_note(self) -> str | None:
+        note = self.inner.failure_note()
+        return None if note is None else str(note)
+
     async def start(self) -> None:
         await self.inner.start()
 
