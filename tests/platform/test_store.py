@@ -224,3 +224,20 @@ def test_the_sqlite_file_lives_in_the_data_directory(tmp_path: Path) -> None:
 def test_postgres_urls_use_psycopg_3(tmp_path: Path) -> None:
     assert database_url(tmp_path, "postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
     assert database_url(tmp_path, "postgres://u@h/db") == "postgresql+psycopg://u@h/db"
+
+
+def test_runtime_reports_replace_a_servers_rows_and_do_not_bump_the_revision(store: Store) -> None:
+    """What `deploy show` reads: each serving process's last word on each deployment it serves."""
+    revision = store.revision()
+    store.report_runtime("host-a pid 1", {"chat": {"state": "ready"}, "fleet": {"state": "starting"}}, now=10.0)
+    store.report_runtime("host-b pid 2", {"chat": {"state": "failed", "error": "x"}}, now=20.0)
+    assert [(r.server, r.status["state"]) for r in store.runtime("chat")] == [
+        ("host-b pid 2", "failed"),  # newest first
+        ("host-a pid 1", "ready"),
+    ]
+    store.report_runtime("host-a pid 1", {"chat": {"state": "ready", "replicas": [{"restarts": 1}]}}, now=30.0)
+    assert store.runtime("fleet") == []  # host-a no longer serves it
+    assert store.runtime("chat")[0].status["replicas"] == [{"restarts": 1}] and store.runtime("chat")[0].updated_at == 30
+    store.report_runtime("host-a pid 1", {})  # a server stopping
+    assert [r.server for r in store.runtime("chat")] == ["host-b pid 2"]
+    assert store.revision() == revision  # runtime state is no configuration: servers do not reload on it

