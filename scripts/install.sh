@@ -15,6 +15,6 @@ LLAMA_CPP_PIN=$(grep -o 'llama-cpp-python==[0-9.]*' pyproject.toml)
 "$VENV/bin/python" -m pip install --quiet --upgrade pip wheel setuptools
 
 echo "Checking the llama.cpp build for this CPU ($LLAMA_CPP_PIN)..."
-"$VENV/bin/python" src/llamafoundry/hardware/llama_build.py ensure --python "$VENV/bin/python" --pin "$LLAMA_CPP_PIN"
+"$VENV/bin/python" src/llamafoundry/hardware/llama_install.py ensure --python "$VENV/bin/python" --pin "$LLAMA_CPP_PIN"
 echo "Installing llamafoundry and its dependencies..."
 "$VENV/bin/python" -m pip install --progress-bar on -e .

@@ -237,7 +237,8 @@ def test_runtime_reports_replace_a_servers_rows_and_do_not_bump_the_revision(sto
     ]
     store.report_runtime("host-a pid 1", {"chat": {"state": "ready", "replicas": [{"restarts": 1}]}}, now=30.0)
     assert store.runtime("fleet") == []  # host-a no longer serves it
-    assert store.runtime("chat")[0].status["replicas"] == [{"restarts": 1}] and store.runtime("chat")[0].updated_at == 30
+    newest = store.runtime("chat")[0]
+    assert newest.status["replicas"] == [{"restarts": 1}] and newest.updated_at == 30
     store.report_runtime("host-a pid 1", {})  # a server stopping
     assert [r.server for r in store.runtime("chat")] == ["host-b pid 2"]
     assert store.revision() == revision  # runtime state is no configuration: servers do not reload on it

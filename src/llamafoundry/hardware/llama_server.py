@@ -2,7 +2,7 @@
 and a check that it decodes on this CPU.
 
 The side-by-side benchmarks and the upstream tests run it as a peer. It is built from source like
-llama-cpp-python, with the same instruction-set plan (`llama_build.py ensure-server`): a peer built with
+llama-cpp-python, with the same instruction-set plan (`llama_install.py ensure-server`): a peer built with
 `-march=native` on a machine whose CPUID advertises AMX would die on its first request and the comparison would
 measure a crash.
 
