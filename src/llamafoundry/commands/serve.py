@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from llamafoundry.commands.common import console
 from llamafoundry.commands.serve_platform import (
     API_KEY_ENV,
+    Tls,
     add_platform_options,
     check_redis,
     open_platform,
@@ -177,15 +178,15 @@ def _serve(args: argparse.Namespace) -> int:
             settings.engine.ctx_size,
             safety=_content_safety(args.content_safety == "on"),
         )
-    tls = tls_options(args)  # every check that can fail comes before the banners (and a shown-once admin key)
+    tls = tls_options(args, home)  # every check that can fail comes before the banners (and a shown-once admin key)
     if settings.redis_url:
         check_redis(settings.redis_url)
     listener = _listen(settings.host, settings.port)
-    platform = None if args.replica else open_platform(args, home, settings)
+    platform = None if args.replica else open_platform(args, home, settings, tls.scheme)
     accounting = _accounting(settings, platform.store) if platform else None
     if service is not None:
         key_source = "option" if args.api_key else ("environment" if API_KEY_ENV in os.environ else "generated")
-        _print_banner(settings, key_source)
+        _print_banner(settings, key_source, tls)
     gateway: Gateway | None = None
     management: APIRouter | None = None
     if platform is not None and accounting is not None:  # accounting exists exactly when a platform does
@@ -196,7 +197,7 @@ def _serve(args: argparse.Namespace) -> int:
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level="warning",
         timeout_graceful_shutdown=max(args.shutdown_timeout, 0.0),
-        timeout_keep_alive=KEEP_ALIVE_S, **tls,
+        timeout_keep_alive=KEEP_ALIVE_S, **tls.uvicorn,
     )  # fmt: skip
     server = DrainingServer(config, app.state.drain)
     with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run: Ctrl-C after the drain is a clean exit
@@ -280,11 +281,16 @@ def _default_ctx_size(model_path: Path, no_model: bool) -> int:
         vocab.close()
 
 
-def _print_banner(settings: ServeSettings, key_source: str) -> None:
+def _print_banner(settings: ServeSettings, key_source: str, tls: Tls) -> None:
     """Where the server listens and how to call it. A key taken from the environment is not printed: the one who
     set it has it, and this output may go to a log others read (a deployment's replicas log it to a file)."""
-    url = f"http://{settings.host}:{settings.port}"
+    url = f"{tls.scheme}://{settings.host}:{settings.port}"
     console.print(f"[bold]llamafoundry[/bold] serving [cyan]{settings.model_name}[/cyan] at {url}")
+    if tls.local is not None:
+        console.print(f"HTTPS with a certificate from this data directory's local CA ({tls.local.ca_cert}) for "
+                      f"{', '.join(tls.local.names)}. Trust the CA once:", soft_wrap=True, highlight=False)  # fmt: skip
+        for line in tls.local.trust_instructions():
+            console.print(f"  {line}", soft_wrap=True, highlight=False)
     if key_source == "environment":
         console.print(f"API key: the value of ${API_KEY_ENV}", soft_wrap=True)
         credential = f'os.environ["{API_KEY_ENV}"]'

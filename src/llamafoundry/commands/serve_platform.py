@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from llamafoundry.platform.gateway import Gateway
     from llamafoundry.platform.store import Store
+    from llamafoundry.platform.tls import LocalTls
     from llamafoundry.platform.tokens import TokenVerifier
     from llamafoundry.service.chat import ChatService
 
@@ -36,13 +37,40 @@ def add_platform_options(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--token-issuer", default=None, help="the `iss` tokens must carry (default: any)")
     serve.add_argument("--token-audience", default=None, help="the `aud` tokens must carry "
                        "(default: https://ml.azure.com)")  # fmt: skip
+    serve.add_argument("--tls", choices=["auto"], default=None, help="auto: serve HTTPS with a certificate signed "
+                       "by a local certificate authority kept in the data directory (created once, reused; the "
+                       "banner says how clients trust it)")  # fmt: skip
     serve.add_argument("--tls-cert", type=Path, default=None, help="serve HTTPS with this certificate (PEM)")
     serve.add_argument("--tls-key", type=Path, default=None, help="the certificate's private key (PEM)")
     serve.add_argument("--replica", action="store_true", help=argparse.SUPPRESS)  # a deployment's engine process
 
 
-def tls_options(args: argparse.Namespace) -> dict[str, Any]:
-    """uvicorn's TLS arguments; both files or neither."""
+@dataclass
+class Tls:
+    """How the server listens: uvicorn's TLS arguments (none: HTTP), and the local CA of `--tls auto`."""
+
+    uvicorn: dict[str, Any]
+    local: LocalTls | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.uvicorn else "http"
+
+
+def tls_options(args: argparse.Namespace, home: Path) -> Tls:
+    """`--tls auto`, or both of --tls-cert and --tls-key, or neither (HTTP)."""
+    if args.tls == "auto":
+        if args.tls_cert is not None or args.tls_key is not None:
+            raise ValueError("--tls auto makes its own certificate: leave out --tls-cert and --tls-key.")
+        from llamafoundry.platform.tls import ensure_local_tls
+
+        local = ensure_local_tls(home / "tls", args.host)
+        return Tls({"ssl_certfile": str(local.server_cert), "ssl_keyfile": str(local.server_key)}, local)
+    return Tls(_given_certificate(args))
+
+
+def _given_certificate(args: argparse.Namespace) -> dict[str, Any]:
+    """uvicorn's TLS arguments for --tls-cert/--tls-key; both files or neither."""
     if (args.tls_cert is None) != (args.tls_key is None):
         raise ValueError("Give both --tls-cert and --tls-key to serve HTTPS, or neither for HTTP.")
     if args.tls_cert is None:
@@ -113,7 +141,7 @@ class Platform:
                           f" (audience {self.verifier.audience}).", soft_wrap=True, highlight=False)  # fmt: skip
 
 
-def open_platform(args: argparse.Namespace, home: Path, settings: ServeSettings) -> Platform:
+def open_platform(args: argparse.Namespace, home: Path, settings: ServeSettings, scheme: str) -> Platform:
     """Open the store (migrating it), make sure there is an admin key, and read the token issuer's settings."""
     from llamafoundry.platform.deployments import ensure_admin_key
     from llamafoundry.platform.store import Store
@@ -139,6 +167,6 @@ def open_platform(args: argparse.Namespace, home: Path, settings: ServeSettings)
         home=home,
         verifier=verifier,
         new_admin_key=ensure_admin_key(store),
-        scheme="https" if args.tls_cert else "http",
+        scheme=scheme,
         settings=settings,
     )
