@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+from tests.shared_material import SHARED, require_shared
 
 
 @pytest.fixture(scope="session")
@@ -19,6 +19,4 @@ def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
-    if not SHARED.is_dir():
-        pytest.skip(f"reference material not found at {SHARED} (only present in the project's workspace)")
-    return SHARED
+    return require_shared(SHARED, "the reference material")

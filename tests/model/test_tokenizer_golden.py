@@ -7,13 +7,13 @@ space-separated ids per input, no BOS. llama.cpp's test tokenizes them with add_
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from llamafoundry.model.llamacpp import LlamaCppVocab
+from tests.shared_material import SHARED, require_shared
 
-MODELS = Path(__file__).resolve().parents[2].parent / "shared" / "models"
+MODELS = SHARED / "models"
 SEPARATOR = "\n__ggml_vocab_test__\n"
 
 
@@ -34,16 +34,13 @@ CASES = read_cases()
 
 @pytest.fixture(scope="module")
 def vocab() -> Iterator[LlamaCppVocab]:
-    if not CASES:
-        pytest.skip(f"the Llama 3 tokenizer golden files are absent from {MODELS} (shared models not checked out)")
-    loaded = LlamaCppVocab(MODELS / "llama3-tokenizer.gguf")
+    loaded = LlamaCppVocab(require_shared(MODELS / "llama3-tokenizer.gguf", "the Llama 3 tokenizer"))
     yield loaded
     loaded.close()
 
 
 def test_golden_files_are_read() -> None:
-    if not CASES:
-        pytest.skip(f"the Llama 3 tokenizer golden files are absent from {MODELS}")
+    require_shared(MODELS / "llama3-tokenizer.inp", "the Llama 3 tokenizer golden vectors")
     assert len(CASES) == 46
     assert CASES[0] == ("ied 4 ½ months", [1142, 220, 19, 220, 27154, 4038])
     assert ("", []) in CASES

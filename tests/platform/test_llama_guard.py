@@ -22,8 +22,9 @@ from llamafoundry.platform.safety.llama_guard import (
     unsafe_probability,
     verdict_from_output,
 )
+from tests.shared_material import SHARED, require_shared
 
-TOKENIZER = Path(__file__).resolve().parents[2].parent / "shared" / "models" / "llama3-tokenizer.gguf"
+TOKENIZER = SHARED / "models" / "llama3-tokenizer.gguf"
 
 GOLDEN_PROMPT = (
     "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n"
@@ -57,8 +58,7 @@ GOLDEN_IDS = [
 
 @pytest.fixture(scope="module")
 def vocab() -> Iterator[object]:
-    if not TOKENIZER.is_file():
-        pytest.skip(f"the Llama 3 tokenizer is absent from {TOKENIZER.parent} (shared models not checked out)")
+    require_shared(TOKENIZER, "the Llama 3 tokenizer")
     from llamafoundry.model.llamacpp import LlamaCppVocab
 
     loaded = LlamaCppVocab(TOKENIZER)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,8 +13,8 @@ import pytest
 from llamafoundry.service import chat_format
 from llamafoundry.service.chat_format import ChatFormatError, ChatFormatter
 from llamafoundry.service.types import ChatMessage
+from tests.shared_material import SHARED, require_shared
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 TEMPLATES = SHARED / "models" / "chat-templates"
 TOKENIZER = SHARED / "models" / "llama3-tokenizer.gguf"
 LLAMA_3_1 = "meta-llama-Llama-3.1-8B-Instruct.jinja"
@@ -69,9 +68,7 @@ TOOLS_INSTRUCTION = (
 
 def template_text(name: str) -> str:
     path = TEMPLATES / name
-    if not path.is_file():
-        pytest.skip(f"Meta's chat template {path} is absent (the shared models folder is not checked out)")
-    return path.read_text()
+    return require_shared(path, "Meta's chat template").read_text()
 
 
 @pytest.fixture(params=[LLAMA_3_1, LLAMA_3_3])
@@ -407,9 +404,7 @@ def test_parallel_calls_without_ids_take_their_results_in_order() -> None:
 def test_builtin_tokenizes_to_llama3_ids() -> None:
     from llamafoundry.model.llamacpp import LlamaCppVocab
 
-    if not TOKENIZER.is_file():
-        pytest.skip(f"the Llama 3 tokenizer {TOKENIZER} is absent (the shared models folder is not checked out)")
-    vocab = LlamaCppVocab(TOKENIZER)
+    vocab = LlamaCppVocab(require_shared(TOKENIZER, "the Llama 3 tokenizer"))
     messages = [
         ChatMessage(role="system", content="You are a helpful assistant."),
         ChatMessage(role="user", content="This is a test sentence."),

@@ -6,8 +6,6 @@ accepted a bare `Authorization: <key>` (curl examples). Any one of them carrying
 
 from __future__ import annotations
 
-import hmac
-
 from starlette.datastructures import Headers
 
 
@@ -26,16 +24,3 @@ def presented_keys(headers: Headers) -> list[str]:
         scheme, _, rest = authorization.strip().partition(" ")
         keys.append(rest.strip() if scheme.lower() == "bearer" else authorization.strip())
     return keys
-
-
-def is_authorized(headers: Headers, expected_key: str) -> bool:
-    """True when any presented key equals `expected_key`. Every candidate is compared in constant time."""
-    expected = expected_key.encode()
-    matches = [hmac.compare_digest(key.encode(), expected) for key in presented_keys(headers)]
-    return any(matches)
-
-
-def require_key(headers: Headers, expected_key: str) -> None:
-    """Raises AuthError unless the request carries the key."""
-    if not is_authorized(headers, expected_key):
-        raise AuthError()
