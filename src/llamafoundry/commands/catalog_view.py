@@ -23,7 +23,7 @@ def print_catalog(as_json: bool = False) -> int:
     for m in CATALOG:
         table.add_row(
             m.name,
-            f"{m.context_length // 1024}K",
+            _context(m.context_length),
             ", ".join(m.input_modalities),
             "yes" if m.supports_tools else "no",
             ", ".join(m.deployment_types),
@@ -58,6 +58,10 @@ def print_model(name: str, as_json: bool = False) -> int:
         table.add_row(f"[bold]{key}[/bold]", str(value))
     Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200).print(table)
     return 0
+
+
+def _context(tokens: int) -> str:
+    return f"{tokens // 2**20}M" if tokens >= 2**20 else f"{tokens // 1024}K"
 
 
 def _price(value: float | None) -> str:

@@ -281,11 +281,13 @@ def describe(deployment: Deployment, now: float | None = None) -> dict[str, Any]
 def describe_model(model: CatalogModel) -> dict[str, Any]:
     """A catalog entry as `models show --json` and `/management/models` show it."""
     body = asdict(model)
-    for name in ("input_modalities", "output_modalities", "deployment_types"):
+    for name in ("input_modalities", "output_modalities", "deployment_types", "languages"):
         body[name] = list(getattr(model, name))
     source = model.weights
     body["weights"] = (
-        {"hf_repo": source.hf_repo, "hf_file": source.hf_file, "url": hub_url(source)} if source is not None else None
+        {"hf_repo": source.hf_repo, "hf_file": source.hf_file, "url": hub_url(source), "sha256": source.sha256}
+        if source is not None
+        else None
     )
     return body
 

@@ -127,7 +127,9 @@ class Target:
 
     @property
     def accepts_images(self) -> bool:
-        return self.deployment is not None and find_model(self.deployment.model).accepts_images
+        """Image parts are forwarded to an upstream of a model that takes them; llama.cpp here reads text only."""
+        deployment = self.deployment
+        return deployment is not None and bool(deployment.upstream_url) and find_model(deployment.model).accepts_images
 
     async def authorize(self, credentials: Iterable[str]) -> Caller | None:
         return await self.auth.authorize(credentials)
