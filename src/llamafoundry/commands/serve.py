@@ -6,13 +6,12 @@ import argparse
 import contextlib
 import errno
 import faulthandler
-import logging
 import os
 import socket
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from llamafoundry import logs
 from llamafoundry.commands.common import console
 from llamafoundry.commands.serve_platform import (
     API_KEY_ENV,
@@ -23,6 +22,7 @@ from llamafoundry.commands.serve_platform import (
     tls_options,
 )
 from llamafoundry.config import FLASH_ATTN_MODES, EngineSettings, ServeSettings, default_home, generate_api_key
+from llamafoundry.logs import LOG_FORMATS, LOG_LEVELS
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
@@ -108,6 +108,10 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
         help="model layers offloaded to the GPU (needs llama.cpp built with LLAMAFOUNDRY_GPU=cuda|vulkan; "
         "`llamafoundry doctor` shows the backend); default 0: all on the CPU",
     )
+    serve.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="the least severe log lines written "
+                       "(default info: one access line per request, deployments starting, refused tokens)")  # fmt: skip
+    serve.add_argument("--log-format", choices=LOG_FORMATS, default="text", help="text, or json (one object per "
+                       "line) for log collectors; replicas log the same way")  # fmt: skip
     serve.add_argument("--data-dir", type=Path, default=None, help="data directory (default: ~/.llamafoundry)")
     serve.add_argument(
         "--tpm", type=int, default=None, help="tokens per minute for the model (default 200000; 0: no limit)"
@@ -133,7 +137,7 @@ def _serve(args: argparse.Namespace) -> int:
     from llamafoundry.engine.factory import build_local_engine
     from llamafoundry.service.chat import ChatService
 
-    _log_to_stderr()
+    logs.configure(args.log_level, args.log_format)
     # A native crash the start-up decode check did not catch (a kernel only some batch shape reaches) still prints
     # where it happened ("Fatal Python error: Illegal instruction" and the Python stack), not a bare signal.
     faulthandler.enable()
@@ -195,7 +199,7 @@ def _serve(args: argparse.Namespace) -> int:
         management.include_router(_usage_routes(accounting, platform.store))  # /management/usage, admin key
     app = create_app(service, settings, accounting, gateway=gateway, management=management)
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level="warning",
+        app, host=settings.host, port=settings.port, log_config=None, access_log=False,  # logs.configure's
         timeout_graceful_shutdown=max(args.shutdown_timeout, 0.0),
         timeout_keep_alive=KEEP_ALIVE_S, **tls.uvicorn,
     )  # fmt: skip
@@ -203,17 +207,6 @@ def _serve(args: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run: Ctrl-C after the drain is a clean exit
         server.run(sockets=[listener])
     return 0 if server.started else STARTUP_FAILURE
-
-
-def _log_to_stderr() -> None:
-    """The server's own events at INFO (a deployment starting, a replica's pid and port, a bearer token refused and
-    why) with a time; without a handler Python shows only warnings, bare."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
-    package = logging.getLogger("llamafoundry")
-    package.addHandler(handler)
-    package.setLevel(logging.INFO)
-    package.propagate = False
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -23,6 +23,7 @@ from typing import IO
 
 import httpx
 
+from llamafoundry import logs
 from llamafoundry.config import generate_api_key
 from llamafoundry.hardware.decode_check import explain_exit
 
@@ -135,6 +136,7 @@ class ReplicaSet:
         ]  # fmt: skip
         if spec.threads is not None:
             args += ["--threads", str(spec.threads)]
+        args += logs.current_options()  # the gateway's log level and format: one format across the processes
         env = {**os.environ, API_KEY_ENV: self.api_key, "PYTHONUNBUFFERED": "1"}
         log = subprocess_log(spec, replica)
         replica.process = await asyncio.create_subprocess_exec(
