@@ -46,7 +46,7 @@ class SamplingParams:
     n: int = 1
     best_of: int | None = None
     use_beam_search: bool = False
-    grammar: str | None = None  # GBNF (start rule `root`) the output must match, e.g. JSON of a schema
+    grammar: str | None = None  # llguidance grammar the output must match, e.g. JSON of a schema (engine/constraint.py)
     grammar_param: str = "response_format"  # the request field the grammar comes from, for error messages
     closing_tokens: int = 0  # about how many tokens the shortest match of `grammar` takes (its closing window's floor)
 
