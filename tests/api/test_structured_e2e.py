@@ -139,6 +139,20 @@ def test_a_pydantic_response_format_always_validates(gateway: tuple[Gateway, str
         Pet.model_validate_json(content)
 
 
+def test_beam_search_under_a_schema_returns_n_valid_answers(gateway: tuple[Gateway, str]) -> None:
+    """Beam search with a response_format was a 400; every returned beam now validates."""
+    fmt = JsonSchemaFormat(name="pet", schema=Pet.model_json_schema(), strict=True)
+    with endpoint_of(gateway, "bare").client() as client:
+        response = client.complete(
+            messages=[UserMessage("Describe a pet.")], response_format=fmt, max_tokens=96,
+            model_extras={"use_beam_search": True, "best_of": 2, "n": 2},
+        )  # fmt: skip
+    assert len(response.choices) == 2
+    for choice in response.choices:
+        assert choice.finish_reason == "stop"
+        Pet.model_validate_json(choice.message.content)
+
+
 def test_a_keyword_that_cannot_be_enforced_is_422_naming_it(endpoint: Endpoint) -> None:
     fmt = JsonSchemaFormat(name="n", schema={"type": "array", "items": {"type": "integer"}, "uniqueItems": True})
     with endpoint.client() as client, pytest.raises(HttpResponseError) as caught:

@@ -215,10 +215,7 @@ def test_json_levels_closed_counts_strings_objects_numbers_and_escapes() -> None
     assert json_levels_closed("5.0e-3}", LexState()) == (1, LexState())  # the number, then its object
 
 
-def test_grammar_cannot_be_combined_with_beam_search_or_ignore_eos() -> None:
-    with pytest.raises(InvalidSamplingParams) as beam:
-        SamplingParams(temperature=0, best_of=2, use_beam_search=True, grammar=ANY_OBJECT)
-    assert beam.value.param == "use_beam_search"
+def test_a_grammar_cannot_be_combined_with_ignore_eos() -> None:
     with pytest.raises(InvalidSamplingParams) as eos:
         SamplingParams(ignore_eos=True, grammar=ANY_OBJECT)
     assert eos.value.param == "ignore_eos"
@@ -252,6 +249,18 @@ def test_every_choice_of_every_batched_request_matches_its_schema(tiny_model_pat
     for text in object2.values():
         assert isinstance(json.loads(text), dict)
     assert len(set(weather3.values())) > 1  # each fork sampled its own way through the grammar
+
+
+@pytest.mark.parametrize("budget", [24, 60])
+def test_every_beam_of_a_constrained_beam_search_is_complete_json(tiny_model_path: Path, budget: int) -> None:
+    """Beam search was refused with a grammar; each beam now walks its own grammar state and closes in time."""
+    schema = {**WEATHER, "required": ["city", "unit", "days"]}
+    request = {"grammar": schema_grammar(schema, "schema"), "closing_tokens": shortest_match_tokens(schema),
+               "use_beam_search": True, "best_of": 3, "n": 2, "temperature": 0, "max_tokens": budget}  # fmt: skip
+    (beams,) = outputs_of(tiny_model_path, [request])
+    assert sorted(beams) == [0, 1]
+    for text in beams.values():
+        jsonschema.validate(json.loads(text), schema)
 
 
 def test_constrained_greedy_output_is_the_same_alone_batched_or_drafted(tiny_model_path: Path) -> None:

@@ -193,10 +193,10 @@ def test_each_function_resolves_its_own_local_refs() -> None:
     assert not matches(grammar, '{"name": "f", "parameters": {"where": 3}}')
 
 
-def test_a_grammar_and_beam_search_are_refused_together() -> None:
-    params = SamplingParams(temperature=0, best_of=2, use_beam_search=True)
-    with pytest.raises(InvalidSamplingParams):
-        structured.constrain(request_with(tool_choice="required", params=params))
+def test_a_forced_call_and_ignore_eos_are_refused_together() -> None:
+    with pytest.raises(InvalidSamplingParams) as caught:
+        structured.constrain(request_with(tool_choice="required", params=SamplingParams(ignore_eos=True)))
+    assert caught.value.param == "ignore_eos" and "tool_choice" in caught.value.message
 
 
 def test_numeric_bounds_of_a_forced_call_are_enforced() -> None:

@@ -138,13 +138,14 @@ class LLMEngine:
     def _allocate(self, request: Request, slots: list[int]) -> None:
         """Create the sequences of an admitted request on its slots."""
         params = request.params
+        grammar = self.constraints.compile(params.grammar) if params.grammar is not None else None
         if params.use_beam_search:
             # One beam is born from the prompt; the other slots wait for its forks.
-            request.sequences.append(Sequence(0, slots[0], None, IncrementalDetokenizer(params.stop)))
+            first = Sequence(0, slots[0], None, IncrementalDetokenizer(params.stop), constraint=grammar)
+            request.sequences.append(first)
             request.spare_seq_ids = slots[1:]
             return
         banned = self.runner.eog_token_ids if params.ignore_eos else ()
-        grammar = self.constraints.compile(params.grammar) if params.grammar is not None else None
         for index, seq_id in enumerate(slots):
             # every choice walks the grammar on its own: a fork gets its own copy of the state
             constraint = grammar.clone() if grammar is not None and index else grammar
