@@ -396,15 +396,24 @@ def test_numeric_bounds_and_one_of_are_taken() -> None:
     assert parse_chat({"messages": USER, "response_format": fmt}, "error").request.params.grammar
 
 
+def nested(depth: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(depth):
+        schema = {"type": "object", "properties": {"a": schema}, "required": ["a"]}
+    return schema
+
+
 @pytest.mark.parametrize(
     ("schema", "words"),
     [
         ({"type": "integer", "minimum": 5, "maximum": 1}, "minimum (5) is greater than maximum (1)"),
         ({"type": "object", "properties": {"a": {"$ref": "#/$defs/A"}}}, "/$defs/A"),
         ({"type": "string", "pattern": "[a-"}, "regex parse error"),
+        (nested(300), "more than 100 levels deep"),
     ],
 )
 def test_a_wrong_json_schema_is_400_saying_what_is_wrong(schema: dict[str, Any], words: str) -> None:
+    """A schema nested 300 levels deep was a 500 (issue 22); the others were 422s naming a keyword that is fine."""
     fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
     error = rejected({"messages": USER, "response_format": fmt})
     assert (error.status, error.param) == (400, "response_format.json_schema.schema") and words in error.message
