@@ -378,12 +378,45 @@ def test_json_response_formats_constrain_decoding(response_format: dict[str, Any
 
 
 def test_a_json_schema_keyword_the_grammar_cannot_enforce_is_422() -> None:
-    schema = {"type": "object", "properties": {"n": {"type": "integer", "maximum": 9}}}
+    schema = {"type": "object", "properties": {"n": {"type": "array", "uniqueItems": True}}}
     fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
     error = rejected({"messages": USER, "response_format": fmt})
     assert (error.status, error.code) == (422, "parameter_not_supported")
     assert error.param == "response_format.json_schema.schema"
-    assert "'maximum'" in error.message and error.body()["detail"]["input"] == "maximum"
+    assert "'uniqueItems'" in error.message and error.body()["detail"]["input"] == "uniqueItems"
+
+
+def test_numeric_bounds_and_one_of_are_taken() -> None:
+    """Pydantic writes `minimum`/`maximum` for Field(ge=, le=) and `oneOf` for discriminated unions: both were 422."""
+    cat = {"type": "object", "properties": {"kind": {"const": "cat"}, "lives": {"type": "integer", "maximum": 9}},
+           "required": ["kind"]}  # fmt: skip
+    dog = {"type": "object", "properties": {"kind": {"const": "dog"}, "age": {"type": "number", "minimum": 0}},
+           "required": ["kind"]}  # fmt: skip
+    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"oneOf": [cat, dog]}}}
+    assert parse_chat({"messages": USER, "response_format": fmt}, "error").request.params.grammar
+
+
+def nested(depth: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(depth):
+        schema = {"type": "object", "properties": {"a": schema}, "required": ["a"]}
+    return schema
+
+
+@pytest.mark.parametrize(
+    ("schema", "words"),
+    [
+        ({"type": "integer", "minimum": 5, "maximum": 1}, "minimum (5) is greater than maximum (1)"),
+        ({"type": "object", "properties": {"a": {"$ref": "#/$defs/A"}}}, "/$defs/A"),
+        ({"type": "string", "pattern": "[a-"}, "regex parse error"),
+        (nested(300), "more than 100 levels deep"),
+    ],
+)
+def test_a_wrong_json_schema_is_400_saying_what_is_wrong(schema: dict[str, Any], words: str) -> None:
+    """A schema nested 300 levels deep was a 500 (issue 22); the others were 422s naming a keyword that is fine."""
+    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+    error = rejected({"messages": USER, "response_format": fmt})
+    assert (error.status, error.param) == (400, "response_format.json_schema.schema") and words in error.message
 
 
 def test_text_response_format_is_fine() -> None:

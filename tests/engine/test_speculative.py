@@ -231,7 +231,7 @@ def test_same_outputs_and_logprobs_with_speculation_through_llama_cpp(tiny_model
 def test_every_sampling_setting_gives_the_same_answer_with_speculation(tiny_model_path: Path) -> None:
     """Every setting answers as without drafts through llama.cpp. The tiny model's greedy answers loop, so they
     draft (the sampled settings draft on the fake runner above); the others check drafting stays out of their way."""
-    from llamafoundry.service.structured import json_object_grammar
+    from llamafoundry.service.structured import schema_grammar
 
     base = {"max_tokens": 64, "ignore_eos": True}
     settings: list[dict[str, object]] = [
@@ -240,7 +240,7 @@ def test_every_sampling_setting_gives_the_same_answer_with_speculation(tiny_mode
         {"temperature": 0, "presence_penalty": 0.4, "frequency_penalty": 0.2},
         {"temperature": 0, "logprobs": True, "top_logprobs": 3},
         {"temperature": 0.9, "seed": 2, "n": 2, "best_of": 3},
-        {"temperature": 0, "grammar": json_object_grammar(), "max_tokens": 48, "ignore_eos": False},
+        {"temperature": 0, "grammar": schema_grammar({"type": "object"}, "x"), "max_tokens": 48, "ignore_eos": False},
         {"temperature": 0, "use_beam_search": True, "best_of": 2},
     ]
 

@@ -12,11 +12,12 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import llguidance
 import pytest
 
 from llamafoundry.engine.sampling_params import InvalidSamplingParams, SamplingParams
-from llamafoundry.service import constraints, tools
-from llamafoundry.service.schema_subset import SchemaNotSupportedError
+from llamafoundry.service import structured, tools
+from llamafoundry.service.structured import SchemaNotSupportedError
 from llamafoundry.service.types import ChatChoice, ChatDelta, ChatMessage, ChatRequest, ChatUpdate, Usage
 
 NAMES = {"get_weather", "get_current_conditions", "brave_search", "wolfram_alpha", "code_interpreter"}
@@ -131,16 +132,28 @@ def test_tool_choice_decides_what_the_prompt_shows_and_what_is_parsed() -> None:
     assert tools.function_names(request_with(tool_choice="none")) == frozenset()
 
 
+def matches(grammar: str, text: str) -> bool:
+    """Whether llguidance lets `grammar` write exactly `text` (tokens of a byte-level vocabulary: one per byte)."""
+    matcher = llguidance.LLMatcher(BYTES, grammar, log_level=0)
+    return matcher.consume_tokens(list(text.encode())) and matcher.is_accepting()
+
+
+BYTES = llguidance.LLTokenizer("byte")
+
+
 @pytest.mark.parametrize(
     ("tool_choice", "forced"),
     [("required", "*"), ({"type": "function", "function": {"name": "get_weather"}}, "get_weather"), ("auto", None)],
 )
 def test_required_and_named_tool_choices_get_a_grammar(tool_choice: Any, forced: str | None) -> None:
-    request = constraints.constrain(request_with(tool_choice=tool_choice))
+    request = structured.constrain(request_with(tool_choice=tool_choice))
     assert tools.forced_function(request) == forced
     assert (request.params.grammar is not None) == (forced is not None)
-    if forced:
-        assert request.params.grammar_param == "tool_choice" and '"\\"get_weather\\""' in request.params.grammar
+    if request.params.grammar is not None:
+        assert request.params.grammar_param == "tool_choice"
+        assert matches(request.params.grammar, '{"name": "get_weather", "parameters": {"city": "Paris"}}')
+        assert not matches(request.params.grammar, '{"name": "get_time", "parameters": {"city": "Paris"}}')
+        assert not matches(request.params.grammar, '{"name": "get_weather", "parameters": {"metric": "celsius"}}')
         # the call's skeleton, {"name": "get_weather", "parameters": {<its required keys>}}, fits the closing window
         assert request.params.closing_tokens >= 6 + len("get_weather") // 3 + 2
 
@@ -149,13 +162,13 @@ def test_a_response_schema_sets_the_closing_window_to_its_shortest_match() -> No
     schema = {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "integer"}},
               "required": ["a", "b"]}  # fmt: skip
     response_format = {"type": "json_schema", "json_schema": {"name": "r", "schema": schema}}
-    request = constraints.constrain(ChatRequest([ChatMessage("user", "Go")], response_format=response_format))
+    request = structured.constrain(ChatRequest([ChatMessage("user", "Go")], response_format=response_format))
     assert request.params.closing_tokens == 2 + (3 + 2) + (3 + 1)
-    assert constraints.constrain(ChatRequest([ChatMessage("user", "Go")])).params.closing_tokens == 0  # plain text
+    assert structured.constrain(ChatRequest([ChatMessage("user", "Go")])).params.closing_tokens == 0  # plain text
 
 
 def test_a_forced_call_wins_over_response_format() -> None:
-    request = constraints.constrain(request_with(tool_choice="required", response_format={"type": "json_object"}))
+    request = structured.constrain(request_with(tool_choice="required", response_format={"type": "json_object"}))
     assert request.params.grammar_param == "tool_choice"
 
 
@@ -163,26 +176,43 @@ def test_a_function_schema_the_grammar_cannot_enforce_is_refused_naming_the_tool
     bad = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "not": {}}}}
     request = ChatRequest(messages=[ChatMessage("user", "hi")], tools=[WEATHER_TOOL, bad], tool_choice="required")
     with pytest.raises(SchemaNotSupportedError) as caught:
-        constraints.constrain(request)
+        structured.constrain(request)
     assert caught.value.param == "tools[1].function.parameters" and caught.value.keyword == "not"
 
 
-def test_local_refs_in_function_schemas_are_inlined() -> None:
+def test_each_function_resolves_its_own_local_refs() -> None:
+    """Two functions with a `$defs` entry of the same name: each call's arguments follow its own."""
+    def tool(name: str, place: dict[str, Any]) -> dict[str, Any]:
+        parameters = {"type": "object", "properties": {"where": {"$ref": "#/$defs/Place"}}, "required": ["where"],
+                      "$defs": {"Place": place}}  # fmt: skip
+        return {"type": "function", "function": {"name": name, "parameters": parameters}}
+
+    grammar = structured.call_grammar([tool("f", {"enum": ["x"]}), tool("g", {"type": "integer"})])
+    assert matches(grammar, '{"name": "f", "parameters": {"where": "x"}}')
+    assert matches(grammar, '{"name": "g", "parameters": {"where": 3}}')
+    assert not matches(grammar, '{"name": "f", "parameters": {"where": 3}}')
+
+
+def test_a_forced_call_and_ignore_eos_are_refused_together() -> None:
+    with pytest.raises(InvalidSamplingParams) as caught:
+        structured.constrain(request_with(tool_choice="required", params=SamplingParams(ignore_eos=True)))
+    assert caught.value.param == "ignore_eos" and "tool_choice" in caught.value.message
+
+
+def test_numeric_bounds_of_a_forced_call_are_enforced() -> None:
+    """Pydantic tool schemas carry `minimum`/`maximum` (Field(ge=..)): llama.cpp's grammar could not enforce them,
+    so a forced call was decoded without them (or a 422 with strict). The call now keeps to them."""
     parameters = {
         "type": "object",
-        "properties": {"where": {"$ref": "#/$defs/Place"}},
-        "required": ["where"],
-        "$defs": {"Place": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}},
+        "properties": {"days": {"type": "integer", "minimum": 1, "maximum": 14}, "minimum": {"type": "number"}},
+        "required": ["days", "minimum"],
     }
-    tool = {"type": "function", "function": {"name": "f", "parameters": parameters}}
-    grammar = constraints.call_grammar([tool])
-    assert '"\\"city\\""' in grammar and "$defs" not in grammar
-
-
-def test_a_grammar_and_beam_search_are_refused_together() -> None:
-    params = SamplingParams(temperature=0, best_of=2, use_beam_search=True)
-    with pytest.raises(InvalidSamplingParams):
-        constraints.constrain(request_with(tool_choice="required", params=params))
+    for strict in (False, True):
+        tool = {"type": "function", "function": {"name": "forecast", "parameters": parameters, "strict": strict}}
+        grammar = structured.call_grammar([tool])
+        assert matches(grammar, '{"name": "forecast", "parameters": {"days": 14, "minimum": 0.5}}')
+        assert not matches(grammar, '{"name": "forecast", "parameters": {"days": 15, "minimum": 0.5}}')
+        assert not matches(grammar, '{"name": "forecast", "parameters": {"days": 0, "minimum": 0.5}}')
 
 
 # ---- streaming -------------------------------------------------------------------------------------------
@@ -282,20 +312,3 @@ def run_forced(pieces: list[list[ChatDelta]]) -> list[ChatDelta]:
         return [d async for u in tools.ToolCallStream(ScriptedStream(pieces), NAMES, forced=True) for d in u.deltas]
 
     return asyncio.run(main())
-
-
-def test_numeric_bounds_of_a_forced_call_are_left_to_the_application_unless_strict() -> None:
-    """Pydantic tool schemas carry `minimum`/`maximum` (Field(ge=..)): a forced call of one was a 422, though the
-    same tools worked with tool_choice auto. Now decoded without the bounds; `strict: true` keeps the 422."""
-    parameters = {
-        "type": "object",
-        "properties": {"days": {"type": "integer", "minimum": 1, "maximum": 14}, "minimum": {"type": "number"}},
-        "required": ["days", "minimum"],
-    }
-    tool = {"type": "function", "function": {"name": "forecast", "parameters": parameters}}
-    grammar = constraints.call_grammar([tool])
-    assert "minimum" in grammar  # the property of that name is kept
-    assert constraints.without_numeric_bounds(parameters)["properties"]["days"] == {"type": "integer"}
-    strict = {"type": "function", "function": {"name": "forecast", "parameters": parameters, "strict": True}}
-    with pytest.raises(SchemaNotSupportedError, match="'minimum'"):
-        constraints.call_grammar([strict])

@@ -28,8 +28,7 @@ from llamafoundry.api.schemas import (
 )
 from llamafoundry.api.validation import validation_error
 from llamafoundry.engine.sampling_params import MAX_TOP_LOGPROBS, InvalidSamplingParams, SamplingParams
-from llamafoundry.service import constraints
-from llamafoundry.service.schema_subset import SchemaNotSupportedError
+from llamafoundry.service import structured
 from llamafoundry.service.types import ChatMessage, ChatRequest
 
 logger = logging.getLogger(__name__)
@@ -185,10 +184,13 @@ def parse_chat(
 
 
 def _constrained(request: ChatRequest) -> ChatRequest:
-    """The request with the grammar of its response_format or forced tool call; 422 for a schema it cannot take."""
+    """The request with the grammar of its response_format or forced tool call: 422 for a schema keyword it cannot
+    enforce, 400 for a schema that is wrong."""
     try:
-        return constraints.constrain(request)
-    except SchemaNotSupportedError as exc:
+        return structured.constrain(request)
+    except structured.SchemaNotSupportedError as exc:
+        if not exc.is_unsupported:
+            raise invalid(exc.param, exc.message) from None
         raise not_supported(exc.param, exc.message, exc.keyword) from None
     except InvalidSamplingParams as exc:
         raise invalid(exc.param, exc.message) from None

@@ -3,6 +3,7 @@ failure after the first byte)."""
 
 from __future__ import annotations
 
+from llamafoundry.engine.constraint import grammar_error
 from llamafoundry.engine.outputs import EngineError, PromptTooLongError, RequestTooLargeError
 from llamafoundry.engine.sampling_params import InvalidSamplingParams, SamplingParams
 from llamafoundry.model.base import ModelRunner
@@ -40,11 +41,9 @@ def check_request(prompt_ids: list[int], params: SamplingParams, ctx_size: int, 
         raise InvalidSamplingParams(
             "stop_token_ids", f"stop_token_ids must be below the vocabulary size ({runner.vocab_size})."
         )
-    if params.grammar is not None:
-        try:
-            runner.grammar(params.grammar)  # compiled (and cached) now, so a bad one fails before output
-        except ValueError as exc:
-            raise EngineError(
-                f"{params.grammar_param} could not be turned into a grammar ({exc}).", param=params.grammar_param
-            ) from exc
+    error = grammar_error(params.grammar) if params.grammar is not None else ""
+    if error:  # checked now, so a bad one fails before output (the engine thread compiles it for the vocabulary)
+        raise EngineError(
+            f"{params.grammar_param} could not be turned into a grammar ({error}).", param=params.grammar_param
+        )
     return params.max_tokens if params.max_tokens is not None else room

@@ -1,4 +1,9 @@
-"""Beam search over forked KV sequences: pick the next beams, and remap sequence ids without recompute."""
+"""Beam search over forked KV sequences: pick the next beams, and remap sequence ids without recompute.
+
+Under a constraint (`response_format`, a forced tool call) each beam carries its own grammar state: it extends only
+by tokens its grammar allows (scored by their log-probability under the raw logits, as unconstrained beams are), and
+in the last tokens of the budget only by its closing token, so every returned beam is complete JSON.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import numpy as np
 
 from llamafoundry.engine.detokenizer import IncrementalDetokenizer
 from llamafoundry.engine.outputs import FinishReason
-from llamafoundry.engine.sampler import top_k_logprobs
+from llamafoundry.engine.sampler import closing_window, log_softmax, top_k_logprobs
 from llamafoundry.engine.sequence import Request, Sequence
 from llamafoundry.model.base import ModelRunner
 
@@ -21,15 +26,25 @@ class BeamCandidate:
     score: float  # parent's summed logprob + this token's logprob
 
 
-def best_candidates(beam_scores: list[float], beam_logits: list[np.ndarray], width: int) -> list[BeamCandidate]:
+def best_candidates(
+    beam_scores: list[float],
+    beam_logits: list[np.ndarray],
+    width: int,
+    beam_allowed: list[np.ndarray | None] | None = None,
+) -> list[BeamCandidate]:
     """The 2*width best one-token extensions of the current beams, best first.
 
     Twice the width so that beams ending here (end of generation) can be set aside and `width` beams still
-    continue.
+    continue. `beam_allowed[i]`, when given, is beam i's logits with the tokens its grammar refuses at -inf: its
+    candidates come from those, scored under its raw logits.
     """
     candidates: list[BeamCandidate] = []
     for parent, (score, logits) in enumerate(zip(beam_scores, beam_logits, strict=True)):
-        ids, logprobs = top_k_logprobs(logits, 2 * width)
+        allowed = beam_allowed[parent] if beam_allowed else None
+        ids, logprobs = top_k_logprobs(logits if allowed is None else allowed, 2 * width)
+        if allowed is not None:
+            ids = ids[np.isfinite(allowed[ids])]
+            logprobs = log_softmax(logits)[ids].astype(np.float64)
         candidates.extend(BeamCandidate(parent, int(t), score + float(lp)) for t, lp in zip(ids, logprobs, strict=True))
     candidates.sort(key=lambda c: c.score, reverse=True)
     return candidates[: 2 * width]
@@ -92,7 +107,8 @@ class BeamSearcher:
         """Extend the live beams by one token; set finished hypotheses aside; finish when done."""
         params, width = request.params, request.num_slots_needed
         beams = request.live_sequences
-        candidates = best_candidates([b.sum_logprob for b in beams], logits, width)
+        allowed = [self._allowed(request, beam, row) for beam, row in zip(beams, logits, strict=True)]
+        candidates = best_candidates([b.sum_logprob for b in beams], logits, width, allowed)
         keep: list[BeamCandidate] = []
         for cand in candidates:
             ends = cand.token_id in params.stop_token_ids or (
@@ -114,18 +130,33 @@ class BeamSearcher:
         if len(request.finished_beams) >= width or at_limit:
             self._finish(request)
 
+    @staticmethod
+    def _allowed(request: Request, beam: Sequence, logits: np.ndarray) -> np.ndarray | None:
+        """The beam's logits with what its grammar refuses at -inf (only its closing token, near the budget's end),
+        or None for an unconstrained beam."""
+        if beam.constraint is None:
+            return None
+        budget = request.max_new_tokens
+        if len(beam.output_ids) < budget - closing_window(budget, request.params.closing_tokens):
+            return beam.constraint.mask(logits)
+        only = np.full(logits.shape, -np.inf, dtype=np.float32)
+        token = beam.constraint.closing_token(logits)
+        only[token] = logits[token]
+        return only
+
     def _replace_seq(self, src: int, dst: int) -> None:
         self.runner.seq_remove(dst)
         self.runner.seq_copy(src, dst)
 
     def _finish(self, request: Request) -> None:
-        """Rank hypotheses by mean token logprob and turn the n best into the request's choices."""
+        """Rank hypotheses by mean token logprob and turn the n best into the request's choices. A grammar can leave
+        fewer hypotheses than n (one closing token per beam near the budget's end): the best then repeat."""
         params = request.params
         pool = request.finished_beams + request.sequences
         pool.sort(key=lambda b: b.mean_logprob, reverse=True)
+        best = [pool[i % len(pool)] for i in range(params.n)] if pool else []
         choices = [
-            self._choice(request, beam, index, beam in request.finished_beams)
-            for index, beam in enumerate(pool[: params.n])
+            self._choice(request, beam, index, beam in request.finished_beams) for index, beam in enumerate(best)
         ]
         for sid in [b.seq_id for b in request.sequences if b.seq_id >= 0] + request.spare_seq_ids:
             self.runner.seq_remove(sid)
@@ -151,4 +182,10 @@ class BeamSearcher:
 
 def _grow(parent: Sequence, token: int, score: float, seq_id: int) -> Sequence:
     # Beams share the parent's (unused) detokenizer: their text is rebuilt once, in BeamSearcher._choice.
-    return Sequence(parent.index, seq_id, None, parent.detokenizer, parent.output_ids + [token], score)
+    constraint = None
+    if parent.constraint is not None and seq_id >= 0:  # a finished hypothesis (seq_id -1) walks no further
+        constraint = parent.constraint.clone()
+        constraint.accept(token)
+    grown = Sequence(parent.index, seq_id, None, parent.detokenizer, parent.output_ids + [token], score)
+    grown.constraint = constraint
+    return grown

@@ -13,6 +13,7 @@ import numpy as np
 
 from llamafoundry.engine.admission import check_request
 from llamafoundry.engine.beam_search import BeamSearcher
+from llamafoundry.engine.constraint import ConstraintVocab
 from llamafoundry.engine.detokenizer import IncrementalDetokenizer
 from llamafoundry.engine.outputs import (
     ChoiceDelta,
@@ -80,6 +81,7 @@ class LLMEngine:
         self._padding: list[tuple[int, int]] = []  # (seq_id, position) of this step's throwaway tokens
         self._pieces: dict[tuple[int, bool], bytes] = {}
         self.beams = BeamSearcher(runner, self.scheduler.release_slot, self._piece)
+        self.constraints = ConstraintVocab(runner)  # grammars of constrained requests (response_format, tools)
 
     # ---- admission -------------------------------------------------------------------------------
 
@@ -136,13 +138,14 @@ class LLMEngine:
     def _allocate(self, request: Request, slots: list[int]) -> None:
         """Create the sequences of an admitted request on its slots."""
         params = request.params
+        grammar = self.constraints.compile(params.grammar) if params.grammar is not None else None
         if params.use_beam_search:
             # One beam is born from the prompt; the other slots wait for its forks.
-            request.sequences.append(Sequence(0, slots[0], None, IncrementalDetokenizer(params.stop)))
+            first = Sequence(0, slots[0], None, IncrementalDetokenizer(params.stop), constraint=grammar)
+            request.sequences.append(first)
             request.spare_seq_ids = slots[1:]
             return
         banned = self.runner.eog_token_ids if params.ignore_eos else ()
-        grammar = self.runner.grammar(params.grammar) if params.grammar is not None else None
         for index, seq_id in enumerate(slots):
             # every choice walks the grammar on its own: a fork gets its own copy of the state
             constraint = grammar.clone() if grammar is not None and index else grammar

@@ -46,7 +46,7 @@ class SamplingParams:
     n: int = 1
     best_of: int | None = None
     use_beam_search: bool = False
-    grammar: str | None = None  # GBNF (start rule `root`) the output must match, e.g. JSON of a schema
+    grammar: str | None = None  # llguidance grammar the output must match, e.g. JSON of a schema (engine/constraint.py)
     grammar_param: str = "response_format"  # the request field the grammar comes from, for error messages
     closing_tokens: int = 0  # about how many tokens the shortest match of `grammar` takes (its closing window's floor)
 
@@ -86,14 +86,12 @@ class SamplingParams:
                 raise InvalidSamplingParams("use_beam_search", "use_beam_search needs best_of greater than 1.")
             if self.temperature != 0:
                 raise InvalidSamplingParams("use_beam_search", "use_beam_search needs temperature 0.")
-        if self.grammar is not None:
-            for name in ("use_beam_search", "ignore_eos"):
-                if getattr(self, name):
-                    raise InvalidSamplingParams(
-                        name,
-                        f"{name} cannot be combined with {self.grammar_param}, which constrains the output to JSON "
-                        f"that ends where the JSON does. Remove {name}.",
-                    )
+        if self.grammar is not None and self.ignore_eos:
+            raise InvalidSamplingParams(
+                "ignore_eos",
+                f"ignore_eos cannot be combined with {self.grammar_param}, which constrains the output to JSON "
+                "that ends where the JSON does. Remove ignore_eos.",
+            )
 
     @property
     def num_candidates(self) -> int:

@@ -6,6 +6,7 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from llamafoundry.engine.constraint import GrammarConstraint
 from llamafoundry.engine.detokenizer import IncrementalDetokenizer
 from llamafoundry.engine.outputs import FinishReason, TokenLogprob
 from llamafoundry.engine.sampler import TokenSampler
@@ -37,6 +38,7 @@ class Sequence:
     reported: bool = False  # the finish has been handed to the caller
     drafter: NgramDrafter | None = None  # prompt-lookup speculative decoding, when the engine has it on
     draft: list[int] = field(default_factory=list)  # tokens guessed for this step, after the newest one
+    constraint: GrammarConstraint | None = None  # a beam's grammar state (sampled sequences keep it in their sampler)
 
     @property
     def is_finished(self) -> bool:

@@ -15,28 +15,6 @@ class DecodeError(RuntimeError):
         self.no_kv_space = no_kv_space
 
 
-class TokenConstraint(Protocol):
-    """Which tokens may come next in one sequence's output (a grammar state). Used from the engine thread only.
-
-    Per generated token the sampler calls `allows(token)` on its choice and, only when that is refused,
-    `mask(logits)` and samples again; then `accept(token)`. A fork of a sequence gets `clone()`.
-    """
-
-    def allows(self, token_id: int) -> bool: ...
-
-    def mask(self, logits: np.ndarray) -> np.ndarray:
-        """A copy of `logits` [vocab] with every refused token at -inf."""
-        ...
-
-    def accept(self, token_id: int) -> None: ...
-
-    def closing_token(self, logits: np.ndarray) -> int:
-        """An allowed token that brings the output closest to a complete match (used when tokens run out)."""
-        ...
-
-    def clone(self) -> TokenConstraint: ...
-
-
 class ModelRunner(Protocol):
     """A loaded model with a KV cache shared by up to `max_seqs` sequences.
 
@@ -89,13 +67,6 @@ class ModelRunner(Protocol):
 
     def seq_copy(self, src: int, dst: int, p0: int = -1, p1: int = -1) -> None:
         """Make `dst` share `src`'s cached positions [p0, p1) (no recompute)."""
-        ...
-
-    def grammar(self, text: str) -> TokenConstraint:
-        """The start state of GBNF grammar `text` (rule `root`); raises ValueError if it does not parse.
-
-        Optional: the engine calls it only for requests with `SamplingParams.grammar`.
-        """
         ...
 
     def close(self) -> None: ...

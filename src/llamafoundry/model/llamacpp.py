@@ -1,4 +1,4 @@
-"""Every llama_cpp call of the project lives here, or in `llamacpp_grammar.py` (constrained sampling).
+"""Every llama_cpp call of the project lives here.
 
 llama-cpp-python's low-level names moved three times across 0.3.x (`llama_kv_cache_*`, `llama_kv_self_*`,
 `llama_memory_*`); keeping them in one module makes the next rename a one-file change. The version is pinned
@@ -16,11 +16,8 @@ import llama_cpp
 import numpy as np
 
 from llamafoundry.model.base import DecodeError
-from llamafoundry.model.llamacpp_grammar import GrammarVocab, LlamaCppGrammar, compile_grammar
 
 _backend_lock = threading.Lock()
-_grammar_lock = threading.Lock()
-_GRAMMAR_CACHE_SIZE = 64
 MAX_UBATCH_TOKENS = 512  # llama.cpp's default micro-batch: compute buffers grow with it, CPU prefill speed does not
 _backend_ready = False
 _log_callback = None  # keep a reference: ctypes must not collect the callback while llama.cpp holds it
@@ -78,8 +75,6 @@ class LlamaCppVocab:
         is_eog = llama_cpp.llama_vocab_is_eog
         self.eog_token_ids = frozenset(t for t in range(self.vocab_size) if is_eog(self._vocab, t))
         self._piece_buf = ctypes.create_string_buffer(256)
-        self._grammar_vocab: GrammarVocab | None = None
-        self._grammars: dict[str, LlamaCppGrammar] = {}  # GBNF text -> compiled prototype (clone it)
 
     @property
     def bos_token_id(self) -> int:
@@ -133,23 +128,6 @@ class LlamaCppVocab:
             if n < size:
                 return buf.value.decode("utf-8", errors="replace")
             size = n + 1
-
-    def grammar(self, text: str) -> LlamaCppGrammar:
-        """A fresh state of GBNF grammar `text` (start rule `root`) for this vocabulary.
-
-        Compiled grammars are cached by text and cloned, so a schema sent again (the same tools on every
-        request) is parsed once. Safe to call from any thread. Raises GrammarError.
-        """
-        with _grammar_lock:
-            if self._grammar_vocab is None:
-                self._grammar_vocab = GrammarVocab(self)
-            prototype = self._grammars.get(text)
-            if prototype is None:
-                prototype = compile_grammar(self, self._grammar_vocab, text)
-                if len(self._grammars) >= _GRAMMAR_CACHE_SIZE:
-                    self._grammars.pop(next(iter(self._grammars))).close()
-                self._grammars[text] = prototype
-            return prototype.clone()
 
     def close(self) -> None:
         if self._model:

@@ -1,5 +1,5 @@
 """Tool calling for Llama 3.x: what the prompt shows, and model output -> tool calls (the grammar of a forced call
-is `constraints.py`).
+is `structured.py`'s).
 
 The prompt is the model's own chat template with the request's `tools` (Meta's Llama 3.1/3.2/3.3 templates ask
 for a JSON call, `{"name": ..., "parameters": {...}}`). Output is read in every form Llama 3 writes calls:

@@ -1,5 +1,5 @@
 """How far a piece of JSON text goes towards closing its output: the lexer behind constrained outputs that must
-end before their token budget does (`LlamaCppGrammar.closing_token`). Pure Python and numpy, no llama.cpp.
+end before their token budget does (`GrammarConstraint.closing_token`). Pure Python and numpy.
 
 A string, an object, an array and a number each count as a level: a token that ends a number ("5" then "}")
 closes one, so the closer ends a number at once instead of writing the longest digits a grammar allows. Between
@@ -58,13 +58,14 @@ def json_levels_closed(text: str, state: LexState = OUTSIDE) -> tuple[int, LexSt
 
 class ClosingScores(NamedTuple):
     """Per token, in id order: levels its text closes from each of `START_STATES`, its length in characters,
-    whether it is only whitespace (a grammar allows whitespace almost everywhere; it never brings the end nearer)
-    and whether it has a comma."""
+    whether it is only whitespace (a grammar allows whitespace almost everywhere; it never brings the end nearer),
+    whether it has a comma, and its first character (as a code point; -1 for an empty token)."""
 
     closed: tuple[np.ndarray, np.ndarray, np.ndarray]
     lengths: np.ndarray
     is_blank: np.ndarray
     has_comma: np.ndarray
+    first_chars: np.ndarray
 
     def closed_from(self, state: LexState) -> np.ndarray:
         if state.in_string:
@@ -80,4 +81,5 @@ def closing_scores(token_pieces: Iterable[bytes]) -> ClosingScores:
     lengths = np.array([len(p) for p in pieces], dtype=np.int32)
     is_blank = np.array([not p.strip() for p in pieces], dtype=bool)
     has_comma = np.array(["," in p for p in pieces], dtype=bool)
-    return ClosingScores((closed[0], closed[1], closed[2]), lengths, is_blank, has_comma)
+    first_chars = np.array([ord(p[0]) if p else -1 for p in pieces], dtype=np.int32)
+    return ClosingScores((closed[0], closed[1], closed[2]), lengths, is_blank, has_comma, first_chars)
