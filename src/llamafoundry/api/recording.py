@@ -69,23 +69,20 @@ class Recorder:
 
     async def finish(self, status: int) -> None:
         """Record the request with `status` (once) and return when its record is on the disk."""
-        if self.is_recorded:
-            return
-        self.finish_now(status)
         meter = self.accounting.meter
-        if meter is not None:
+        if self.finish_now(status) and meter is not None:
             await meter.sync()
 
-    def finish_now(self, status: int) -> None:
+    def finish_now(self, status: int) -> bool:
         """Record the request with `status` (once): the metrics, and the meter's record, journaled (no await:
-        the caller's next byte is not delayed, nor a cancelled request's end)."""
+        the caller's next byte is not delayed, nor a cancelled request's end). Whether it recorded anything."""
         if self.is_recorded:
-            return
+            return False
         self.is_recorded = True
         usage = with_context(self.usage, self.state)
         record = usage_record(usage, status)
         if record is None:
-            return
+            return False
         ttft_ms = record.time_to_first_token_ms
         self.accounting.metrics.observe(
             record.deployment, status, usage.prompt_tokens, usage.completion_tokens, record.latency_ms / 1000,
@@ -93,6 +90,7 @@ class Recorder:
         )  # fmt: skip
         if self.accounting.meter is not None:
             self.accounting.meter.record(record)
+        return True
 
 
 def usage_record(usage: RequestUsage, status: int) -> UsageRecord | None:
