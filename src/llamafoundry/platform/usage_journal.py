@@ -144,29 +144,29 @@ class UsageJournal:
 
     async def checkpoint(self) -> None:
         """Start a new segment with only what the store lacks, make it durable, delete the older segments."""
-        old_fd, old_segment = self._fd, self._segment
+        old_fd = self._fd
         self._segment += 1
         self._fd, self._segment_bytes = self._open_segment(self._segment), 0
         for request_id, record in self._open.items():  # before any await: no entry lands between snapshot and switch
             self._append({"start": asdict(replace(record, **self._progress[request_id]))})
         for record in self._unstored.values():
             self._append({"end": asdict(record)})
-        new_fd = self._fd
-        await asyncio.get_running_loop().run_in_executor(
-            self._disk, self._retire, old_fd, old_segment, new_fd
-        )  # fmt: skip
+        await asyncio.get_running_loop().run_in_executor(self._disk, self._retire, old_fd, self._fd, self._segment)
 
-    def _retire(self, old_fd: int, old_segment: int, new_fd: int) -> None:
+    def _retire(self, old_fd: int, new_fd: int, new_segment: int) -> None:
         """On the disk thread: the new segment synced (its file named in the directory), then the old ones gone."""
         try:
             os.fdatasync(new_fd)
             _sync_directory(self.directory)
             os.close(old_fd)
-            for segment in range(old_segment + 1):
-                with contextlib.suppress(FileNotFoundError):
-                    self._segment_path(segment).unlink()
+            self._delete_segments(keep=self._segment_path(new_segment))
         except OSError as exc:
             self._failures.failed(exc)
+
+    def _delete_segments(self, keep: Path | None = None) -> None:
+        for path in self.directory.glob(f"{self.owner}-*{_SEGMENT_SUFFIX}"):
+            if path != keep:
+                path.unlink(missing_ok=True)
 
     async def close(self) -> None:
         """Stop journaling. With nothing in flight and every record stored (a clean stop), the journal is deleted;
@@ -185,11 +185,8 @@ class UsageJournal:
                 os.fdatasync(self._fd)
         os.close(self._fd)
         if delete:
-            for segment in range(self._segment + 1):
-                with contextlib.suppress(FileNotFoundError):
-                    self._segment_path(segment).unlink()
-            with contextlib.suppress(FileNotFoundError):
-                (self.directory / f"{self.owner}{_LOCK_SUFFIX}").unlink()
+            self._delete_segments()
+            (self.directory / f"{self.owner}{_LOCK_SUFFIX}").unlink(missing_ok=True)
         os.close(self._lock_fd)
 
     # ---- replay --------------------------------------------------------------------------------------------
