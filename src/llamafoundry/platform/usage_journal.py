@@ -60,8 +60,12 @@ class UsageJournal:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.directory = directory
         self.owner = f"{os.getpid()}-{secrets.token_hex(4)}"
-        self._lock_fd = os.open(directory / f"{self.owner}{_LOCK_SUFFIX}", os.O_CREAT | os.O_RDWR, 0o600)
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)  # held while this process lives: its journal is not replayed
+        # Held while this process lives, so its journal is not replayed. Locked before it has its name: a lock
+        # file seen in the directory is always one its owner holds (or held, until it died).
+        unnamed = directory / f"{self.owner}{_LOCK_SUFFIX}.new"
+        self._lock_fd = os.open(unnamed, os.O_CREAT | os.O_RDWR, 0o600)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        os.rename(unnamed, directory / f"{self.owner}{_LOCK_SUFFIX}")
         self._segment = 0
         self._fd = self._open_segment(0)
         self._segment_bytes = 0
