@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Protocol
@@ -65,9 +66,10 @@ class ModelLifecycle:
         self.start_task = asyncio.create_task(self._start())
 
     async def _start(self) -> None:
+        started = time.monotonic()
         try:
             await self.service.start()
-            logger.info("model %s is ready", self.service.model_name)
+            logger.info("model %s is ready (loaded in %.2f s)", self.service.model_name, time.monotonic() - started)
         except ModelCrashError as exc:  # a sentence with the cause and the fix: no traceback to read
             self.load_error = exc
             logger.error("the model cannot run here; the server will answer 503 until restarted: %s", exc)

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.requests import Request
 
@@ -142,6 +142,23 @@ class Accounting:
         await self.limiter.close()
 
 
+class UsageRecorder(Protocol):
+    """Records one request (`api.usage`): told when it is admitted and as its stream goes, so that a server that
+    dies meanwhile still has its usage (the meter's journal)."""
+
+    def admitted(self, prompt_tokens: int | None) -> None:
+        """The request passed the limits (`prompt_tokens`: its prompt as counted for them, when it was)."""
+        ...
+
+    def progress(self) -> None:
+        """Its `RequestUsage` has new token counts (a stream's update is about to go out)."""
+        ...
+
+    async def completed(self) -> None:
+        """Its stream generated everything: record it now, durably, before its end goes out."""
+        ...
+
+
 @dataclass
 class RequestUsage:
     """What one chat request used, filled in as it goes; kept in `request.state.usage`."""
@@ -159,6 +176,7 @@ class RequestUsage:
     decision: Decision | None = None
     failed_status: int | None = None  # a stream that failed after its 200 went out
     pricing: Pricing | None = None  # the deployment's prices (None: the server's own model, which has none)
+    recorder: UsageRecorder | None = None  # set by the accounting middleware
 
     @classmethod
     def begin(cls, request_id: str) -> RequestUsage:
@@ -208,8 +226,11 @@ async def admit(
     usage.key_id = key_id or getattr(request.state, "key_id", None) or DEFAULT_KEY_ID
     limits = accounting.limits(deployment)
     if limits is None:
+        if usage.recorder is not None:
+            usage.recorder.admitted(None)
         return
-    tokens = reservation_tokens(service.count_tokens(chat), chat, service.max_context)
+    prompt_tokens = service.count_tokens(chat)
+    tokens = reservation_tokens(prompt_tokens, chat, service.max_context)
     try:
         decision = await accounting.limiter.acquire(deployment, limits, tokens)
     except RequestExceedsLimitError as exc:
@@ -227,3 +248,5 @@ async def admit(
         accounting.metrics.rejected(deployment, decision.limited_by or "requests")
         raise RateLimitExceeded(decision)
     usage.decision = decision
+    if usage.recorder is not None:
+        usage.recorder.admitted(prompt_tokens)

@@ -17,9 +17,10 @@ from typing import Any, Protocol, TypeVar
 from starlette.types import Receive
 
 from llamafoundry.api.drain import Drain, ServerStopping, stopping_error, until_deadline
-from llamafoundry.api.errors import internal_error
+from llamafoundry.api.errors import ApiError, from_service_exception, internal_error
 from llamafoundry.api.render import usage_body
 from llamafoundry.api.sse import DONE, encode_event, wait_for_disconnect
+from llamafoundry.engine.outputs import EngineUnavailableError
 from llamafoundry.service.types import ChatDelta, ChatStream, Usage
 
 logger = logging.getLogger(__name__)
@@ -86,15 +87,34 @@ async def chat_events(
             yield encode_event(held)
         yield encode_event(DONE)
     except ServerStopping:
-        yield encode_event(renderer.error(stopping_error().body()))
-    except Exception:
+        yield encode_event(renderer.error(error_event_body(stopping_error())))
+    except Exception as exc:
         # The status line went out long ago: say it in the stream (OpenAI clients raise on an `error` chunk;
         # Azure clients skip it) and end without [DONE].
-        logger.exception("chat stream failed after the response started")
-        yield encode_event(renderer.error(internal_error().body()))
+        yield encode_event(renderer.error(error_event_body(_stream_failure(exc))))
     finally:
         if not finished:
             stream.abort()
+
+
+def _stream_failure(exc: Exception) -> ApiError:
+    """A model server that went away mid-stream (a replica that died) is a 503 to retry; anything else a 500."""
+    error = from_service_exception(exc)
+    if isinstance(exc, EngineUnavailableError) and error is not None:
+        logger.warning("chat stream cut: %s", error.message)
+        return error
+    logger.exception("chat stream failed after the response started")
+    return internal_error()
+
+
+def error_event_body(error: ApiError) -> dict[str, Any]:
+    """The envelope of an error event. A stream cannot send `Retry-After` once its headers went out (and an SSE
+    `retry:` line breaks the Azure SDK's parser), so a 503's wait rides in the error object: `retry_after`, in
+    seconds, beside `status`."""
+    body = error.body()
+    if error.retry_after is not None:
+        body["error"]["retry_after"] = error.retry_after
+    return body
 
 
 async def until_disconnect(receive: Receive, work: Awaitable[T], drain: Drain | None = None) -> T | None:

@@ -1,10 +1,11 @@
 """Per-request accounting of chat requests: rate-limit headers, settling reservations, metering, metrics.
 
 `AccountingMiddleware` wraps every `POST .../chat/completions`. It puts a `RequestUsage` in
-`request.state.usage` that the handler fills in (`limits.admit`, `track_stream`, `track_result`), and when the
-response has ended (for a stream: its last byte, or the client going away) it settles the rate-limit
-reservation to the tokens really used, records the request once in the meter and observes the metrics.
-Requests refused by authentication (401) or addressed to no deployment (404) are not metered.
+`request.state.usage` that the handler fills in (`limits.admit`, `track_stream`, `track_result`), with a
+`recording.Recorder` that journals the request as it goes; the request is recorded once (meter and metrics), its
+record on the disk before the client has the end of the answer (a stream: before its final chunk and `[DONE]`),
+or when the client goes away; then the rate-limit reservation is settled to the tokens really used. Requests
+refused by authentication (401) or addressed to no deployment (404) are not metered.
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from llamafoundry.api.errors import ApiError, invalid, json_response
+from llamafoundry.api.errors import ApiError, from_service_exception, invalid, json_response
 from llamafoundry.api.limits import (
-    DEFAULT_KEY_ID,
     Accounting,
     LimitsSource,
     RequestUsage,
@@ -32,12 +32,13 @@ from llamafoundry.api.limits import (
     request_usage,
 )
 from llamafoundry.api.metrics import Metrics
+from llamafoundry.api.recording import NOT_METERED, Recorder, final_status
 from llamafoundry.config import ServeSettings
-from llamafoundry.platform.catalog import MANAGED, SERVERLESS
-from llamafoundry.platform.metering import STATUS_CLIENT_CLOSED, Meter, UsageRecord
+from llamafoundry.platform.catalog import SERVERLESS
+from llamafoundry.platform.metering import Meter
 from llamafoundry.platform.ratelimit import RateLimits, RateLimitStoreUnavailable, deployment_limits, resolve_limits
 from llamafoundry.platform.ratelimit_redis import build_limiter
-from llamafoundry.platform.usage import Pricing, check_period, parse_since, period_label, pricing_for, report, to_csv
+from llamafoundry.platform.usage import Pricing, check_period, parse_since, period_label, report, to_csv
 from llamafoundry.service.types import ChatResult, ChatStream, ChatUpdate
 
 logger = logging.getLogger(__name__)
@@ -45,7 +46,6 @@ logger = logging.getLogger(__name__)
 CONTENT_FILTER = "content_filter"  # the finish reason and the error code of filtered content
 _DEPLOYMENT_PATH = re.compile(r"^/deployments/([^/]+)/chat/completions$")
 METERED_ROUTES = ("/chat/completions", "/v1/completions")  # what generates tokens
-_NOT_METERED = (401, 404)
 
 
 class AccountingMiddleware:
@@ -63,20 +63,12 @@ class AccountingMiddleware:
         usage = RequestUsage.begin(request_id="")
         match = _DEPLOYMENT_PATH.match(scope["path"])
         usage.deployment = match.group(1) if match else self.accounting.default_deployment
+        recorder = usage.recorder = Recorder(self.accounting, usage, state)
         state["usage"] = usage
-        status: int | None = None
-        is_recorded = False
-
-        def record(final_status: int) -> None:
-            nonlocal is_recorded
-            if not is_recorded:
-                is_recorded = True
-                self._record(_completed(usage, state), final_status)
 
         async def send_accounted(message: Message) -> None:
-            nonlocal status
             if message["type"] == "http.response.start":
-                status = int(message["status"])
+                status = recorder.status = int(message["status"])
                 headers = MutableHeaders(scope=message)
                 if headers.get("x-ms-error-code") == CONTENT_FILTER:
                     usage.is_filtered = True
@@ -84,20 +76,22 @@ class AccountingMiddleware:
                     if name not in headers:
                         headers[name] = value
             elif message["type"] == "http.response.body" and not message.get("more_body", False):
-                # counted before the client has its last byte, so a report or a scrape it makes next includes it
-                record(_final_status(status, True, usage))
+                # counted, and its record on the disk, before the client has its last byte: a report or a scrape
+                # it makes next includes it, and a crash after this cannot lose it
+                await recorder.finish(final_status(recorder.status, True, usage))
             await send(message)
 
         try:
             await self.app(scope, receive, send_accounted)
         finally:
-            record(_final_status(status, False, usage))  # the app raised, or the client left before the end
+            # the app raised, or the client left before the end (its record is written, its sync follows anyway)
+            recorder.finish_now(final_status(recorder.status, False, usage))
             await self._settle(usage)
 
     async def _headers(self, usage: RequestUsage, status: int) -> dict[str, str]:
         if usage.decision is not None:
             return ratelimit_headers(usage.decision)
-        if status in _NOT_METERED or usage.deployment is None:
+        if status in NOT_METERED or usage.deployment is None:
             return {}
         limits = self.accounting.limits(usage.deployment)
         if limits is None:
@@ -122,63 +116,6 @@ class AccountingMiddleware:
             logger.warning("the reservation of %s stays as reserved: %s", usage.request_id, exc)
         except Exception:
             logger.exception("settling the rate-limit reservation of %s failed", usage.request_id)
-
-    def _record(self, usage: RequestUsage, status: int) -> None:
-        """Observe the metrics and queue the meter's record (no await: the caller's next byte is not delayed)."""
-        accounting = self.accounting
-        if status in _NOT_METERED or usage.deployment is None:
-            return
-        latency_s = time.monotonic() - usage.started
-        ttft_s = usage.first_token_at - usage.started if usage.first_token_at is not None else None
-        accounting.metrics.observe(
-            usage.deployment, status, usage.prompt_tokens, usage.completion_tokens, latency_s, ttft_s
-        )
-        if accounting.meter is not None:
-            accounting.meter.record(
-                UsageRecord(
-                    request_id=usage.request_id,
-                    deployment=usage.deployment,
-                    key_id=usage.key_id,
-                    created_at=usage.started_at,
-                    prompt_tokens=usage.prompt_tokens,
-                    completion_tokens=usage.completion_tokens,
-                    status=status,
-                    latency_ms=latency_s * 1000,
-                    is_filtered=usage.is_filtered,
-                    is_stream=usage.is_stream,
-                    time_to_first_token_ms=ttft_s * 1000 if ttft_s is not None else None,
-                    cost_usd=_token_cost(usage),
-                )
-            )
-
-
-def _completed(usage: RequestUsage, state: dict[str, Any]) -> RequestUsage:
-    """`usage` with what the other layers learnt on the way: the request id, the key, the routed deployment."""
-    usage.request_id = str(state.get("request_id") or id(usage))
-    usage.key_id = usage.key_id or state.get("key_id") or DEFAULT_KEY_ID
-    target = state.get("target")  # set by routing once the deployment is known (header, body `model`)
-    if target is not None:
-        usage.deployment = target.name
-        usage.pricing = pricing_for(target.deployment) if target.deployment is not None else None
-    return usage
-
-
-def _token_cost(usage: RequestUsage) -> float | None:
-    """The request's tokens at its deployment's prices now; None for the server's own model (it has no price)
-    and for managed compute (billed by core-hours: once such a deployment is deleted its cost is unknown, not 0)."""
-    if usage.pricing is None or usage.pricing.deployment_type == MANAGED:
-        return None
-    return usage.pricing.token_cost(usage.prompt_tokens, usage.completion_tokens)
-
-
-def _final_status(status: int | None, is_complete: bool, usage: RequestUsage) -> int:
-    if status is None:
-        return 500  # the app raised before answering; the outer middleware answers 500
-    if usage.failed_status is not None:
-        return usage.failed_status
-    if not is_complete:
-        return STATUS_CLIENT_CLOSED  # the response started but the client left before its end
-    return status
 
 
 # ---- what the handler reports ----------------------------------------------------------------------------------
@@ -211,7 +148,7 @@ class _TrackedStream:
         return self._updates()
 
     async def _updates(self) -> AsyncIterator[ChatUpdate]:
-        usage = self._usage
+        usage, recorder = self._usage, self._usage.recorder
         try:
             async for update in self._stream:
                 usage.prompt_tokens = update.usage.prompt_tokens
@@ -220,10 +157,15 @@ class _TrackedStream:
                     usage.first_token_at = time.monotonic()
                 if any(d.finish_reason == CONTENT_FILTER for d in update.deltas):
                     usage.is_filtered = True
+                if recorder is not None:
+                    recorder.progress()  # journaled before the chunk goes out: the journal has what the client has
                 yield update
-        except Exception:
-            usage.failed_status = 500  # the 200 went out already; the stream ends with an error event
+        except Exception as exc:
+            error = from_service_exception(exc)  # the 200 went out already; the stream ends with an error event
+            usage.failed_status = error.status if error is not None else 500
             raise
+        if recorder is not None:
+            await recorder.completed()  # on the disk before the last chunk and [DONE] go out
 
     def abort(self) -> None:
         self._stream.abort()

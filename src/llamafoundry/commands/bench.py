@@ -20,6 +20,8 @@ _SUBCOMMANDS = {
     "engine": ("bench.engine_throughput", "in-process engine against a raw llama_decode loop (no HTTP)"),
     "prefix": ("bench.prefix_caching", "in-process engine with and without prefix caching, shared system prompt"),
     "sampler": ("bench.sampler_cost", "microseconds per sampled token over a 128k vocabulary, per setting"),
+    "journal": ("bench.usage_journal", "what the usage journal costs a request: progress entries, synced ends"),
+    "restart": ("bench.replica_restart", "how long a deployment's replica killed under load is away, and why"),
     "shapes": ("bench.batch_shapes", "milliseconds per llama_decode for decode/prompt-chunk batch shapes"),
     "speculative": ("bench.speculative_replay", "prompt-lookup drafting replayed on real answers, priced per pass"),
 }

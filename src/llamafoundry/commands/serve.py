@@ -187,7 +187,7 @@ def _serve(args: argparse.Namespace) -> int:
         check_redis(settings.redis_url)
     listener = _listen(settings.host, settings.port)
     platform = None if args.replica else open_platform(args, home, settings, tls.scheme)
-    accounting = _accounting(settings, platform.store) if platform else None
+    accounting = _accounting(settings, platform.store, home) if platform else None
     if service is not None:
         key_source = "option" if args.api_key else ("environment" if API_KEY_ENV in os.environ else "generated")
         _print_banner(settings, key_source, tls)
@@ -235,12 +235,14 @@ def _content_safety(enabled: bool) -> ChatSafety | None:
     return ChatSafety(BuiltinClassifier(), SafetyPolicy.for_deployment("serverless"))
 
 
-def _accounting(settings: ServeSettings, store: Store) -> Accounting:
-    """Rate limits (in-process, or Redis with --redis-url) and usage metered into the store's database."""
+def _accounting(settings: ServeSettings, store: Store, home: Path) -> Accounting:
+    """Rate limits (in-process, or Redis with --redis-url) and usage metered into the store's database, journaled
+    in the data directory (a server that dies loses no usage: the next one on `home` replays it)."""
     from llamafoundry.api.usage import build_accounting
     from llamafoundry.platform.metering import Meter
+    from llamafoundry.platform.usage_journal import JOURNAL_DIR, UsageJournal
 
-    return build_accounting(settings, Meter(store.engine))
+    return build_accounting(settings, Meter(store.engine, journal=UsageJournal(home / JOURNAL_DIR)))
 
 
 def _usage_routes(accounting: Accounting, store: Store) -> APIRouter:

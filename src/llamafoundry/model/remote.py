@@ -176,9 +176,7 @@ async def _chunks(response: httpx.Response, upstream: Upstream) -> AsyncGenerato
                 return
             chunk = json.loads(data)
             if isinstance(chunk, dict) and chunk.get("error") and not chunk.get("choices"):
-                error = chunk["error"]
-                message = error.get("message", "") if isinstance(error, dict) else str(error)
-                raise UpstreamError(502, f"The upstream server failed during the stream: {message}")
+                raise _stream_error(chunk["error"])
             yield chunk
     except httpx.TransportError as exc:
         raise UpstreamError(None, f"the upstream connection broke during the stream ({exc})") from None
@@ -186,6 +184,16 @@ async def _chunks(response: httpx.Response, upstream: Upstream) -> AsyncGenerato
         upstream.num_in_flight -= 1
         with contextlib.suppress(Exception):
             await response.aclose()
+
+
+def _stream_error(error: Any) -> UpstreamError:
+    """An error event in the stream: a server that says it is unavailable (503: shutting down, restarting) keeps
+    that status; any other failure is the upstream's (502)."""
+    message = error.get("message", "") if isinstance(error, dict) else str(error)
+    status = error.get("status") if isinstance(error, dict) else None
+    if status == 503:
+        return UpstreamError(503, f"The upstream server became unavailable during the stream: {message}")
+    return UpstreamError(502, f"The upstream server failed during the stream: {message}")
 
 
 def _error_from(status: int, content: bytes) -> UpstreamError:

@@ -302,6 +302,7 @@ class Gateway:
         client = getattr(target.service, "client", None)
         if client is not None:
             body["requests"] = [u.num_requests for u in client.upstreams]
+            body["in_flight"] = [u.num_in_flight for u in client.upstreams]
         return body
 
 

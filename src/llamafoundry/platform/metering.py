@@ -8,7 +8,10 @@ re-created with other prices, does not re-price its past). `request_id` (the res
 unique, so a record can never be counted twice.
 
 Rows are buffered and written in batches on a worker thread, so the event loop never waits for the database;
-`flush()` writes what is pending (the server flushes on shutdown, and before answering a usage query).
+`flush()` writes what is pending (the server flushes on shutdown, and before answering a usage query). With a
+`UsageJournal` (`serve` has one) every request is journaled as it goes and its record is durable before its
+client has the end of the answer (`sync()`), so a server that dies loses none: the next one replays the journal
+(`platform/usage_journal.py`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import logging
 import threading
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -26,11 +30,15 @@ from sqlalchemy.engine import Engine
 from llamafoundry.outage import RepeatedFailure
 from llamafoundry.platform.store import metadata
 
+if TYPE_CHECKING:
+    from llamafoundry.platform.usage_journal import UsageJournal
+
 logger = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_S = 0.5
 MAX_PENDING = 100_000  # records kept while the database is unreachable; the oldest go first
 STATUS_CLIENT_CLOSED = 499  # the client went away before the response ended (nginx's code)
+STATUS_CUT_BY_CRASH = 500  # the server died while the request ran (replayed from the journal): it failed it
 
 usage = sa.Table(
     "usage",
@@ -86,20 +94,42 @@ class Meter:
     Args:
         engine: the store's SQLAlchemy engine (the table is created by the store's migrations).
         flush_interval_s: how often the background task writes the buffer, once `start()` ran.
+        journal: the durable copy of records not yet in the database (None: records pending in memory are lost
+            if the process dies).
     """
 
-    def __init__(self, engine: Engine, flush_interval_s: float = FLUSH_INTERVAL_S) -> None:
+    def __init__(
+        self, engine: Engine, flush_interval_s: float = FLUSH_INTERVAL_S, journal: UsageJournal | None = None
+    ) -> None:
         self.engine = engine
         self.flush_interval_s = flush_interval_s
+        self.journal = journal
         self._pending: list[UsageRecord] = []
         self._lock = threading.Lock()  # one writer at a time; keeps batches in order
         self._flushing = asyncio.Lock()  # one flush at a time, so a flush waits for the one in progress
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()  # made anew by start(), in the loop that runs the task
 
+    def begin(self, provisional: UsageRecord) -> None:
+        """A request was admitted: journal the record it gets if the server dies before it ends."""
+        if self.journal is not None:
+            self.journal.start(provisional)
+
+    def progress(self, request_id: str, **changes: Any) -> None:
+        """A request's record so far changed (a stream's tokens): journal it."""
+        if self.journal is not None:
+            self.journal.progress(request_id, **changes)
+
     def record(self, record: UsageRecord) -> None:
-        """Queue one record (never blocks)."""
+        """Queue one record, journaled (never blocks; durable once `sync()` returns)."""
         self._pending.append(record)
+        if self.journal is not None:
+            self.journal.end(record)
+
+    async def sync(self) -> None:
+        """Returns once every record queued before the call is on the disk (at once without a journal)."""
+        if self.journal is not None:
+            await self.journal.sync()
 
     @property
     def num_pending(self) -> int:
@@ -120,6 +150,10 @@ class Meter:
             except Exception:
                 self._pending = (batch + self._pending)[-MAX_PENDING:]
                 raise
+            if self.journal is not None:
+                self.journal.stored(record.request_id for record in batch)
+                if self.journal.needs_checkpoint:
+                    await self.journal.checkpoint()
 
     def flush_sync(self) -> None:
         batch, self._pending = self._pending, []
@@ -144,17 +178,53 @@ class Meter:
                 logger.warning("usage of request %s is already recorded; not counting it twice", record.request_id)
 
     async def start(self) -> None:
+        """Replay the journals of servers that died (their records the store lacks), then write in the background."""
+        await self.recover()
         self._stopping = asyncio.Event()
         self._task = asyncio.create_task(self._flush_periodically())
 
+    async def recover(self) -> int:
+        """Queue the records of dead servers' journals that the store lacks (all of them if it cannot be read:
+        request ids keep the writes from counting one twice); returns how many. They are journaled here before
+        the dead journals are deleted, so they are not lost if this server dies too."""
+        if self.journal is None:
+            return 0
+        records, delete = await asyncio.to_thread(self.journal.replay_dead)
+        if records:
+            try:
+                records = await asyncio.to_thread(self._not_stored, records)
+            except sa.exc.SQLAlchemyError as exc:
+                logger.warning("cannot check which replayed usage records the store has (%s); queueing all", exc)
+            for record in records:
+                self.record(record)
+            await self.sync()
+        await asyncio.to_thread(delete)
+        if records:
+            logger.info("recorded the usage of %d requests from the journal of a server that stopped", len(records))
+        return len(records)
+
+    def _not_stored(self, records: list[UsageRecord]) -> list[UsageRecord]:
+        ids = [record.request_id for record in records]
+        found: set[str] = set()
+        with self.engine.connect() as conn:
+            for i in range(0, len(ids), 500):
+                query = sa.select(usage.c.request_id).where(usage.c.request_id.in_(ids[i : i + 500]))
+                found.update(conn.execute(query).scalars())
+        return [record for record in records if record.request_id not in found]
+
     async def stop(self) -> None:
         """Stop the background task and write what is pending. The task is asked to end, not cancelled: a
-        cancelled flush would let go of the batch it is writing while its thread still writes it."""
+        cancelled flush would let go of the batch it is writing while its thread still writes it. The journal
+        is closed (deleted when everything reached the store)."""
         if self._task is not None:
             self._stopping.set()
             await asyncio.gather(self._task, return_exceptions=True)  # its failures were logged as they came
             self._task = None
-        await self.flush()
+        try:
+            await self.flush()
+        finally:
+            if self.journal is not None:
+                await self.journal.close()
 
     async def _flush_periodically(self) -> None:
         failures = RepeatedFailure(logger, "writing usage records to the store")

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 from llamafoundry.engine.outputs import (
@@ -27,6 +28,10 @@ from llamafoundry.service.prompt_pieces import break_control_text
 from llamafoundry.service.types import ChatChoice, ChatDelta, ChatRequest, ChatResult, ChatUpdate, Usage
 
 logger = logging.getLogger(__name__)
+
+# A server that breaks a connection mid-answer has usually died: its provider learns it at once (a replica's exit
+# wakes its watcher), so the error waits this long at most for the provider to say which replica and why.
+CRASH_NOTE_WAIT_S = 0.5
 
 
 class UpstreamProvider(Protocol):
@@ -130,7 +135,7 @@ class UpstreamChatService:
         try:
             answer = await self._client().complete(body, headers, _path(request))
         except UpstreamError as exc:
-            raise engine_error(exc, self.failure_note()) from None
+            raise engine_error(exc, await self._note_on(exc)) from None
         return chat_result(answer)
 
     async def stream(self, request: ChatRequest) -> UpstreamStream:
@@ -139,8 +144,20 @@ class UpstreamChatService:
         try:
             chunks = await self._client().stream(body, headers, _path(request))
         except UpstreamError as exc:
-            raise engine_error(exc, self.failure_note()) from None
-        return UpstreamStream(chunks)
+            raise engine_error(exc, await self._note_on(exc)) from None
+        return UpstreamStream(chunks, self._note_on)
+
+    async def _note_on(self, exc: UpstreamError) -> str | None:
+        """The provider's word on why `exc` happened; for a connection that broke under a request, it is given a
+        moment to notice a replica that died."""
+        note = self.failure_note()
+        if note is not None or exc.status is not None or exc.is_unsent:
+            return note
+        deadline = time.monotonic() + CRASH_NOTE_WAIT_S
+        while note is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+            note = self.failure_note()
+        return note
 
 
 def _path(request: ChatRequest) -> str:
@@ -149,10 +166,20 @@ def _path(request: ChatRequest) -> str:
 
 
 class UpstreamStream:
-    """Satisfies `service.types.ChatStream` over the upstream's chunks."""
+    """Satisfies `service.types.ChatStream` over the upstream's chunks.
 
-    def __init__(self, chunks: AsyncGenerator[dict[str, Any], None]) -> None:
+    Args:
+        chunks: the upstream's chunks (`RemoteChatClient.stream`).
+        note_on: why an upstream error happened, in the provider's words (a replica that died), if it knows.
+    """
+
+    def __init__(
+        self,
+        chunks: AsyncGenerator[dict[str, Any], None],
+        note_on: Callable[[UpstreamError], Awaitable[str | None]] | None = None,
+    ) -> None:
         self._chunks = chunks
+        self._note_on = note_on
         self._usage = Usage(0, 0)
         self._updates_gen: AsyncGenerator[ChatUpdate, None] | None = None
         self._closing: asyncio.Future[None] | None = None
@@ -171,6 +198,9 @@ class UpstreamStream:
                 self._usage = _usage(usage) if usage else Usage(self._usage.prompt_tokens, num_deltas)
                 yield ChatUpdate(deltas=deltas, usage=self._usage)
         except UpstreamError as exc:
+            if exc.status in (None, 503):  # the server went away mid-answer (a replica died or stops): retry
+                note = await self._note_on(exc) if self._note_on is not None else None
+                raise EngineUnavailableError(note or broken_stream_message(exc)) from None
             raise RuntimeError(f"upstream stream failed: {exc.message}") from None
         finally:
             await self.aclose()
@@ -330,6 +360,13 @@ def _text_logprobs(body: dict[str, Any]) -> list[TokenLogprob]:
             )
         )
     return out
+
+
+def broken_stream_message(exc: UpstreamError) -> str:
+    return (
+        f"The model's server stopped answering during the stream ({exc.message}); the answer is incomplete. "
+        "Retry in a few seconds."
+    )
 
 
 def engine_error(exc: UpstreamError, failure_note: str | None = None) -> EngineError:
