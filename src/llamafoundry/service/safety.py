@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llamafoundry.platform.safety.base import (
+    CATEGORIES,
     ClassifierError,
     Role,
     SafetyClassifier,
@@ -32,6 +33,9 @@ from llamafoundry.platform.safety.base import (
     Verdict,
     unfiltered_annotations,
 )
+from llamafoundry.platform.safety.blocklists import matched_lists
+from llamafoundry.platform.safety.rules import rules_verdict
+from llamafoundry.platform.safety.shields import shield
 from llamafoundry.service.types import (
     ChatChoice,
     ChatDelta,
@@ -94,7 +98,7 @@ def conversation_turns(messages: Sequence[ChatMessage]) -> list[Turn]:
         if not message.content:
             continue
         speaker = Speaker.AGENT if message.role == "assistant" else Speaker.USER
-        turns.append(Turn(speaker, message.content))
+        turns.append(Turn(speaker, message.content, message.role))
     return turns
 
 
@@ -142,16 +146,42 @@ class ChatSafety:
         return self.policy.is_blocked(verdict, Role.COMPLETION), annotations
 
     async def _judge(self, turns: list[Turn], role: Role) -> tuple[Verdict | None, dict[str, Any]]:
-        """The verdict and its annotations, or (None, error annotation) when the classifier cannot judge."""
+        """The verdict and its annotations, or (None, error annotation) when the classifier cannot judge (unless
+        the rules, blocklists or shields block on their own)."""
         if not any(t.speaker == (Speaker.USER if role == Role.PROMPT else Speaker.AGENT) for t in turns):
             verdict = Verdict.safe()
             return verdict, self.policy.annotations(verdict, role)
+        extra, decoded = self._rule_verdict(turns, role)
         try:
-            verdict = await self.classifier.classify(turns, role)
+            verdict = await self.classifier.classify([*turns, *decoded], role)
         except ClassifierError as exc:
             log.warning("content filter (%s) could not judge a %s: %s", self.classifier.name, role.value, exc)
+            if self.policy.is_blocked(extra, role):
+                return extra, self.policy.annotations(extra, role)
             return None, unfiltered_annotations(str(exc))
+        verdict = verdict.merge(extra)
         return verdict, self.policy.annotations(verdict, role)
+
+    def _rule_verdict(self, turns: list[Turn], role: Role) -> tuple[Verdict, list[Turn]]:
+        """What the deterministic checks find: custom blocklists, the hard rules (when the classifier does not
+        apply them itself) and, for prompts, prompt shields; plus the decoded text of encoded prompts, which the
+        classifier judges as one more user turn."""
+        jailbreak: bool | None = None
+        indirect: bool | None = None
+        decoded: list[Turn] = []
+        if role == Role.PROMPT:
+            texts = [t.text for t in turns if t.speaker == Speaker.USER]
+            found = shield(turns)
+            jailbreak, indirect = found.jailbreak, found.indirect_attack
+            decoded = [Turn(Speaker.USER, d, "decoded") for d in found.decoded]
+        else:
+            texts = [turns[-1].text]
+        if getattr(self.classifier, "applies_rules", False):
+            severities = Verdict.safe().severities
+        else:
+            severities = rules_verdict([*texts, *(t.text for t in decoded)]).severities
+        lists = matched_lists(self.policy.blocklists, texts)
+        return Verdict({c: severities[c] for c in CATEGORIES}, jailbreak, {}, indirect, lists), decoded
 
     async def filter_result(
         self, messages: Sequence[ChatMessage], result: ChatResult, prompt_filter_results: list[dict[str, Any]] | None
