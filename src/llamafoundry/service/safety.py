@@ -8,9 +8,13 @@
 - `filter_result(result, ...)` on a finished result: each choice is checked; a blocked choice loses its text and
   ends with finish_reason "content_filter".
 - `wrap_stream(stream, ...)`: text of each choice is held back and released only after the text so far has
-  passed a check. Checks run at sentence ends once a window of text is pending; windows start small and grow
-  (32, 64, ... up to the classifier's `window_chars`) so the first words are not held long. A blocked choice
-  ends with an empty delta whose finish_reason is "content_filter"; its unchecked text is dropped.
+  passed a check. The first window (16 characters, 3-4 tokens) is checked and released as soon as it is there;
+  later ones at sentence ends, growing (32, 64, ... up to the classifier's `window_chars`). A blocked choice
+  ends with an empty delta whose finish_reason is "content_filter"; its unchecked text is dropped. A policy in
+  Azure's asynchronous mode streams text at once instead (`safety_async.AsyncFilteredChatStream`).
+
+Besides the classifier, every check runs the deterministic layers: custom blocklists, the hard rules on sexual
+content involving minors (for classifiers that do not apply them) and, on prompts, prompt shields.
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ PROMPT_FILTERED_MESSAGE = (
     "Please modify your prompt and retry."
 )
 CONTENT_FILTER = "content_filter"
-FIRST_WINDOW_CHARS = 32
+FIRST_WINDOW_CHARS = 16  # about 3-4 tokens: the first words of an answer are released (checked) almost at once
 _BOUNDARY = re.compile(r"[.!?;:\n][\"')\]]*\s*$")
 
 
@@ -204,9 +208,14 @@ class ChatSafety:
         num_choices: int,
         prompt_filter_results: list[dict[str, Any]] | None,
     ) -> ChatStream:
-        """A stream that releases each choice's text only after it has been checked."""
+        """A stream that releases each choice's text only after it has been checked (the policy's default
+        streaming mode), or at once with checks beside it (its asynchronous mode)."""
         if not self.policy.enabled:
             return stream
+        if self.policy.streaming == "asynchronous":
+            from llamafoundry.service.safety_async import AsyncFilteredChatStream
+
+            return AsyncFilteredChatStream(self, stream, messages, num_choices, prompt_filter_results)
         return FilteredChatStream(self, stream, messages, num_choices, prompt_filter_results)
 
 
@@ -309,7 +318,7 @@ class FilteredChatStream:
         text = state.pending_text
         if len(text) < window:
             return False
-        if _BOUNDARY.search(text):
+        if state.num_checks == 0 or _BOUNDARY.search(text):  # the first window goes at once: the first words
             return True
         return (len(text) >= 2 * window and text[-1:].isspace()) or len(text) >= 4 * window
 
@@ -317,7 +326,13 @@ class FilteredChatStream:
 def prompt_filter_results_of(stream: ChatStream) -> list[dict[str, Any]] | None:
     """The `prompt_filter_results` of a stream that a content filter wraps (None for an unfiltered stream), known
     as soon as the stream exists, so the API can send them on the stream's first chunk."""
-    return stream.prompt_filter_results if isinstance(stream, FilteredChatStream) else None
+    return getattr(stream, "prompt_filter_results", None) if _is_filtered(stream) else None
+
+
+def _is_filtered(stream: ChatStream) -> bool:
+    from llamafoundry.service.safety_async import AsyncFilteredChatStream
+
+    return isinstance(stream, FilteredChatStream | AsyncFilteredChatStream)
 
 
 class FilteredChatBackend:

@@ -21,6 +21,7 @@ import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import re2  # type: ignore[import-untyped]
@@ -158,3 +159,26 @@ def matched_lists(blocklists: Iterable[Blocklist], texts: Iterable[str]) -> tupl
     """The ids of the lists that match any of `texts`, in list order."""
     texts = [t for t in texts if t]
     return tuple(b.id for b in blocklists if any(b.matches(t) for t in texts))
+
+
+def load_blocklist_file(path: Path) -> Blocklist:
+    """A list from a text file (`serve --content-safety-blocklist FILE`): one term per line, `re:` starts a
+    regular expression, `#` a comment; the list's name is the file's stem.
+
+    Raises:
+        FileNotFoundError: no such file. BlocklistError: an item or name that cannot be used (the line is named).
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"--content-safety-blocklist {path}: no such file. Pass a text file, one term a line.")
+    items = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        item = BlocklistItem(line[3:].strip(), True) if line.startswith("re:") else BlocklistItem(line)
+        try:
+            check_item(item)
+        except BlocklistError as exc:
+            raise BlocklistError(f"{path}:{number}: {exc}") from None
+        items.append(item)
+    return validated(Blocklist(path.stem, tuple(items)))
