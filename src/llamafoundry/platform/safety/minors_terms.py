@@ -35,7 +35,7 @@ MINOR = [
     r"(?:grade|elementary|primary|middle) school\w*", r"junior high", r"high ?school (?:freshm[ae]n|sophomores?|girls?|boys?|students?|kids?)",
     r"(?:little|young|small) (?:girls?|boys?|teens?|ones)", r"teens?", r"teenagers?", r"teenage", r"nymphets?",
     r"pa?edo\w*", rf"{_AGE} ?-? ?(?:years?|yrs?|yr) ?-? ?olds?", rf"{_AGE} ?(?:yo|y/o|y\.o\.?|yrs?)",
-    rf"(?:aged?|is|are|was|were|turned|turns|just) {_AGE}", rf"{_AGE_WORD}[ -]years?[ -]olds?",
+    rf"(?:aged?|is|are|was|were|turned|turns|just|only|barely) {_AGE}", rf"{_AGE_WORD}[ -]years?[ -]olds?",
     rf"(?:girl|boy|kid|child|daughter|son|she|he|they)(?: is| was|'s| are)? {_AGE_WORD}",
     rf"(?:girls?|boys?|child|kids?) of {_AGE}",
     # German

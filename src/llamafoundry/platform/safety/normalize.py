@@ -32,10 +32,14 @@ _LEET = str.maketrans(
      "|": "l", "€": "e", "+": "t"}
 )  # fmt: skip
 _LEET_CHARS = "0134578 9@$!|€+".replace(" ", "")
-# A word that mixes letters with leet characters; a leading run of digits followed by a unit ("12yo", "11yr") is an
-# age, not leetspeak, so it needs a letter before its first digit or symbol.
+# A word that mixes letters with leet characters ("p0rn", "4ll", "$uicide"). A number followed by a unit ("12yo",
+# "5pm", "3rd", "10kg") is not leetspeak: ages and measures must stay numbers.
 _LEET_WORD = re.compile(rf"(?<![\w{re.escape(_LEET_CHARS)}])(?=[\w{re.escape(_LEET_CHARS)}]*[^\W\d_])"
-                        rf"[^\W\d_]+[\w{re.escape(_LEET_CHARS)}]*|(?<![\w])[@$][\w{re.escape(_LEET_CHARS)}]+")
+                        rf"(?=[\w{re.escape(_LEET_CHARS)}]*[{re.escape(_LEET_CHARS)}])[\w{re.escape(_LEET_CHARS)}]+")
+_NUMBER_WITH_UNIT = re.compile(
+    r"\d+(?:yo|y|yrs?|th|st|nd|rd|s|am|pm|k|m|kg|km|cm|mm|ml|l|g|h|hrs?|min|x|d|gb|mb|kb|tb|px|p|fps|mph|ft|in|lbs?"
+    r"|oz|v|w|mg|mcg|gen|b)"
+)
 # Three or more single letters, each followed by the same one separator: "c h i l d", "s.e.x", "k-i-l-l", "p*o*r*n".
 _SPELT = re.compile(r"(?<![^\W\d_])[^\W\d_](?P<sep>[ .\-_*·'/])(?:[^\W\d_](?P=sep))+[^\W\d_](?![^\W\d_])")
 _RUN3 = re.compile(r"([^\W\d_])\1{2,}")
@@ -59,7 +63,7 @@ def _drop_latin_accents(text: str) -> str:
 
 def _unleet(match: re.Match[str]) -> str:
     word = match.group(0)
-    if word.isalpha():
+    if word.isalpha() or _NUMBER_WITH_UNIT.fullmatch(word):
         return word
     return word.translate(_LEET)
 
