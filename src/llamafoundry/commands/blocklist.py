@@ -34,8 +34,10 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     show = sub.add_parser("show", help="a deployment's blocklists")
     show.add_argument("deployment")
-    show.add_argument("--json", action="store_true")
+    show.add_argument("--json", action="store_true", help="print the deployment's lists as JSON")
     show.set_defaults(handler=_show)
+    for parser in (add, remove):
+        parser.add_argument("--json", action="store_true", help="print the deployment's lists as JSON")
     for parser in (add, remove, show):
         add_store_options(parser)
 
@@ -64,7 +66,10 @@ def _change(args: argparse.Namespace, change: Any) -> int:
         updated = store.update_settings(deployment.name, change(deployment.settings))
         lists = stored_blocklists(updated.settings)
         policy_on = deployment_policy(updated.type, updated.settings).enabled
-    _print_lists(updated.name, lists)
+    if args.json:
+        print(json.dumps({"data": [b.to_dict() for b in lists]}, indent=2))
+    else:
+        _print_lists(updated.name, lists)
     if lists and not policy_on:
         console.print(f"[yellow]note:[/yellow] the content filter of {updated.name} is off, so its blocklists do not "
                       f"apply yet: llamafoundry deploy update {updated.name} --content-safety on")  # fmt: skip

@@ -58,6 +58,7 @@ PROMPT_FILTERED_MESSAGE = (
     "Please modify your prompt and retry."
 )
 CONTENT_FILTER = "content_filter"
+DETERMINISTIC_TAIL_CHARS = 512
 FIRST_WINDOW_CHARS = 16  # about 3-4 tokens: the first words of an answer are released (checked) almost at once
 _BOUNDARY = re.compile(r"[.!?;:\n][\"')\]]*\s*$")
 
@@ -148,6 +149,15 @@ class ChatSafety:
         if verdict is None:
             return not self.policy.fail_open, annotations
         return self.policy.is_blocked(verdict, Role.COMPLETION), annotations
+
+    def deterministic_block(self, text: str) -> dict[str, Any] | None:
+        """The annotations when the custom blocklists or the hard rules block the completion `text` (its last
+        `DETERMINISTIC_TAIL_CHARS`: a term is local), else None. Cheap and synchronous: the asynchronous mode runs
+        it before every delta it sends, so blocklisted text never streams."""
+        tail = text[-DETERMINISTIC_TAIL_CHARS:]
+        lists = matched_lists(self.policy.blocklists, [tail])
+        verdict = Verdict(rules_verdict([tail]).severities, None, {}, None, lists)
+        return self.policy.annotations(verdict, Role.COMPLETION) if self.policy.is_blocked(verdict, Role.COMPLETION) else None
 
     async def _judge(self, turns: list[Turn], role: Role) -> tuple[Verdict | None, dict[str, Any]]:
         """The verdict and its annotations, or (None, error annotation) when the classifier cannot judge (unless

@@ -1,10 +1,11 @@
 """Azure's asynchronous filter mode for streamed completions (`SafetyPolicy.streaming == "asynchronous"`).
 
-Text streams as the model writes it; checks of each choice's text so far run beside the stream. Each delta starts
-a check of the text including it (when none is running for its choice) and waits at most `CHECK_BUDGET_S` for
-the verdict before the delta is sent: a fast classifier (the built-in one takes well under a millisecond) answers
-within that, so the text that fails a check is never sent; a slow one (Llama Guard) answers later, and text flows
-on meanwhile, as on Azure. A violation ends the choice with an empty delta whose `finish_reason` is
+Text streams as the model writes it; checks of each choice's text so far run beside the stream. The custom
+blocklists and the hard rules (cheap, deterministic) run before every delta is sent, so their matches never stream.
+The classifier's check of the text including a delta starts when none is running for its choice, and the delta
+waits at most `CHECK_BUDGET_S` for its verdict: the built-in classifier (well under a millisecond) answers within
+that, so text that fails its check is not sent either; a slow one (Llama Guard) answers later, and text flows on
+meanwhile, as on Azure. A violation ends the choice with an empty delta whose `finish_reason` is
 `content_filter`, with the verdict in `content_filter_results` and `content_filter_offsets` (`check_offset`:
 the characters checked; `start_offset`/`end_offset`: the span the verdict covers). A choice's own finish waits for
 the check of its complete text, so a stream always ends with the verdict on everything it sent.
@@ -24,7 +25,7 @@ from llamafoundry.service.types import ChatDelta, ChatMessage, ChatStream, ChatU
 if TYPE_CHECKING:
     from llamafoundry.service.safety import ChatSafety
 
-CHECK_BUDGET_S = 0.005
+CHECK_BUDGET_S = 0.02
 CONTENT_FILTER = "content_filter"
 
 
@@ -107,6 +108,10 @@ class AsyncFilteredChatStream:
         if state.blocked or state.done:
             return []
         candidate = state.text + delta.text + "".join(c.arguments for c in delta.tool_calls or [])
+        rule_block = self._safety.deterministic_block(candidate)
+        if rule_block is not None:  # blocklists and hard rules: checked before the text is sent
+            state.checked_chars = len(candidate)
+            return [self._block(delta.index, state, rule_block)]
         if state.check is None:
             self._start_check(state, candidate)
         verdict = await self._verdict_within_budget(state)
