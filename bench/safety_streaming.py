@@ -24,11 +24,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.client import Endpoint, run_level, single_turn, warm_up  # noqa: E402
-from bench.metrics import Summary  # noqa: E402
 from tests.serve_process import free_port, launch_serve, stop_process, wait_healthy  # noqa: E402
 
-MODES = {"off": ["--content-safety", "off"], "default": [], "asynchronous": ["--content-safety-streaming", "asynchronous"]}
+from bench.client import Endpoint, run_level, single_turn, warm_up  # noqa: E402
+from bench.metrics import Summary  # noqa: E402
+
+MODES = {
+    "off": ["--content-safety", "off"],
+    "default": [],
+    "asynchronous": ["--content-safety-streaming", "asynchronous"],
+}
 PROMPTS = ["Tell me about the history of the bicycle.", "How do I make a good cup of tea?",
            "Explain photosynthesis simply.", "What should I pack for a week in Lisbon?"]  # fmt: skip
 KEY = "bench-safety-streaming-key-000000"

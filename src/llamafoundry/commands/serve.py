@@ -120,8 +120,8 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
                        "completions of the model with the built-in classifier (default: on, like a serverless "
                        "deployment; deployments have their own setting)")  # fmt: skip
     serve.add_argument("--content-safety-streaming", choices=["default", "asynchronous"], default="default",
-                       help="default: streamed text is released once checked; asynchronous: text streams at once, "
-                       "checks run beside it and a violation ends the stream (Azure's Asynchronous Filter)")  # fmt: skip
+                       help="default: streamed text is released once checked; asynchronous: text streams at "
+                       "once, checks run beside it, a violation ends the stream (Azure's async filter)")  # fmt: skip
     serve.add_argument("--content-safety-blocklist", action="append", type=Path, default=[], metavar="FILE",
                        help="a custom blocklist for the model: one term per line ('re:' starts an RE2 regular "
                        "expression, '#' a comment); the file's stem is the list's name. Repeatable")  # fmt: skip

@@ -157,7 +157,9 @@ class ChatSafety:
         tail = text[-DETERMINISTIC_TAIL_CHARS:]
         lists = matched_lists(self.policy.blocklists, [tail])
         verdict = Verdict(rules_verdict([tail]).severities, None, {}, None, lists)
-        return self.policy.annotations(verdict, Role.COMPLETION) if self.policy.is_blocked(verdict, Role.COMPLETION) else None
+        if not self.policy.is_blocked(verdict, Role.COMPLETION):
+            return None
+        return self.policy.annotations(verdict, Role.COMPLETION)
 
     async def _judge(self, turns: list[Turn], role: Role) -> tuple[Verdict | None, dict[str, Any]]:
         """The verdict and its annotations, or (None, error annotation) when the classifier cannot judge (unless

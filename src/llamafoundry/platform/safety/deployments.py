@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from llamafoundry.platform.catalog import find_instance_type
-from llamafoundry.platform.safety.blocklists import Blocklist, BlocklistError, BlocklistItem, validated
 from llamafoundry.platform.safety.base import (
     STREAMING_MODES,
     Category,
@@ -30,6 +29,7 @@ from llamafoundry.platform.safety.base import (
     Turn,
     Verdict,
 )
+from llamafoundry.platform.safety.blocklists import Blocklist, BlocklistError, BlocklistItem, validated
 from llamafoundry.platform.store import Deployment
 from llamafoundry.service.safety import ChatSafety, FilteredChatBackend
 

@@ -32,7 +32,8 @@ MINOR = [
     r"child(?:ren|s|'s)?", r"kids?", r"kiddos?", r"kiddies", r"minors?", r"under-?aged?", r"pre-?teens?", r"tweens?",
     r"toddlers?", r"infants?", r"newborns?", r"school ?girls?", r"school ?boys?", r"kindergar\w+",
     r"(?:first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|[1-9]th|1st|2nd|3rd) ?graders?",
-    r"(?:grade|elementary|primary|middle) school\w*", r"junior high", r"high ?school (?:freshm[ae]n|sophomores?|girls?|boys?|students?|kids?)",
+    r"(?:grade|elementary|primary|middle) school\w*", r"junior high",
+    r"high ?school (?:freshm[ae]n|sophomores?|girls?|boys?|students?|kids?)",
     r"(?:little|young|small) (?:girls?|boys?|teens?|ones)", r"teens?", r"teenagers?", r"teenage", r"nymphets?",
     r"pa?edo\w*", rf"{_AGE} ?-? ?(?:years?|yrs?|yr) ?-? ?olds?", rf"{_AGE} ?(?:yo|y/o|y\.o\.?|yrs?)",
     rf"(?:aged?|is|are|was|were|turned|turns|just|only|barely) {_AGE}", rf"{_AGE_WORD}[ -]years?[ -]olds?",
@@ -62,7 +63,8 @@ SEXUAL = [
     r"fetish\w*", r"seduc\w*", r"undress\w*", r"strip(?:s|ped|ping)? (?:naked|for)", r"kinky", r"bdsm", r"incest\w*",
     r"take off (?:her|his|their|your|my) cloth\w*", r"mak(?:e|ing) love", r"sleep(?:ing)? with",
     r"dirty (?:story|stories|talk|pics?|photos?|pictures?|fantas\w*)",
-    r"explicit(?:ly)? (?:\w+ ){0,2}(?:story|stories|scene|content|pictures?|pics|photos?|images?|videos?|material|sex|details?|have)",
+    r"explicit(?:ly)? (?:\w+ ){0,2}(?:story|stories|scene|content|pictures?|pics|photos?|images?|videos?|material|"
+    r"sex|details?|have)",
     r"touch(?:ing|es|ed)? (?:him|her|them|my|your)sel(?:f|ves)", r"ashl?eel", r"ashlil", r"nangi", r"nanga",
 ]  # fmt: skip
 SEXUAL_SCRIPT = ["सेक्स", "यौन", "अश्लील", "नग्न", "नंग", "कामुक", "เพศ", "ลามก", "เปลือย", "อนาจาร", "โป๊", "ข่มขืน"]
@@ -76,7 +78,8 @@ PRODUCE = [
     r"download\w*", r"torrent\w*", r"collection", r"nudes", r"where (?:can|do|to|could|would|are|is)",
     r"(?:buy|sell|share|trade|find|get) (?:\w+ ){0,3}(?:pics?|photos?|images?|videos?|porn\w*|nudes|material)",
     r"so (?:that )?i can", r"groom\w*", r"seduc\w*", r"lure", r"convince", r"persuade",
-    r"get (?:them|him|her|a kid|a child|kids|children|the kid|the child) (?:alone|to)", r"keep (?:it|this|our|the) \w*\s?\w* ?(?:a )?secret",
+    r"get (?:them|him|her|a kid|a child|kids|children|the kid|the child) (?:alone|to)",
+    r"keep (?:it|this|our|the) \w*\s?\w* ?(?:a )?secret",
     r"send(?:ing)? me", r"on camera", r"webcam\w*", r"(?:i'?m|i am) (?:into|attracted to|aroused by|turned on by)",
     r"have sex with", r"sexy", r"explicit\w*", r"lewd", r"hentai", r"here (?:is|are)", r"here's",
     r"schreib\w*", r"beschreib\w*", r"geschicht\w*", r"\w*geschichte", r"erzahl\w*", r"wo finde", r"hier ist",
@@ -84,7 +87,9 @@ PRODUCE = [
     r"dove (?:posso|trovo|trovare)", r"ecco", r"escrev\w*", r"historia", r"descrev\w*", r"onde (?:encontro|posso|acho)",
     r"aqui (?:esta|tienes)", r"escrib\w*", r"donde (?:puedo|encuentro|consigo)", r"likho", r"kahani",
 ]  # fmt: skip
-PRODUCE_SCRIPT = ["लिख", "कहानी", "कहाँ मिल", "तस्वीर", "वीडियो", "यह रही", "เขียน", "เรื่อง", "บรรยาย", "ที่ไหน", "นี่คือ", "คลิป", "รูป"]
+PRODUCE_SCRIPT = [
+    "लिख", "कहानी", "कहाँ मिल", "तस्वीर", "वीडियो", "यह रही", "เขียน", "เรื่อง", "บรรยาย", "ที่ไหน", "นี่คือ", "คลิป", "รูป",
+]  # fmt: skip
 
 # Protecting, reporting, educating, treating: without a PRODUCE cue, a mention is annotated (low), not blocked.
 PROTECT = [
