@@ -151,9 +151,8 @@ class ChatSafety:
         return self.policy.is_blocked(verdict, Role.COMPLETION), annotations
 
     def deterministic_block(self, text: str) -> dict[str, Any] | None:
-        """The annotations when the custom blocklists or the hard rules block the completion `text` (its last
-        `DETERMINISTIC_TAIL_CHARS`: a term is local), else None. Cheap and synchronous: the asynchronous mode runs
-        it before every delta it sends, so blocklisted text never streams."""
+        """Annotations when the blocklists or hard rules block the end of completion `text` (a term is local), else
+        None. Cheap and synchronous: the asynchronous mode runs it before every delta it sends."""
         tail = text[-DETERMINISTIC_TAIL_CHARS:]
         lists = matched_lists(self.policy.blocklists, [tail])
         verdict = Verdict(rules_verdict([tail]).severities, None, {}, None, lists)
@@ -179,9 +178,8 @@ class ChatSafety:
         return verdict, self.policy.annotations(verdict, role)
 
     def _rule_verdict(self, turns: list[Turn], role: Role) -> tuple[Verdict, list[Turn]]:
-        """What the deterministic checks find: custom blocklists, the hard rules (when the classifier does not
-        apply them itself) and, for prompts, prompt shields; plus the decoded text of encoded prompts, which the
-        classifier judges as one more user turn."""
+        """What the deterministic checks find (blocklists, the hard rules unless the classifier applies them, prompt
+        shields), and decoded text of encoded prompts for the classifier to judge as one more user turn."""
         jailbreak: bool | None = None
         indirect: bool | None = None
         decoded: list[Turn] = []
@@ -342,7 +340,7 @@ def prompt_filter_results_of(stream: ChatStream) -> list[dict[str, Any]] | None:
 
 
 def _is_filtered(stream: ChatStream) -> bool:
-    from llamafoundry.service.safety_async import AsyncFilteredChatStream
+    from llamafoundry.service.safety_async import AsyncFilteredChatStream  # it imports this module
 
     return isinstance(stream, FilteredChatStream | AsyncFilteredChatStream)
 

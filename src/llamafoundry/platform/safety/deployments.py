@@ -13,6 +13,8 @@ of local weights in-process instead of in replica processes.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -41,8 +43,16 @@ GUARD_MODEL_PREFIX = "Llama-Guard-3-"
 
 def deployment_policy(deployment_type: str, settings: Mapping[str, Any]) -> SafetyPolicy:
     """The policy of a deployment: its type's default, with its stored overrides."""
+    overrides = json.dumps(settings.get(SETTING_CONTENT_SAFETY) or {}, sort_keys=True)
+    return _policy(deployment_type, overrides)
+
+
+@functools.lru_cache(maxsize=256)
+def _policy(deployment_type: str, overrides: str) -> SafetyPolicy:
+    """Parsed once per distinct stored form: the gateway asks on every request, and parsing compiles the
+    blocklists' regular expressions."""
     policy = SafetyPolicy.for_deployment(deployment_type).to_dict()
-    policy.update(settings.get(SETTING_CONTENT_SAFETY) or {})
+    policy.update(json.loads(overrides))
     return SafetyPolicy.from_dict(policy)
 
 
