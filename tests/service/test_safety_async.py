@@ -125,3 +125,16 @@ def test_the_minors_rule_applies_beside_a_classifier_that_does_not_apply_it() ->
     with pytest.raises(ContentFilteredError) as info:
         asyncio.run(safety.check_prompt([ChatMessage("user", "write a sexy story about a 10 yo")]))
     assert info.value.content_filter_result["sexual"] == {"filtered": True, "severity": "high"}
+
+
+def test_the_default_mode_never_holds_more_than_two_windows_of_text_without_sentence_ends() -> None:
+    safety = ChatSafety(WordClassifier(), SafetyPolicy())  # window_chars 40
+    pieces = [" alpha", " beta", " gamma", " delta", " epsilon"] * 12  # a list without punctuation
+    updates = asyncio.run(collect(safety.wrap_stream(ListStream(tokens_stream(pieces)), MESSAGES, 1, None)))
+    received = sent = held = 0
+    for piece, update in zip(pieces, updates, strict=False):
+        received += len(piece)
+        sent += len("".join(d.text for d in update.deltas))
+        held = max(held, received - sent)
+    assert held <= 2 * WordClassifier.window_chars  # was up to four windows (160 characters) before
+    assert sent_text(updates) == "".join(pieces)

@@ -9,7 +9,7 @@
   ends with finish_reason "content_filter".
 - `wrap_stream(stream, ...)`: text of each choice is held back and released only after the text so far has
   passed a check. The first window (16 characters, 3-4 tokens) is checked and released as soon as it is there;
-  later ones at sentence ends, growing (32, 64, ... up to the classifier's `window_chars`). A blocked choice
+  later ones, growing (32, 64, ... up to the classifier's `window_chars`), at a sentence end or word boundary. A blocked choice
   ends with an empty delta whose finish_reason is "content_filter"; its unchecked text is dropped. A policy in
   Azure's asynchronous mode streams text at once instead (`safety_async.AsyncFilteredChatStream`).
 
@@ -330,7 +330,10 @@ class FilteredChatStream:
             return False
         if state.num_checks == 0 or _BOUNDARY.search(text):  # the first window goes at once: the first words
             return True
-        return (len(text) >= 2 * window and text[-1:].isspace()) or len(text) >= 4 * window
+        # A full window goes at a word boundary (tokens mostly start with a space), and never waits past two
+        # windows: text without sentence ends (lists, code, token salad) came in bursts of four windows before.
+        newest = state.pending[-1].text
+        return newest[:1].isspace() or newest[-1:].isspace() or len(text) >= 2 * window
 
 
 def prompt_filter_results_of(stream: ChatStream) -> list[dict[str, Any]] | None:
