@@ -9,9 +9,9 @@
   ends with finish_reason "content_filter".
 - `wrap_stream(stream, ...)`: text of each choice is held back and released only after the text so far has
   passed a check. The first window (16 characters, 3-4 tokens) is checked and released as soon as it is there;
-  later ones, growing (32, 64, ... up to the classifier's `window_chars`), at a sentence end or word boundary. A blocked choice
-  ends with an empty delta whose finish_reason is "content_filter"; its unchecked text is dropped. A policy in
-  Azure's asynchronous mode streams text at once instead (`safety_async.AsyncFilteredChatStream`).
+  later ones, growing (32, 64, ... up to the classifier's `window_chars`), at a sentence end or word boundary.
+  A blocked choice ends with an empty delta whose finish_reason is "content_filter"; its unchecked text is
+  dropped. A policy in Azure's asynchronous mode streams text at once (`safety_async.AsyncFilteredChatStream`).
 
 Besides the classifier, every check runs the deterministic layers: custom blocklists, the hard rules on sexual
 content involving minors (for classifiers that do not apply them) and, on prompts, prompt shields.
