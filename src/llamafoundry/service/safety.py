@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llamafoundry.platform.safety.base import (
-    CATEGORIES,
     ClassifierError,
     Role,
     SafetyClassifier,
@@ -37,9 +36,7 @@ from llamafoundry.platform.safety.base import (
     Verdict,
     unfiltered_annotations,
 )
-from llamafoundry.platform.safety.blocklists import matched_lists
-from llamafoundry.platform.safety.rules import rules_verdict
-from llamafoundry.platform.safety.shields import shield
+from llamafoundry.platform.safety.deterministic import completion_block, rule_verdict
 from llamafoundry.service.types import (
     ChatChoice,
     ChatDelta,
@@ -58,7 +55,6 @@ PROMPT_FILTERED_MESSAGE = (
     "Please modify your prompt and retry."
 )
 CONTENT_FILTER = "content_filter"
-DETERMINISTIC_TAIL_CHARS = 512
 FIRST_WINDOW_CHARS = 16  # about 3-4 tokens: the first words of an answer are released (checked) almost at once
 _BOUNDARY = re.compile(r"[.!?;:\n][\"')\]]*\s*$")
 
@@ -151,14 +147,8 @@ class ChatSafety:
         return self.policy.is_blocked(verdict, Role.COMPLETION), annotations
 
     def deterministic_block(self, text: str) -> dict[str, Any] | None:
-        """Annotations when the blocklists or hard rules block the end of completion `text` (a term is local), else
-        None. Cheap and synchronous: the asynchronous mode runs it before every delta it sends."""
-        tail = text[-DETERMINISTIC_TAIL_CHARS:]
-        lists = matched_lists(self.policy.blocklists, [tail])
-        verdict = Verdict(rules_verdict([tail]).severities, None, {}, None, lists)
-        if not self.policy.is_blocked(verdict, Role.COMPLETION):
-            return None
-        return self.policy.annotations(verdict, Role.COMPLETION)
+        """Annotations when the blocklists or hard rules block completion `text` (see `completion_block`)."""
+        return completion_block(self.policy, text)
 
     async def _judge(self, turns: list[Turn], role: Role) -> tuple[Verdict | None, dict[str, Any]]:
         """The verdict and its annotations, or (None, error annotation) when the classifier cannot judge (unless
@@ -178,24 +168,8 @@ class ChatSafety:
         return verdict, self.policy.annotations(verdict, role)
 
     def _rule_verdict(self, turns: list[Turn], role: Role) -> tuple[Verdict, list[Turn]]:
-        """What the deterministic checks find (blocklists, the hard rules unless the classifier applies them, prompt
-        shields), and decoded text of encoded prompts for the classifier to judge as one more user turn."""
-        jailbreak: bool | None = None
-        indirect: bool | None = None
-        decoded: list[Turn] = []
-        if role == Role.PROMPT:
-            texts = [t.text for t in turns if t.speaker == Speaker.USER]
-            found = shield(turns)
-            jailbreak, indirect = found.jailbreak, found.indirect_attack
-            decoded = [Turn(Speaker.USER, d, "decoded") for d in found.decoded]
-        else:
-            texts = [turns[-1].text]
-        if getattr(self.classifier, "applies_rules", False):
-            severities = Verdict.safe().severities
-        else:
-            severities = rules_verdict([*texts, *(t.text for t in decoded)]).severities
-        lists = matched_lists(self.policy.blocklists, texts)
-        return Verdict({c: severities[c] for c in CATEGORIES}, jailbreak, {}, indirect, lists), decoded
+        with_rules = not getattr(self.classifier, "applies_rules", False)
+        return rule_verdict(self.policy, turns, role, with_rules)
 
     async def filter_result(
         self, messages: Sequence[ChatMessage], result: ChatResult, prompt_filter_results: list[dict[str, Any]] | None
