@@ -138,3 +138,14 @@ def test_the_default_mode_never_holds_more_than_two_windows_of_text_without_sent
         held = max(held, received - sent)
     assert held <= 2 * WordClassifier.window_chars  # was up to four windows (160 characters) before
     assert sent_text(updates) == "".join(pieces)
+
+
+def test_the_default_mode_releases_held_text_after_a_second_on_a_slow_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+    import llamafoundry.service.safety as chat_safety
+
+    clock = iter(float(t) for t in range(1000))  # every token arrives a second after the one before
+    monkeypatch.setattr(chat_safety, "_now", lambda: next(clock))
+    safety = ChatSafety(WordClassifier(), SafetyPolicy())
+    pieces = ["Alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda"]
+    updates = asyncio.run(collect(safety.wrap_stream(ListStream(tokens_stream(pieces)), MESSAGES, 1, None)))
+    assert all(update.deltas for update in updates[1:])  # after the first, every token goes out with its update

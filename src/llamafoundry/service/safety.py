@@ -9,7 +9,8 @@
   ends with finish_reason "content_filter".
 - `wrap_stream(stream, ...)`: text of each choice is held back and released only after the text so far has
   passed a check. The first window (16 characters, 3-4 tokens) is checked and released as soon as it is there;
-  later ones, growing (32, 64, ... up to the classifier's `window_chars`), at a sentence end or word boundary.
+  later ones, growing (32, 64, ... up to the classifier's `window_chars`), at a sentence end or word boundary,
+  or once the oldest held token has waited `MAX_HOLD_S` (1 s).
   A blocked choice ends with an empty delta whose finish_reason is "content_filter"; its unchecked text is
   dropped. A policy in Azure's asynchronous mode streams text at once (`safety_async.AsyncFilteredChatStream`).
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +57,7 @@ PROMPT_FILTERED_MESSAGE = (
     "Please modify your prompt and retry."
 )
 CONTENT_FILTER = "content_filter"
+MAX_HOLD_S = 1.0  # held text is checked and released once its oldest token has waited this long
 FIRST_WINDOW_CHARS = 16  # about 3-4 tokens: the first words of an answer are released (checked) almost at once
 _BOUNDARY = re.compile(r"[.!?;:\n][\"')\]]*\s*$")
 
@@ -210,6 +213,7 @@ class _ChoiceState:
     num_checks: int = 0
     blocked: bool = False
     done: bool = False
+    held_since: float = 0.0  # when the oldest pending delta arrived
 
     @property
     def pending_text(self) -> str:
@@ -279,6 +283,8 @@ class FilteredChatStream:
         state = self._choices.setdefault(delta.index, _ChoiceState())
         if state.blocked or state.done:
             return []
+        if not state.pending:
+            state.held_since = _now()
         state.pending.append(delta)
         finished = delta.finish_reason is not None
         if not finished and not delta.tool_calls and not self._window_ready(state):
@@ -300,6 +306,8 @@ class FilteredChatStream:
     def _window_ready(self, state: _ChoiceState) -> bool:
         window = min(self._window, FIRST_WINDOW_CHARS << min(state.num_checks, 16))
         text = state.pending_text
+        if _now() - state.held_since >= MAX_HOLD_S:  # a slow stream is not held for a whole window
+            return True
         if len(text) < window:
             return False
         if state.num_checks == 0 or _BOUNDARY.search(text):  # the first window goes at once: the first words
@@ -308,6 +316,10 @@ class FilteredChatStream:
         # windows: text without sentence ends (lists, code, token salad) came in bursts of four windows before.
         newest = state.pending[-1].text
         return newest[:1].isspace() or newest[-1:].isspace() or len(text) >= 2 * window
+
+
+def _now() -> float:
+    return time.monotonic()
 
 
 def prompt_filter_results_of(stream: ChatStream) -> list[dict[str, Any]] | None:
