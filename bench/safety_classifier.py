@@ -16,7 +16,7 @@ import statistics
 import time
 from pathlib import Path
 
-from llamafoundry.platform.safety import features, rules, shields
+from llamafoundry.platform.safety import features, normalize, rules, shields
 from llamafoundry.platform.safety.base import Role, SafetyPolicy
 from llamafoundry.platform.safety.blocklists import Blocklist, BlocklistItem
 from llamafoundry.platform.safety.builtin import BuiltinClassifier, HashedLinearModel
@@ -25,6 +25,7 @@ from llamafoundry.service.safety import ChatSafety, ContentFilteredError
 from llamafoundry.service.types import ChatMessage
 
 EVAL_SET = Path(__file__).resolve().parents[1] / "tests" / "platform" / "safety_eval.jsonl"
+EVERYDAY_SET = EVAL_SET.with_name("safety_everyday.jsonl")  # ordinary traffic: few trigger words
 
 
 def timed(classifier: BuiltinClassifier, texts: list[str]) -> list[float]:
@@ -52,6 +53,7 @@ def timed_layer(safety: ChatSafety, texts: list[str]) -> list[float]:
 def clear_caches() -> None:
     features._word_buckets.cache_clear()
     rules.minors_severity.cache_clear()
+    normalize.skeleton.cache_clear()
     for cached in (shields.is_prompt_attack, shields.is_document_attack, shields.decoded_texts):
         cached.cache_clear()
 
@@ -68,7 +70,11 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}")
     print("| texts | checks | median ms | p99 ms | max ms |\n|---|---|---|---|---|")
     HashedLinearModel.load()  # page the weights in before timing
-    for name, batch in (("eval set, ~90 chars", texts), ("joined, ~1,100 chars", long_texts)):
+    everyday = [r.text for r in load_labelled(EVERYDAY_SET)]
+    everyday_long = [" ".join(everyday[i : i + 14]) for i in range(0, len(everyday) - 14, 14)]
+    batches = (("eval set, ~90 chars", texts), ("joined, ~1,100 chars", long_texts),
+               ("everyday joined, ~1,000 chars", everyday_long))  # fmt: skip
+    for name, batch in batches:
         clear_caches()
         classifier = BuiltinClassifier(HashedLinearModel.load())
         print(row(f"{name}, cold", timed(classifier, batch)))

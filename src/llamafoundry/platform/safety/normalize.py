@@ -14,6 +14,7 @@ form too, so "litttle" and "little" meet.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -36,6 +37,7 @@ _LEET_CHARS = "0134578 9@$!|€+".replace(" ", "")
 # "5pm", "3rd", "10kg") is not leetspeak: ages and measures must stay numbers.
 _LEET_WORD = re.compile(rf"(?<![\w{re.escape(_LEET_CHARS)}])(?=[\w{re.escape(_LEET_CHARS)}]*[^\W\d_])"
                         rf"(?=[\w{re.escape(_LEET_CHARS)}]*[{re.escape(_LEET_CHARS)}])[\w{re.escape(_LEET_CHARS)}]+")
+_LETTER_BY_LEET = re.compile(rf"[^\W\d_][{re.escape(_LEET_CHARS)}]|[{re.escape(_LEET_CHARS)}][^\W\d_]")  # a cheap test
 _NUMBER_WITH_UNIT = re.compile(
     r"\d+(?:yo|y|yrs?|th|st|nd|rd|s|am|pm|k|m|kg|km|cm|mm|ml|l|g|h|hrs?|min|x|d|gb|mb|kb|tb|px|p|fps|mph|ft|in|lbs?"
     r"|oz|v|w|mg|mcg|gen|b)"
@@ -68,13 +70,19 @@ def _unleet(match: re.Match[str]) -> str:
     return word.translate(_LEET)
 
 
+@functools.lru_cache(maxsize=2048)
 def skeleton(text: str) -> str:
-    """The matching form of `text` (see the module docstring)."""
-    text = unicodedata.normalize("NFKC", text)
-    text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
-    text = _drop_latin_accents(text.casefold()).translate(_HOMOGLYPHS)
-    text = text.replace("\u2019", "'").replace("\u2018", "'")
-    text = _LEET_WORD.sub(_unleet, text)
+    """The matching form of `text` (see the module docstring). Cached: the rules, the shields and the blocklists
+    of one check all read the same text."""
+    if text.isascii():  # most text: no compatibility forms, format characters, accents or look-alikes to undo
+        text = text.lower()
+    else:
+        text = unicodedata.normalize("NFKC", text)
+        text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+        text = _drop_latin_accents(text.casefold()).translate(_HOMOGLYPHS)
+        text = text.replace("\u2019", "'").replace("\u2018", "'")
+    if _LETTER_BY_LEET.search(text):
+        text = _LEET_WORD.sub(_unleet, text)
     text = _SPELT.sub(lambda m: re.sub(r"[ .\-_*·'/]", "", m.group(0)), text)
     text = _RUN3.sub(r"\1", text)
     return _SPACES.sub(" ", text).strip()

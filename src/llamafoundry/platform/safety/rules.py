@@ -85,35 +85,36 @@ def _near_pairs(a: re.Pattern[str], b: re.Pattern[str], text: str, starts: list[
 @functools.lru_cache(maxsize=_CACHE_SIZE)
 def minors_severity(text: str) -> Severity:
     """The severity the rule gives `text`: `high`, `low` (a protective mention) or `safe`."""
-    worst = Severity.SAFE
-    for form in _forms(text):
-        worst = max(worst, _severity_of_form(form))
-        if worst == Severity.HIGH:
-            break
-    return worst
-
-
-def _forms(text: str) -> list[str]:
     form = skeleton(text)
-    squeezed = squeeze(form)
-    return [form] if squeezed == form else [form, squeezed]
+    severity, has_sexual = _severity_of_form(form)
+    if severity != Severity.HIGH and has_sexual:  # "littlle girl": a minor word may only show with letters squeezed
+        squeezed = squeeze(form)
+        if squeezed != form:
+            severity = max(severity, _severity_of_form(squeezed)[0])
+    return severity
 
 
-def _severity_of_form(text: str) -> Severity:
+def _severity_of_form(text: str) -> tuple[Severity, bool]:
+    """The rule's severity for a matching form, and whether it has a sexual term at all. Cheapest scans first:
+    most text has neither a direct term nor a sexual one, and is done after two scans."""
     lex = _lexicon()
+    has_sexual = lex.sexual.search(text) is not None
+    if not has_sexual and lex.direct.search(text) is None:
+        return Severity.SAFE, False
     starts, _ = _sentence_of(text)
-    candidates = _hit_sentences(lex.direct, text, starts) | _near_pairs(lex.minor, lex.sexual, text, starts)
+    direct = _hit_sentences(lex.direct, text, starts)
+    candidates = direct | (_near_pairs(lex.sexual, lex.minor, text, starts) if has_sexual else set())
     if not candidates:
-        return Severity.SAFE
+        return Severity.SAFE, has_sexual
     produce = _hit_sentences(lex.produce, text, starts)
     protect = _hit_sentences(lex.protect, text, starts)
     worst = Severity.SAFE
     for i in sorted(candidates):
         around = {i - 1, i, i + 1}
         if around & produce or not around & protect:
-            return Severity.HIGH
+            return Severity.HIGH, has_sexual
         worst = Severity.LOW
-    return worst
+    return worst, has_sexual
 
 
 def rules_verdict(texts: Sequence[str]) -> Verdict:
