@@ -34,10 +34,14 @@ from safety_chat_corpus import (
     noise_examples,
     word_filler,
 )
-from safety_lexicon import CLASSES as HARM_AND_TRIGGER_CLASSES
+from safety_corpus_extra import EXTRA_CLASSES, EXTRA_SLOTS
+from safety_lexicon import CLASSES as LEXICON_CLASSES
 from safety_lexicon import SLOTS as LEXICON_SLOTS
 
-SLOTS: dict[str, list[str]] = {**LEXICON_SLOTS, **CHAT_SLOTS, **SHORT_SLOTS, **REFUSAL_SLOTS, **QUESTION_SLOTS}
+SLOTS: dict[str, list[str]] = {
+    **LEXICON_SLOTS, **EXTRA_SLOTS, **CHAT_SLOTS, **SHORT_SLOTS, **REFUSAL_SLOTS, **QUESTION_SLOTS,
+}  # fmt: skip
+HARM_AND_TRIGGER_CLASSES: dict[str, dict[str, object]] = {**LEXICON_CLASSES, **EXTRA_CLASSES}
 CLASSES: dict[str, dict[str, object]] = {**HARM_AND_TRIGGER_CLASSES, **CHAT_CLASSES}
 NUM_NOISE = 3500  # token salad and code fragments, labelled safe (see safety_chat_corpus.noise_text)
 

@@ -32,11 +32,14 @@ from safety_corpus import HARM_AND_TRIGGER_CLASSES, Example, generate  # noqa: E
 
 from llamafoundry.platform.safety.base import CATEGORIES, SEVERITIES, Role  # noqa: E402
 from llamafoundry.platform.safety.builtin import DATA_DIR, MODEL_STEM, BuiltinClassifier, HashedLinearModel  # noqa: E402
-from llamafoundry.platform.safety.evaluation import evaluate, load_labelled  # noqa: E402
+from llamafoundry.platform.safety.evaluation import evaluate, load_independent, load_labelled  # noqa: E402
 from llamafoundry.platform.safety.features import NUM_BUCKETS, featurize, word_index, words  # noqa: E402
 
 EVAL_SET = ROOT / "tests" / "platform" / "safety_eval.jsonl"
 EVERYDAY_SET = ROOT / "tests" / "platform" / "safety_everyday.jsonl"  # benign only: ordinary traffic and salad
+# The frozen independent set: never trained on; read here only so that near copies of its texts are dropped from
+# the corpus, and never evaluated here (its numbers come from tests/platform/test_safety_independent.py).
+INDEPENDENT_SET = ROOT / "tests" / "platform" / "safety_independent.jsonl"
 
 
 def feature_matrix(texts: list[str]) -> sp.csr_matrix:
@@ -127,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
 
     eval_rows = load_labelled(EVAL_SET)
     everyday_rows = load_labelled(EVERYDAY_SET)
-    examples = list(generate(args.seed, exclude={r.text for r in eval_rows + everyday_rows}))
+    independent = {r.text for r in load_independent(INDEPENDENT_SET)}
+    examples = list(generate(args.seed, exclude={r.text for r in eval_rows + everyday_rows} | independent))
     print(f"corpus: {len(examples)} texts, {dict(Counter(ex.group for ex in examples))}", flush=True)
     start = time.perf_counter()
     x = feature_matrix([ex.text for ex in examples])

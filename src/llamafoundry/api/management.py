@@ -25,7 +25,14 @@ from llamafoundry.platform.catalog import CATALOG, UnknownModelError, find_model
 from llamafoundry.platform.gateway import Gateway
 from llamafoundry.platform.keys import match_key
 from llamafoundry.platform.ratelimit import limit_settings
-from llamafoundry.platform.safety.deployments import SETTING_CONTENT_SAFETY, content_safety_settings
+from llamafoundry.platform.safety.blocklists import Blocklist, BlocklistError
+from llamafoundry.platform.safety.deployments import (
+    SETTING_CONTENT_SAFETY,
+    content_safety_settings,
+    put_blocklist,
+    remove_blocklist_items,
+    stored_blocklists,
+)
 from llamafoundry.platform.store import Store
 
 logger = logging.getLogger(__name__)
@@ -121,6 +128,33 @@ def management_router(store: Store, home: Path, gateway: Gateway | None = None) 
         key = await _call(ops.regenerate_key, store, name, slot, value)
         return json_response({"name": name.lower(), "keyType": slot.lower(), "key": key})
 
+    async def list_blocklists(request: Request) -> Response:
+        deployment = await _call(ops.get_deployment, store, request.path_params["name"])
+        return json_response({"data": [b.to_dict() for b in stored_blocklists(deployment.settings)]})
+
+    async def put_list(request: Request) -> Response:
+        body = parse_json_object(await request.body(), request.headers.get("content-type"))
+        _check_fields(body, {"description": str, "items": list})
+        deployment = await _call(ops.get_deployment, store, request.path_params["name"])
+        list_id = request.path_params["blocklist"]
+        try:
+            blocklist = Blocklist.from_dict({"id": list_id, **body})
+            changes = put_blocklist(deployment.settings, blocklist)
+        except (BlocklistError, KeyError, TypeError, AttributeError) as exc:
+            raise ApiError(400, "invalid_value", _blocklist_message(exc), "items") from None
+        await asyncio.to_thread(store.update_settings, deployment.name, changes)
+        return json_response(blocklist.to_dict())
+
+    async def delete_list(request: Request) -> Response:
+        deployment = await _call(ops.get_deployment, store, request.path_params["name"])
+        list_id = request.path_params["blocklist"]
+        try:
+            changes = remove_blocklist_items(deployment.settings, list_id, [])
+        except BlocklistError as exc:
+            raise not_found(str(exc)) from None
+        await asyncio.to_thread(store.update_settings, deployment.name, changes)
+        return json_response({"id": list_id, "deleted": True})
+
     router.add_api_route("/models", list_models, methods=["GET"])
     router.add_api_route("/models/{model}", get_model, methods=["GET"])
     router.add_api_route("/deployments", list_deployments, methods=["GET"])
@@ -130,7 +164,16 @@ def management_router(store: Store, home: Path, gateway: Gateway | None = None) 
     router.add_api_route("/deployments/{name}", delete, methods=["DELETE"])
     router.add_api_route("/deployments/{name}/keys", list_keys, methods=["GET"])
     router.add_api_route("/deployments/{name}/keys/regenerate", regenerate, methods=["POST"])
+    router.add_api_route("/deployments/{name}/blocklists", list_blocklists, methods=["GET"])
+    router.add_api_route("/deployments/{name}/blocklists/{blocklist}", put_list, methods=["PUT"])
+    router.add_api_route("/deployments/{name}/blocklists/{blocklist}", delete_list, methods=["DELETE"])
     return router
+
+
+def _blocklist_message(exc: Exception) -> str:
+    if isinstance(exc, BlocklistError):
+        return str(exc)
+    return 'Send {"items": ["term", {"pattern": "regex", "is_regex": true}], "description": "..."}.'
 
 
 async def _call(function: Callable[..., Any], *args: Any) -> Any:

@@ -149,6 +149,8 @@ class ChunkRenderer:
             "logprobs": logprobs_body(delta.logprobs),
             **_choice_annotations(delta.content_filter_results),
         }
+        if delta.content_filter_offsets is not None:
+            choice["content_filter_offsets"] = delta.content_filter_offsets
         return self._chunk([choice])
 
     def usage_only(self, usage: Usage) -> dict[str, Any]:

@@ -152,6 +152,11 @@ def _add_content_safety_options(parser: argparse.ArgumentParser) -> None:
                         "(default on)")  # fmt: skip
     parser.add_argument("--content-safety-guard", metavar="DEPLOYMENT", help="classify with this Llama Guard 3 "
                         "deployment instead of the built-in classifier ('none': the built-in one again)")  # fmt: skip
+    parser.add_argument("--content-safety-indirect-attack", choices=on_off, help="block instructions aimed at the "
+                        "model in tool results and <documents> (default on)")  # fmt: skip
+    parser.add_argument("--content-safety-streaming", choices=["default", "asynchronous"], help="default: streamed "
+                        "text is released after a check; asynchronous: text streams at once, checks run beside it and "
+                        "a violation ends the stream (Azure's Asynchronous Filter)")  # fmt: skip
 
 
 def _content_safety_changes(args: argparse.Namespace, current: Any) -> dict[str, Any]:
@@ -170,6 +175,8 @@ def _content_safety_changes(args: argparse.Namespace, current: Any) -> dict[str,
         categories=[c.strip() for c in categories.split(",") if c.strip()] if categories is not None else None,
         jailbreak=on(args.content_safety_jailbreak),
         guard=("" if guard.lower() == "none" else guard) if guard is not None else None,
+        indirect_attack=on(args.content_safety_indirect_attack),
+        streaming=args.content_safety_streaming,
     )
 
 

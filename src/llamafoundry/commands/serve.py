@@ -125,6 +125,12 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--content-safety", choices=["on", "off"], default="on", help="filter prompts and "
                        "completions of the model with the built-in classifier (default: on, like a serverless "
                        "deployment; deployments have their own setting)")  # fmt: skip
+    serve.add_argument("--content-safety-streaming", choices=["default", "asynchronous"], default="default",
+                       help="default: streamed text is released once checked; asynchronous: text streams at "
+                       "once, checks run beside it, a violation ends the stream (Azure's async filter)")  # fmt: skip
+    serve.add_argument("--content-safety-blocklist", action="append", type=Path, default=[], metavar="FILE",
+                       help="a custom blocklist for the model: one term per line ('re:' starts an RE2 regular "
+                       "expression, '#' a comment); the file's stem is the list's name. Repeatable")  # fmt: skip
     add_platform_options(serve)
     serve.set_defaults(handler=_serve)
 
@@ -180,7 +186,7 @@ def _serve(args: argparse.Namespace) -> int:
             settings.model_name,
             settings.model_provider,
             settings.engine.ctx_size,
-            safety=_content_safety(args.content_safety == "on"),
+            safety=_content_safety(args),
         )
     tls = tls_options(args, home)  # every check that can fail comes before the banners (and a shown-once admin key)
     if settings.redis_url:
@@ -224,15 +230,19 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _content_safety(enabled: bool) -> ChatSafety | None:
-    """The server's own model's filter: the built-in classifier with a serverless deployment's policy."""
-    if not enabled:
+def _content_safety(args: argparse.Namespace) -> ChatSafety | None:
+    """The server's own model's filter: the built-in classifier with a serverless deployment's policy, its
+    streaming mode and blocklists from the command line."""
+    if args.content_safety != "on":
         return None
     from llamafoundry.platform.safety.base import SafetyPolicy
+    from llamafoundry.platform.safety.blocklists import load_blocklist_file
     from llamafoundry.platform.safety.builtin import BuiltinClassifier
     from llamafoundry.service.safety import ChatSafety
 
-    return ChatSafety(BuiltinClassifier(), SafetyPolicy.for_deployment("serverless"))
+    blocklists = tuple(load_blocklist_file(path) for path in args.content_safety_blocklist)
+    policy = SafetyPolicy.for_deployment("serverless", streaming=args.content_safety_streaming, blocklists=blocklists)
+    return ChatSafety(BuiltinClassifier(), policy)
 
 
 def _accounting(settings: ServeSettings, store: Store, home: Path) -> Accounting:

@@ -8,9 +8,14 @@
 - `filter_result(result, ...)` on a finished result: each choice is checked; a blocked choice loses its text and
   ends with finish_reason "content_filter".
 - `wrap_stream(stream, ...)`: text of each choice is held back and released only after the text so far has
-  passed a check. Checks run at sentence ends once a window of text is pending; windows start small and grow
-  (32, 64, ... up to the classifier's `window_chars`) so the first words are not held long. A blocked choice
-  ends with an empty delta whose finish_reason is "content_filter"; its unchecked text is dropped.
+  passed a check. The first window (16 characters, 3-4 tokens) is checked and released as soon as it is there;
+  later ones, growing (32, 64, ... up to the classifier's `window_chars`), at a sentence end or word boundary,
+  or once the oldest held token has waited `MAX_HOLD_S` (1 s).
+  A blocked choice ends with an empty delta whose finish_reason is "content_filter"; its unchecked text is
+  dropped. A policy in Azure's asynchronous mode streams text at once (`safety_async.AsyncFilteredChatStream`).
+
+Besides the classifier, every check runs the deterministic layers: custom blocklists, the hard rules on sexual
+content involving minors (for classifiers that do not apply them) and, on prompts, prompt shields.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +38,7 @@ from llamafoundry.platform.safety.base import (
     Verdict,
     unfiltered_annotations,
 )
+from llamafoundry.platform.safety.deterministic import completion_block, rule_verdict
 from llamafoundry.service.types import (
     ChatChoice,
     ChatDelta,
@@ -50,7 +57,8 @@ PROMPT_FILTERED_MESSAGE = (
     "Please modify your prompt and retry."
 )
 CONTENT_FILTER = "content_filter"
-FIRST_WINDOW_CHARS = 32
+MAX_HOLD_S = 1.0  # held text is checked and released once its oldest token has waited this long
+FIRST_WINDOW_CHARS = 16  # about 3-4 tokens: the first words of an answer are released (checked) almost at once
 _BOUNDARY = re.compile(r"[.!?;:\n][\"')\]]*\s*$")
 
 
@@ -94,7 +102,7 @@ def conversation_turns(messages: Sequence[ChatMessage]) -> list[Turn]:
         if not message.content:
             continue
         speaker = Speaker.AGENT if message.role == "assistant" else Speaker.USER
-        turns.append(Turn(speaker, message.content))
+        turns.append(Turn(speaker, message.content, message.role))
     return turns
 
 
@@ -141,17 +149,30 @@ class ChatSafety:
             return not self.policy.fail_open, annotations
         return self.policy.is_blocked(verdict, Role.COMPLETION), annotations
 
+    def deterministic_block(self, text: str) -> dict[str, Any] | None:
+        """Annotations when the blocklists or hard rules block completion `text` (see `completion_block`)."""
+        return completion_block(self.policy, text)
+
     async def _judge(self, turns: list[Turn], role: Role) -> tuple[Verdict | None, dict[str, Any]]:
-        """The verdict and its annotations, or (None, error annotation) when the classifier cannot judge."""
+        """The verdict and its annotations, or (None, error annotation) when the classifier cannot judge (unless
+        the rules, blocklists or shields block on their own)."""
         if not any(t.speaker == (Speaker.USER if role == Role.PROMPT else Speaker.AGENT) for t in turns):
             verdict = Verdict.safe()
             return verdict, self.policy.annotations(verdict, role)
+        extra, decoded = self._rule_verdict(turns, role)
         try:
-            verdict = await self.classifier.classify(turns, role)
+            verdict = await self.classifier.classify([*turns, *decoded], role)
         except ClassifierError as exc:
             log.warning("content filter (%s) could not judge a %s: %s", self.classifier.name, role.value, exc)
+            if self.policy.is_blocked(extra, role):
+                return extra, self.policy.annotations(extra, role)
             return None, unfiltered_annotations(str(exc))
+        verdict = verdict.merge(extra)
         return verdict, self.policy.annotations(verdict, role)
+
+    def _rule_verdict(self, turns: list[Turn], role: Role) -> tuple[Verdict, list[Turn]]:
+        with_rules = not getattr(self.classifier, "applies_rules", False)
+        return rule_verdict(self.policy, turns, role, with_rules)
 
     async def filter_result(
         self, messages: Sequence[ChatMessage], result: ChatResult, prompt_filter_results: list[dict[str, Any]] | None
@@ -174,9 +195,14 @@ class ChatSafety:
         num_choices: int,
         prompt_filter_results: list[dict[str, Any]] | None,
     ) -> ChatStream:
-        """A stream that releases each choice's text only after it has been checked."""
+        """A stream that releases each choice's text only after it has been checked (the policy's default
+        streaming mode), or at once with checks beside it (its asynchronous mode)."""
         if not self.policy.enabled:
             return stream
+        if self.policy.streaming == "asynchronous":
+            from llamafoundry.service.safety_async import AsyncFilteredChatStream
+
+            return AsyncFilteredChatStream(self, stream, messages, num_choices, prompt_filter_results)
         return FilteredChatStream(self, stream, messages, num_choices, prompt_filter_results)
 
 
@@ -187,6 +213,7 @@ class _ChoiceState:
     num_checks: int = 0
     blocked: bool = False
     done: bool = False
+    held_since: float = 0.0  # when the oldest pending delta arrived
 
     @property
     def pending_text(self) -> str:
@@ -256,6 +283,8 @@ class FilteredChatStream:
         state = self._choices.setdefault(delta.index, _ChoiceState())
         if state.blocked or state.done:
             return []
+        if not state.pending:
+            state.held_since = _now()
         state.pending.append(delta)
         finished = delta.finish_reason is not None
         if not finished and not delta.tool_calls and not self._window_ready(state):
@@ -277,17 +306,32 @@ class FilteredChatStream:
     def _window_ready(self, state: _ChoiceState) -> bool:
         window = min(self._window, FIRST_WINDOW_CHARS << min(state.num_checks, 16))
         text = state.pending_text
+        if _now() - state.held_since >= MAX_HOLD_S:  # a slow stream is not held for a whole window
+            return True
         if len(text) < window:
             return False
-        if _BOUNDARY.search(text):
+        if state.num_checks == 0 or _BOUNDARY.search(text):  # the first window goes at once: the first words
             return True
-        return (len(text) >= 2 * window and text[-1:].isspace()) or len(text) >= 4 * window
+        # A full window goes at a word boundary (tokens mostly start with a space), and never waits past two
+        # windows: text without sentence ends (lists, code, token salad) came in bursts of four windows before.
+        newest = state.pending[-1].text
+        return newest[:1].isspace() or newest[-1:].isspace() or len(text) >= 2 * window
+
+
+def _now() -> float:
+    return time.monotonic()
 
 
 def prompt_filter_results_of(stream: ChatStream) -> list[dict[str, Any]] | None:
     """The `prompt_filter_results` of a stream that a content filter wraps (None for an unfiltered stream), known
     as soon as the stream exists, so the API can send them on the stream's first chunk."""
-    return stream.prompt_filter_results if isinstance(stream, FilteredChatStream) else None
+    return getattr(stream, "prompt_filter_results", None) if _is_filtered(stream) else None
+
+
+def _is_filtered(stream: ChatStream) -> bool:
+    from llamafoundry.service.safety_async import AsyncFilteredChatStream  # it imports this module
+
+    return isinstance(stream, FilteredChatStream | AsyncFilteredChatStream)
 
 
 class FilteredChatBackend:

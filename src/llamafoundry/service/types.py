@@ -99,6 +99,7 @@ class ChatDelta:
     logprobs: list[TokenLogprob] | None = None
     tool_calls: list[ToolCallDelta] | None = None
     content_filter_results: dict[str, Any] | None = None  # on the delta that releases checked text or blocks
+    content_filter_offsets: dict[str, int] | None = None  # asynchronous filter: the text span a verdict covers
 
 
 @dataclass

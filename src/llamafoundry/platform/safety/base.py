@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from llamafoundry.platform.safety.blocklists import Blocklist
+
 
 class Category(enum.StrEnum):
     """Azure's four harm categories; values are the annotation keys."""
@@ -79,8 +81,12 @@ class Speaker(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Turn:
+    """One message's text. `source` is the chat role it came from ("system", "user", "tool", "assistant"; empty
+    when unknown): prompt shields read tool results as documents, not as the user's words."""
+
     speaker: Speaker
     text: str
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -92,11 +98,16 @@ class Verdict:
         jailbreak: whether a prompt attack was detected; None when not assessed (completions, or a classifier
             without jailbreak detection).
         details: classifier-specific extras that are reported but never block, e.g. `{"llama_guard": {...}}`.
+        indirect_attack: whether instructions aimed at the model were found in documents or tool results; None
+            when not assessed (no documents, or a completion).
+        blocklists: the ids of the custom blocklists that matched.
     """
 
     severities: Mapping[Category, Severity]
     jailbreak: bool | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
+    indirect_attack: bool | None = None
+    blocklists: tuple[str, ...] = ()
 
     def severity(self, category: Category) -> Severity:
         return self.severities.get(category, Severity.SAFE)
@@ -108,11 +119,18 @@ class Verdict:
     def merge(self, other: Verdict) -> Verdict:
         """The worse of two verdicts, category by category (used across windows and across classifiers)."""
         severities = {c: max(self.severity(c), other.severity(c)) for c in CATEGORIES}
-        if self.jailbreak is None and other.jailbreak is None:
-            jailbreak = None
-        else:
-            jailbreak = bool(self.jailbreak) or bool(other.jailbreak)
-        return Verdict(severities, jailbreak, {**self.details, **other.details})
+        lists = self.blocklists + tuple(b for b in other.blocklists if b not in self.blocklists)
+        return Verdict(
+            severities,
+            _either(self.jailbreak, other.jailbreak),
+            {**self.details, **other.details},
+            _either(self.indirect_attack, other.indirect_attack),
+            lists,
+        )
+
+
+def _either(a: bool | None, b: bool | None) -> bool | None:
+    return None if a is None and b is None else bool(a) or bool(b)
 
 
 class SafetyClassifier(Protocol):
@@ -137,6 +155,7 @@ class ClassifierError(Exception):
 
 
 DEFAULT_THRESHOLD = Severity.MEDIUM
+STREAMING_MODES = ("default", "asynchronous")  # Azure's "Default" and "Asynchronous Filter" streaming modes
 
 
 @dataclass(frozen=True)
@@ -152,6 +171,10 @@ class SafetyPolicy:
             blocking it.
         guard: the name of a Llama Guard deployment that classifies for this one, or None for the built-in
             classifier.
+        indirect_attack: whether instructions aimed at the model in documents or tool results block the prompt.
+        streaming: "default" (text is released after it passed a check) or "asynchronous" (text streams at once,
+            checks run beside it, a violation ends the stream with finish_reason "content_filter").
+        blocklists: the custom blocklists in force; a match always blocks.
     """
 
     enabled: bool = True
@@ -160,11 +183,19 @@ class SafetyPolicy:
     jailbreak: bool = True
     fail_open: bool = True
     guard: str | None = None
+    indirect_attack: bool = True
+    streaming: str = "default"
+    blocklists: tuple[Blocklist, ...] = ()
 
     def __post_init__(self) -> None:
         if self.threshold == Severity.SAFE:
             raise ValueError("threshold must be low, medium or high: safe content is never filtered.")
+        if self.streaming not in STREAMING_MODES:
+            raise ValueError(f"streaming mode {self.streaming!r}: use {' or '.join(STREAMING_MODES)}.")
         object.__setattr__(self, "categories", frozenset(Category(c) for c in self.categories))
+        ids = [b.id for b in self.blocklists]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"blocklist names must be unique; got {', '.join(ids)}.")
 
     @classmethod
     def for_deployment(cls, kind: str, **overrides: Any) -> SafetyPolicy:
@@ -176,7 +207,10 @@ class SafetyPolicy:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SafetyPolicy:
         """Parse the stored form written by `to_dict` (unknown keys are an error, so typos do not pass silently)."""
-        known = {"enabled", "categories", "threshold", "jailbreak", "fail_open", "guard"}
+        known = {
+            "enabled", "categories", "threshold", "jailbreak", "fail_open", "guard", "indirect_attack", "streaming",
+            "blocklists",
+        }  # fmt: skip
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown content safety setting(s): {', '.join(sorted(unknown))}.")
@@ -185,6 +219,8 @@ class SafetyPolicy:
             values["categories"] = frozenset(Category(c) for c in values["categories"])
         if "threshold" in values:
             values["threshold"] = Severity(values["threshold"])
+        if "blocklists" in values:
+            values["blocklists"] = tuple(Blocklist.from_dict(b) for b in values["blocklists"] or [])
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -195,20 +231,27 @@ class SafetyPolicy:
             "jailbreak": self.jailbreak,
             "fail_open": self.fail_open,
             "guard": self.guard,
+            "indirect_attack": self.indirect_attack,
+            "streaming": self.streaming,
+            "blocklists": [b.to_dict() for b in self.blocklists],
         }
 
     def filtered(self, category: Category, severity: Severity) -> bool:
         return category in self.categories and severity >= self.threshold
 
     def is_blocked(self, verdict: Verdict, role: Role) -> bool:
-        if any(self.filtered(c, verdict.severity(c)) for c in CATEGORIES):
+        if verdict.blocklists or any(self.filtered(c, verdict.severity(c)) for c in CATEGORIES):
             return True
-        return role == Role.PROMPT and self.jailbreak and bool(verdict.jailbreak)
+        if role != Role.PROMPT:
+            return False
+        return (self.jailbreak and bool(verdict.jailbreak)) or (self.indirect_attack and bool(verdict.indirect_attack))
 
     def annotations(self, verdict: Verdict, role: Role) -> dict[str, Any]:
         """Azure's `content_filter_results` for one prompt or choice.
 
-        Prompts carry `jailbreak` (`{"filtered", "detected"}`); completions do not, as on Azure.
+        Prompts carry `jailbreak` (`{"filtered", "detected"}`), and `indirect_attack` when the prompt had documents
+        or tool results; completions carry neither, as on Azure. With custom blocklists in force, `custom_blocklists`
+        lists the matched ones: `[{"filtered": true, "id": LIST}]` (`[]`: none matched).
         """
         results: dict[str, Any] = {
             c.value: {"filtered": self.filtered(c, verdict.severity(c)), "severity": verdict.severity(c).value}
@@ -217,6 +260,11 @@ class SafetyPolicy:
         if role == Role.PROMPT:
             detected = bool(verdict.jailbreak)
             results["jailbreak"] = {"filtered": detected and self.jailbreak, "detected": detected}
+            if verdict.indirect_attack is not None:
+                indirect = verdict.indirect_attack
+                results["indirect_attack"] = {"filtered": indirect and self.indirect_attack, "detected": indirect}
+        if self.blocklists:
+            results["custom_blocklists"] = [{"filtered": True, "id": b} for b in verdict.blocklists]
         results.update(verdict.details)
         return results
 

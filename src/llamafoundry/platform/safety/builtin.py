@@ -18,6 +18,7 @@ anything." is not one). The known words ship with the weights as a bitset over t
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import re
@@ -30,6 +31,8 @@ import numpy as np
 
 from llamafoundry.platform.safety.base import CATEGORIES, Category, Role, Severity, Speaker, Turn, Verdict
 from llamafoundry.platform.safety.features import NUM_BUCKETS, featurize, word_index, words
+from llamafoundry.platform.safety.rules import rules_verdict
+from llamafoundry.platform.safety.shields import user_texts
 
 DATA_DIR = Path(__file__).parent / "data"
 MODEL_STEM = "builtin_classifier"
@@ -179,11 +182,13 @@ class BuiltinClassifier:
     """`SafetyClassifier` over the shipped hashed n-gram model: no downloads, well under a millisecond a check.
 
     Prompts: every user turn is judged (each chunk separately) and jailbreak detection runs. Completions: only the
-    last turn, no jailbreak detection (Azure's Prompt Shields read prompts only).
+    last turn, no jailbreak detection (Azure's Prompt Shields read prompts only). The hard rules (`rules.py`: sexual
+    content involving minors) are merged into every verdict.
     """
 
     name = "builtin"
     window_chars = 160
+    applies_rules = True  # ChatSafety does not apply the hard rules a second time
 
     def __init__(self, model: HashedLinearModel | None = None) -> None:
         self.model = model or default_model()
@@ -193,11 +198,14 @@ class BuiltinClassifier:
 
     def classify_now(self, turns: Sequence[Turn], role: Role) -> Verdict:
         """`classify`, synchronously (it never waits on anything)."""
-        if role == Role.PROMPT:
-            texts = [t.text for t in turns if t.speaker == Speaker.USER]
-        else:
+        if role != Role.PROMPT:
             texts = [turns[-1].text] if turns else []
-        return self.model.verdict(texts, with_jailbreak=role == Role.PROMPT)
+            return self.model.verdict(texts, with_jailbreak=False).merge(rules_verdict(texts))
+        texts = [t.text for t in turns if t.speaker == Speaker.USER]
+        verdict = self.model.verdict(texts, with_jailbreak=False).merge(rules_verdict(texts))
+        # Prompt attacks are read in what the user wrote; tool results and documents are data (indirect attacks).
+        jailbreak = self.model.verdict(user_texts(turns), with_jailbreak=True).jailbreak
+        return dataclasses.replace(verdict, jailbreak=jailbreak)
 
     def analyze(self, text: str, role: Role = Role.PROMPT) -> Verdict:
         """Judge one text as a prompt (a user turn) or as a completion (an agent turn)."""

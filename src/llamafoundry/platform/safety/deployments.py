@@ -13,6 +13,8 @@ of local weights in-process instead of in replica processes.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -20,6 +22,7 @@ from typing import Any
 
 from llamafoundry.platform.catalog import find_instance_type
 from llamafoundry.platform.safety.base import (
+    STREAMING_MODES,
     Category,
     ClassifierError,
     Role,
@@ -28,6 +31,7 @@ from llamafoundry.platform.safety.base import (
     Turn,
     Verdict,
 )
+from llamafoundry.platform.safety.blocklists import Blocklist, BlocklistError, BlocklistItem, validated
 from llamafoundry.platform.store import Deployment
 from llamafoundry.service.safety import ChatSafety, FilteredChatBackend
 
@@ -39,8 +43,16 @@ GUARD_MODEL_PREFIX = "Llama-Guard-3-"
 
 def deployment_policy(deployment_type: str, settings: Mapping[str, Any]) -> SafetyPolicy:
     """The policy of a deployment: its type's default, with its stored overrides."""
+    overrides = json.dumps(settings.get(SETTING_CONTENT_SAFETY) or {}, sort_keys=True)
+    return _policy(deployment_type, overrides)
+
+
+@functools.lru_cache(maxsize=256)
+def _policy(deployment_type: str, overrides: str) -> SafetyPolicy:
+    """Parsed once per distinct stored form: the gateway asks on every request, and parsing compiles the
+    blocklists' regular expressions."""
     policy = SafetyPolicy.for_deployment(deployment_type).to_dict()
-    policy.update(settings.get(SETTING_CONTENT_SAFETY) or {})
+    policy.update(json.loads(overrides))
     return SafetyPolicy.from_dict(policy)
 
 
@@ -52,6 +64,8 @@ def content_safety_settings(
     categories: Sequence[str] | None = None,
     jailbreak: bool | None = None,
     guard: str | None = None,
+    indirect_attack: bool | None = None,
+    streaming: str | None = None,
 ) -> dict[str, Any]:
     """The `settings` change that stores these overrides on top of `current` (the deployment's stored
     overrides); empty when nothing is given. `guard=""` removes the guard (the built-in classifier again).
@@ -76,11 +90,69 @@ def content_safety_settings(
         changes["jailbreak"] = jailbreak
     if guard is not None:
         changes["guard"] = guard or None
+    if indirect_attack is not None:
+        changes["indirect_attack"] = indirect_attack
+    if streaming is not None:
+        if streaming not in STREAMING_MODES:
+            raise ValueError(f"--content-safety-streaming {streaming}: use {' or '.join(STREAMING_MODES)}.")
+        changes["streaming"] = streaming
     if not changes:
         return {}
     merged = {**(current or {}), **changes}
     SafetyPolicy.from_dict({**SafetyPolicy().to_dict(), **merged})  # validate the whole policy
     return {SETTING_CONTENT_SAFETY: merged}
+
+
+def stored_blocklists(settings: Mapping[str, Any]) -> list[Blocklist]:
+    """The custom blocklists stored on a deployment (its `content_safety.blocklists`)."""
+    stored = (settings.get(SETTING_CONTENT_SAFETY) or {}).get("blocklists") or []
+    return [Blocklist.from_dict(b) for b in stored]
+
+
+def blocklist_settings(settings: Mapping[str, Any], blocklists: Sequence[Blocklist]) -> dict[str, Any]:
+    """The `settings` change that stores `blocklists` as the deployment's lists (other overrides kept)."""
+    current = dict(settings.get(SETTING_CONTENT_SAFETY) or {})
+    current["blocklists"] = [b.to_dict() for b in blocklists]
+    if not current["blocklists"]:
+        del current["blocklists"]
+    return {SETTING_CONTENT_SAFETY: current or None}
+
+
+def put_blocklist(settings: Mapping[str, Any], blocklist: Blocklist) -> dict[str, Any]:
+    """Settings change: create `blocklist`, or replace the list of the same id."""
+    lists = [b for b in stored_blocklists(settings) if b.id != blocklist.id]
+    return blocklist_settings(settings, [*lists, validated(blocklist)])
+
+
+def add_blocklist_items(
+    settings: Mapping[str, Any], list_id: str, items: Sequence[BlocklistItem], description: str | None = None
+) -> dict[str, Any]:
+    """Settings change: add `items` to list `list_id` (created when missing; items already there are kept once)."""
+    found = {b.id: b for b in stored_blocklists(settings)}.get(list_id) or Blocklist(list_id)
+    merged = (*found.items, *(i for i in items if i not in found.items))
+    text = found.description if description is None else description
+    return put_blocklist(settings, Blocklist(list_id, tuple(dict.fromkeys(merged)), text))
+
+
+def remove_blocklist_items(settings: Mapping[str, Any], list_id: str, patterns: Sequence[str]) -> dict[str, Any]:
+    """Settings change: remove the items with these patterns from list `list_id`, or the whole list when none are
+    named.
+
+    Raises:
+        BlocklistError: no such list, or a pattern that is not in it.
+    """
+    lists = stored_blocklists(settings)
+    found = next((b for b in lists if b.id == list_id), None)
+    if found is None:
+        names = ", ".join(b.id for b in lists) or "none"
+        raise BlocklistError(f"no blocklist named {list_id!r} on this deployment (its lists: {names}).")
+    if not patterns:
+        return blocklist_settings(settings, [b for b in lists if b.id != list_id])
+    missing = [p for p in patterns if p not in {i.pattern for i in found.items}]
+    if missing:
+        raise BlocklistError(f"blocklist {list_id!r} has no item {missing[0]!r}.")
+    kept = tuple(i for i in found.items if i.pattern not in patterns)
+    return put_blocklist(settings, Blocklist(list_id, kept, found.description))
 
 
 def guard_variant(model_name: str) -> str:

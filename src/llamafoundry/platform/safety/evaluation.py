@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -137,3 +137,63 @@ def evaluate(rows: Iterable[LabelledText], analyze: Callable[[str, Role], Verdic
             missed.append(row.text)
     exact = {k: v / max(num, 1) for k, v in exact_hits.items()}
     return Report(blocked, flagged, exact, benign_false_blocks, missed, num)
+
+
+@dataclass(frozen=True)
+class IndependentRow:
+    """A row of a frozen independent set (tests/platform/safety_independent.jsonl): `group` harmful or benign."""
+
+    text: str
+    role: Role
+    group: str
+    category: str
+
+
+@dataclass
+class CategoryResult:
+    """Per category: how many texts were blocked, of how many, and the texts decided wrongly."""
+
+    group: str
+    blocked: int = 0
+    total: int = 0
+    wrong: list[str] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        """Recall for a harmful category, false-positive rate for a benign one."""
+        return self.blocked / self.total if self.total else 0.0
+
+
+def load_independent(path: str | Path) -> list[IndependentRow]:
+    """Rows of an independent set; lines starting with '#' are its header (how it was made)."""
+    rows = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        data = json.loads(line)
+        rows.append(IndependentRow(data["text"], Role(data["role"]), data["group"], data["category"]))
+    return rows
+
+
+def evaluate_independent(
+    rows: Iterable[IndependentRow], is_blocked: Callable[[str, Role], bool]
+) -> dict[str, CategoryResult]:
+    """Recall per harmful category and false-positive rate per benign category, as the default policy blocks."""
+    results: dict[str, CategoryResult] = {}
+    for row in rows:
+        result = results.setdefault(row.category, CategoryResult(row.group))
+        blocked = is_blocked(row.text, row.role)
+        result.total += 1
+        result.blocked += blocked
+        if blocked != (row.group == "harmful"):
+            result.wrong.append(row.text)
+    return results
+
+
+def independent_table(results: dict[str, CategoryResult]) -> str:
+    """A markdown table: harmful categories (recall) then benign ones (false-positive rate)."""
+    lines = ["| group | category | blocked | rate | decided wrongly |", "|---|---|---|---|---|"]
+    for name, r in sorted(results.items(), key=lambda kv: (kv[1].group != "harmful", kv[0])):
+        measure = "recall" if r.group == "harmful" else "false positives"
+        lines.append(f"| {r.group} | {name} | {r.blocked} of {r.total} | {measure} {r.rate:.3f} | {len(r.wrong)} |")
+    return "\n".join(lines)

@@ -31,8 +31,11 @@ _LEET_WORD = re.compile(r"\b(?=[a-z0-9@$]*[a-z])(?=[a-z@$]*[0-9@$])[a-z0-9@$]+\b
 
 def normalize(text: str) -> str:
     """Lower-case, fold accents and compatibility forms, and undo leetspeak inside words with letters."""
-    text = unicodedata.normalize("NFKD", text)
-    text = "".join(ch for ch in text if not unicodedata.combining(ch)).casefold()
+    if text.isascii():  # the same result without a Python loop over every character
+        text = text.lower()
+    else:
+        text = unicodedata.normalize("NFKD", text)
+        text = "".join(ch for ch in text if not unicodedata.combining(ch)).casefold()
     text = text.replace("\u2019", "'").replace("\u2018", "'")
     return _LEET_WORD.sub(lambda m: m.group(0).translate(_LEET), text)
 
