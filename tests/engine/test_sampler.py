@@ -75,7 +75,9 @@ def test_temperatures_too_small_to_divide_by_sample_the_most_likely_token(temper
 def test_every_setting_the_api_accepts_samples_a_token(
     temperature: float, top_p: float, presence: float, frequency: float, scale: float, seed: int
 ) -> None:
-    params = SamplingParams(temperature=temperature, top_p=top_p, presence_penalty=presence, frequency_penalty=frequency)
+    params = SamplingParams(
+        temperature=temperature, top_p=top_p, presence_penalty=presence, frequency_penalty=frequency
+    )
     sampler = TokenSampler(params, seed=seed, banned_token_ids=[5])
     logits = random_logits(seed % 7, size=4096, scale=scale)
     for _ in range(3):

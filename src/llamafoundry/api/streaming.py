@@ -17,7 +17,7 @@ from typing import Any, Protocol, TypeVar
 from starlette.types import Receive
 
 from llamafoundry.api.drain import Drain, ServerStopping, stopping_error, until_deadline
-from llamafoundry.api.errors import internal_error
+from llamafoundry.api.errors import from_service_exception, internal_error
 from llamafoundry.api.render import usage_body
 from llamafoundry.api.sse import DONE, encode_event, wait_for_disconnect
 from llamafoundry.service.types import ChatDelta, ChatStream, Usage
@@ -87,11 +87,16 @@ async def chat_events(
         yield encode_event(DONE)
     except ServerStopping:
         yield encode_event(renderer.error(stopping_error().body()))
-    except Exception:
+    except Exception as exc:
         # The status line went out long ago: say it in the stream (OpenAI clients raise on an `error` chunk;
-        # Azure clients skip it) and end without [DONE].
-        logger.exception("chat stream failed after the response started")
-        yield encode_event(renderer.error(internal_error().body()))
+        # Azure clients skip it) and end without [DONE]. A known failure (this request's generation failed, the
+        # engine stopping) says its cause; anything else is a bug, logged with its traceback.
+        error = from_service_exception(exc)
+        if error is None:
+            logger.exception("chat stream failed after the response started")
+        else:
+            logger.warning("chat stream ended by an error: %s", error.message)
+        yield encode_event(renderer.error((error or internal_error()).body()))
     finally:
         if not finished:
             stream.abort()

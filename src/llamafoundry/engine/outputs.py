@@ -67,6 +67,13 @@ class EngineError(Exception):
         self.param = param
 
 
+class GenerationError(EngineError):
+    """A request that failed after it was admitted: its own sampling, detokenizing or constraining raised, or
+    the model failed on its batch. Only that request ends (HTTP 500, or an error event once streaming)."""
+
+    code = "generation_failed"
+
+
 class PromptTooLongError(EngineError):
     code = "context_length_exceeded"
 
