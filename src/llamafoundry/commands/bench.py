@@ -22,6 +22,7 @@ _SUBCOMMANDS = {
     "sampler": ("bench.sampler_cost", "microseconds per sampled token over a 128k vocabulary, per setting"),
     "shapes": ("bench.batch_shapes", "milliseconds per llama_decode for decode/prompt-chunk batch shapes"),
     "speculative": ("bench.speculative_replay", "prompt-lookup drafting replayed on real answers, priced per pass"),
+    "soak": ("bench.soak", "RSS of a gateway and its replicas over thousands of fuzzed valid and invalid requests"),
 }
 
 
