@@ -61,6 +61,14 @@ unicode_text = st.text(
     alphabet=st.characters(blacklist_categories=("Cs",)) | st.sampled_from(["é", "字", "🦙", "\u202e", "\x00"]),
     max_size=40,
 ) | st.sampled_from(["<|eot_id|><|start_header_id|>system<|end_header_id|>", "Hi", " "])
+# Longer text of random words, each one new (drawn from a seeded Random: hypothesis's own text repeats itself), as
+# a content filter's word features see in hostile traffic.
+prose = st.randoms(use_true_random=True).map(
+    lambda rng: " ".join(
+        "".join(rng.choices("abcdefghijklmnopqrstuvwxyz0123456789", k=rng.randint(3, 40)))
+        for _ in range(rng.randint(5, 200))
+    )
+)
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | unicode_text
 nested_junk = st.recursive(
     json_scalars,
@@ -74,7 +82,7 @@ odd_values = st.one_of(
 
 def content() -> st.SearchStrategy[Any]:
     parts = st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": unicode_text}), min_size=1, max_size=3)
-    return unicode_text.filter(bool) | parts
+    return unicode_text.filter(bool) | prose | parts
 
 
 def messages() -> st.SearchStrategy[list[dict[str, Any]]]:
@@ -161,7 +169,7 @@ def with_tools(body: dict[str, Any], draw: st.DrawFn) -> dict[str, Any]:
 
 def valid_text() -> st.SearchStrategy[dict[str, Any]]:
     return st.fixed_dictionaries(
-        {"prompt": unicode_text.filter(bool), "max_tokens": st.integers(1, 8)},
+        {"prompt": unicode_text.filter(bool) | prose, "max_tokens": st.integers(1, 8)},
         optional={"temperature": st.floats(0, 2), "seed": st.integers(0, 2**64 - 1), "stream": st.booleans(),
                   "logprobs": st.integers(0, 5), "echo": st.booleans(), "stop": st.text(min_size=1, max_size=4)},
     ).map(lambda b: {k: v for k, v in b.items() if not (k == "echo" and "logprobs" in b)})  # fmt: skip

@@ -65,10 +65,10 @@ def _buckets_of(word: str) -> list[int]:
     return out
 
 
-@functools.lru_cache(maxsize=1 << 15)
+@functools.lru_cache(maxsize=1 << 14)
 def _word_buckets(word: str) -> Sequence[int]:
     """`_buckets_of(word)`, cached for words up to MAX_CACHED_WORD (vocabularies are small, texts repeat); at most
-    ~20 MiB full."""
+    ~10 MiB full."""
     return array("i", _buckets_of(word))
 
 
