@@ -138,7 +138,7 @@ def test_eval_set_covers_every_category_at_every_severity() -> None:
 
 def test_the_word_feature_cache_stays_small_under_random_and_huge_words() -> None:
     """Fuzzed text filled the cache with random words (~175 MiB at its 65,536 entries), and one huge "word" pinned
-    its whole n-gram list (~90 MiB for 800,000 characters): the memory soak's gateway grew with it."""
+    its whole n-gram list (~80 MiB for 800,000 characters): the memory soak's gateway grew with it."""
     import random
     import string
     import tracemalloc

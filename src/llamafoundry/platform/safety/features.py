@@ -26,7 +26,7 @@ _SIGN_BIT = 1 << 31
 CHAR_NGRAMS = (3, 4, 5)
 # Words up to this long have their buckets cached, as compact int32 arrays. A longer "word" (an id, a hash, junk) is
 # rare in real text, and its buckets grow with its length: cached as Python ints, random words filled the cache
-# to ~175 MiB under fuzzing, and one 800,000-character word pinned ~90 MiB (docs/benchmarks.md, memory soak).
+# to ~175 MiB under fuzzing, and one 800,000-character word pinned ~80 MiB (docs/benchmarks.md, memory soak).
 MAX_CACHED_WORD = 32
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
