@@ -367,26 +367,18 @@ class LLMEngine:
 
     @contextlib.contextmanager
     def _contained(self, request: Request, slots: list[int] | None = None) -> Iterator[None]:
-        """Fail `request` alone when its own work raises (allocating, sampling, detokenizing, constraining its
-        sequences): the other requests of the step go on. `slots`: those taken for it at admission, which its
-        sequences may not hold yet."""
+        """Fail `request` alone when its own work raises (allocating, sampling, detokenizing, constraining): the
+        step goes on for the others. `slots`: those taken for it at admission, which its sequences may not hold."""
         try:
             yield
         except Exception as exc:
             log.exception("request %s failed; the engine goes on with the others", request.request_id)
-            held = set(request.seq_ids)
-            request.spare_seq_ids += [slot for slot in slots or () if slot not in held]
+            request.spare_seq_ids += [slot for slot in slots or () if slot not in request.seq_ids]
             self._release(request)
-            request.emit(
-                GenerationError(
-                    f"Generating this request's output failed ({type(exc).__name__}: {exc}). Other requests were "
-                    "not affected; retry, and report the x-request-id of this response if it keeps failing."
-                )
-            )
+            request.emit(GenerationError.caused_by(exc))
 
     def fail_all(self, message: str) -> None:
-        """Fail every running and waiting request so no reader hangs: only for a failure of the engine itself
-        (per-request failures are `_contained`)."""
+        """Fail every request so no reader hangs: only when the engine itself fails (see `_contained`)."""
         for request in list(self.scheduler.running) + list(self.scheduler.waiting):
             self._release(request)
             request.emit(GenerationError(message))

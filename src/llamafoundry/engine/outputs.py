@@ -73,6 +73,13 @@ class GenerationError(EngineError):
 
     code = "generation_failed"
 
+    @classmethod
+    def caused_by(cls, exc: Exception) -> GenerationError:
+        return cls(
+            f"Generating this request's output failed ({type(exc).__name__}: {exc}). Other requests were not "
+            "affected; retry, and report the x-request-id of this response if it keeps failing."
+        )
+
 
 class PromptTooLongError(EngineError):
     code = "context_length_exceeded"
