@@ -225,7 +225,8 @@ def test_a_deployment_key_cannot_be_set_to_the_servers_own_key(
     """Then one key would open both the server's own model and the deployment: the API and the CLI (which works
     on the store, without the server) both refuse it with a 409 sentence."""
     admin = {"api-key": admin_key}
-    assert client.post("/management/deployments", json=create_body(home), headers=admin).status_code == 201
+    created = client.post("/management/deployments", json=create_body(home), headers=admin)
+    assert created.status_code == 201
     refused = client.post(
         "/management/deployments/chat/keys/regenerate", json={"keyType": "primary", "keyValue": API_KEY}, headers=admin
     )
@@ -234,8 +235,15 @@ def test_a_deployment_key_cannot_be_set_to_the_servers_own_key(
     code = main(["deploy", "keys", "chat", "--regenerate", "secondary", "--value", API_KEY, "--data-dir", str(home)])
     assert code != 0 and "--api-key of the server" in capsys.readouterr().err.replace("\n", " ")
     payload = {"messages": [{"role": "user", "content": "Hi"}]}
-    answer = client.post("/deployments/chat/chat/completions", json=payload, headers={"api-key": API_KEY})
-    assert answer.status_code == 401
+
+    def chat(key: str) -> int:
+        return client.post("/deployments/chat/chat/completions", json=payload, headers={"api-key": key}).status_code
+
+    started = time.monotonic()
+    while chat(created.json()["primary_key"]) != 200:  # served (before that, its name is unknown: 404)
+        assert time.monotonic() - started < PICKUP_S, "the deployment was not served"
+        time.sleep(0.05)
+    assert chat(API_KEY) == 401
 
 
 def test_a_deployment_key_equal_to_the_servers_own_is_not_accepted_for_the_deployment(
