@@ -25,8 +25,11 @@ def fake_logprobs(text: str, top: int) -> list[TokenLogprob]:
 
 
 class FakeStream:
-    def __init__(self, updates: list[ChatUpdate], delay_s: float, fail_after: int | None) -> None:
+    def __init__(
+        self, updates: list[ChatUpdate], delay_s: float, fail_after: int | None, failure: Exception | None = None
+    ) -> None:
         self.updates = updates
+        self.failure = failure or RuntimeError("engine exploded")
         self.delay_s = delay_s
         self.fail_after = fail_after
         self.is_aborted = False
@@ -40,7 +43,7 @@ class FakeStream:
             if self.is_aborted:
                 return
             if self.fail_after is not None and self.num_sent >= self.fail_after:
-                raise RuntimeError("engine exploded")
+                raise self.failure
             await asyncio.sleep(self.delay_s)
             self.num_sent += 1
             yield update
@@ -60,6 +63,7 @@ class FakeChatService:
     error: Exception | None = None
     delay_s: float = 0.0
     fail_after: int | None = None
+    stream_failure: Exception | None = None  # what a stream raises after `fail_after` updates (a bug by default)
     num_words: int = len(WORDS)
     requests: list[ChatRequest] = field(default_factory=list)
     streams: list[FakeStream] = field(default_factory=list)
@@ -116,6 +120,6 @@ class FakeChatService:
         self.requests.append(request)
         if self.error is not None:
             raise self.error
-        stream = FakeStream(self._deltas(request), self.delay_s, self.fail_after)
+        stream = FakeStream(self._deltas(request), self.delay_s, self.fail_after, self.stream_failure)
         self.streams.append(stream)
         return stream

@@ -13,6 +13,7 @@ from llamafoundry.config import EngineSettings, ServeSettings
 from llamafoundry.engine.outputs import (
     EngineError,
     EngineUnavailableError,
+    GenerationError,
     PromptTooLongError,
     QueueFullError,
     RequestTooLargeError,
@@ -246,6 +247,18 @@ def test_stream_failure_after_first_byte_ends_with_an_error_chunk(
     assert fake_service.streams[0].is_aborted
 
 
+def test_a_request_whose_generation_failed_gets_an_error_event_that_names_the_cause(
+    client: TestClient, fake_service: FakeChatService
+) -> None:
+    fake_service.fail_after = 2
+    fake_service.stream_failure = GenerationError("Generating this request's output failed (IndexError: x).")
+    text = client.post("/chat/completions", json={**BODY, "stream": True}).text
+    last = json.loads(text.strip().split("\n\n")[-1][len("data: ") :])
+    assert "[DONE]" not in text and last["choices"] == []
+    assert last["error"]["code"] == "generation_failed" and last["error"]["status"] == 500
+    assert "(IndexError: x)" in last["error"]["message"]
+
+
 # ---- errors ------------------------------------------------------------------------------------------
 
 
@@ -260,6 +273,7 @@ def test_stream_failure_after_first_byte_ends_with_an_error_chunk(
         (EngineError("The prompt is empty.", param="messages"), 400, "engine_error", "messages"),
         (QueueFullError("Busy."), 429, "queue_full", None),
         (EngineUnavailableError("Loading."), 503, "engine_unavailable", None),
+        (GenerationError("Generating this request's output failed."), 500, "generation_failed", None),
         (RuntimeError("kaboom"), 500, "InternalServerError", None),
     ],
 )

@@ -12,9 +12,11 @@ from starlette.testclient import TestClient
 
 from llamafoundry.api.app import create_app
 from llamafoundry.api.management import management_router
+from llamafoundry.cli import main
 from llamafoundry.config import EngineSettings, ServeSettings
 from llamafoundry.platform.deployments import DeploymentSpec, create_deployment, regenerate_admin_key
 from llamafoundry.platform.gateway import Gateway, Target, single_key_policy
+from llamafoundry.platform.keys import hash_key
 from llamafoundry.platform.store import Deployment, Store
 from tests.api.conftest import API_KEY, MODEL_NAME
 from tests.api.fakes import FakeChatService
@@ -215,3 +217,52 @@ def test_a_store_that_cannot_be_reached_is_a_503_to_retry(client: TestClient, ad
     assert answer.status_code == 503 and answer.headers["retry-after"] == "5", answer.text
     assert "store (its database) cannot be reached" in answer.json()["error"]["message"]
     assert client.get("/management/deployments", headers={"api-key": admin_key}).status_code == 200
+
+
+def test_a_deployment_key_cannot_be_set_to_the_servers_own_key(
+    client: TestClient, admin_key: str, home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Then one key would open both the server's own model and the deployment: the API and the CLI (which works
+    on the store, without the server) both refuse it with a 409 sentence."""
+    admin = {"api-key": admin_key}
+    created = client.post("/management/deployments", json=create_body(home), headers=admin)
+    assert created.status_code == 201
+    refused = client.post(
+        "/management/deployments/chat/keys/regenerate", json={"keyType": "primary", "keyValue": API_KEY}, headers=admin
+    )
+    assert refused.status_code == 409, refused.text
+    assert "--api-key of the server" in refused.json()["error"]["message"]
+    code = main(["deploy", "keys", "chat", "--regenerate", "secondary", "--value", API_KEY, "--data-dir", str(home)])
+    assert code != 0 and "--api-key of the server" in capsys.readouterr().err.replace("\n", " ")
+    payload = {"messages": [{"role": "user", "content": "Hi"}]}
+
+    def chat(key: str) -> int:
+        return client.post("/deployments/chat/chat/completions", json=payload, headers={"api-key": key}).status_code
+
+    started = time.monotonic()
+    while chat(created.json()["primary_key"]) != 200:  # served (before that, its name is unknown: 404)
+        assert time.monotonic() - started < PICKUP_S, "the deployment was not served"
+        time.sleep(0.05)
+    assert chat(API_KEY) == 401
+
+
+def test_a_deployment_key_equal_to_the_servers_own_is_not_accepted_for_the_deployment(
+    client: TestClient, admin_key: str, home: Path, store: Store
+) -> None:
+    """Set while the server was down (or in a race with the check): the running server does not accept it for the
+    deployment, says so in the status, and keeps serving the deployment's other key."""
+    admin = {"api-key": admin_key}
+    _, keys = create_deployment(store, DeploymentSpec("chat", MODEL, weights=home / "model.gguf"), home)
+    store.set_key("chat", "primary", hash_key(API_KEY))  # what no command lets through any more
+
+    def chat(key: str) -> int:
+        payload = {"messages": [{"role": "user", "content": "Hi"}]}
+        return client.post("/deployments/chat/chat/completions", json=payload, headers={"api-key": key}).status_code
+
+    started = time.monotonic()
+    while chat(keys.secondary) != 200:
+        assert time.monotonic() - started < PICKUP_S, "the deployment was not served"
+        time.sleep(0.05)
+    assert chat(API_KEY) == 401
+    status = client.get("/management/deployments/chat", headers=admin).json()["status"]
+    assert "primary key is this server's own --api-key" in status["key_refused"]

@@ -93,7 +93,7 @@ def test_a_reservation_that_does_not_fit_waits_for_the_window(tmp_path: Path) ->
 def test_max_tokens_past_the_context_reserves_only_the_context(app: LimitedApp) -> None:
     """The model answers such a request with context_length_exceeded; the limiter must not first call it
     larger than the minute (it said "raise the deployment's limit" for max_tokens=10,000,000)."""
-    response = app.chat(max_tokens=10_000_000)
+    response = app.chat(max_tokens=100_000)  # within the API's limit (131,072), past this context
     assert response.status_code == 200  # the fake model does not check its context
     assert remaining(response)[1] == 1_000 - 512  # 7 prompt + the 505 tokens left in its 512-token context
 

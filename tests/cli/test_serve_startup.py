@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from llamafoundry.platform.deployments import DeploymentSpec, create_deployment, regenerate_key
+from llamafoundry.platform.keys import hash_key
+from llamafoundry.platform.store import Store
 from tests.api.test_entra import self_signed_cert
-from tests.serve_process import free_port, launch_serve
+from tests.serve_process import free_port, launch_serve, stop_process
 
 
 def fails_with(tmp_path: Path, *args: str) -> str:
@@ -47,3 +50,33 @@ def test_a_jwks_that_is_not_a_key_set(tmp_path: Path) -> None:
 def test_a_service_that_is_not_there(tmp_path: Path, option: str, url: str, sentence: str) -> None:
     printed = fails_with(tmp_path, option, url.format(port=free_port()))
     assert sentence in printed and "secret" not in printed, printed
+
+
+@pytest.mark.parametrize("holder", ["deployment", "admin"])
+def test_an_api_key_that_is_a_deployment_key_or_the_admin_key(
+    tmp_path: Path, tiny_model_path: Path, holder: str
+) -> None:
+    """One key would open both the server's own model and the deployment (or the management API)."""
+    home = tmp_path / "home"
+    key = "K" * 32
+    store = Store.open(home)
+    if holder == "deployment":
+        weights = tmp_path / "model.gguf"
+        weights.write_bytes(b"GGUF")
+        create_deployment(store, DeploymentSpec("chat", "Meta-Llama-3.1-8B-Instruct", weights=weights), home)
+        regenerate_key(store, "chat", "secondary", key)
+        expected = "already in use (deployment chat (secondary))"
+    else:
+        store.set_admin_key(hash_key(key))
+        expected = "already in use (the admin key)"
+    store.close()
+    log_path = tmp_path / "serve.log"
+    args = ["--data-dir", str(home), "--port", str(free_port()), "--api-key", key, "--model", str(tiny_model_path)]
+    process = launch_serve(args, log_path)
+    try:
+        assert process.wait(timeout=60) == 2, log_path.read_text()
+    finally:
+        stop_process(process)  # one that started after all
+    printed = " ".join(log_path.read_text().split())
+    assert expected in printed and "--regenerate" in printed and "Traceback" not in printed, printed
+    assert key not in printed

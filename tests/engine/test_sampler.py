@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llamafoundry.engine import sampler as sampler_module
 from llamafoundry.engine.sampler import TokenSampler, choice_seed, log_softmax, token_logprob, top_k_logprobs
@@ -45,6 +49,47 @@ def test_greedy_is_argmax_of_full_vocab() -> None:
     for seed in range(5):
         logits = random_logits(seed)
         assert TokenSampler(SamplingParams(temperature=0.0), seed=seed).sample(logits) == int(np.argmax(logits))
+
+
+@pytest.mark.parametrize("temperature", [5e-324, 1e-320, 1e-39, 1e-30, 9.99e-6])
+@pytest.mark.parametrize("top_p", [1.0, 0.5])
+def test_temperatures_too_small_to_divide_by_sample_the_most_likely_token(temperature: float, top_p: float) -> None:
+    # 1/temperature overflowed float32 below ~3e-39: NaN weights, then an IndexError that ended every request
+    logits = random_logits(3)
+    sampler = TokenSampler(SamplingParams(temperature=temperature, top_p=top_p, presence_penalty=0.5), seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow, underflow or invalid-value path either
+        tokens = [sampler.sample(logits) for _ in range(3)]
+    assert tokens == [int(np.argmax(logits))] * 3
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    temperature=st.floats(min_value=0.0, max_value=2.0),  # subnormals included
+    top_p=st.floats(min_value=1e-9, max_value=1.0),
+    presence=st.floats(min_value=-2.0, max_value=2.0),
+    frequency=st.floats(min_value=-2.0, max_value=2.0),
+    scale=st.sampled_from([0.0, 1.0, 30.0, 1e4]),
+    seed=st.integers(min_value=0, max_value=2**64 - 1),
+)
+def test_every_setting_the_api_accepts_samples_a_token(
+    temperature: float, top_p: float, presence: float, frequency: float, scale: float, seed: int
+) -> None:
+    params = SamplingParams(
+        temperature=temperature, top_p=top_p, presence_penalty=presence, frequency_penalty=frequency
+    )
+    sampler = TokenSampler(params, seed=seed, banned_token_ids=[5])
+    logits = random_logits(seed % 7, size=4096, scale=scale)
+    for _ in range(3):
+        token = sampler.sample(logits)
+        assert 0 <= token < logits.size and token != 5
+        sampler.accept(token)
+
+
+def test_a_row_with_no_finite_logit_is_an_error_that_says_so() -> None:
+    logits = np.full(64, -np.inf, dtype=np.float32)
+    with pytest.raises(ValueError, match="no token can be sampled"):
+        TokenSampler(SamplingParams(temperature=0.8), seed=0).sample(logits)
 
 
 def test_sampling_never_writes_to_the_logits() -> None:

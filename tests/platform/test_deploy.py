@@ -24,6 +24,7 @@ from llamafoundry.platform.deployments import (
     regenerate_key,
 )
 from llamafoundry.platform.keys import hash_key, match_key
+from llamafoundry.platform.server_keys import STALE_S, check_own_key, forget_server_key, record_server_key
 from llamafoundry.platform.store import Store
 from tests.platform.postgres_server import fresh_database, running_postgres
 
@@ -143,6 +144,23 @@ def test_an_imported_key_that_is_already_in_use_is_refused(store: Store, tmp_pat
         regenerate_key(store, "other", "secondary", admin)
     assert regenerate_key(store, "chat", "primary", chat.primary) == chat.primary  # the slot's own key again
     assert match_key([other.primary], store.keys("other")) is not None  # nothing was changed by the refusals
+
+
+def test_a_key_a_running_server_uses_as_its_own_is_refused_until_it_stops(
+    store: Store, tmp_path: Path, weights: Path
+) -> None:
+    create(store, tmp_path, name="chat", model=MODEL, weights=weights)
+    own = "B2" * 16
+    record_server_key(store, "host pid 1", hash_key(own))
+    with pytest.raises(DeploymentConflict, match=r"already in use \(the --api-key of the server host pid 1\)"):
+        regenerate_key(store, "chat", "primary", own)
+    forget_server_key(store, "host pid 1")  # it stopped
+    assert regenerate_key(store, "chat", "primary", own) == own
+    # a server killed without a word: its row counts until it is STALE_S old (a restart then checks at start-up)
+    record_server_key(store, "host pid 2", hash_key("C3" * 16), now=time.time() - STALE_S - 1)
+    assert regenerate_key(store, "chat", "secondary", "C3" * 16) == "C3" * 16
+    with pytest.raises(ValueError, match=r"--api-key is already in use \(deployment chat \(primary\)\)"):
+        check_own_key(store, hash_key(own))
 
 
 # ---- the commands ----------------------------------------------------------------------------------------

@@ -134,3 +134,27 @@ def test_eval_set_covers_every_category_at_every_severity() -> None:
     kinds = {r.kind for r in rows}
     assert {"cooking", "medicine", "history", "security", "fiction", "code"} <= kinds
     assert {r.role for r in rows} == {Role.PROMPT, Role.COMPLETION}
+
+
+def test_the_word_feature_cache_stays_small_under_random_and_huge_words() -> None:
+    """Fuzzed text filled the cache with random words (~175 MiB at its 65,536 entries), and one huge "word" pinned
+    its whole n-gram list (~80 MiB for 800,000 characters): the memory soak's gateway grew with it."""
+    import random
+    import string
+    import tracemalloc
+
+    from llamafoundry.platform.safety import features
+
+    rng = random.Random(7)
+    features._word_buckets.cache_clear()
+    tracemalloc.start()
+    try:
+        for _ in range(8_000):
+            features.signed_buckets("".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(20, 40))))
+        features.signed_buckets("x" * 200_000)
+        grown = tracemalloc.get_traced_memory()[0] / 2**20
+    finally:
+        tracemalloc.stop()
+        features._word_buckets.cache_clear()
+    assert grown < 12, f"the word cache holds {grown:.0f} MiB"
+    assert features.featurize("kill the process")[0].size > 0  # the features themselves are unchanged

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from llamafoundry.api.bounds import check_nesting, check_request_bounds
 from llamafoundry.api.errors import ApiError, invalid, not_supported
 from llamafoundry.api.schemas import (
     LLAMA_EXTRA_PARAMETERS,
@@ -84,6 +85,7 @@ def parse_json_object(raw: bytes, content_type: str | None) -> dict[str, Any]:
             "invalid_json",
             'The request body must be a JSON object, such as {"messages": [{"role": "user", "content": "Hello"}]}.',
         )
+    check_nesting(body)
     if _MAYBE_SURROGATE.search(raw) and not _is_valid_unicode(body):
         raise ApiError(
             400,
@@ -159,6 +161,7 @@ def parse_chat(
         llama = LlamaExtras.model_validate(passed)
     except ValidationError as exc:
         raise validation_error(exc) from None
+    check_request_bounds(options, llama)
     if mode == "pass-through" and set(extras) - LLAMA_EXTRA_PARAMETERS:
         logger.debug("ignoring extra parameters this model does not know: %s", set(extras) - LLAMA_EXTRA_PARAMETERS)
 

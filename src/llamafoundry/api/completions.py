@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from llamafoundry.api.bounds import check_request_bounds
 from llamafoundry.api.chat_request import check_extras, sampling_params
 from llamafoundry.api.errors import ApiError, invalid, not_supported
 from llamafoundry.api.render import answer_body, usage_body
@@ -62,6 +63,7 @@ def parse_completion(body: dict[str, Any], mode: str) -> ParsedCompletion:
         llama = LlamaExtras.model_validate(llama_fields)
     except ValidationError as exc:
         raise validation_error(exc) from None
+    check_request_bounds(options, llama, prompt_param="prompt")
     if isinstance(llama.logprobs, bool) or (llama.logprobs is not None and llama.logprobs > MAX_LOGPROBS):
         raise invalid("logprobs", f"logprobs must be an integer from 0 to {MAX_LOGPROBS} (the most likely tokens).")
     echo = _flag(body.get("echo"), "echo")

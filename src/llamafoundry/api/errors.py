@@ -17,6 +17,7 @@ from starlette.responses import Response
 from llamafoundry.engine.outputs import (
     EngineError,
     EngineUnavailableError,
+    GenerationError,
     PromptTooLongError,
     QueueFullError,
     RequestTooLargeError,
@@ -154,6 +155,8 @@ def from_service_exception(exc: Exception) -> ApiError | None:
         return ApiError(429, exc.code, exc.message, retry_after=RETRY_AFTER_BUSY_S)
     if isinstance(exc, EngineUnavailableError):
         return ApiError(503, exc.code, exc.message, retry_after=RETRY_AFTER_UNAVAILABLE_S)
+    if isinstance(exc, GenerationError):  # this request failed while generating; the server serves the others
+        return ApiError(500, exc.code, exc.message, exc.param)
     if isinstance(exc, EngineError):  # raised before any output: the request itself cannot be served
         return ApiError(400, exc.code, exc.message, exc.param)
     return None

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
+from llamafoundry.api.bounds import read_body
 from llamafoundry.api.chat_request import extra_parameters_mode, parse_chat, parse_json_object
 from llamafoundry.api.completions import TextChunkRenderer, parse_completion, text_completion_body
 from llamafoundry.api.drain import Drain, stopping_error
@@ -37,7 +38,6 @@ from llamafoundry.service.types import ChatRequest, ChatResult
 logger = logging.getLogger(__name__)
 
 API_VERSIONS = ("2024-04-01-preview", "2024-05-01-preview", "2024-08-01-preview", "2025-04-01")
-MAX_BODY_BYTES = 8 * 1024 * 1024
 MODEL_TYPE = "chat-completions"  # what Azure reports for Llama; `load_client` maps it to a chat client
 AZURE_PREFIXES = ("", "/models", "/deployments/{deployment}")
 
@@ -52,25 +52,6 @@ async def check_api_version(request: Request) -> None:
             f"API version '{version}' not supported. Use one of {', '.join(API_VERSIONS)}, or leave api-version out.",
             "api-version",
         )
-
-
-async def read_body(request: Request) -> bytes:
-    """The request body, refused with 413 past MAX_BODY_BYTES."""
-    too_large = ApiError(
-        413,
-        "PayloadTooLarge",
-        f"The request body is larger than {MAX_BODY_BYTES // 2**20} MiB. Send fewer or shorter messages.",
-    )
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise too_large
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def inference_router(gateway: Gateway, settings: ServeSettings) -> APIRouter:

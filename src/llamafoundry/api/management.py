@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from llamafoundry.api.auth import AuthError, presented_keys
+from llamafoundry.api.bounds import read_body
 from llamafoundry.api.chat_request import parse_json_object
 from llamafoundry.api.errors import ApiError, json_response, not_found
 from llamafoundry.platform import deployments as ops
@@ -84,7 +85,7 @@ def management_router(store: Store, home: Path, gateway: Gateway | None = None) 
         return json_response({"data": [_describe(d, gateway) for d in found]})
 
     async def create(request: Request) -> Response:
-        spec = _spec(parse_json_object(await request.body(), request.headers.get("content-type")))
+        spec = _spec(parse_json_object(await read_body(request), request.headers.get("content-type")))
         conflict = gateway.name_conflict(spec.name) if gateway is not None else None
         if conflict is not None:
             raise ApiError(409, ops.DeploymentConflict.code, conflict, "name")
@@ -100,7 +101,7 @@ def management_router(store: Store, home: Path, gateway: Gateway | None = None) 
         return json_response(body)
 
     async def update(request: Request) -> Response:
-        body = parse_json_object(await request.body(), request.headers.get("content-type"))
+        body = parse_json_object(await read_body(request), request.headers.get("content-type"))
         _check_fields(body, SETTING_FIELDS)
         deployment = await _call(ops.get_deployment, store, request.path_params["name"])
         changes = _settings(body, deployment.settings)
@@ -120,7 +121,7 @@ def management_router(store: Store, home: Path, gateway: Gateway | None = None) 
         return json_response({k.slot: {"id": k.key_id, "created_at": ops._iso(k.created_at)} for k in keys})
 
     async def regenerate(request: Request) -> Response:
-        body = parse_json_object(await request.body(), request.headers.get("content-type"))
+        body = parse_json_object(await read_body(request), request.headers.get("content-type"))
         slot, value = body.get("keyType", body.get("key_type")), body.get("keyValue", body.get("key_value"))
         if not isinstance(slot, str) or (value is not None and not isinstance(value, str)):
             raise ApiError(400, "invalid_value", 'Send {"keyType": "primary"} or {"keyType": "secondary"}.', "keyType")

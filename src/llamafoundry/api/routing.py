@@ -20,17 +20,16 @@ from collections.abc import Awaitable, Callable
 from starlette.requests import Request
 
 from llamafoundry.api.auth import AuthError, presented_keys
+from llamafoundry.api.bounds import read_body
 from llamafoundry.api.errors import not_found
 from llamafoundry.platform.gateway import Gateway, Target
 
 DEPLOYMENT_HEADER = "azureml-model-deployment"
-BodyReader = Callable[[Request], Awaitable[bytes]]  # `api.inference.read_body`
+BodyReader = Callable[[Request], Awaitable[bytes]]  # `api.bounds.read_body`
 
 
 async def authorize_request(request: Request, gateway: Gateway) -> Target:
     """Resolve the request's target and check its credentials. Raises ApiError 404 or AuthError (401)."""
-    from llamafoundry.api.inference import read_body  # the one place that enforces the body size limit
-
     target = await _resolve(request, gateway, read_body)
     caller = await target.authorize(presented_keys(request.headers))
     if caller is None:

@@ -14,8 +14,22 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from llamafoundry.api.bounds import (
+    MAX_CHOICES,
+    MAX_MESSAGES,
+    MAX_SEED,
+    MAX_STOP_CHARS,
+    MAX_STOP_SEQUENCES,
+    MAX_STOP_TOKEN_IDS,
+    MAX_TOKEN_ID,
+    MAX_TOKENS,
+    MAX_TOOLS,
+    MIN_SEED,
+    check_schema,
+)
+
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
-MAX_STOP_SEQUENCES = 16
+StopSequence = Annotated[str, Field(max_length=MAX_STOP_CHARS)]
 
 
 class _Model(BaseModel):
@@ -120,6 +134,13 @@ class FunctionDefinition(_Model):
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
 
+    @field_validator("parameters")
+    @classmethod
+    def _bounded(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            check_schema(value, "The function's parameters schema")
+        return value
+
 
 class Tool(_Model):
     type: Literal["function"]
@@ -149,6 +170,12 @@ class JsonSchema(_Model):
     description: str | None = None
     strict: bool | None = False
 
+    @field_validator("schema_")
+    @classmethod
+    def _bounded(cls, value: dict[str, Any]) -> dict[str, Any]:
+        check_schema(value, "The schema")
+        return value
+
 
 class JsonSchemaFormat(_Model):
     type: Literal["json_schema"]
@@ -164,25 +191,25 @@ ResponseFormat = Annotated[TextFormat | JsonObjectFormat | JsonSchemaFormat, Fie
 class ChatCompletionsOptions(_Model):
     """The body of `POST /chat/completions`. Ranges are the server's (temperature 0-2, as Llama and OpenAI)."""
 
-    messages: list[Message] = Field(min_length=1)
+    messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES)
     model: str | None = None
     stream: bool | None = None
     frequency_penalty: FiniteFloat | None = Field(default=None, ge=-2, le=2)
     presence_penalty: FiniteFloat | None = Field(default=None, ge=-2, le=2)
     temperature: FiniteFloat | None = Field(default=None, ge=0, le=2)
     top_p: FiniteFloat | None = Field(default=None, ge=0, le=1)
-    max_tokens: int | None = Field(default=None, ge=1)
-    stop: str | list[str] | None = None
-    seed: int | None = None
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
+    stop: StopSequence | list[StopSequence] | None = None
+    seed: int | None = Field(default=None, ge=MIN_SEED, le=MAX_SEED)
     response_format: ResponseFormat | None = None
-    tools: list[Tool] | None = Field(default=None, min_length=1)
+    tools: list[Tool] | None = Field(default=None, min_length=1, max_length=MAX_TOOLS)
     tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
 
-    @field_validator("stop")
+    @field_validator("stop", mode="before")
     @classmethod
-    def _stop_sequences(cls, value: str | list[str] | None) -> str | list[str] | None:
-        if isinstance(value, list) and len(value) > MAX_STOP_SEQUENCES:
-            raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed")
+    def _stop_sequences(cls, value: Any) -> Any:
+        if isinstance(value, list) and len(value) > MAX_STOP_SEQUENCES:  # counted before each one is validated
+            raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed, got {len(value)}")
         return value
 
 
@@ -201,13 +228,15 @@ class LlamaExtras(_Model):
     sampled token and of the N most likely tokens.
     """
 
-    n: int | None = Field(default=None, ge=1)
-    best_of: int | None = Field(default=None, ge=1)
+    n: int | None = Field(default=None, ge=1, le=MAX_CHOICES)
+    best_of: int | None = Field(default=None, ge=1, le=MAX_CHOICES)
     logprobs: bool | Annotated[int, Field(ge=0)] | None = None
     top_logprobs: int | None = Field(default=None, ge=0)
     ignore_eos: bool | None = None
     use_beam_search: bool | None = None
-    stop_token_ids: list[Annotated[int, Field(ge=0)]] | None = None
+    stop_token_ids: list[Annotated[int, Field(ge=0, le=MAX_TOKEN_ID)]] | None = Field(
+        default=None, max_length=MAX_STOP_TOKEN_IDS
+    )
     skip_special_tokens: bool | None = None
 
 

@@ -20,7 +20,6 @@ from llamafoundry.api.drain import Drain, ServerStopping, stopping_error, until_
 from llamafoundry.api.errors import ApiError, from_service_exception, internal_error
 from llamafoundry.api.render import usage_body
 from llamafoundry.api.sse import DONE, encode_event, wait_for_disconnect
-from llamafoundry.engine.outputs import EngineUnavailableError
 from llamafoundry.service.types import ChatDelta, ChatStream, Usage
 
 logger = logging.getLogger(__name__)
@@ -98,13 +97,14 @@ async def chat_events(
 
 
 def _stream_failure(exc: Exception) -> ApiError:
-    """A model server that went away mid-stream (a replica that died) is a 503 to retry; anything else a 500."""
+    """A known failure says its cause (this request's generation failed, a replica that died: a 503 to retry, the
+    engine stopping); anything else is a bug, logged with its traceback, and a 500."""
     error = from_service_exception(exc)
-    if isinstance(exc, EngineUnavailableError) and error is not None:
-        logger.warning("chat stream cut: %s", error.message)
-        return error
-    logger.exception("chat stream failed after the response started")
-    return internal_error()
+    if error is None:
+        logger.exception("chat stream failed after the response started")
+        return internal_error()
+    logger.warning("chat stream ended by an error: %s", error.message)
+    return error
 
 
 def error_event_body(error: ApiError) -> dict[str, Any]:

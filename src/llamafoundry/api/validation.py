@@ -58,8 +58,10 @@ def _describe(error: ErrorDetails, param: str) -> str:
         return f"'{param}' is required."
     if kind == "union_tag_invalid":
         return f"{ctx.get('tag')!r} is not one of {ctx.get('expected_tags')}"
+    if kind == "too_long" and "actual_length" in ctx:  # pydantic says "... at most N items after validation"
+        return f"at most {ctx.get('max_length')} items are allowed, got {ctx['actual_length']}"
     message = re.sub(r"a valid dictionary or instance of \w+", "an object", error["msg"])
-    message = message.replace("Input should", "it should", 1)
+    message = message.replace("Input should", "it should", 1).removeprefix("Value error, ")
     value = error.get("input")
     if isinstance(value, int | float | bool) or (isinstance(value, str) and len(value) <= 40):
         message += f" (got {value!r})"

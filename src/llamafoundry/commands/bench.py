@@ -24,6 +24,7 @@ _SUBCOMMANDS = {
     "restart": ("bench.replica_restart", "how long a deployment's replica killed under load is away, and why"),
     "shapes": ("bench.batch_shapes", "milliseconds per llama_decode for decode/prompt-chunk batch shapes"),
     "speculative": ("bench.speculative_replay", "prompt-lookup drafting replayed on real answers, priced per pass"),
+    "soak": ("bench.soak", "RSS of a gateway and its replicas over thousands of fuzzed valid and invalid requests"),
 }
 
 

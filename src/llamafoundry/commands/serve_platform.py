@@ -144,10 +144,14 @@ class Platform:
 def open_platform(args: argparse.Namespace, home: Path, settings: ServeSettings, scheme: str) -> Platform:
     """Open the store (migrating it), make sure there is an admin key, and read the token issuer's settings."""
     from llamafoundry.platform.deployments import ensure_admin_key
+    from llamafoundry.platform.keys import hash_key
+    from llamafoundry.platform.server_keys import check_own_key
     from llamafoundry.platform.store import Store
     from llamafoundry.platform.tokens import AZURE_ML_AUDIENCE, JwksSource, TokenError, TokenVerifier
 
     store = Store.open(home, args.database_url or os.environ.get(DATABASE_URL_ENV))
+    if not args.no_default:  # the server's own key must not open a deployment too (before an admin key is made)
+        check_own_key(store, hash_key(settings.api_key))
     jwks = args.jwks or os.environ.get(JWKS_ENV)
     verifier = None
     if jwks:

@@ -5,8 +5,10 @@ Only the engine thread calls into this class (see async_engine.py for the thread
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 
 import numpy as np
@@ -17,8 +19,8 @@ from llamafoundry.engine.constraint import ConstraintVocab
 from llamafoundry.engine.detokenizer import IncrementalDetokenizer
 from llamafoundry.engine.outputs import (
     ChoiceDelta,
-    EngineError,
     FinishReason,
+    GenerationError,
     RequestOutput,
     TokenLogprob,
     TopLogprob,
@@ -30,6 +32,8 @@ from llamafoundry.engine.scheduler import PrefillChunk, Scheduler, StepPlan, pad
 from llamafoundry.engine.sequence import Request, RequestStatus, Sequence
 from llamafoundry.engine.speculative import NgramDrafter, assign_drafts
 from llamafoundry.model.base import DecodeError, ModelRunner
+
+log = logging.getLogger(__name__)
 
 
 class LLMEngine:
@@ -117,9 +121,10 @@ class LLMEngine:
     def step(self) -> None:
         cache = self.prefix_cache
         for request, slots in self.scheduler.admit():
-            if cache:
-                cache.claim(request, slots, self.scheduler.free_slots, self.scheduler.running)
-            self._allocate(request, slots)
+            with self._contained(request, slots):
+                if cache:
+                    cache.claim(request, slots, self.scheduler.free_slots, self.scheduler.running)
+                self._allocate(request, slots)
         if cache:
             cache.share(self.scheduler.running)
         plan = self.scheduler.plan()
@@ -130,7 +135,7 @@ class LLMEngine:
             self.runner.decode()
         except DecodeError as exc:
             self._drop_padding()
-            self._fail(plan, EngineError(f"The model failed to process the batch ({exc}). Retry the request."))
+            self._fail(plan, GenerationError(f"The model failed to process the batch ({exc}). Retry the request."))
             return
         self._drop_padding()
         self._postprocess(plan, rows)
@@ -220,16 +225,18 @@ class LLMEngine:
 
     def _postprocess(self, plan: StepPlan, rows: dict[int, int]) -> None:
         for request in plan.decoding:
-            if request.params.use_beam_search:
-                self.beams.step(request, [self.runner.logits(rows[id(s)]) for s in request.live_sequences])
-            else:
-                for seq in request.live_sequences:
-                    self._sample_drafted(request, seq, rows[id(seq)])
-            self._publish(request)
+            with self._contained(request):
+                if request.params.use_beam_search:
+                    self.beams.step(request, [self.runner.logits(rows[id(s)]) for s in request.live_sequences])
+                else:
+                    for seq in request.live_sequences:
+                        self._sample_drafted(request, seq, rows[id(seq)])
+                self._publish(request)
         for chunk in plan.prefill:
             if chunk.is_last:
-                self._start_decoding(chunk.request, self.runner.logits(rows[id(chunk.request)]))
-                self._publish(chunk.request)
+                with self._contained(chunk.request):
+                    self._start_decoding(chunk.request, self.runner.logits(rows[id(chunk.request)]))
+                    self._publish(chunk.request)
 
     def _start_decoding(self, request: Request, logits: np.ndarray) -> None:
         """The prompt is in the cache of the first sequence: fork it to the others and sample their first token."""
@@ -361,13 +368,25 @@ class LLMEngine:
 
     # ---- failure and release ---------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _contained(self, request: Request, slots: list[int] | None = None) -> Iterator[None]:
+        """Fail `request` alone when its own work raises (allocating, sampling, detokenizing, constraining): the
+        step goes on for the others. `slots`: those taken for it at admission, which its sequences may not hold."""
+        try:
+            yield
+        except Exception as exc:
+            log.exception("request %s failed; the engine goes on with the others", request.request_id)
+            request.spare_seq_ids += [slot for slot in slots or () if slot not in request.seq_ids]
+            self._release(request)
+            request.emit(GenerationError.caused_by(exc))
+
     def fail_all(self, message: str) -> None:
-        """Fail every running and waiting request (after an unexpected error) so no reader hangs."""
+        """Fail every request so no reader hangs: only when the engine itself fails (see `_contained`)."""
         for request in list(self.scheduler.running) + list(self.scheduler.waiting):
             self._release(request)
-            request.emit(EngineError(message))
+            request.emit(GenerationError(message))
 
-    def _fail(self, plan: StepPlan, error: EngineError) -> None:
+    def _fail(self, plan: StepPlan, error: GenerationError) -> None:
         for request in plan.decoding + [chunk.request for chunk in plan.prefill]:
             self._release(request)
             request.emit(error)

@@ -67,6 +67,20 @@ class EngineError(Exception):
         self.param = param
 
 
+class GenerationError(EngineError):
+    """A request that failed after it was admitted: its own sampling, detokenizing or constraining raised, or
+    the model failed on its batch. Only that request ends (HTTP 500, or an error event once streaming)."""
+
+    code = "generation_failed"
+
+    @classmethod
+    def caused_by(cls, exc: Exception) -> GenerationError:
+        return cls(
+            f"Generating this request's output failed ({type(exc).__name__}: {exc}). Other requests were not "
+            "affected; retry, and report the x-request-id of this response if it keeps failing."
+        )
+
+
 class PromptTooLongError(EngineError):
     code = "context_length_exceeded"
 

@@ -31,6 +31,9 @@ _MAX_REJECTION_DRAWS = 32
 _TOP_K_LOGIT_GAPS = (1.0, 4.0, 16.0)  # candidate sets for top_k_logprobs, in raw-logit units
 _MIN_CLOSING_WINDOW, _MAX_CLOSING_WINDOW = 8, 64  # tokens that close a constrained output before its budget ends
 _CLOSING_MARGIN = 4  # tokens beyond the shortest match's estimate: the greedy closer is not always shortest
+# Below this a temperature samples as 0 (argmax), as vLLM's _SAMPLING_EPS: 1/temperature overflows float32 from
+# ~3e-39 on (and inf * 0 gives NaN weights), and long before that every token but the most likely weighs 0 anyway.
+MIN_TEMPERATURE = 1e-5
 
 
 def choice_seed(seed: int, index: int) -> int:
@@ -76,7 +79,7 @@ class TokenSampler:
             else max(0, max_new_tokens - closing_window(max_new_tokens, params.closing_tokens))
         )
         self._num_generated = 0
-        self._temperature = params.temperature
+        self._temperature = params.temperature if params.temperature >= MIN_TEMPERATURE else 0.0
         self._top_p = params.top_p
         self._presence_penalty = params.presence_penalty
         self._frequency_penalty = params.frequency_penalty
@@ -85,7 +88,8 @@ class TokenSampler:
         self._rng = np.random.default_rng(seed)
 
     def sample(self, logits: np.ndarray) -> int:
-        """Choose the next token from one row of raw logits (never modified). Temperature 0 is argmax.
+        """Choose the next token from one row of raw logits (never modified). A temperature below MIN_TEMPERATURE
+        (0 included) is argmax.
 
         Args:
             logits: [vocab] float32 (or float64) raw logits from the model.
@@ -141,8 +145,15 @@ def closing_window(max_new_tokens: int, closing_tokens: int = 0) -> int:
 
 
 def unnormalized_probs(logits: np.ndarray, temperature: float) -> np.ndarray:
-    """exp((logits - max) / temperature) as float32: the most likely token weighs 1, -inf logits weigh 0."""
-    weights = np.subtract(logits, np.max(logits), dtype=np.float32)  # weights: [vocab]
+    """exp((logits - max) / temperature) as float32: the most likely token weighs 1, -inf logits weigh 0.
+
+    Raises:
+        ValueError: no token has a finite logit (every one banned or masked, or NaN from the model).
+    """
+    peak = np.max(logits)
+    if not np.isfinite(peak):
+        raise ValueError(f"no token can be sampled: the highest logit is {peak}")
+    weights = np.subtract(logits, peak, dtype=np.float32)  # weights: [vocab]
     weights *= np.float32(1.0 / temperature)
     return np.exp(weights, out=weights)
 

@@ -25,6 +25,7 @@ from llamafoundry.platform.catalog import (
     find_instance_type,
     find_model,
 )
+from llamafoundry.platform.server_keys import server_key_holder
 from llamafoundry.platform.store import Deployment, Store, StoreConflict
 from llamafoundry.platform.weights import Progress, WeightsError, hub_url, resolve_weights
 
@@ -224,7 +225,9 @@ def regenerate_key(store: Store, name: str, slot: str, value: str | None = None)
     except ValueError as exc:
         raise DeploymentError(str(exc)) from None
     key_hash = keys_mod.hash_key(key)
-    holder = store.key_holder(key_hash) if value is not None else None  # generated keys are 128 random bits
+    holder = None
+    if value is not None:  # generated keys are 128 random bits
+        holder = store.key_holder(key_hash) or server_key_holder(store, key_hash)
     if holder is not None and holder != f"deployment {deployment.name} ({slot})":
         raise DeploymentConflict(
             f"That key is already in use ({holder}). A key opens one deployment, and a deployment's two slots hold two "

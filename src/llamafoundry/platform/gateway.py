@@ -25,6 +25,7 @@ from llamafoundry.outage import RepeatedFailure
 from llamafoundry.platform.catalog import MANAGED, find_instance_type, find_model
 from llamafoundry.platform.keys import StoredKey, hash_key, match_key
 from llamafoundry.platform.replicas import ReplicaSet, ReplicaSpec
+from llamafoundry.platform.server_keys import forget_server_key, record_server_key
 from llamafoundry.platform.store import Deployment, Snapshot, Store
 from llamafoundry.platform.tokens import TokenError, TokenVerifier, looks_like_jwt
 from llamafoundry.platform.upstream import FixedUpstream, UpstreamChatService
@@ -163,6 +164,7 @@ class Gateway:
         self.poll_interval_s = poll_interval_s
         self.targets: dict[str, Target] = {}
         self.unserved: dict[str, str] = {}  # deployment name -> why it is not served
+        self.refused_keys: dict[str, str] = {}  # deployment name -> why one of its keys is not accepted
         self._revision: int | None = None
         self._poll_task: asyncio.Task[None] | None = None
         self.server_id = f"{socket.gethostname()} pid {os.getpid()}"
@@ -183,9 +185,16 @@ class Gateway:
         default = [self.default] if self.default is not None else []
         return default + [self.targets[name] for name in sorted(self.targets)]
 
+    @property
+    def own_key_hash(self) -> str | None:
+        """The hash of the server's own `--api-key` (None without a default model: it then opens nothing)."""
+        return self.default.auth.keys[0].key_hash if self.default is not None and self.default.auth.keys else None
+
     async def start(self) -> None:
         if self.store is None:
             return
+        if self.own_key_hash is not None:  # so that no deployment key can be set to it (platform/server_keys.py)
+            await asyncio.to_thread(record_server_key, self.store, self.server_id, self.own_key_hash)
         await self.sync()
         self._poll_task = asyncio.create_task(self._poll())
 
@@ -199,6 +208,7 @@ class Gateway:
         if self.store is not None:
             with contextlib.suppress(Exception):  # a store that is down cannot be told; its rows go stale
                 await asyncio.to_thread(self.store.report_runtime, self.server_id, {})
+                await asyncio.to_thread(forget_server_key, self.store, self.server_id)
 
     async def _poll(self) -> None:
         failures = RepeatedFailure(logger, "reading the deployment store")
@@ -223,6 +233,8 @@ class Gateway:
             if last == statuses and now - at < RUNTIME_HEARTBEAT_S:
                 return
         await asyncio.to_thread(self.store.report_runtime, self.server_id, statuses, now)
+        if self.own_key_hash is not None:
+            await asyncio.to_thread(record_server_key, self.store, self.server_id, self.own_key_hash, now)
         self._reported = (statuses, now)
 
     async def sync(self) -> None:
@@ -275,7 +287,21 @@ class Gateway:
         self._revision = snapshot.revision
 
     def _policy(self, deployment: Deployment, keys: list[StoredKey]) -> AuthPolicy:
-        return AuthPolicy(keys, self.verifier, accepts_tokens=deployment.type == MANAGED)
+        """The deployment's keys, less one equal to the server's own key (set while the server was down, or in a
+        race with a command that checked it): that key keeps opening the server's own model only."""
+        accepted = [key for key in keys if key.key_hash != self.own_key_hash]
+        refused = [key.slot for key in keys if key not in accepted]
+        if refused:
+            reason = (
+                f"Its {refused[0]} key is this server's own --api-key, so it is not accepted for the deployment. "
+                f"Regenerate it: `llamafoundry deploy keys {deployment.name} --regenerate {refused[0]}`."
+            )
+            if self.refused_keys.get(deployment.name) != reason:
+                logger.error("deployment %s: %s", deployment.name, reason)
+            self.refused_keys[deployment.name] = reason
+        else:
+            self.refused_keys.pop(deployment.name, None)
+        return AuthPolicy(accepted, self.verifier, accepts_tokens=deployment.type == MANAGED)
 
     def _launch(self, deployment: Deployment, policy: AuthPolicy) -> Target:
         assert self.backend_factory is not None
@@ -296,6 +322,8 @@ class Gateway:
         body: dict[str, Any] = {"state": state}
         if target.start_error is not None:
             body["error"] = str(target.start_error)
+        if name in self.refused_keys:
+            body["key_refused"] = self.refused_keys[name]
         provider = getattr(target.service, "provider", None)
         if isinstance(provider, ReplicaSet):
             body["replicas"] = provider.status()

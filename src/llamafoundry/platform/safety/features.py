@@ -15,6 +15,8 @@ import functools
 import re
 import unicodedata
 import zlib
+from array import array
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -22,6 +24,10 @@ NUM_BUCKETS = 1 << 18
 _MASK = NUM_BUCKETS - 1
 _SIGN_BIT = 1 << 31
 CHAR_NGRAMS = (3, 4, 5)
+# Words up to this long have their buckets cached, as compact int32 arrays. A longer "word" (an id, a hash, junk) is
+# rare in real text, and its buckets grow with its length: cached as Python ints, random words filled the cache
+# to ~175 MiB under fuzzing, and one 800,000-character word pinned ~80 MiB (docs/benchmarks.md, memory soak).
+MAX_CACHED_WORD = 32
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 # Common digit/symbol substitutions ("k1ll", "$uicide"), undone before tokenizing so they hash like the word.
@@ -51,21 +57,31 @@ def _bucket(feature: str) -> int:
     return -index if h & _SIGN_BIT else index
 
 
-@functools.lru_cache(maxsize=1 << 16)
-def _word_buckets(word: str) -> tuple[int, ...]:
-    """The unigram and character n-gram buckets of one word (cached: vocabularies are small, texts repeat)."""
+def _buckets_of(word: str) -> list[int]:
+    """The unigram and character n-gram buckets of one word."""
     padded = f" {word} "
     out = [_bucket("w:" + word)]
     for n in CHAR_NGRAMS:
         if len(padded) < n:
             continue
         out.extend(_bucket("c:" + padded[i : i + n]) for i in range(len(padded) - n + 1))
-    return tuple(out)
+    return out
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _word_buckets(word: str) -> Sequence[int]:
+    """`_buckets_of(word)`, cached for words up to MAX_CACHED_WORD (vocabularies are small, texts repeat); at most
+    ~10 MiB full."""
+    return array("i", _buckets_of(word))
+
+
+def word_buckets(word: str) -> Sequence[int]:
+    return _word_buckets(word) if len(word) <= MAX_CACHED_WORD else _buckets_of(word)
 
 
 def word_index(word: str) -> int:
     """The bucket index (0-based) of the unigram feature of a normalized word."""
-    return abs(_word_buckets(word)[0]) - 1
+    return abs(word_buckets(word)[0]) - 1
 
 
 def signed_buckets(text: str) -> list[int]:
@@ -73,7 +89,7 @@ def signed_buckets(text: str) -> list[int]:
     tokens = words(text)
     out: list[int] = []
     for word in tokens:
-        out.extend(_word_buckets(word))
+        out.extend(word_buckets(word))
     out.extend(_bucket(f"b:{a} {b}") for a, b in zip(tokens, tokens[1:], strict=False))
     return out
 
