@@ -409,7 +409,7 @@ def nested(depth: int) -> dict[str, Any]:
         ({"type": "integer", "minimum": 5, "maximum": 1}, "minimum (5) is greater than maximum (1)"),
         ({"type": "object", "properties": {"a": {"$ref": "#/$defs/A"}}}, "/$defs/A"),
         ({"type": "string", "pattern": "[a-"}, "regex parse error"),
-        (nested(300), "more than 100 levels deep"),
+        (nested(300), "more than 64 levels deep"),
     ],
 )
 def test_a_wrong_json_schema_is_400_saying_what_is_wrong(schema: dict[str, Any], words: str) -> None:

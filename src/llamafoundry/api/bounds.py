@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 
 from llamafoundry.api.errors import ApiError
+from llamafoundry.service.structured import MAX_SCHEMA_DEPTH  # the service's: one limit, checked first here
 
 if TYPE_CHECKING:
     from llamafoundry.api.schemas import ChatCompletionsOptions, LlamaExtras
@@ -26,7 +27,6 @@ MAX_MESSAGES = 2048  # OpenAI's and Azure OpenAI's limit
 MAX_PROMPT_CHARS = 1_048_576  # messages' text, names and tool-call arguments, tool definitions: ~8x a 128k context
 MAX_TOOLS = 128  # OpenAI's limit
 MAX_SCHEMA_CHARS = 65_536  # one JSON schema (response_format's, or a tool's parameters), as compact JSON
-MAX_SCHEMA_DEPTH = 64  # nesting of one schema: generous for Pydantic models, which nest through $defs/$ref
 MAX_STOP_SEQUENCES = 16
 MAX_STOP_CHARS = 512  # one stop sequence (the detokenizer holds back text that could start one)
 MAX_STOP_TOKEN_IDS = 256

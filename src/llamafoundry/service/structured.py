@@ -38,8 +38,9 @@ JSON_OPTIONS: JsonCompileOptions = {
 }
 EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
 # Objects and arrays inside each other in one schema: llguidance parses schemas with serde_json, which stops at 128
-# and whose conversion of a Python dict recurses without a limit (a crash past some thousands of levels).
-MAX_SCHEMA_DEPTH = 100
+# and whose conversion of a Python dict recurses without a limit (a crash past some thousands of levels). Generous
+# for Pydantic models, which nest through $defs/$ref. The API checks it first (api/bounds.py), with the same number.
+MAX_SCHEMA_DEPTH = 64
 RESPONSE_SCHEMA_PARAM = "response_format.json_schema.schema"
 _UNIMPLEMENTED = re.compile(r'Unimplemented keys: \["([^"]+)"')
 # llguidance's message start -> the keyword at fault, for schemas it understands but finds wrong
