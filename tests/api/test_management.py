@@ -81,7 +81,7 @@ def test_a_regenerated_admin_key_replaces_the_old_one(client: TestClient, admin_
 def test_catalog_routes(client: TestClient, admin_key: str) -> None:
     headers = {"api-key": admin_key}
     models = client.get("/management/models", headers=headers).json()["data"]
-    assert len(models) == 14 and all(m["provider"] == "Meta" for m in models)
+    assert len(models) == 17 and all(m["provider"] == "Meta" for m in models)
     one = client.get("/management/models/llama-3.2-11b-vision-instruct", headers=headers).json()
     assert one["name"] == "Llama-3.2-11B-Vision-Instruct" and one["input_modalities"] == ["text", "image"]
     missing = client.get("/management/models/gpt-4", headers=headers)
