@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import llguidance
 import numpy as np
 import pytest
 
 from llamafoundry.engine.async_engine import AsyncEngine
 from llamafoundry.engine.client import ModelInfo
+from llamafoundry.engine.constraint import ConstraintVocab
 from llamafoundry.engine.engine import LLMEngine
 from llamafoundry.engine.outputs import GenerationError, RequestOutput
 from llamafoundry.engine.sampling_params import SamplingParams
@@ -81,22 +83,20 @@ def test_a_fault_while_sampling_the_first_token_or_detokenizing_is_contained() -
     assert not good_sink.errors and good_sink.finish_reasons() == {0: "length"}
 
 
-def test_a_fault_while_setting_up_a_request_frees_every_slot_it_took() -> None:
+def test_a_fault_while_setting_up_a_request_frees_every_slot_it_took(monkeypatch: pytest.MonkeyPatch) -> None:
     class Grammar:
         def clone(self) -> Any:
-            raise RuntimeError("llama.cpp could not copy the grammar")
+            raise RuntimeError("llguidance could not copy the grammar")
 
-    class GrammarRunner(FakeRunner):
-        def grammar(self, text: str) -> Any:
-            return Grammar()
-
-    engine = LLMEngine(GrammarRunner(max_seqs=4), ctx_size=64, max_queue=8)
+    monkeypatch.setattr(ConstraintVocab, "compile", lambda self, grammar: Grammar())
+    engine = LLMEngine(FakeRunner(max_seqs=4), ctx_size=64, max_queue=8)
     sink = Collector()
-    params = SamplingParams(temperature=0.0, max_tokens=4, n=3, grammar='root ::= "a"')
+    grammar = str(llguidance.LLMatcher.grammar_from_lark('start: "a"'))
+    params = SamplingParams(temperature=0.0, max_tokens=4, n=3, grammar=grammar)
     engine.add_request(engine.make_request("bad", [1, 2], params, sink))
     good, good_sink = submit(engine, [1, 2], temperature=0.0, max_tokens=4)
     run_until_done(engine)
-    assert "RuntimeError: llama.cpp could not copy the grammar" in sink.errors[0].message  # type: ignore[attr-defined]
+    assert "RuntimeError: llguidance could not copy the grammar" in sink.errors[0].message  # type: ignore[attr-defined]
     assert not good_sink.errors and good_sink.finish_reasons() == {0: "length"}
     assert engine.scheduler.num_free_slots == 4
 
