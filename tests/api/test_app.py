@@ -10,15 +10,15 @@ from starlette.testclient import TestClient
 
 from llamafoundry.api.app import create_app
 from llamafoundry.config import EngineSettings, ServeSettings
-from llamafoundry.engine.outputs import (
+from llamafoundry.errors import (
     EngineError,
     EngineUnavailableError,
     GenerationError,
+    InvalidSamplingParams,
     PromptTooLongError,
     QueueFullError,
     RequestTooLargeError,
 )
-from llamafoundry.engine.sampling_params import InvalidSamplingParams
 from llamafoundry.service.chat_format import ChatFormatError
 from tests.api.conftest import API_KEY, MODEL_NAME
 from tests.api.fakes import WORDS, FakeChatService

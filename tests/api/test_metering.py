@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from llamafoundry.api.usage import usage_router
-from llamafoundry.engine.outputs import QueueFullError
+from llamafoundry.errors import QueueFullError
 from llamafoundry.platform.metering import query_usage
 from llamafoundry.platform.ratelimit import RateLimits
 from llamafoundry.platform.usage import Pricing

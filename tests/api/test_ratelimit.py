@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from llamafoundry.engine.outputs import QueueFullError
+from llamafoundry.errors import QueueFullError
 from llamafoundry.platform.ratelimit import UNLIMITED, RateLimits
 from tests.api.accounting_fixtures import LimitedApp, limited_app
 from tests.api.conftest import MODEL_NAME

@@ -19,7 +19,8 @@ import pytest
 from llamafoundry.engine.constraint import ConstraintError, ConstraintVocab, grammar_error
 from llamafoundry.engine.json_closing import LexState, json_levels_closed
 from llamafoundry.engine.sampler import TokenSampler
-from llamafoundry.engine.sampling_params import InvalidSamplingParams, SamplingParams
+from llamafoundry.engine.sampling_params import SamplingParams
+from llamafoundry.errors import InvalidSamplingParams
 from llamafoundry.model.gguf_builder import default_tokenizer_path
 from llamafoundry.model.llamacpp import LlamaCppVocab
 from llamafoundry.service.structured import schema_grammar, shortest_match_tokens

@@ -15,9 +15,10 @@ from llamafoundry.engine.async_engine import AsyncEngine
 from llamafoundry.engine.client import ModelInfo
 from llamafoundry.engine.constraint import ConstraintVocab
 from llamafoundry.engine.engine import LLMEngine
-from llamafoundry.engine.outputs import GenerationError, RequestOutput
+from llamafoundry.engine.outputs import RequestOutput
 from llamafoundry.engine.sampling_params import SamplingParams
 from llamafoundry.engine.sequence import Request
+from llamafoundry.errors import GenerationError
 
 from .fake_runner import FakeRunner
 from .test_engine_scheduling import Collector, run_until_done, submit

@@ -15,9 +15,10 @@ from llamafoundry.config import EngineSettings
 from llamafoundry.engine.async_engine import AsyncEngine
 from llamafoundry.engine.detokenizer import IncrementalDetokenizer
 from llamafoundry.engine.factory import build_local_engine
-from llamafoundry.engine.outputs import PromptTooLongError, QueueFullError, RequestOutput
+from llamafoundry.engine.outputs import RequestOutput
 from llamafoundry.engine.sampler import choice_seed, log_softmax
-from llamafoundry.engine.sampling_params import InvalidSamplingParams, SamplingParams
+from llamafoundry.engine.sampling_params import SamplingParams
+from llamafoundry.errors import InvalidSamplingParams, PromptTooLongError, QueueFullError
 from llamafoundry.model.llamacpp import LlamaCppRunner
 
 PROMPT = "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nTell me a story.<|eot_id|>"

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from llamafoundry.engine.engine import LLMEngine
-from llamafoundry.engine.outputs import EngineError, PromptTooLongError, RequestOutput, RequestTooLargeError
+from llamafoundry.engine.outputs import RequestOutput
 from llamafoundry.engine.sampler import choice_seed
 from llamafoundry.engine.sampling_params import SamplingParams
 from llamafoundry.engine.sequence import Request
+from llamafoundry.errors import EngineError, PromptTooLongError, RequestTooLargeError
 
 from .fake_runner import EOG, FakeRunner
 

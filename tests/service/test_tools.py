@@ -15,7 +15,8 @@ from typing import Any
 import llguidance
 import pytest
 
-from llamafoundry.engine.sampling_params import InvalidSamplingParams, SamplingParams
+from llamafoundry.engine.sampling_params import SamplingParams
+from llamafoundry.errors import InvalidSamplingParams
 from llamafoundry.service import structured, tools
 from llamafoundry.service.structured import SchemaNotSupportedError
 from llamafoundry.service.types import ChatChoice, ChatDelta, ChatMessage, ChatRequest, ChatUpdate, Usage

@@ -28,7 +28,8 @@ from llamafoundry.api.schemas import (
     TextPart,
 )
 from llamafoundry.api.validation import validation_error
-from llamafoundry.engine.sampling_params import MAX_TOP_LOGPROBS, InvalidSamplingParams, SamplingParams
+from llamafoundry.engine.sampling_params import MAX_TOP_LOGPROBS, SamplingParams
+from llamafoundry.errors import InvalidSamplingParams
 from llamafoundry.service import structured
 from llamafoundry.service.types import ChatMessage, ChatRequest
 

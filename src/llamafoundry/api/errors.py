@@ -14,15 +14,15 @@ from typing import Any
 
 from starlette.responses import Response
 
-from llamafoundry.engine.outputs import (
+from llamafoundry.errors import (
     EngineError,
     EngineUnavailableError,
     GenerationError,
+    InvalidSamplingParams,
     PromptTooLongError,
     QueueFullError,
     RequestTooLargeError,
 )
-from llamafoundry.engine.sampling_params import InvalidSamplingParams
 from llamafoundry.service.chat_format import ChatFormatError
 from llamafoundry.service.safety import ContentFilteredError
 

@@ -4,8 +4,8 @@ failure after the first byte)."""
 from __future__ import annotations
 
 from llamafoundry.engine.constraint import grammar_error
-from llamafoundry.engine.outputs import EngineError, PromptTooLongError, RequestTooLargeError
-from llamafoundry.engine.sampling_params import InvalidSamplingParams, SamplingParams
+from llamafoundry.engine.sampling_params import SamplingParams
+from llamafoundry.errors import EngineError, InvalidSamplingParams, PromptTooLongError, RequestTooLargeError
 from llamafoundry.model.base import ModelRunner
 
 

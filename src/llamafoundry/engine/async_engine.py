@@ -15,9 +15,10 @@ from collections.abc import AsyncIterator, Callable
 
 from llamafoundry.engine.client import ModelInfo
 from llamafoundry.engine.engine import LLMEngine
-from llamafoundry.engine.outputs import EngineUnavailableError, QueueFullError, RequestOutput
+from llamafoundry.engine.outputs import RequestOutput
 from llamafoundry.engine.sampling_params import SamplingParams
 from llamafoundry.engine.sequence import Request
+from llamafoundry.errors import EngineUnavailableError, QueueFullError
 from llamafoundry.model.base import ModelRunner
 
 log = logging.getLogger(__name__)

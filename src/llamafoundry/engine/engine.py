@@ -17,20 +17,14 @@ from llamafoundry.engine.admission import check_request
 from llamafoundry.engine.beam_search import BeamSearcher
 from llamafoundry.engine.constraint import ConstraintVocab
 from llamafoundry.engine.detokenizer import IncrementalDetokenizer
-from llamafoundry.engine.outputs import (
-    ChoiceDelta,
-    FinishReason,
-    GenerationError,
-    RequestOutput,
-    TokenLogprob,
-    TopLogprob,
-)
+from llamafoundry.engine.outputs import ChoiceDelta, FinishReason, RequestOutput, TokenLogprob, TopLogprob
 from llamafoundry.engine.prefix_cache import PrefixCache
 from llamafoundry.engine.sampler import TokenSampler, choice_seed, token_logprob
 from llamafoundry.engine.sampling_params import SamplingParams
 from llamafoundry.engine.scheduler import PrefillChunk, Scheduler, StepPlan, padding_slots
 from llamafoundry.engine.sequence import Request, RequestStatus, Sequence
 from llamafoundry.engine.speculative import NgramDrafter, assign_drafts
+from llamafoundry.errors import GenerationError
 from llamafoundry.model.base import DecodeError, ModelRunner
 
 log = logging.getLogger(__name__)

@@ -4,19 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-
-class InvalidSamplingParams(ValueError):
-    """A sampling setting is out of range or inconsistent with another one.
-
-    Attributes:
-        param: the request field at fault (the API reports it as `param`).
-    """
-
-    def __init__(self, param: str, message: str) -> None:
-        super().__init__(message)
-        self.param = param
-        self.message = message
-
+from llamafoundry.errors import InvalidSamplingParams
 
 MAX_TOP_LOGPROBS = 20
 

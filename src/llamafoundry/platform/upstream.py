@@ -14,14 +14,9 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
-from llamafoundry.engine.outputs import (
-    EngineError,
-    EngineUnavailableError,
-    QueueFullError,
-    TokenLogprob,
-    TopLogprob,
-)
+from llamafoundry.engine.outputs import TokenLogprob, TopLogprob
 from llamafoundry.engine.sampling_params import SamplingParams
+from llamafoundry.errors import EngineError, EngineUnavailableError, QueueFullError
 from llamafoundry.model.remote import CHAT, TEXT_COMPLETIONS, RemoteChatClient, UpstreamError
 from llamafoundry.platform.prompt_tokens import llama_prompt_counter
 from llamafoundry.service.prompt_pieces import break_control_text

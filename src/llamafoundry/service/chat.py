@@ -6,7 +6,8 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from llamafoundry.engine.client import EngineClient, RequestStream
-from llamafoundry.engine.outputs import ChoiceDelta, EngineUnavailableError, RequestOutput, TokenLogprob
+from llamafoundry.engine.outputs import ChoiceDelta, RequestOutput, TokenLogprob
+from llamafoundry.errors import EngineUnavailableError
 from llamafoundry.service import tools
 from llamafoundry.service.chat_format import ChatFormatter
 from llamafoundry.service.prompt_pieces import render_pieces

@@ -20,8 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from llamafoundry.engine.client import EngineClient
-from llamafoundry.engine.outputs import EngineError, TokenLogprob
+from llamafoundry.engine.outputs import TokenLogprob
 from llamafoundry.engine.sampling_params import SamplingParams
+from llamafoundry.errors import EngineError
 from llamafoundry.platform.safety.base import (
     CATEGORIES,
     Category,
