@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from llamafoundry.api.app import create_app
-from llamafoundry.api.schemas import OPENAI_ROUTE_PARAMETERS, SPEC_PARAMETERS
 from llamafoundry.config import EngineSettings, ServeSettings
+from llamafoundry.protocol.schemas import OPENAI_ROUTE_PARAMETERS, SPEC_PARAMETERS
 from tests.api.conftest import API_KEY, MODEL_NAME, Server
 from tests.api.fakes import FakeChatService
 

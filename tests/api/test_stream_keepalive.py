@@ -15,9 +15,9 @@ from azure.ai.inference import ChatCompletionsClient
 from azure.ai.inference.models import UserMessage
 from azure.core.credentials import AzureKeyCredential
 
-from llamafoundry.api.render import ChunkRenderer
 from llamafoundry.api.streaming import chat_events
 from llamafoundry.engine.sampling_params import SamplingParams
+from llamafoundry.protocol.render import ChunkRenderer
 from llamafoundry.service.types import ChatRequest
 from tests.api.conftest import Server, module_server
 from tests.api.fakes import FakeChatService

@@ -22,7 +22,7 @@ from starlette.responses import Response
 
 from llamafoundry.api.auth import AuthError
 from llamafoundry.api.drain import Drain
-from llamafoundry.api.errors import ApiError, json_response, not_found, unauthorized_response
+from llamafoundry.api.errors import error_response, json_response, unauthorized_response
 from llamafoundry.api.inference import inference_router
 from llamafoundry.api.middleware import RequestContextMiddleware
 from llamafoundry.api.usage import install_accounting
@@ -30,6 +30,7 @@ from llamafoundry.config import ServeSettings
 from llamafoundry.hardware.decode_check import ModelCrashError
 from llamafoundry.platform.gateway import Gateway, Target, single_key_policy
 from llamafoundry.platform.replicas import MODEL_LOAD_FAILED
+from llamafoundry.protocol.errors import ApiError, not_found
 
 if TYPE_CHECKING:
     from llamafoundry.api.limits import Accounting
@@ -99,12 +100,12 @@ class ModelLifecycle:
         if self.service.is_ready and not self.is_draining:
             return json_response({"status": "ready", "model": self.service.model_name})
         if self.load_error is not None:
-            return ApiError(503, MODEL_LOAD_FAILED, self.load_error_message()).response()
+            return error_response(ApiError(503, MODEL_LOAD_FAILED, self.load_error_message()))
         if self.is_draining:
-            return ApiError(503, "ServiceUnavailable", "The server is shutting down.", retry_after=5).response()
-        return ApiError(
+            return error_response(ApiError(503, "ServiceUnavailable", "The server is shutting down.", retry_after=5))
+        return error_response(ApiError(
             503, "ServiceUnavailable", "The model is loading; retry in a few seconds.", retry_after=5
-        ).response()
+        ))
 
 
 def create_app(
@@ -183,7 +184,7 @@ class NoDefaultModel:
 def _add_error_handlers(app: FastAPI) -> None:
     async def api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
-        return exc.response()
+        return error_response(exc)
 
     async def auth_error(request: Request, exc: Exception) -> Response:
         return unauthorized_response()
@@ -191,22 +192,22 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         if exc.status_code == 404:
-            return not_found(f"Resource not found: {request.url.path}.").response()
+            return error_response(not_found(f"Resource not found: {request.url.path}."))
         if exc.status_code == 405:
             allowed = (exc.headers or {}).get("Allow", "")
             message = f"Method {request.method} is not allowed on {request.url.path}; use {allowed}."
-            return ApiError(405, "MethodNotAllowed", message, headers={"Allow": allowed}).response()
-        return ApiError(exc.status_code, "HttpError", str(exc.detail)).response()
+            return error_response(ApiError(405, "MethodNotAllowed", message, headers={"Allow": allowed}))
+        return error_response(ApiError(exc.status_code, "HttpError", str(exc.detail)))
 
     async def request_validation_error(request: Request, exc: Exception) -> Response:
-        return ApiError(400, "invalid_request", "The request is not valid.").response()
+        return error_response(ApiError(400, "invalid_request", "The request is not valid."))
 
     async def store_error(request: Request, exc: Exception) -> Response:
         """The database is down or unreachable (a management call, a usage report): a 503 to retry, not a 500."""
         logger.warning("%s %s: the store cannot be reached: %s", request.method, request.url.path,
                        str(exc).splitlines()[0])  # fmt: skip
         message = "The server's store (its database) cannot be reached right now; retry shortly."
-        return ApiError(503, "ServiceUnavailable", message, retry_after=STORE_RETRY_AFTER_S).response()
+        return error_response(ApiError(503, "ServiceUnavailable", message, retry_after=STORE_RETRY_AFTER_S))
 
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(AuthError, auth_error)

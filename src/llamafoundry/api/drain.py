@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 
 import uvicorn
 
-from llamafoundry.api.errors import ApiError
+from llamafoundry.protocol.errors import ApiError
 from llamafoundry.service.types import ChatStream, ChatUpdate
 
 MARGIN_S = 1.0  # before uvicorn's own deadline: time to write the errors

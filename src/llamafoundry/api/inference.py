@@ -18,13 +18,10 @@ from fastapi import APIRouter, Depends, Request
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
-from llamafoundry.api.bounds import read_body
-from llamafoundry.api.chat_request import extra_parameters_mode, parse_chat, parse_json_object
-from llamafoundry.api.completions import TextChunkRenderer, parse_completion, text_completion_body
+from llamafoundry.api.body import read_body
 from llamafoundry.api.drain import Drain, stopping_error
-from llamafoundry.api.errors import ApiError, from_service_exception, json_response, not_found, service_unavailable
+from llamafoundry.api.errors import from_service_exception, json_response
 from llamafoundry.api.limits import admit, request_usage
-from llamafoundry.api.render import ChunkRenderer, completion_body
 from llamafoundry.api.routing import authorize_request, authorized_targets
 from llamafoundry.api.sse import EventStreamResponse
 from llamafoundry.api.streaming import StreamRenderer, chat_events, until_disconnect
@@ -32,6 +29,10 @@ from llamafoundry.api.usage import track_result, track_stream
 from llamafoundry.config import ServeSettings
 from llamafoundry.platform.gateway import ChatBackend, Gateway, Target
 from llamafoundry.platform.replicas import MODEL_LOAD_FAILED
+from llamafoundry.protocol.chat import extra_parameters_mode, parse_chat, parse_json_object
+from llamafoundry.protocol.completions import TextChunkRenderer, parse_completion, text_completion_body
+from llamafoundry.protocol.errors import ApiError, not_found, service_unavailable
+from llamafoundry.protocol.render import ChunkRenderer, completion_body
 from llamafoundry.service.safety import ContentFilteredError, prompt_filter_results_of
 from llamafoundry.service.types import ChatRequest, ChatResult
 

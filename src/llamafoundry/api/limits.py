@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.requests import Request
 
-from llamafoundry.api.errors import ApiError
 from llamafoundry.platform.ratelimit import (
     LIMITED_BY_TOKENS,
     UNLIMITED,
@@ -25,6 +24,7 @@ from llamafoundry.platform.ratelimit import (
     RateLimitStoreUnavailable,
     RequestExceedsLimitError,
 )
+from llamafoundry.protocol.errors import ApiError
 from llamafoundry.service.types import ChatRequest
 
 if TYPE_CHECKING:

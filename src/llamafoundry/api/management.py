@@ -18,9 +18,8 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from llamafoundry.api.auth import AuthError, presented_keys
-from llamafoundry.api.bounds import read_body
-from llamafoundry.api.chat_request import parse_json_object
-from llamafoundry.api.errors import ApiError, json_response, not_found
+from llamafoundry.api.body import read_body
+from llamafoundry.api.errors import json_response
 from llamafoundry.platform import deployments as ops
 from llamafoundry.platform.catalog import CATALOG, UnknownModelError, find_model
 from llamafoundry.platform.gateway import Gateway
@@ -35,6 +34,8 @@ from llamafoundry.platform.safety.deployments import (
     stored_blocklists,
 )
 from llamafoundry.platform.store import Store
+from llamafoundry.protocol.chat import parse_json_object
+from llamafoundry.protocol.errors import ApiError, not_found
 
 logger = logging.getLogger(__name__)
 

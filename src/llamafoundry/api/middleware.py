@@ -13,8 +13,9 @@ import uuid
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from llamafoundry.api.errors import internal_error
+from llamafoundry.api.errors import error_response
 from llamafoundry.logs import request_id_var
+from llamafoundry.protocol.errors import internal_error
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("llamafoundry.access")
@@ -61,7 +62,7 @@ class RequestContextMiddleware:
         except Exception:
             logger.exception("request %s %s failed (x-request-id %s)", scope["method"], scope["path"], request_id)
             if not started:
-                await internal_error().response()(scope, receive, send_with_ids)
+                await error_response(internal_error())(scope, receive, send_with_ids)
         finally:
             if not is_complete:
                 logger.debug("the client disconnected before the response to %s %s ended", scope["method"], path)

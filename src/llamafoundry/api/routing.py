@@ -20,9 +20,9 @@ from collections.abc import Awaitable, Callable
 from starlette.requests import Request
 
 from llamafoundry.api.auth import AuthError, presented_keys
-from llamafoundry.api.bounds import read_body
-from llamafoundry.api.errors import not_found
+from llamafoundry.api.body import read_body
 from llamafoundry.platform.gateway import Gateway, Target
+from llamafoundry.protocol.errors import not_found
 
 DEPLOYMENT_HEADER = "azureml-model-deployment"
 BodyReader = Callable[[Request], Awaitable[bytes]]  # `api.bounds.read_body`

@@ -17,9 +17,10 @@ from typing import Any, Protocol, TypeVar
 from starlette.types import Receive
 
 from llamafoundry.api.drain import Drain, ServerStopping, stopping_error, until_deadline
-from llamafoundry.api.errors import ApiError, from_service_exception, internal_error
-from llamafoundry.api.render import usage_body
+from llamafoundry.api.errors import from_service_exception
 from llamafoundry.api.sse import DONE, encode_event, wait_for_disconnect
+from llamafoundry.protocol.errors import ApiError, internal_error
+from llamafoundry.protocol.render import usage_body
 from llamafoundry.service.types import ChatDelta, ChatStream, Usage
 
 logger = logging.getLogger(__name__)

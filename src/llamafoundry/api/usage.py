@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from llamafoundry.api.errors import ApiError, from_service_exception, invalid, json_response
+from llamafoundry.api.errors import from_service_exception, json_response
 from llamafoundry.api.limits import (
     Accounting,
     LimitsSource,
@@ -39,6 +39,7 @@ from llamafoundry.platform.metering import Meter
 from llamafoundry.platform.ratelimit import RateLimits, RateLimitStoreUnavailable, deployment_limits, resolve_limits
 from llamafoundry.platform.ratelimit_redis import build_limiter
 from llamafoundry.platform.usage import Pricing, check_period, parse_since, period_label, report, to_csv
+from llamafoundry.protocol.errors import ApiError, invalid
 from llamafoundry.service.types import ChatResult, ChatStream, ChatUpdate
 
 logger = logging.getLogger(__name__)

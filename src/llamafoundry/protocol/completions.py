@@ -16,13 +16,13 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from llamafoundry.api.bounds import check_request_bounds
-from llamafoundry.api.chat_request import check_extras, sampling_params
-from llamafoundry.api.errors import ApiError, invalid, not_supported
-from llamafoundry.api.render import answer_body, usage_body
-from llamafoundry.api.schemas import LLAMA_EXTRA_PARAMETERS, ChatCompletionsOptions, LlamaExtras
-from llamafoundry.api.validation import validation_error
 from llamafoundry.engine.outputs import TokenLogprob
+from llamafoundry.protocol.bounds import check_request_bounds
+from llamafoundry.protocol.chat import check_extras, sampling_params
+from llamafoundry.protocol.errors import ApiError, invalid, not_supported
+from llamafoundry.protocol.render import answer_body, usage_body
+from llamafoundry.protocol.schemas import LLAMA_EXTRA_PARAMETERS, ChatCompletionsOptions, LlamaExtras
+from llamafoundry.protocol.validation import validation_error
 from llamafoundry.service.types import ChatDelta, ChatMessage, ChatRequest, ChatResult, Usage
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for text completions

@@ -13,13 +13,11 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from starlette.requests import Request
-
-from llamafoundry.api.errors import ApiError
+from llamafoundry.protocol.errors import ApiError
 from llamafoundry.service.structured import MAX_SCHEMA_DEPTH  # the service's: one limit, checked first here
 
 if TYPE_CHECKING:
-    from llamafoundry.api.schemas import ChatCompletionsOptions, LlamaExtras
+    from llamafoundry.protocol.schemas import ChatCompletionsOptions, LlamaExtras
 
 MAX_BODY_BYTES = 8 * 2**20  # 413: the request body
 MAX_JSON_DEPTH = 128  # nesting of arrays and objects anywhere in the body
@@ -40,25 +38,6 @@ MIN_SEED, MAX_SEED = -(2**63), 2**64 - 1  # int64 or uint64, as the OpenAI and v
 def too_large(what: str, limit: str, advice: str, param: str | None = None, code: str = "limit_exceeded") -> ApiError:
     """The 400 of a request over one of the limits above: what, the limit, and what to do."""
     return ApiError(400, code, f"{what}; the limit is {limit}. {advice}", param)
-
-
-async def read_body(request: Request) -> bytes:
-    """The request body, refused with 413 past MAX_BODY_BYTES (before it is all read when its length is declared)."""
-    too_large_body = ApiError(
-        413,
-        "PayloadTooLarge",
-        f"The request body is larger than {MAX_BODY_BYTES // 2**20} MiB. Send fewer or shorter messages.",
-    )
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise too_large_body
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise too_large_body
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def depth_exceeds(value: Any, limit: int) -> bool:

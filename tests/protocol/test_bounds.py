@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from llamafoundry.api import bounds
+from llamafoundry.protocol import bounds
 from tests.api.conftest import MODEL_NAME
 from tests.api.fakes import FakeChatService
 

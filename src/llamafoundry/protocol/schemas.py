@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from llamafoundry.api.bounds import (
+from llamafoundry.protocol.bounds import (
     MAX_CHOICES,
     MAX_MESSAGES,
     MAX_SEED,

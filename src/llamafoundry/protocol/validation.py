@@ -11,7 +11,7 @@ import re
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from llamafoundry.api.errors import ApiError
+from llamafoundry.protocol.errors import ApiError
 
 _FIELD_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 _PRIMITIVE_LABELS = frozenset({"str", "int", "bool", "float", "dict", "list", "none"})

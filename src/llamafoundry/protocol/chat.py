@@ -14,9 +14,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from llamafoundry.api.bounds import check_nesting, check_request_bounds
-from llamafoundry.api.errors import ApiError, invalid, not_supported
-from llamafoundry.api.schemas import (
+from llamafoundry.engine.sampling_params import MAX_TOP_LOGPROBS, SamplingParams
+from llamafoundry.errors import InvalidSamplingParams
+from llamafoundry.protocol.bounds import check_nesting, check_request_bounds
+from llamafoundry.protocol.errors import ApiError, invalid, not_supported
+from llamafoundry.protocol.schemas import (
     LLAMA_EXTRA_PARAMETERS,
     OPENAI_ROUTE_PARAMETERS,
     SPEC_PARAMETERS,
@@ -27,9 +29,7 @@ from llamafoundry.api.schemas import (
     NamedToolChoice,
     TextPart,
 )
-from llamafoundry.api.validation import validation_error
-from llamafoundry.engine.sampling_params import MAX_TOP_LOGPROBS, SamplingParams
-from llamafoundry.errors import InvalidSamplingParams
+from llamafoundry.protocol.validation import validation_error
 from llamafoundry.service import structured
 from llamafoundry.service.types import ChatMessage, ChatRequest
 

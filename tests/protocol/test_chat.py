@@ -6,13 +6,13 @@ from typing import Any
 
 import pytest
 
-from llamafoundry.api.chat_request import (
+from llamafoundry.protocol.chat import (
     DEFAULT_TEMPERATURE,
     extra_parameters_mode,
     parse_chat,
     parse_json_object,
 )
-from llamafoundry.api.errors import ApiError
+from llamafoundry.protocol.errors import ApiError
 
 USER = [{"role": "user", "content": "Hi"}]
 
