@@ -16,12 +16,12 @@ import statistics
 import time
 from pathlib import Path
 
-from llamafoundry.platform.safety import features, normalize, rules, shields
-from llamafoundry.platform.safety.base import Role, SafetyPolicy
-from llamafoundry.platform.safety.blocklists import Blocklist, BlocklistItem
-from llamafoundry.platform.safety.builtin import BuiltinClassifier, HashedLinearModel
-from llamafoundry.platform.safety.evaluation import load_labelled
-from llamafoundry.service.safety import ChatSafety, ContentFilteredError
+from llamafoundry.safety import features, normalize, rules, shields
+from llamafoundry.safety.base import Role, SafetyPolicy
+from llamafoundry.safety.blocklists import Blocklist, BlocklistItem
+from llamafoundry.safety.builtin import BuiltinClassifier, HashedLinearModel
+from llamafoundry.safety.evaluation import load_labelled
+from llamafoundry.safety.chat import ChatSafety, ContentFilteredError
 from llamafoundry.service.types import ChatMessage
 
 EVAL_SET = Path(__file__).resolve().parents[1] / "tests" / "platform" / "safety_eval.jsonl"

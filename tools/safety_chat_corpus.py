@@ -487,7 +487,7 @@ HARM_SLOTS = frozenset(
 )
 
 
-# Words as the runtime's features see them (llamafoundry.platform.safety.features): contractions are one word.
+# Words as the runtime's features see them (llamafoundry.safety.features): contractions are one word.
 _WORDS = re.compile(r"[a-z]+(?:'[a-z]+)?")
 
 

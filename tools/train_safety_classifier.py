@@ -5,9 +5,9 @@
     .venv/bin/python tools/train_safety_classifier.py --dry-run  # train and evaluate, write nothing
 
 Corpus: tools/safety_corpus.py (generated; any text of the evaluation set is dropped). Features:
-llamafoundry.platform.safety.features (the runtime's own code). Model: one multinomial logistic regression per
+llamafoundry.safety.features (the runtime's own code). Model: one multinomial logistic regression per
 harm category (safe/low/medium/high) and a binary one for jailbreak, from scikit-learn. Export: the coefficients
-quantized to int8 with a float scale per column (src/llamafoundry/platform/safety/data/builtin_classifier.npz)
+quantized to int8 with a float scale per column (src/llamafoundry/safety/data/builtin_classifier.npz)
 and a JSON description of the heads (builtin_classifier.json). The runtime needs numpy only.
 """
 
@@ -30,10 +30,10 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 from safety_corpus import HARM_AND_TRIGGER_CLASSES, Example, generate  # noqa: E402
 
-from llamafoundry.platform.safety.base import CATEGORIES, SEVERITIES, Role  # noqa: E402
-from llamafoundry.platform.safety.builtin import DATA_DIR, MODEL_STEM, BuiltinClassifier, HashedLinearModel  # noqa: E402
-from llamafoundry.platform.safety.evaluation import evaluate, load_independent, load_labelled  # noqa: E402
-from llamafoundry.platform.safety.features import NUM_BUCKETS, featurize, word_index, words  # noqa: E402
+from llamafoundry.safety.base import CATEGORIES, SEVERITIES, Role  # noqa: E402
+from llamafoundry.safety.builtin import DATA_DIR, MODEL_STEM, BuiltinClassifier, HashedLinearModel  # noqa: E402
+from llamafoundry.safety.evaluation import evaluate, load_independent, load_labelled  # noqa: E402
+from llamafoundry.safety.features import NUM_BUCKETS, featurize, word_index, words  # noqa: E402
 
 EVAL_SET = ROOT / "tests" / "platform" / "safety_eval.jsonl"
 EVERYDAY_SET = ROOT / "tests" / "platform" / "safety_everyday.jsonl"  # benign only: ordinary traffic and salad

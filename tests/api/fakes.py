@@ -1,18 +1,22 @@
-"""A scripted ChatService for testing the HTTP layer in isolation (validation, framing, error mapping)."""
+"""A scripted chat backend for testing the HTTP layer in isolation (validation, framing, error mapping). It prepares
+requests with the service's real mapping (`service.sampling`), so the API's errors are the real ones."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from llamafoundry.engine.outputs import TokenLogprob, TopLogprob
+from llamafoundry.service.sampling import sampling_params
 from llamafoundry.service.types import (
     ChatChoice,
     ChatDelta,
     ChatRequest,
     ChatResult,
     ChatUpdate,
+    PreparedRequest,
     Usage,
 )
 
@@ -65,7 +69,7 @@ class FakeChatService:
     fail_after: int | None = None
     stream_failure: Exception | None = None  # what a stream raises after `fail_after` updates (a bug by default)
     num_words: int = len(WORDS)
-    requests: list[ChatRequest] = field(default_factory=list)
+    requests: list[PreparedRequest] = field(default_factory=list)
     streams: list[FakeStream] = field(default_factory=list)
     on_start: Callable[[], None] | None = None
     num_stops: int = 0
@@ -80,14 +84,17 @@ class FakeChatService:
     async def stop(self) -> None:
         self.num_stops += 1
 
-    def count_tokens(self, request: ChatRequest) -> int:
-        return 7
+    def status(self) -> dict[str, Any]:
+        return {"state": "ready" if self.is_ready else "starting"}
+
+    async def prepare(self, request: ChatRequest) -> PreparedRequest:
+        return PreparedRequest(request, sampling_params(request), num_prompt_tokens=7)
 
     def _usage(self, num_done: int) -> Usage:
         return Usage(prompt_tokens=7, completion_tokens=num_done)
 
-    def _deltas(self, request: ChatRequest) -> list[ChatUpdate]:
-        params = request.params
+    def _deltas(self, prepared: PreparedRequest) -> list[ChatUpdate]:
+        params = prepared.params
         updates, n, words = [], params.n, WORDS[: self.num_words]
         for step, word in enumerate(words):
             last = step == len(words) - 1
@@ -103,23 +110,23 @@ class FakeChatService:
             updates.append(ChatUpdate(deltas=deltas, usage=self._usage((step + 1) * n), finished=last))
         return updates
 
-    async def complete(self, request: ChatRequest) -> ChatResult:
-        self.requests.append(request)
+    async def complete(self, prepared: PreparedRequest) -> ChatResult:
+        self.requests.append(prepared)
         if self.error is not None:
             raise self.error
         await asyncio.sleep(self.delay_s)
-        updates = self._deltas(request)
+        updates = self._deltas(prepared)
         choices = []
-        for i in range(request.params.n):
+        for i in range(prepared.params.n):
             text = "".join(d.text for u in updates for d in u.deltas if d.index == i)
             lps = [lp for u in updates for d in u.deltas if d.index == i for lp in (d.logprobs or [])]
-            choices.append(ChatChoice(i, text, "stop", lps if request.params.logprobs else None))
+            choices.append(ChatChoice(i, text, "stop", lps if prepared.params.logprobs else None))
         return ChatResult(choices=choices, usage=updates[-1].usage)
 
-    async def stream(self, request: ChatRequest) -> FakeStream:
-        self.requests.append(request)
+    async def stream(self, prepared: PreparedRequest) -> FakeStream:
+        self.requests.append(prepared)
         if self.error is not None:
             raise self.error
-        stream = FakeStream(self._deltas(request), self.delay_s, self.fail_after, self.stream_failure)
+        stream = FakeStream(self._deltas(prepared), self.delay_s, self.fail_after, self.stream_failure)
         self.streams.append(stream)
         return stream

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from llamafoundry.platform.metering import query_usage
-from llamafoundry.platform.safety.base import CATEGORIES, Category, Role, SafetyPolicy, Severity, Speaker, Turn, Verdict
-from llamafoundry.service.safety import PROMPT_FILTERED_MESSAGE, ChatSafety, FilteredChatBackend
+from llamafoundry.safety.backend import FilteredChatBackend
+from llamafoundry.safety.base import CATEGORIES, Category, Role, SafetyPolicy, Severity, Speaker, Turn, Verdict
+from llamafoundry.safety.chat import PROMPT_FILTERED_MESSAGE, ChatSafety
 from tests.api.accounting_fixtures import LimitedApp, limited_app
 from tests.api.conftest import MODEL_NAME
 from tests.api.fakes import FakeChatService

@@ -209,7 +209,7 @@ def test_text_completions_are_forwarded_to_the_upstreams_own_route(setup: Setup,
     import httpx
 
     from llamafoundry.engine.sampling_params import SamplingParams
-    from llamafoundry.platform.prompt_tokens import llama_prompt_counter
+    from llamafoundry.service.prompt_counter import llama_prompt_counter
     from llamafoundry.service.types import ChatMessage, ChatRequest
 
     body = {"model": "remote", "prompt": "Once upon a time", "max_tokens": 4, "temperature": 0, "logprobs": 1}
@@ -230,7 +230,7 @@ def test_the_gateway_counts_a_prompt_as_the_upstream_does(setup: Setup) -> None:
     """The reservation's prompt tokens are the upstream's own count (another llamafoundry, whose GGUF has Meta's
     Llama 3.1 template): the built-in format the gateway used to count with left out ~25 tokens a request."""
     from llamafoundry.engine.sampling_params import SamplingParams
-    from llamafoundry.platform.prompt_tokens import llama_prompt_counter
+    from llamafoundry.service.prompt_counter import llama_prompt_counter
     from llamafoundry.service.types import ChatMessage, ChatRequest
 
     url = f"{setup.gateway.url}/deployments/remote/chat/completions"
@@ -266,7 +266,7 @@ def test_a_request_no_replica_has_taken_goes_to_the_next(server: Server) -> None
     replica was fine; it now goes to the other. A request that only one server could take still fails."""
     import asyncio
 
-    from llamafoundry.model.remote import RemoteChatClient, UpstreamError
+    from llamafoundry.platform.upstream_client import RemoteChatClient, UpstreamError
 
     body = {"model": "m", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
     loading = Loading()
@@ -322,8 +322,8 @@ def test_request_translation_sends_extras_only_when_used() -> None:
 
 def test_upstream_errors_map_to_api_statuses() -> None:
     from llamafoundry.api.errors import from_service_exception
-    from llamafoundry.model.remote import UpstreamError
     from llamafoundry.platform.upstream import engine_error
+    from llamafoundry.platform.upstream_client import UpstreamError
 
     def status(error: UpstreamError) -> int:
         mapped = from_service_exception(engine_error(error))

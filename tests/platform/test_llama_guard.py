@@ -12,8 +12,8 @@ import pytest
 
 from llamafoundry.engine.outputs import ChoiceDelta, FinishReason, RequestOutput, TokenLogprob, TopLogprob
 from llamafoundry.engine.sampling_params import SamplingParams
-from llamafoundry.platform.safety.base import Category, ClassifierError, Role, Severity, Speaker, Turn
-from llamafoundry.platform.safety.llama_guard import (
+from llamafoundry.safety.base import Category, ClassifierError, Role, Severity, Speaker, Turn
+from llamafoundry.safety.llama_guard import (
     GuardOutput,
     LlamaGuardClassifier,
     build_prompt,

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from llamafoundry.platform.safety.base import SafetyPolicy
-from llamafoundry.platform.safety.builtin import BuiltinClassifier
-from llamafoundry.service.safety import ChatSafety, ContentFilteredError
+from llamafoundry.safety.base import SafetyPolicy
+from llamafoundry.safety.builtin import BuiltinClassifier
+from llamafoundry.safety.chat import ChatSafety, ContentFilteredError
 from llamafoundry.service.types import ChatMessage
 
 SET = Path(__file__).with_name("prompt_attacks_independent.jsonl")

@@ -7,19 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from llamafoundry.platform.safety.base import Role, SafetyPolicy, Verdict
-from llamafoundry.platform.safety.blocklists import (
+from llamafoundry.platform.content_safety import (
+    add_blocklist_items,
+    deployment_policy,
+    remove_blocklist_items,
+    stored_blocklists,
+)
+from llamafoundry.safety.base import Role, SafetyPolicy, Verdict
+from llamafoundry.safety.blocklists import (
     Blocklist,
     BlocklistError,
     BlocklistItem,
     load_blocklist_file,
     matched_lists,
-)
-from llamafoundry.platform.safety.deployments import (
-    add_blocklist_items,
-    deployment_policy,
-    remove_blocklist_items,
-    stored_blocklists,
 )
 
 BRANDS = Blocklist("brands", (BlocklistItem("Acme Corp"), BlocklistItem(r"sku-\d{4}", is_regex=True)))

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from llamafoundry.platform.safety.base import CATEGORIES, Category, Role, SafetyPolicy, Severity
-from llamafoundry.platform.safety.builtin import BuiltinClassifier, split_chunks
-from llamafoundry.platform.safety.evaluation import evaluate, load_labelled
+from llamafoundry.safety.base import CATEGORIES, Category, Role, SafetyPolicy, Severity
+from llamafoundry.safety.builtin import BuiltinClassifier, split_chunks
+from llamafoundry.safety.evaluation import evaluate, load_labelled
 
 EVAL_SET = Path(__file__).with_name("safety_eval.jsonl")
 
@@ -143,7 +143,7 @@ def test_the_word_feature_cache_stays_small_under_random_and_huge_words() -> Non
     import string
     import tracemalloc
 
-    from llamafoundry.platform.safety import features
+    from llamafoundry.safety import features
 
     rng = random.Random(7)
     features._word_buckets.cache_clear()

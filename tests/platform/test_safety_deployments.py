@@ -11,9 +11,7 @@ from typing import Any
 import pytest
 
 from llamafoundry.cli import main
-from llamafoundry.platform.safety.base import ClassifierError, Role, Severity, Speaker, Turn
-from llamafoundry.platform.safety.builtin import BuiltinClassifier
-from llamafoundry.platform.safety.deployments import (
+from llamafoundry.platform.content_safety import (
     DeploymentGuard,
     DeploymentSafety,
     content_safety_settings,
@@ -22,10 +20,13 @@ from llamafoundry.platform.safety.deployments import (
     is_guard_model,
     with_content_safety,
 )
-from llamafoundry.platform.safety.llama_guard import LlamaGuardClassifier
 from llamafoundry.platform.store import Deployment, Store
-from llamafoundry.service.safety import FilteredChatBackend
+from llamafoundry.safety.backend import FilteredChatBackend
+from llamafoundry.safety.base import ClassifierError, Role, Severity, Speaker, Turn
+from llamafoundry.safety.builtin import BuiltinClassifier
+from llamafoundry.safety.llama_guard import LlamaGuardClassifier
 from llamafoundry.service.types import ChatMessage
+from tests.api.fakes import FakeChatService
 
 
 def deployment(name: str = "chat", type: str = "serverless", **settings: Any) -> Deployment:
@@ -89,24 +90,22 @@ def test_a_named_guard_classifies_through_the_guard_deployments_engine() -> None
     class Engine:
         is_ready = True
 
-    class Service:
-        model_name = "Llama-Guard-3-1B"
-        engine = Engine()
-
     targets = Targets({"chat": FakeTarget(deployment(content_safety={"guard": "guard"}))})
-    chat = DeploymentSafety(targets, BuiltinClassifier()).for_deployment("chat")
+    safety = DeploymentSafety(targets, BuiltinClassifier())
+    chat = safety.for_deployment("chat")
     assert chat is not None and isinstance(chat.classifier, DeploymentGuard)
     guard = chat.classifier
     turns = [Turn(Speaker.USER, "hello")]
     with pytest.raises(ClassifierError, match="does not exist"):
         asyncio.run(guard.classify(turns, Role.PROMPT))
-    targets.found["guard"] = FakeTarget(deployment("guard", "managed"), service=object())
-    with pytest.raises(ClassifierError, match="no engine in this process"):
+    guard_deployment = Deployment(name="guard", model="Llama-Guard-3-1B", type="managed", instances=1, created_at=0.0)
+    targets.found["guard"] = FakeTarget(guard_deployment, service=object())
+    with pytest.raises(ClassifierError, match="no engine in this process"):  # an upstream guard: nothing local
         asyncio.run(guard.classify(turns, Role.PROMPT))
-    # the guard's own filter (a FilteredChatBackend) is bypassed: the classifier talks to its engine
-    targets.found["guard"].service = FilteredChatBackend(Service(), lambda: None)
+    engine = Engine()
+    safety.guard_engines["guard"] = engine  # what `with_content_safety` records as it builds a local guard
     found = guard._classifier()
-    assert isinstance(found, LlamaGuardClassifier) and found.engine is Service.engine and found.variant == "1B"
+    assert isinstance(found, LlamaGuardClassifier) and found.engine is engine and found.variant == "1B"
     # a fail-open policy answers with Azure's "not filtered" annotation when the guard cannot judge
     targets.found.pop("guard")
     results = asyncio.run(chat.check_prompt([]))  # nothing to judge: safe without asking
@@ -124,9 +123,9 @@ def test_guard_models() -> None:
 def test_the_factory_wraps_every_deployment() -> None:
     built: list[str] = []
 
-    def factory(d: Deployment) -> object:
+    def factory(d: Deployment) -> FakeChatService:
         built.append(d.name)
-        return object()
+        return FakeChatService()
 
     backend = with_content_safety(factory, Targets())(deployment())
     assert isinstance(backend, FilteredChatBackend) and built == ["chat"] and backend.safety_of() is None

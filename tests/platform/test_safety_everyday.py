@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from llamafoundry.platform.safety.base import CATEGORIES, Role, SafetyPolicy, Severity
-from llamafoundry.platform.safety.builtin import BuiltinClassifier
-from llamafoundry.platform.safety.evaluation import LabelledText, evaluate, load_labelled
+from llamafoundry.safety.base import CATEGORIES, Role, SafetyPolicy, Severity
+from llamafoundry.safety.builtin import BuiltinClassifier
+from llamafoundry.safety.evaluation import LabelledText, evaluate, load_labelled
 
 EVERYDAY_SET = Path(__file__).with_name("safety_everyday.jsonl")
 EVAL_SET = Path(__file__).with_name("safety_eval.jsonl")

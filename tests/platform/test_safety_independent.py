@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from llamafoundry.platform.safety.base import CATEGORIES, Role, SafetyPolicy
-from llamafoundry.platform.safety.builtin import BuiltinClassifier
-from llamafoundry.platform.safety.evaluation import CategoryResult, evaluate_independent, load_independent
+from llamafoundry.safety.base import CATEGORIES, Role, SafetyPolicy
+from llamafoundry.safety.builtin import BuiltinClassifier
+from llamafoundry.safety.evaluation import CategoryResult, evaluate_independent, load_independent
 
 SET = Path(__file__).with_name("safety_independent.jsonl")
 MIN_RECALL = 0.95

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llamafoundry.platform.safety.base import Category, Role, SafetyPolicy, Severity, Verdict
+from llamafoundry.safety.base import Category, Role, SafetyPolicy, Severity, Verdict
 
 
 def verdict(jailbreak: bool | None = None, **severities: str) -> Verdict:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-from llamafoundry.platform.safety.base import Role, Severity
-from llamafoundry.platform.safety.builtin import BuiltinClassifier
-from llamafoundry.platform.safety.normalize import skeleton, squeeze
-from llamafoundry.platform.safety.rules import minors_severity
+from llamafoundry.safety.base import Role, Severity
+from llamafoundry.safety.builtin import BuiltinClassifier
+from llamafoundry.safety.normalize import skeleton, squeeze
+from llamafoundry.safety.rules import minors_severity
 
 
 @pytest.mark.parametrize(

@@ -6,21 +6,33 @@ from typing import Any
 
 import pytest
 
-from llamafoundry.protocol.chat import (
-    DEFAULT_TEMPERATURE,
-    extra_parameters_mode,
-    parse_chat,
-    parse_json_object,
-)
+from llamafoundry.api.errors import from_service_exception
+from llamafoundry.engine.sampling_params import SamplingParams
+from llamafoundry.protocol.chat import extra_parameters_mode, parse_chat, parse_json_object
 from llamafoundry.protocol.errors import ApiError
+from llamafoundry.service.sampling import DEFAULT_TEMPERATURE, sampling_params
+from llamafoundry.service.structured import with_grammar
 
 USER = [{"role": "user", "content": "Hi"}]
 
 
+def params_of(body: dict[str, Any], mode: str = "error", **kwargs: Any) -> SamplingParams:
+    """The engine's settings for `body`, as the API parses it and the service prepares it."""
+    request = parse_chat(body, mode, **kwargs)
+    return with_grammar(request, sampling_params(request))
+
+
 def rejected(body: dict[str, Any], mode: str = "error", **kwargs: Any) -> ApiError:
-    with pytest.raises(ApiError) as caught:
-        parse_chat(body, mode, **kwargs)
-    return caught.value
+    """The API's error for `body`: from parsing (protocol) or from preparing it (service), as the API maps it."""
+    try:
+        params_of(body, mode, **kwargs)
+    except ApiError as exc:
+        return exc
+    except Exception as exc:
+        error = from_service_exception(exc)
+        assert error is not None, f"{type(exc).__name__} is no API error: {exc}"
+        return error
+    pytest.fail(f"accepted: {body}")
 
 
 # ---- JSON and content type ----------------------------------------------------------------------------
@@ -91,8 +103,8 @@ def test_extras_in_error_mode_give_the_exact_contract_body() -> None:
 
 
 def test_drop_removes_extras_including_llama_ones() -> None:
-    parsed = parse_chat({"messages": USER, "n": 3, "logprobs": True, "foo": {"x": 1}}, "drop")
-    assert parsed.request.params.n == 1 and not parsed.request.params.logprobs
+    params = params_of({"messages": USER, "n": 3, "logprobs": True, "foo": {"x": 1}}, "drop")
+    assert params.n == 1 and not params.logprobs
 
 
 def test_pass_through_applies_llama_extras_and_ignores_unknown_ones() -> None:
@@ -107,7 +119,7 @@ def test_pass_through_applies_llama_extras_and_ignores_unknown_ones() -> None:
         "skip_special_tokens": False,
         "key1": "value1",
     }
-    params = parse_chat(body, "pass-through").request.params
+    params = params_of(body, "pass-through")
     assert (params.n, params.best_of, params.logprobs, params.top_logprobs) == (2, 3, True, 4)
     assert params.ignore_eos and params.stop_token_ids == [128009] and not params.skip_special_tokens
 
@@ -120,9 +132,9 @@ def test_openai_route_knows_stream_options_and_user() -> None:
 
 def test_openai_route_takes_max_completion_tokens_as_max_tokens() -> None:
     body = {"messages": USER, "max_completion_tokens": 7, "parallel_tool_calls": False}
-    assert parse_chat(body, "error", is_openai_route=True).request.params.max_tokens == 7
+    assert params_of(body, "error", is_openai_route=True).max_tokens == 7
     same = parse_chat({**body, "max_tokens": 7}, "error", is_openai_route=True)
-    assert same.request.params.max_tokens == 7
+    assert same.options.max_tokens == 7
     with pytest.raises(ApiError) as caught:
         parse_chat({**body, "max_tokens": 8}, "error", is_openai_route=True)
     assert (caught.value.status, caught.value.param) == (400, "max_completion_tokens")
@@ -144,7 +156,7 @@ def test_openai_route_takes_max_completion_tokens_as_max_tokens() -> None:
     ],
 )
 def test_logprobs_forms(extras: dict[str, Any], expected: tuple[bool, int]) -> None:
-    params = parse_chat({"messages": USER, **extras}, "pass-through").request.params
+    params = params_of({"messages": USER, **extras}, "pass-through")
     assert (params.logprobs, params.top_logprobs) == expected
 
 
@@ -187,7 +199,7 @@ def test_cross_field_rules_name_the_field(extras: dict[str, Any], param: str) ->
 
 
 def test_beam_search_defaults_to_temperature_zero() -> None:
-    params = parse_chat({"messages": USER, "use_beam_search": True, "best_of": 3}, "pass-through").request.params
+    params = params_of({"messages": USER, "use_beam_search": True, "best_of": 3}, "pass-through")
     assert params.use_beam_search and params.temperature == 0
 
 
@@ -199,7 +211,7 @@ def test_n_choices_can_stream() -> None:
 
 
 def test_defaults() -> None:
-    params = parse_chat({"messages": USER}, "error").request.params
+    params = params_of({"messages": USER}, "error")
     assert params.temperature == DEFAULT_TEMPERATURE and params.top_p == 1.0 and params.max_tokens is None
     assert params.stop == [] and params.seed is None and params.n == 1
 
@@ -217,19 +229,19 @@ def test_sampling_fields_are_passed_on() -> None:
         "stream": "True",  # azureml-examples send a string
     }
     parsed = parse_chat(body, "error")
-    params = parsed.request.params
+    params = params_of(body, "error")
     assert (params.temperature, params.top_p, params.max_tokens, params.seed) == (0, 0.5, 7, 42)
     assert (params.presence_penalty, params.frequency_penalty, params.stop) == (1.5, -1, ["END"])
     assert parsed.stream
 
 
 def test_negative_and_huge_seeds_are_accepted() -> None:
-    assert parse_chat({"messages": USER, "seed": -1}, "error").request.params.seed == 2**64 - 1
-    assert parse_chat({"messages": USER, "seed": 2**63}, "error").request.params.seed == 2**63
+    assert params_of({"messages": USER, "seed": -1}, "error").seed == 2**64 - 1
+    assert params_of({"messages": USER, "seed": 2**63}, "error").seed == 2**63
 
 
 def test_top_p_zero_means_only_the_most_likely_token() -> None:
-    assert 0 < parse_chat({"messages": USER, "top_p": 0}, "error").request.params.top_p < 1e-6
+    assert 0 < params_of({"messages": USER, "top_p": 0}, "error").top_p < 1e-6
 
 
 @pytest.mark.parametrize(
@@ -313,7 +325,7 @@ def test_messages_are_normalized() -> None:
         },
         {"role": "tool", "content": "42", "tool_call_id": "c1", "name": "f"},
     ]
-    out = parse_chat({"messages": messages}, "error").request.messages
+    out = parse_chat({"messages": messages}, "error").messages
     assert [(m.role, m.content) for m in out] == [
         ("system", "Be brief."),
         ("user", "a\nb"),
@@ -328,7 +340,7 @@ def test_messages_are_normalized() -> None:
 def test_tools_and_tool_choice_are_passed_on() -> None:
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
     choice = {"type": "function", "function": {"name": "get_weather"}}
-    request = parse_chat({"messages": USER, "tools": tools, "tool_choice": choice}, "error").request
+    request = parse_chat({"messages": USER, "tools": tools, "tool_choice": choice}, "error")
     assert request.tools == [
         {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
     ]
@@ -373,8 +385,9 @@ def test_non_text_parts_are_422(part: dict[str, Any], word: str) -> None:
 )
 def test_json_response_formats_constrain_decoding(response_format: dict[str, Any]) -> None:
     parsed = parse_chat({"messages": USER, "response_format": response_format}, "error")
-    assert parsed.request.response_format == {**response_format, **parsed.request.response_format}
-    assert parsed.request.params.grammar is not None and parsed.request.params.grammar_param == "response_format"
+    assert parsed.response_format == {**response_format, **(parsed.response_format or {})}
+    params = params_of({"messages": USER, "response_format": response_format}, "error")
+    assert params.grammar is not None and params.grammar_param == "response_format"
 
 
 def test_a_json_schema_keyword_the_grammar_cannot_enforce_is_422() -> None:
@@ -393,7 +406,7 @@ def test_numeric_bounds_and_one_of_are_taken() -> None:
     dog = {"type": "object", "properties": {"kind": {"const": "dog"}, "age": {"type": "number", "minimum": 0}},
            "required": ["kind"]}  # fmt: skip
     fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"oneOf": [cat, dog]}}}
-    assert parse_chat({"messages": USER, "response_format": fmt}, "error").request.params.grammar
+    assert params_of({"messages": USER, "response_format": fmt}, "error").grammar
 
 
 def nested(depth: int) -> dict[str, Any]:

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
-from llamafoundry.platform.safety.base import CATEGORIES, Category, Role, SafetyPolicy, Severity, Speaker, Turn, Verdict
-from llamafoundry.platform.safety.builtin import BuiltinClassifier
-from llamafoundry.service.safety import ChatSafety, ContentFilteredError
+from llamafoundry.safety.base import CATEGORIES, Category, Role, SafetyPolicy, Severity, Speaker, Turn, Verdict
+from llamafoundry.safety.builtin import BuiltinClassifier
+from llamafoundry.safety.chat import ChatSafety, ContentFilteredError
 from llamafoundry.service.types import ChatChoice, ChatDelta, ChatMessage, ChatResult, ChatUpdate, Usage
 
 

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 
 import pytest
 
-from llamafoundry.platform.safety.base import Role, SafetyPolicy, Turn, Verdict
-from llamafoundry.platform.safety.blocklists import Blocklist, BlocklistItem
-from llamafoundry.service.safety import FIRST_WINDOW_CHARS, ChatSafety, ContentFilteredError
+from llamafoundry.safety.base import Role, SafetyPolicy, Turn, Verdict
+from llamafoundry.safety.blocklists import Blocklist, BlocklistItem
+from llamafoundry.safety.chat import FIRST_WINDOW_CHARS, ChatSafety, ContentFilteredError
 from llamafoundry.service.types import ChatMessage
 from tests.service.test_safety import MESSAGES, ListStream, WordClassifier, collect, tokens_stream
 
@@ -141,7 +141,7 @@ def test_the_default_mode_never_holds_more_than_two_windows_of_text_without_sent
 
 
 def test_the_default_mode_releases_held_text_after_a_second_on_a_slow_stream(monkeypatch: pytest.MonkeyPatch) -> None:
-    import llamafoundry.service.safety as chat_safety
+    import llamafoundry.safety.chat as chat_safety
 
     clock = iter(float(t) for t in range(1000))  # every token arrives a second after the one before
     monkeypatch.setattr(chat_safety, "_now", lambda: next(clock))

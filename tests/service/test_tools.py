@@ -147,37 +147,39 @@ BYTES = llguidance.LLTokenizer("byte")
     [("required", "*"), ({"type": "function", "function": {"name": "get_weather"}}, "get_weather"), ("auto", None)],
 )
 def test_required_and_named_tool_choices_get_a_grammar(tool_choice: Any, forced: str | None) -> None:
-    request = structured.constrain(request_with(tool_choice=tool_choice))
+    request = request_with(tool_choice=tool_choice)
+    params = structured.with_grammar(request, SamplingParams())
     assert tools.forced_function(request) == forced
-    assert (request.params.grammar is not None) == (forced is not None)
-    if request.params.grammar is not None:
-        assert request.params.grammar_param == "tool_choice"
-        assert matches(request.params.grammar, '{"name": "get_weather", "parameters": {"city": "Paris"}}')
-        assert not matches(request.params.grammar, '{"name": "get_time", "parameters": {"city": "Paris"}}')
-        assert not matches(request.params.grammar, '{"name": "get_weather", "parameters": {"metric": "celsius"}}')
+    assert (params.grammar is not None) == (forced is not None)
+    if params.grammar is not None:
+        assert params.grammar_param == "tool_choice"
+        assert matches(params.grammar, '{"name": "get_weather", "parameters": {"city": "Paris"}}')
+        assert not matches(params.grammar, '{"name": "get_time", "parameters": {"city": "Paris"}}')
+        assert not matches(params.grammar, '{"name": "get_weather", "parameters": {"metric": "celsius"}}')
         # the call's skeleton, {"name": "get_weather", "parameters": {<its required keys>}}, fits the closing window
-        assert request.params.closing_tokens >= 6 + len("get_weather") // 3 + 2
+        assert params.closing_tokens >= 6 + len("get_weather") // 3 + 2
 
 
 def test_a_response_schema_sets_the_closing_window_to_its_shortest_match() -> None:
     schema = {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "integer"}},
               "required": ["a", "b"]}  # fmt: skip
     response_format = {"type": "json_schema", "json_schema": {"name": "r", "schema": schema}}
-    request = structured.constrain(ChatRequest([ChatMessage("user", "Go")], response_format=response_format))
-    assert request.params.closing_tokens == 2 + (3 + 2) + (3 + 1)
-    assert structured.constrain(ChatRequest([ChatMessage("user", "Go")])).params.closing_tokens == 0  # plain text
+    request = ChatRequest([ChatMessage("user", "Go")], response_format=response_format)
+    assert structured.with_grammar(request, SamplingParams()).closing_tokens == 2 + (3 + 2) + (3 + 1)
+    plain = structured.with_grammar(ChatRequest([ChatMessage("user", "Go")]), SamplingParams())
+    assert plain.closing_tokens == 0  # plain text
 
 
 def test_a_forced_call_wins_over_response_format() -> None:
-    request = structured.constrain(request_with(tool_choice="required", response_format={"type": "json_object"}))
-    assert request.params.grammar_param == "tool_choice"
+    request = request_with(tool_choice="required", response_format={"type": "json_object"})
+    assert structured.with_grammar(request, SamplingParams()).grammar_param == "tool_choice"
 
 
 def test_a_function_schema_the_grammar_cannot_enforce_is_refused_naming_the_tool() -> None:
     bad = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "not": {}}}}
     request = ChatRequest(messages=[ChatMessage("user", "hi")], tools=[WEATHER_TOOL, bad], tool_choice="required")
     with pytest.raises(SchemaNotSupportedError) as caught:
-        structured.constrain(request)
+        structured.with_grammar(request, SamplingParams())
     assert caught.value.param == "tools[1].function.parameters" and caught.value.keyword == "not"
 
 
@@ -196,7 +198,7 @@ def test_each_function_resolves_its_own_local_refs() -> None:
 
 def test_a_forced_call_and_ignore_eos_are_refused_together() -> None:
     with pytest.raises(InvalidSamplingParams) as caught:
-        structured.constrain(request_with(tool_choice="required", params=SamplingParams(ignore_eos=True)))
+        structured.with_grammar(request_with(tool_choice="required"), SamplingParams(ignore_eos=True))
     assert caught.value.param == "ignore_eos" and "tool_choice" in caught.value.message
 
 

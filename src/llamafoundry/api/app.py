@@ -34,14 +34,14 @@ from llamafoundry.protocol.errors import ApiError, not_found
 
 if TYPE_CHECKING:
     from llamafoundry.api.limits import Accounting
-    from llamafoundry.service.chat import ChatService
+    from llamafoundry.service.backend import ChatBackend
 
 logger = logging.getLogger(__name__)
 STORE_RETRY_AFTER_S = 5
 
 
 class LoadableModel(Protocol):
-    """What the lifecycle needs of the server's own model: a `ChatService`, or `NoDefaultModel` without one."""
+    """What the lifecycle needs of the server's own model: a `ChatBackend`, or `NoDefaultModel` without one."""
 
     @property
     def model_name(self) -> str: ...
@@ -109,7 +109,7 @@ class ModelLifecycle:
 
 
 def create_app(
-    service: ChatService | None,
+    service: ChatBackend | None,
     settings: ServeSettings,
     accounting: Accounting | None = None,
     *,
@@ -161,7 +161,7 @@ def create_app(
     return app
 
 
-def default_gateway(service: ChatService | None, settings: ServeSettings) -> Gateway:
+def default_gateway(service: ChatBackend | None, settings: ServeSettings) -> Gateway:
     """A gateway serving `service` alone (no store), with `settings.api_key`."""
     if service is None:
         return Gateway(None)

@@ -28,9 +28,11 @@ from llamafoundry.protocol.errors import (
     RETRY_AFTER_UNAVAILABLE_S,
     ApiError,
     invalid,
+    not_supported,
 )
+from llamafoundry.safety.chat import ContentFilteredError
 from llamafoundry.service.chat_format import ChatFormatError
-from llamafoundry.service.safety import ContentFilteredError
+from llamafoundry.service.structured import SchemaNotSupportedError
 
 AUTH_FAILED_MESSAGE = "Auth token validation failed. Please provide a valid key or a valid AAD token"
 
@@ -68,6 +70,10 @@ def from_service_exception(exc: Exception) -> ApiError | None:
     if isinstance(exc, ContentFilteredError):  # raised before any output, so a 400 for streams too
         return ContentFilterApiError(exc)
     if isinstance(exc, InvalidSamplingParams):
+        return invalid(exc.param, exc.message)
+    if isinstance(exc, SchemaNotSupportedError):  # 422: a keyword constrained decoding cannot enforce; 400: wrong
+        if exc.is_unsupported:
+            return not_supported(exc.param, exc.message, exc.keyword)
         return invalid(exc.param, exc.message)
     if isinstance(exc, ChatFormatError):
         return invalid(exc.param, exc.message, code="invalid_messages")

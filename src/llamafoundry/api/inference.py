@@ -27,13 +27,14 @@ from llamafoundry.api.sse import EventStreamResponse
 from llamafoundry.api.streaming import StreamRenderer, chat_events, until_disconnect
 from llamafoundry.api.usage import track_result, track_stream
 from llamafoundry.config import ServeSettings
-from llamafoundry.platform.gateway import ChatBackend, Gateway, Target
+from llamafoundry.platform.gateway import Gateway, Target
 from llamafoundry.platform.replicas import MODEL_LOAD_FAILED
 from llamafoundry.protocol.chat import extra_parameters_mode, parse_chat, parse_json_object
 from llamafoundry.protocol.completions import TextChunkRenderer, parse_completion, text_completion_body
 from llamafoundry.protocol.errors import ApiError, not_found, service_unavailable
 from llamafoundry.protocol.render import ChunkRenderer, completion_body
-from llamafoundry.service.safety import ContentFilteredError, prompt_filter_results_of
+from llamafoundry.safety.chat import ContentFilteredError, prompt_filter_results_of
+from llamafoundry.service.backend import ChatBackend
 from llamafoundry.service.types import ChatRequest, ChatResult
 
 logger = logging.getLogger(__name__)
@@ -146,10 +147,10 @@ async def _chat(
 ) -> Response:
     mode = extra_parameters_mode(request.headers.get("extra-parameters"))
     body = parse_json_object(await read_body(request), request.headers.get("content-type"))
-    parsed = parse_chat(body, mode, is_openai_route=is_openai_route, accepts_images=accepts_images)
+    chat = parse_chat(body, mode, is_openai_route=is_openai_route, accepts_images=accepts_images)
     model = service.model_name
     return await _generate(
-        request, service, parsed.request, parsed.stream, deployment, ChunkRenderer(model),
+        request, service, chat, deployment, ChunkRenderer(model),
         lambda result: completion_body(result, model),
     )  # fmt: skip
 
@@ -160,7 +161,7 @@ async def _text_completion(request: Request, service: ChatBackend, *, deployment
     parsed = parse_completion(body, mode)
     model, echo = service.model_name, parsed.request.prompt if parsed.echo else None
     return await _generate(
-        request, service, parsed.request, parsed.stream, deployment, TextChunkRenderer(model, echo),
+        request, service, parsed.request, deployment, TextChunkRenderer(model, echo),
         lambda result: text_completion_body(result, model, echo),
     )  # fmt: skip
 
@@ -169,7 +170,6 @@ async def _generate(
     request: Request,
     service: ChatBackend,
     chat: ChatRequest,
-    is_stream: bool,
     deployment: str,
     renderer: StreamRenderer,
     body_of: Callable[[ChatResult], dict[str, Any]],
@@ -183,22 +183,24 @@ async def _generate(
         loading = "The model is loading or the server is shutting down; retry in a few seconds."
         raise service_unavailable(service.failure_note() or loading)
     try:
-        await admit(request, service, chat, deployment=deployment, stream=is_stream)  # 429 over limits
-        if is_stream:
-            updates = await service.stream(chat)
+        prepared = await service.prepare(chat)  # checked, rendered and counted once
+        await admit(request, prepared, service.max_context, deployment=deployment)  # 429 over limits
+        if chat.stream:
+            updates = await service.stream(prepared)
             prompt_filter = prompt_filter_results_of(updates)
             stream = track_stream(request, updates)
         else:
-            result = await until_disconnect(request.receive, service.complete(chat), drain)
+            result = await until_disconnect(request.receive, service.complete(prepared), drain)
     except Exception as exc:
         error = from_service_exception(exc)
         if error is None:
             raise
         _count_filtered_prompt(request, exc)
         raise error from None
-    if is_stream:
+    if chat.stream:
         keepalive_s = request.app.state.stream_keepalive_s
-        return EventStreamResponse(chat_events(stream, renderer, chat.params.n, prompt_filter, drain, keepalive_s))
+        num_choices = chat.options.num_choices
+        return EventStreamResponse(chat_events(stream, renderer, num_choices, prompt_filter, drain, keepalive_s))
     if result is None:
         return Response(status_code=499)  # the client went away; generation was aborted
     track_result(request, result)

@@ -25,7 +25,7 @@ from llamafoundry.platform.ratelimit import (
     RequestExceedsLimitError,
 )
 from llamafoundry.protocol.errors import ApiError
-from llamafoundry.service.types import ChatRequest
+from llamafoundry.service.types import PreparedRequest
 
 if TYPE_CHECKING:
     from llamafoundry.api.metrics import Metrics
@@ -191,27 +191,25 @@ def accounting_of(request: Request) -> Accounting | None:
     return getattr(request.app.state, "accounting", None)
 
 
-def reservation_tokens(prompt_tokens: int, chat: ChatRequest, max_context: int) -> int:
+def reservation_tokens(prompt_tokens: int, max_tokens: int | None, num_candidates: int, max_context: int) -> int:
     """Prompt tokens + the completion budget (max_tokens, at most the rest of the context) for every candidate.
 
     A max_tokens larger than the context is the model's error to report (context_length_exceeded, "lower
     max_tokens"), not a reservation that no tokens-per-minute limit could hold."""
-    params = chat.params
     room = max(0, max_context - prompt_tokens)
-    budget = min(params.max_tokens, room) if params.max_tokens is not None else room
-    return prompt_tokens + budget * params.num_candidates
+    budget = min(max_tokens, room) if max_tokens is not None else room
+    return prompt_tokens + budget * num_candidates
 
 
 async def admit(
-    request: Request, service: Any, chat: ChatRequest, *, deployment: str, stream: bool, key_id: str | None = None
+    request: Request, prepared: PreparedRequest, max_context: int, *, deployment: str, key_id: str | None = None
 ) -> None:
     """Count the request against its deployment's limits, or raise RateLimitExceeded (429).
 
     Args:
-        service: the deployment's ChatService (`count_tokens`, `max_context`).
-        chat: the validated request.
+        prepared: the request, prepared by its backend (its prompt counted once, there).
+        max_context: the backend's context (the reservation's completion budget is at most the rest of it).
         deployment: the deployment serving it (the name usage is recorded under).
-        stream: whether the response streams.
         key_id: the id of the key the caller used (`primary`, `secondary`; never the key), if known; else
             `request.state.key_id`, else `default` (the single key of `serve --api-key`).
     Raises:
@@ -222,15 +220,16 @@ async def admit(
     if usage is None or accounting is None:
         return
     usage.deployment = deployment
-    usage.is_stream = stream
+    usage.is_stream = prepared.request.stream
     usage.key_id = key_id or getattr(request.state, "key_id", None) or DEFAULT_KEY_ID
     limits = accounting.limits(deployment)
     if limits is None:
         if usage.recorder is not None:
             usage.recorder.admitted(None)
         return
-    prompt_tokens = service.count_tokens(chat)
-    tokens = reservation_tokens(prompt_tokens, chat, service.max_context)
+    prompt_tokens = prepared.num_prompt_tokens
+    params = prepared.params
+    tokens = reservation_tokens(prompt_tokens, params.max_tokens, params.num_candidates, max_context)
     try:
         decision = await accounting.limiter.acquire(deployment, limits, tokens)
     except RequestExceedsLimitError as exc:

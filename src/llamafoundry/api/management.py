@@ -22,20 +22,20 @@ from llamafoundry.api.body import read_body
 from llamafoundry.api.errors import json_response
 from llamafoundry.platform import deployments as ops
 from llamafoundry.platform.catalog import CATALOG, UnknownModelError, find_model
-from llamafoundry.platform.gateway import Gateway
-from llamafoundry.platform.keys import match_key
-from llamafoundry.platform.ratelimit import limit_settings
-from llamafoundry.platform.safety.blocklists import Blocklist, BlocklistError
-from llamafoundry.platform.safety.deployments import (
+from llamafoundry.platform.content_safety import (
     SETTING_CONTENT_SAFETY,
     content_safety_settings,
     put_blocklist,
     remove_blocklist_items,
     stored_blocklists,
 )
+from llamafoundry.platform.gateway import Gateway
+from llamafoundry.platform.keys import match_key
+from llamafoundry.platform.ratelimit import limit_settings
 from llamafoundry.platform.store import Store
 from llamafoundry.protocol.chat import parse_json_object
 from llamafoundry.protocol.errors import ApiError, not_found
+from llamafoundry.safety.blocklists import Blocklist, BlocklistError
 
 logger = logging.getLogger(__name__)
 

@@ -43,21 +43,21 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _add(args: argparse.Namespace) -> int:
-    from llamafoundry.platform.safety.blocklists import BlocklistItem
-    from llamafoundry.platform.safety.deployments import add_blocklist_items
+    from llamafoundry.platform.content_safety import add_blocklist_items
+    from llamafoundry.safety.blocklists import BlocklistItem
 
     items = [BlocklistItem(i, args.regex) for i in args.items]
     return _change(args, lambda settings: add_blocklist_items(settings, args.list, items, args.description))
 
 
 def _remove(args: argparse.Namespace) -> int:
-    from llamafoundry.platform.safety.deployments import remove_blocklist_items
+    from llamafoundry.platform.content_safety import remove_blocklist_items
 
     return _change(args, lambda settings: remove_blocklist_items(settings, args.list, args.items))
 
 
 def _change(args: argparse.Namespace, change: Any) -> int:
-    from llamafoundry.platform.safety.deployments import deployment_policy, stored_blocklists
+    from llamafoundry.platform.content_safety import deployment_policy, stored_blocklists
 
     with open_store(args) as store:
         deployment = _deployment(store, args.deployment)
@@ -77,7 +77,7 @@ def _change(args: argparse.Namespace, change: Any) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from llamafoundry.platform.safety.deployments import stored_blocklists
+    from llamafoundry.platform.content_safety import stored_blocklists
 
     with open_store(args) as store:
         deployment = _deployment(store, args.deployment)

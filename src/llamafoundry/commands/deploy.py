@@ -161,7 +161,7 @@ def _add_content_safety_options(parser: argparse.ArgumentParser) -> None:
 
 def _content_safety_changes(args: argparse.Namespace, current: Any) -> dict[str, Any]:
     """The settings change of the --content-safety* options over the deployment's stored overrides."""
-    from llamafoundry.platform.safety.deployments import content_safety_settings
+    from llamafoundry.platform.content_safety import content_safety_settings
 
     def on(value: str | None) -> bool | None:
         return None if value is None else value == "on"
@@ -183,7 +183,7 @@ def _content_safety_changes(args: argparse.Namespace, current: Any) -> dict[str,
 def _check_guard(store: Any, guard: str | None) -> None:
     """A guard named with --content-safety-guard must be a Llama Guard 3 deployment: a misspelt name would leave
     the deployment unfiltered (the filter fails open, answering with `content_filter_error`)."""
-    from llamafoundry.platform.safety.deployments import is_guard_model
+    from llamafoundry.platform.content_safety import is_guard_model
 
     if guard is None or guard.lower() == "none":
         return
@@ -198,8 +198,8 @@ def _check_guard(store: Any, guard: str | None) -> None:
 
 
 def _update(args: argparse.Namespace) -> int:
+    from llamafoundry.platform.content_safety import SETTING_CONTENT_SAFETY
     from llamafoundry.platform.deployments import describe, get_deployment
-    from llamafoundry.platform.safety.deployments import SETTING_CONTENT_SAFETY
 
     changes = limit_settings(args.tpm, args.rpm)
     with open_store(args) as store:

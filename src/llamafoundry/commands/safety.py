@@ -33,8 +33,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from llamafoundry.platform.safety.base import Role, SafetyPolicy, Severity
-    from llamafoundry.platform.safety.builtin import BuiltinClassifier
+    from llamafoundry.safety.base import Role, SafetyPolicy, Severity
+    from llamafoundry.safety.builtin import BuiltinClassifier
 
     text = sys.stdin.read() if args.text == "-" else args.text
     role = Role(args.role)
@@ -53,8 +53,8 @@ def _check(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     import time
 
-    from llamafoundry.platform.safety.builtin import BuiltinClassifier
-    from llamafoundry.platform.safety.evaluation import evaluate, load_labelled
+    from llamafoundry.safety.builtin import BuiltinClassifier
+    from llamafoundry.safety.evaluation import evaluate, load_labelled
 
     if not args.path.is_file():
         raise FileNotFoundError(f"{args.path}: no such file. Pass a JSONL file of labelled texts.")

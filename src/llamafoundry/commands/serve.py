@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from llamafoundry.api.limits import Accounting
     from llamafoundry.platform.gateway import Gateway
     from llamafoundry.platform.store import Store
-    from llamafoundry.service.safety import ChatSafety
+    from llamafoundry.safety.chat import ChatSafety
 
 DEFAULT_MAX_CTX = 4096
 # Idle keep-alive connections stay open longer than any Retry-After the API sends (a rate limit's is at most 60 s):
@@ -141,6 +141,7 @@ def _serve(args: argparse.Namespace) -> int:
     from llamafoundry.api.app import create_app
     from llamafoundry.api.drain import DrainingServer
     from llamafoundry.engine.factory import build_local_engine
+    from llamafoundry.safety.backend import FilteredChatBackend
     from llamafoundry.service.chat import ChatService
 
     logs.configure(args.log_level, args.log_format)
@@ -181,13 +182,9 @@ def _serve(args: argparse.Namespace) -> int:
     service = None
     if not args.no_default:
         engine = build_local_engine(settings.engine, settings.model_name, settings.model_provider)
-        service = ChatService(
-            engine,
-            settings.model_name,
-            settings.model_provider,
-            settings.engine.ctx_size,
-            safety=_content_safety(args),
-        )
+        model = ChatService(engine, settings.model_name, settings.model_provider, settings.engine.ctx_size)
+        safety = _content_safety(args)
+        service = FilteredChatBackend(model, lambda: safety)  # the one safety layer deployments have too
     tls = tls_options(args, home)  # every check that can fail comes before the banners (and a shown-once admin key)
     if settings.redis_url:
         check_redis(settings.redis_url)
@@ -235,10 +232,10 @@ def _content_safety(args: argparse.Namespace) -> ChatSafety | None:
     streaming mode and blocklists from the command line."""
     if args.content_safety != "on":
         return None
-    from llamafoundry.platform.safety.base import SafetyPolicy
-    from llamafoundry.platform.safety.blocklists import load_blocklist_file
-    from llamafoundry.platform.safety.builtin import BuiltinClassifier
-    from llamafoundry.service.safety import ChatSafety
+    from llamafoundry.safety.base import SafetyPolicy
+    from llamafoundry.safety.blocklists import load_blocklist_file
+    from llamafoundry.safety.builtin import BuiltinClassifier
+    from llamafoundry.safety.chat import ChatSafety
 
     blocklists = tuple(load_blocklist_file(path) for path in args.content_safety_blocklist)
     policy = SafetyPolicy.for_deployment("serverless", streaming=args.content_safety_streaming, blocklists=blocklists)

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from llamafoundry.platform.store import Store
     from llamafoundry.platform.tls import LocalTls
     from llamafoundry.platform.tokens import TokenVerifier
-    from llamafoundry.service.chat import ChatService
+    from llamafoundry.service.backend import ChatBackend
 
 API_KEY_ENV = "LLAMAFOUNDRY_API_KEY"  # how replicas get their key: never on a command line
 DATABASE_URL_ENV = "LLAMAFOUNDRY_DATABASE_URL"
@@ -114,11 +114,11 @@ class Platform:
     scheme: str
     settings: ServeSettings
 
-    def build(self, service: ChatService | None, settings: ServeSettings) -> tuple[Gateway, APIRouter]:
+    def build(self, service: ChatBackend | None, settings: ServeSettings) -> tuple[Gateway, APIRouter]:
         """The gateway (the server's own model, if any, and the deployments) and the management routes."""
         from llamafoundry.api.management import management_router
+        from llamafoundry.platform.content_safety import with_content_safety
         from llamafoundry.platform.gateway import Gateway, Target, local_backend_factory, single_key_policy
-        from llamafoundry.platform.safety.deployments import with_content_safety
 
         default = None
         if service is not None:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from llamafoundry.outage import RepeatedFailure
 from llamafoundry.platform.catalog import MANAGED, find_instance_type, find_model
@@ -29,39 +29,13 @@ from llamafoundry.platform.server_keys import forget_server_key, record_server_k
 from llamafoundry.platform.store import Deployment, Snapshot, Store
 from llamafoundry.platform.tokens import TokenError, TokenVerifier, looks_like_jwt
 from llamafoundry.platform.upstream import FixedUpstream, UpstreamChatService
-from llamafoundry.service.types import ChatRequest, ChatResult, ChatStream
+from llamafoundry.service.backend import ChatBackend
 
 logger = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 1.0
 RUNTIME_HEARTBEAT_S = 15.0  # a report unchanged this long is written again, so readers can tell a live server
 DEFAULT_KEY_ID = "default"
-
-
-class ChatBackend(Protocol):
-    """What the API needs of a served model: `service.chat.ChatService` and `UpstreamChatService` both are."""
-
-    model_name: str
-    model_provider: str
-    max_context: int
-
-    @property
-    def is_ready(self) -> bool: ...
-
-    def failure_note(self) -> str | None:
-        """Why the backend is not answering when it is not (a replica that crashed and is restarting), as a
-        sentence for the 503; None when there is nothing to say beyond "loading"."""
-        ...
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-    def count_tokens(self, request: ChatRequest) -> int: ...
-
-    async def complete(self, request: ChatRequest) -> ChatResult: ...
-
-    async def stream(self, request: ChatRequest) -> ChatStream: ...
 
 
 @dataclass(frozen=True)
@@ -318,19 +292,11 @@ class Gateway:
             if reason is not None:
                 return {"state": "not served", "error": reason}
             return {"state": "pending"}  # in the store, not picked up yet (within a poll interval)
-        state = "ready" if target.service.is_ready else ("failed" if target.start_error else "starting")
-        body: dict[str, Any] = {"state": state}
+        body: dict[str, Any] = target.service.status()
         if target.start_error is not None:
-            body["error"] = str(target.start_error)
+            body.update(state="failed", error=str(target.start_error))
         if name in self.refused_keys:
             body["key_refused"] = self.refused_keys[name]
-        provider = getattr(target.service, "provider", None)
-        if isinstance(provider, ReplicaSet):
-            body["replicas"] = provider.status()
-        client = getattr(target.service, "client", None)
-        if client is not None:
-            body["requests"] = [u.num_requests for u in client.upstreams]
-            body["in_flight"] = [u.num_in_flight for u in client.upstreams]
         return body
 
 

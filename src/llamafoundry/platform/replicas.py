@@ -19,6 +19,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -105,13 +106,15 @@ class ReplicaSet:
         await asyncio.gather(*self._watchers, return_exceptions=True)
         await asyncio.gather(*(_terminate(r) for r in self.replicas))
 
-    def status(self) -> list[dict[str, object]]:
-        return [
+    def status(self) -> dict[str, Any]:
+        """The replicas, for the deployment's runtime status (`UpstreamProvider.status`)."""
+        replicas = [
             {"index": r.index, "url": r.url, "pid": r.process.pid if r.process else None, "healthy": r.is_healthy,
              "restarts": r.num_restarts, "last_exit": r.last_exit,
              "last_exit_at": _iso(r.last_exit_at) if r.last_exit_at else None}
             for r in self.replicas
         ]  # fmt: skip
+        return {"replicas": replicas}
 
     def failure_note(self) -> str | None:
         """Why requests may be failing: the newest crash of a replica that is not healthy again, or None."""

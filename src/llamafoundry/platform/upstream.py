@@ -1,9 +1,12 @@
-"""A chat service whose model runs behind OpenAI-compatible servers: an `--upstream` URL, or the replica
-processes of a local deployment. It has the interface of `service.chat.ChatService`, so the API serves it the
-same way; requests and answers are translated to and from OpenAI chat-completions bodies.
+"""A chat backend whose model runs behind OpenAI-compatible servers: an `--upstream` URL, or the replica
+processes of a local deployment. It satisfies `service.backend.ChatBackend`, so the API serves it as it serves the
+server's own model; requests and answers go through the one codec of the wire format (`protocol.forward`), so
+tools, tool calls, `response_format`, logprobs and the Llama extras survive the hop.
 
-Image content parts are forwarded as the client sent them (the API keeps them in `ChatMessage.content_parts`
-for deployments whose catalog model takes images).
+A request is prepared as a local one is (`service.sampling`, `service.structured`: the same checks, the same
+errors), and its prompt counted with the Llama 3 tokenizer (`service.prompt_counter`) for the rate limits; the
+upstream's own usage replaces that count afterwards. Image content parts are forwarded as the client sent them
+(the API keeps them in `ChatMessage.content_parts` for deployments whose catalog model takes images).
 """
 
 from __future__ import annotations
@@ -14,13 +17,20 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
-from llamafoundry.engine.outputs import TokenLogprob, TopLogprob
-from llamafoundry.engine.sampling_params import SamplingParams
-from llamafoundry.errors import EngineError, EngineUnavailableError, QueueFullError
-from llamafoundry.model.remote import CHAT, TEXT_COMPLETIONS, RemoteChatClient, UpstreamError
-from llamafoundry.platform.prompt_tokens import llama_prompt_counter
-from llamafoundry.service.prompt_pieces import break_control_text
-from llamafoundry.service.types import ChatChoice, ChatDelta, ChatRequest, ChatResult, ChatUpdate, Usage
+from llamafoundry.errors import (
+    EngineError,
+    EngineUnavailableError,
+    GenerationError,
+    PromptTooLongError,
+    QueueFullError,
+    RequestTooLargeError,
+)
+from llamafoundry.platform.upstream_client import CHAT, TEXT_COMPLETIONS, RemoteChatClient, UpstreamError
+from llamafoundry.protocol.forward import deltas_from_chunk, request_body, result_from_body, usage_from_body
+from llamafoundry.service import structured
+from llamafoundry.service.prompt_counter import llama_prompt_counter
+from llamafoundry.service.sampling import sampling_params
+from llamafoundry.service.types import ChatRequest, ChatResult, ChatUpdate, PreparedRequest, Usage
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +50,10 @@ class UpstreamProvider(Protocol):
 
     @property
     def is_ready(self) -> bool: ...
+
+    def status(self) -> dict[str, Any]:
+        """What the deployment's runtime status shows of the servers (a replica set: its replicas)."""
+        ...
 
     def failure_note(self) -> str | None:
         """A sentence on why the servers may not be answering (a replica that crashed), or None."""
@@ -62,6 +76,9 @@ class FixedUpstream:
     @property
     def is_ready(self) -> bool:
         return True
+
+    def status(self) -> dict[str, Any]:
+        return {}
 
     def failure_note(self) -> str | None:
         return None
@@ -115,29 +132,47 @@ class UpstreamChatService:
             await self.client.aclose()
         await self.provider.stop()
 
-    def count_tokens(self, request: ChatRequest) -> int:
-        """The prompt's tokens with the Llama 3 tokenizer and Meta's template of the model (`prompt_tokens.py`);
-        usage reported afterwards is the upstream's own count."""
-        return llama_prompt_counter().count(request, self.model_name)
+    def status(self) -> dict[str, Any]:
+        state = "ready" if self.is_ready else "starting"
+        body: dict[str, Any] = {"state": state, **self.provider.status()}
+        if self.client is not None:
+            body["requests"] = [u.num_requests for u in self.client.upstreams]
+            body["in_flight"] = [u.num_in_flight for u in self.client.upstreams]
+        return body
+
+    async def prepare(self, request: ChatRequest) -> PreparedRequest:
+        """Checked as a local request is; the prompt counted with the Llama 3 tokenizer over Meta's template of the
+        model (the upstream's reported usage replaces the count afterwards)."""
+        params = structured.with_grammar(request, sampling_params(request))
+        counter = await asyncio.to_thread(llama_prompt_counter)
+        num_tokens = await asyncio.to_thread(counter.count, request, self.model_name)
+        return PreparedRequest(request, params, num_tokens)
 
     def _client(self) -> RemoteChatClient:
         if self.client is None:
             raise EngineUnavailableError("The deployment is starting; retry in a few seconds.")
         return self.client
 
-    async def complete(self, request: ChatRequest) -> ChatResult:
-        body, headers = openai_body(request, self.upstream_model)
+    def _body(self, prepared: PreparedRequest) -> tuple[dict[str, Any], dict[str, str]]:
+        """The request as the client sent it, plus the API's default temperature when it sent none (OpenAI-style
+        servers default to 1, the Azure API to 0.7: a deployment answers as the bare route does)."""
+        body, headers = request_body(prepared.request, self.upstream_model)
+        body.setdefault("temperature", prepared.params.temperature)
+        return body, headers
+
+    async def complete(self, prepared: PreparedRequest) -> ChatResult:
+        body, headers = self._body(prepared)
         try:
-            answer = await self._client().complete(body, headers, _path(request))
+            answer = await self._client().complete(body, headers, _path(prepared.request))
         except UpstreamError as exc:
             raise engine_error(exc, await self._note_on(exc)) from None
-        return chat_result(answer)
+        return result_from_body(answer)
 
-    async def stream(self, request: ChatRequest) -> UpstreamStream:
-        body, headers = openai_body(request, self.upstream_model)
+    async def stream(self, prepared: PreparedRequest) -> UpstreamStream:
+        body, headers = self._body(prepared)
         body["stream_options"] = {"include_usage": True}
         try:
-            chunks = await self._client().stream(body, headers, _path(request))
+            chunks = await self._client().stream(body, headers, _path(prepared.request))
         except UpstreamError as exc:
             raise engine_error(exc, await self._note_on(exc)) from None
         return UpstreamStream(chunks, self._note_on)
@@ -187,16 +222,16 @@ class UpstreamStream:
         num_deltas = 0
         try:
             async for chunk in self._chunks:
-                deltas = [_delta(choice) for choice in chunk.get("choices") or []]
-                num_deltas += sum(1 for d in deltas if d.text)
+                deltas = deltas_from_chunk(chunk)
+                num_deltas += sum(1 for d in deltas if d.text or d.tool_calls)
                 usage = chunk.get("usage")
-                self._usage = _usage(usage) if usage else Usage(self._usage.prompt_tokens, num_deltas)
+                self._usage = usage_from_body(usage) if usage else Usage(self._usage.prompt_tokens, num_deltas)
                 yield ChatUpdate(deltas=deltas, usage=self._usage)
         except UpstreamError as exc:
             if exc.status in (None, 503):  # the server went away mid-answer (a replica died or stops): retry
                 note = await self._note_on(exc) if self._note_on is not None else None
                 raise EngineUnavailableError(note or broken_stream_message(exc)) from None
-            raise RuntimeError(f"upstream stream failed: {exc.message}") from None
+            raise engine_error(exc) from None
         finally:
             await self.aclose()
         yield ChatUpdate(deltas=[], usage=self._usage, finished=True)
@@ -211,157 +246,19 @@ class UpstreamStream:
             self._closing = asyncio.ensure_future(gen.aclose())
 
 
-def openai_body(request: ChatRequest, model: str) -> tuple[dict[str, Any], dict[str, str]]:
-    """The OpenAI body for `request` (a chat, or a text completion's `prompt`), and the headers it needs
-    (`extra-parameters: pass-through` when it uses parameters outside the Azure spec, which llamafoundry upstreams
-    honour only then)."""
-    params = request.params
-    if request.prompt is not None:
-        return _text_completion_body(request.prompt, params, model)
-    body: dict[str, Any] = {"model": model, "messages": [_message(m) for m in request.messages]}
-    body.update(_standard(params))
-    extras = _extras(params)
-    body.update(extras)
-    if request.tools:
-        body["tools"] = request.tools
-    if request.tool_choice is not None:
-        body["tool_choice"] = request.tool_choice
-    return body, ({"extra-parameters": "pass-through"} if extras else {})
-
-
-def _text_completion_body(prompt: str, params: SamplingParams, model: str) -> tuple[dict[str, Any], dict[str, str]]:
-    """OpenAI's completions body: `n`, `best_of` and an integer `logprobs` are its own fields there."""
-    body: dict[str, Any] = {"model": model, "prompt": prompt, **_standard(params)}
-    extras = _extras(params)
-    for name in ("n", "best_of"):
-        if name in extras:
-            body[name] = extras.pop(name)
-    if extras.pop("logprobs", None):
-        body["logprobs"] = extras.pop("top_logprobs")
-    body.update(extras)
-    return body, ({"extra-parameters": "pass-through"} if extras else {})
-
-
-def _message(message: Any) -> dict[str, Any]:
-    """A message as sent upstream. Its text has control-token text broken: vLLM and llama-server parse
-    `<|eot_id|>` written in a message as the real token (this server tokenizes message text as text)."""
-    parts = getattr(message, "content_parts", None)
-    content = break_control_text(message.content) if isinstance(message.content, str) else message.content
-    out: dict[str, Any] = {"role": message.role, "content": parts if parts is not None else content}
-    for name in ("tool_calls", "tool_call_id", "name"):
-        if getattr(message, name, None) is not None:
-            out[name] = getattr(message, name)
-    return out
-
-
-def _standard(params: SamplingParams) -> dict[str, Any]:
-    body: dict[str, Any] = {"temperature": params.temperature}
-    if params.max_tokens is not None:
-        body["max_tokens"] = params.max_tokens
-    if params.top_p != 1.0:
-        body["top_p"] = params.top_p
-    if params.presence_penalty:
-        body["presence_penalty"] = params.presence_penalty
-    if params.frequency_penalty:
-        body["frequency_penalty"] = params.frequency_penalty
-    if params.seed is not None:
-        body["seed"] = params.seed if params.seed < 2**63 else params.seed - 2**64  # upstreams take int64
-    if params.stop:
-        body["stop"] = list(params.stop)
-    return body
-
-
-def _extras(params: SamplingParams) -> dict[str, Any]:
-    extras: dict[str, Any] = {}
-    if params.n != 1:
-        extras["n"] = params.n
-    if params.logprobs:
-        extras["logprobs"] = True
-        extras["top_logprobs"] = params.top_logprobs
-    if params.best_of is not None:
-        extras["best_of"] = params.best_of
-    if params.use_beam_search:
-        extras["use_beam_search"] = True
-    if params.ignore_eos:
-        extras["ignore_eos"] = True
-    if params.stop_token_ids:
-        extras["stop_token_ids"] = list(params.stop_token_ids)
-    if not params.skip_special_tokens:
-        extras["skip_special_tokens"] = False
-    return extras
-
-
-def chat_result(answer: dict[str, Any]) -> ChatResult:
-    """A chat completion's or a text completion's answer (`choices[].message.content` or `choices[].text`)."""
-    choices = []
-    for choice in answer.get("choices") or []:
-        message = choice.get("message") or {}
-        choices.append(
-            ChatChoice(
-                index=int(choice.get("index", 0)),
-                text=message.get("content") or choice.get("text") or "",
-                finish_reason=choice.get("finish_reason") or "stop",
-                logprobs=_logprobs(choice.get("logprobs")),
-            )
-        )
-    return ChatResult(choices=sorted(choices, key=lambda c: c.index), usage=_usage(answer.get("usage") or {}))
-
-
-def _delta(choice: dict[str, Any]) -> ChatDelta:
-    delta = choice.get("delta") or {}
-    return ChatDelta(
-        index=int(choice.get("index", 0)),
-        text=delta.get("content") or choice.get("text") or "",
-        finish_reason=choice.get("finish_reason"),
-        logprobs=_logprobs(choice.get("logprobs")),
-    )
-
-
-def _usage(usage: dict[str, Any]) -> Usage:
-    return Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
-
-
-def _logprobs(body: Any) -> list[TokenLogprob] | None:
-    if isinstance(body, dict) and body.get("tokens") is not None:
-        return _text_logprobs(body)
-    if not isinstance(body, dict) or body.get("content") is None:
-        return None
-    return [
-        TokenLogprob(
-            token=item["token"],
-            logprob=float(item["logprob"]),
-            bytes=list(item.get("bytes") or []),
-            top_logprobs=[
-                TopLogprob(t["token"], float(t["logprob"]), list(t.get("bytes") or []))
-                for t in item.get("top_logprobs") or []
-            ],
-        )
-        for item in body["content"]
-    ]
-
-
-def _text_logprobs(body: dict[str, Any]) -> list[TokenLogprob]:
-    """OpenAI's completions form: parallel `tokens`, `token_logprobs`, `top_logprobs` ({token: logprob})."""
-    tops = body.get("top_logprobs") or []
-    out = []
-    for i, (token, logprob) in enumerate(zip(body["tokens"], body.get("token_logprobs") or [], strict=False)):
-        top = tops[i] if i < len(tops) and isinstance(tops[i], dict) else {}
-        out.append(
-            TokenLogprob(
-                token=token,
-                logprob=float(logprob if logprob is not None else 0.0),
-                bytes=list(token.encode("utf-8")),
-                top_logprobs=[TopLogprob(t, float(lp), list(t.encode("utf-8"))) for t, lp in top.items()],
-            )
-        )
-    return out
-
-
 def broken_stream_message(exc: UpstreamError) -> str:
     return (
         f"The model's server stopped answering during the stream ({exc.message}); the answer is incomplete. "
         "Retry in a few seconds."
     )
+
+
+# Error codes of a llamafoundry upstream (a deployment's replica) that keep their meaning through the gateway.
+_KNOWN_CODES: dict[str, type[EngineError]] = {
+    GenerationError.code: GenerationError,
+    PromptTooLongError.code: PromptTooLongError,
+    RequestTooLargeError.code: RequestTooLargeError,
+}
 
 
 def engine_error(exc: UpstreamError, failure_note: str | None = None) -> EngineError:
@@ -374,6 +271,9 @@ def engine_error(exc: UpstreamError, failure_note: str | None = None) -> EngineE
             f"The model's server cannot be reached ({exc.message}); retry in a few seconds, and check that the "
             "upstream server is running if it keeps failing."
         )
+    known = _KNOWN_CODES.get(exc.code or "")
+    if known is not None:  # another llamafoundry (a replica) said what it was: keep it
+        return known(exc.message, exc.param)
     if exc.status == 429:
         return QueueFullError(f"The model's server is busy: {exc.message}")
     if exc.status in (401, 403):

@@ -1,5 +1,6 @@
-"""A chat request body -> a validated `ChatRequest`: JSON, the `extra-parameters` header, field validation,
-what this text-only Llama model cannot do, and the cross-field rules of the Llama extras.
+"""A chat request body -> a validated `ChatRequest`: JSON, the `extra-parameters` header, field validation and
+what this text-only Llama model cannot do. (The rules between generation fields, and the API's defaults, are the
+service's: `service.sampling`.)
 
 Every failure is an `ApiError` (400, 415 or 422) that names the field at fault.
 """
@@ -9,13 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
-from llamafoundry.engine.sampling_params import MAX_TOP_LOGPROBS, SamplingParams
-from llamafoundry.errors import InvalidSamplingParams
 from llamafoundry.protocol.bounds import check_nesting, check_request_bounds
 from llamafoundry.protocol.errors import ApiError, invalid, not_supported
 from llamafoundry.protocol.schemas import (
@@ -30,22 +28,11 @@ from llamafoundry.protocol.schemas import (
     TextPart,
 )
 from llamafoundry.protocol.validation import validation_error
-from llamafoundry.service import structured
-from llamafoundry.service.types import ChatMessage, ChatRequest
+from llamafoundry.service.types import ChatMessage, ChatRequest, GenerationOptions
 
 logger = logging.getLogger(__name__)
 
 EXTRA_PARAMETERS_MODES = ("error", "drop", "pass-through")
-# The Azure spec's default (TSP/OAS25 ChatCompletionsOptions.temperature); OpenAI's is 1.
-DEFAULT_TEMPERATURE = 0.7
-# top_p 0 is in the spec's range but means "no token"; the limit is "only the most likely token".
-_TOP_P_FLOOR = 1e-9
-
-
-@dataclass
-class ParsedChat:
-    request: ChatRequest
-    stream: bool
 
 
 def extra_parameters_mode(header: str | None) -> str:
@@ -140,7 +127,7 @@ def _reject_constant(name: str) -> Any:
 
 def parse_chat(
     body: dict[str, Any], mode: str, *, is_openai_route: bool = False, accepts_images: bool = False
-) -> ParsedChat:
+) -> ChatRequest:
     """Validate a chat body under `extra-parameters: mode` and build the service request.
 
     Args:
@@ -168,36 +155,14 @@ def parse_chat(
 
     _check_supported(options, accepts_images)
     _check_tool_choice(options)
-    params = sampling_params(options, llama)
-    stream = bool(options.stream)
-    if stream and params.needs_all_before_output:
-        param = "use_beam_search" if params.use_beam_search else "best_of"
-        raise invalid(
-            param,
-            f"{param} cannot be used with stream: true, because the returned choices are only known "
-            "when every candidate has finished. Send stream: false, or leave best_of equal to n.",
-        )
-    request = ChatRequest(
+    return ChatRequest(
         messages=[chat_message(m) for m in options.messages],
-        params=params,
+        options=generation_options(options, llama),
         tools=[t.model_dump(by_alias=True, exclude_none=True) for t in options.tools] if options.tools else None,
         tool_choice=_tool_choice(options.tool_choice),
         response_format=options.response_format.model_dump(by_alias=True) if options.response_format else None,
+        stream=bool(options.stream),
     )
-    return ParsedChat(_constrained(request), stream)
-
-
-def _constrained(request: ChatRequest) -> ChatRequest:
-    """The request with the grammar of its response_format or forced tool call: 422 for a schema keyword it cannot
-    enforce, 400 for a schema that is wrong."""
-    try:
-        return structured.constrain(request)
-    except structured.SchemaNotSupportedError as exc:
-        if not exc.is_unsupported:
-            raise invalid(exc.param, exc.message) from None
-        raise not_supported(exc.param, exc.message, exc.keyword) from None
-    except InvalidSamplingParams as exc:
-        raise invalid(exc.param, exc.message) from None
 
 
 def _check_supported(options: ChatCompletionsOptions, accepts_images: bool = False) -> None:
@@ -234,53 +199,26 @@ def _tool_choice(choice: str | NamedToolChoice | None) -> str | dict[str, Any] |
     return choice.model_dump() if isinstance(choice, NamedToolChoice) else choice
 
 
-def sampling_params(options: ChatCompletionsOptions, llama: LlamaExtras) -> SamplingParams:
-    """The engine's settings for the request. Raises ApiError (400) naming the field for invalid combinations."""
-    logprobs, top_logprobs = _logprobs(llama)
-    use_beam_search = bool(llama.use_beam_search)
-    temperature = options.temperature
-    if temperature is None:  # beam search is greedy by definition: do not make users spell it out
-        temperature = 0.0 if use_beam_search else DEFAULT_TEMPERATURE
-    stop = [options.stop] if isinstance(options.stop, str) else list(options.stop or [])
-    try:
-        return SamplingParams(
-            max_tokens=options.max_tokens,
-            temperature=temperature,
-            top_p=max(options.top_p if options.top_p is not None else 1.0, _TOP_P_FLOOR),
-            presence_penalty=options.presence_penalty or 0.0,
-            frequency_penalty=options.frequency_penalty or 0.0,
-            # The sampler seeds numpy, which takes non-negative integers; any int64 (or larger) maps onto one.
-            seed=options.seed % 2**64 if options.seed is not None else None,
-            stop=stop,
-            stop_token_ids=list(llama.stop_token_ids or []),
-            ignore_eos=bool(llama.ignore_eos),
-            skip_special_tokens=llama.skip_special_tokens if llama.skip_special_tokens is not None else True,
-            logprobs=logprobs,
-            top_logprobs=top_logprobs,
-            n=llama.n or 1,
-            best_of=llama.best_of,
-            use_beam_search=use_beam_search,
-        )
-    except InvalidSamplingParams as exc:
-        raise invalid(exc.param, exc.message) from None
-
-
-def _logprobs(llama: LlamaExtras) -> tuple[bool, int]:
-    """(logprobs, top_logprobs) from OpenAI's `logprobs: true, top_logprobs: N` or the Llama `logprobs: N`."""
-    value, top = llama.logprobs, llama.top_logprobs
-    if isinstance(value, bool) or value is None:
-        if top and not value:
-            raise invalid("top_logprobs", "top_logprobs needs logprobs: true.")
-        return bool(value), top or 0
-    if top is not None and top != value:
-        raise invalid(
-            "top_logprobs",
-            f"logprobs: {value} already asks for the {value} most likely tokens; "
-            "send either an integer logprobs, or logprobs: true with top_logprobs.",
-        )
-    if not 0 <= value <= MAX_TOP_LOGPROBS:  # checked here so the error names the field the client sent
-        raise invalid("logprobs", f"logprobs must be between 0 and {MAX_TOP_LOGPROBS}, got {value}.")
-    return True, value
+def generation_options(options: ChatCompletionsOptions, llama: LlamaExtras) -> GenerationOptions:
+    """The generation fields as sent (the service applies defaults and cross-field rules: `service.sampling`)."""
+    stop = [options.stop] if isinstance(options.stop, str) else options.stop
+    return GenerationOptions(
+        max_tokens=options.max_tokens,
+        temperature=options.temperature,
+        top_p=options.top_p,
+        presence_penalty=options.presence_penalty,
+        frequency_penalty=options.frequency_penalty,
+        seed=options.seed,
+        stop=list(stop) if stop is not None else None,
+        n=llama.n,
+        best_of=llama.best_of,
+        logprobs=llama.logprobs,
+        top_logprobs=llama.top_logprobs,
+        ignore_eos=llama.ignore_eos,
+        use_beam_search=llama.use_beam_search,
+        stop_token_ids=list(llama.stop_token_ids) if llama.stop_token_ids is not None else None,
+        skip_special_tokens=llama.skip_special_tokens,
+    )
 
 
 def chat_message(message: Message) -> ChatMessage:

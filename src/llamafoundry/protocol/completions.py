@@ -18,7 +18,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from llamafoundry.engine.outputs import TokenLogprob
 from llamafoundry.protocol.bounds import check_request_bounds
-from llamafoundry.protocol.chat import check_extras, sampling_params
+from llamafoundry.protocol.chat import check_extras, generation_options
 from llamafoundry.protocol.errors import ApiError, invalid, not_supported
 from llamafoundry.protocol.render import answer_body, usage_body
 from llamafoundry.protocol.schemas import LLAMA_EXTRA_PARAMETERS, ChatCompletionsOptions, LlamaExtras
@@ -40,7 +40,6 @@ MAX_LOGPROBS = 5  # OpenAI's limit for completions
 @dataclass
 class ParsedCompletion:
     request: ChatRequest
-    stream: bool
     echo: bool
 
 
@@ -69,9 +68,9 @@ def parse_completion(body: dict[str, Any], mode: str) -> ParsedCompletion:
     echo = _flag(body.get("echo"), "echo")
     if echo and llama.logprobs is not None:
         raise not_supported("echo", "echo with logprobs is not supported: the prompt's tokens get no logprobs.")
-    params = sampling_params(options, llama)
-    request = ChatRequest([ChatMessage("user", prompt)], params, prompt=prompt)
-    return ParsedCompletion(request, stream=bool(options.stream), echo=echo)
+    options_ = generation_options(options, llama)
+    request = ChatRequest([ChatMessage("user", prompt)], options_, prompt=prompt, stream=bool(options.stream))
+    return ParsedCompletion(request, echo=echo)
 
 
 def _flag(value: Any, name: str) -> bool:

@@ -2,21 +2,37 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from llamafoundry.engine.client import EngineClient, RequestStream
 from llamafoundry.engine.outputs import ChoiceDelta, RequestOutput, TokenLogprob
 from llamafoundry.errors import EngineUnavailableError
-from llamafoundry.service import tools
+from llamafoundry.service import structured, tools
 from llamafoundry.service.chat_format import ChatFormatter
 from llamafoundry.service.prompt_pieces import render_pieces
-from llamafoundry.service.safety import ChatSafety
-from llamafoundry.service.types import ChatChoice, ChatDelta, ChatRequest, ChatResult, ChatStream, ChatUpdate, Usage
+from llamafoundry.service.sampling import sampling_params
+from llamafoundry.service.types import (
+    ChatChoice,
+    ChatDelta,
+    ChatRequest,
+    ChatResult,
+    ChatStream,
+    ChatUpdate,
+    PreparedRequest,
+    Usage,
+)
 
 
 class ManagedEngine(EngineClient, Protocol):
-    """An EngineClient with a lifecycle (the local AsyncEngine; a remote backend later)."""
+    """An EngineClient with a lifecycle and its load (the local AsyncEngine)."""
+
+    @property
+    def num_running(self) -> int: ...
+
+    @property
+    def num_waiting(self) -> int: ...
 
     async def start(self) -> None: ...
 
@@ -24,34 +40,30 @@ class ManagedEngine(EngineClient, Protocol):
 
 
 class ChatService:
-    """Turns chat requests (and text completions) into engine requests for one model.
+    """Turns chat requests (and text completions) into engine requests for one model. Satisfies
+    `service.backend.ChatBackend`.
 
     Args:
         engine: the model's engine; started by `start()`.
         model_name: reported by /info and in every response's `model`.
         model_provider: reported by /info.
         max_context: tokens one request may use (prompt + completion).
-        safety: the deployment's content filter, if any (prompts checked before generation, output before release).
     """
 
-    def __init__(
-        self,
-        engine: ManagedEngine,
-        model_name: str,
-        model_provider: str,
-        max_context: int,
-        safety: ChatSafety | None = None,
-    ) -> None:
+    def __init__(self, engine: ManagedEngine, model_name: str, model_provider: str, max_context: int) -> None:
         self.engine = engine
         self.model_name = model_name
         self.model_provider = model_provider
         self.max_context = max_context
-        self.safety = safety
         self._formatter: ChatFormatter | None = None
 
     @property
     def is_ready(self) -> bool:
         return self._formatter is not None and self.engine.is_ready
+
+    def status(self) -> dict[str, Any]:
+        state = "ready" if self.is_ready else "starting"
+        return {"state": state, "running": self.engine.num_running, "waiting": self.engine.num_waiting}
 
     def failure_note(self) -> str | None:
         return None  # a failed load is the app's to report (`ModelLifecycle`); the engine thread does not crash alone
@@ -63,6 +75,11 @@ class ChatService:
 
     async def stop(self) -> None:
         await self.engine.stop()
+
+    async def prepare(self, request: ChatRequest) -> PreparedRequest:
+        params = structured.with_grammar(request, sampling_params(request))
+        prompt_ids = await asyncio.to_thread(self.prompt_ids, request)  # templates and tokenizing: not on the loop
+        return PreparedRequest(request, params, len(prompt_ids), prompt_ids)
 
     def prompt_ids(self, request: ChatRequest) -> list[int]:
         """Render the messages with the model's chat template and tokenize them; a text completion's prompt is
@@ -78,13 +95,9 @@ class ChatService:
             t for piece in pieces for t in self.engine.tokenize(piece.text, parse_special=not piece.is_message_text)
         ]
 
-    def count_tokens(self, request: ChatRequest) -> int:
-        return len(self.prompt_ids(request))
-
-    async def complete(self, request: ChatRequest) -> ChatResult:
-        prompt_ids = self.prompt_ids(request)
-        prompt_filter = await self._check_prompt(request, prompt_ids)
-        stream = await self.engine.add_request(prompt_ids, request.params)
+    async def complete(self, prepared: PreparedRequest) -> ChatResult:
+        request = prepared.request
+        stream = await self.engine.add_request(_ids(prepared), prepared.params)
         choices: dict[int, _ChoiceBuilder] = {}
         last: RequestOutput | None = None
         try:
@@ -95,32 +108,24 @@ class ChatService:
         finally:
             stream.abort()
         assert last is not None and last.finished
-        result = ChatResult(
+        return ChatResult(
             choices=[tools.with_tool_calls(choices[i].build(), tools.function_names(request)) for i in sorted(choices)],
             usage=Usage(last.num_prompt_tokens, last.num_completion_tokens),
         )
-        if self.safety is not None:
-            result = await self.safety.filter_result(request.messages, result, prompt_filter)
-        return result
 
-    async def stream(self, request: ChatRequest) -> ChatStream:
-        """Submit the request now (errors are raised here, before any output) and return its updates."""
-        prompt_ids = self.prompt_ids(request)
-        prompt_filter = await self._check_prompt(request, prompt_ids)
-        stream = await self.engine.add_request(prompt_ids, request.params)
+    async def stream(self, prepared: PreparedRequest) -> ChatStream:
+        request = prepared.request
+        stream = await self.engine.add_request(_ids(prepared), prepared.params)
         names = tools.function_names(request)
         updates: ChatStream = ChatStreamHandle(stream)
         if names:
             updates = tools.ToolCallStream(updates, names, forced=tools.forced_function(request) is not None)
-        if self.safety is not None:
-            updates = self.safety.wrap_stream(updates, request.messages, request.params.n, prompt_filter)
         return updates
 
-    async def _check_prompt(self, request: ChatRequest, prompt_ids: list[int]) -> list[dict[str, Any]] | None:
-        """`prompt_filter_results`, None without a filter; raises `ContentFilteredError` for a blocked prompt."""
-        if self.safety is None:
-            return None
-        return await self.safety.check_prompt(request.messages, num_prompt_tokens=len(prompt_ids))
+
+def _ids(prepared: PreparedRequest) -> list[int]:
+    assert prepared.prompt_ids is not None, "prepared by another backend"
+    return prepared.prompt_ids
 
 
 class ChatStreamHandle:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import llguidance
 
+from llamafoundry.engine.sampling_params import SamplingParams
 from llamafoundry.service.tools import forced_function
 from llamafoundry.service.types import ChatRequest
 
@@ -72,8 +73,8 @@ class SchemaNotSupportedError(ValueError):
         self.is_unsupported = is_unsupported
 
 
-def constrain(request: ChatRequest) -> ChatRequest:
-    """The request with the grammar its tool_choice or response_format asks for in its sampling params.
+def with_grammar(request: ChatRequest, params: SamplingParams) -> SamplingParams:
+    """`params` with the grammar the request's tool_choice or response_format asks for (unchanged without one).
 
     A forced tool call wins over response_format (the call is the answer of this turn).
 
@@ -91,9 +92,8 @@ def constrain(request: ChatRequest) -> ChatRequest:
         grammar, param = response_format_grammar(request.response_format), "response_format"
         closing = shortest_match_tokens(_response_schema(request.response_format))
     if grammar is None:
-        return request
-    params = dataclasses.replace(request.params, grammar=grammar, grammar_param=param, closing_tokens=closing)
-    return dataclasses.replace(request, params=params)
+        return params
+    return dataclasses.replace(params, grammar=grammar, grammar_param=param, closing_tokens=closing)
 
 
 def response_format_grammar(response_format: dict[str, Any] | None) -> str | None:

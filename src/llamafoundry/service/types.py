@@ -1,4 +1,9 @@
-"""Records that cross the API <-> service seam. Plain dataclasses: no HTTP, no pydantic."""
+"""Records that cross the API <-> service seam. Plain dataclasses: no HTTP, no pydantic.
+
+A `ChatRequest` holds what the client asked, field for field as the API defines it (`GenerationOptions` keeps
+"not sent" apart from a default, so a gateway can forward a request as it came); the service turns it into the
+engine's settings once, in `ChatBackend.prepare`, which returns a `PreparedRequest`.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from llamafoundry.engine.outputs import TokenLogprob
+from llamafoundry.engine.outputs import TokenLogprob, TopLogprob
 from llamafoundry.engine.sampling_params import SamplingParams
+
+__all__ = ["TokenLogprob", "TopLogprob"]  # the engine's logprob records are the service's too
 
 
 @dataclass
@@ -28,9 +35,42 @@ class ChatMessage:
 
 
 @dataclass
+class GenerationOptions:
+    """What the request asks of generation, as the API defines the fields (None: not sent; the service applies
+    the API's defaults: temperature 0.7, or 0 under beam search; top_p 1; n 1)."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    seed: int | None = None
+    stop: list[str] | None = None
+    # The Llama extra parameters (sent with `extra-parameters: pass-through`).
+    n: int | None = None
+    best_of: int | None = None
+    logprobs: bool | int | None = None  # OpenAI's `true` (with top_logprobs) or the Llama integer
+    top_logprobs: int | None = None
+    ignore_eos: bool | None = None
+    use_beam_search: bool | None = None
+    stop_token_ids: list[int] | None = None
+    skip_special_tokens: bool | None = None
+
+    @property
+    def num_choices(self) -> int:
+        return self.n or 1
+
+    @property
+    def num_candidates(self) -> int:
+        """Sequences generated: best_of (or n) of them."""
+        return max(self.best_of or 0, self.num_choices)
+
+
+@dataclass
 class ChatRequest:
     messages: list[ChatMessage]
-    params: SamplingParams = field(default_factory=SamplingParams)
+    options: GenerationOptions = field(default_factory=GenerationOptions)
+    stream: bool = False
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
     # {"type": "text" | "json_object"} or {"type": "json_schema", "json_schema": {"name", "schema", "strict"}}
@@ -38,6 +78,26 @@ class ChatRequest:
     # A text completion's prompt (`/v1/completions`): the model continues this text, with no chat template;
     # `messages` then hold it as one user message, which is what the content filter reads.
     prompt: str | None = None
+
+
+@dataclass
+class PreparedRequest:
+    """A request turned, once, into what generation needs (`ChatBackend.prepare`): admission, the content filter and
+    generation all use it, so the prompt is rendered and counted once.
+
+    Attributes:
+        request: the request as the client sent it.
+        params: the engine's settings (grammar included); checked for every backend, so a forwarded request is
+            refused for the same reasons as a local one.
+        num_prompt_tokens: the prompt's tokens (a forwarded request's: counted with the Llama 3 tokenizer over
+            Meta's template; the upstream's own usage replaces it afterwards).
+        prompt_ids: the prompt's token ids, for a model this process runs; None for one that runs elsewhere.
+    """
+
+    request: ChatRequest
+    params: SamplingParams
+    num_prompt_tokens: int
+    prompt_ids: list[int] | None = None
 
 
 @dataclass

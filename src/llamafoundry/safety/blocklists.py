@@ -26,7 +26,7 @@ from typing import Any
 
 import re2  # type: ignore[import-untyped]
 
-from llamafoundry.platform.safety.normalize import skeleton
+from llamafoundry.safety.normalize import skeleton
 
 MAX_ITEMS = 10_000  # Azure's limit per list
 MAX_PATTERN_CHARS = 1000

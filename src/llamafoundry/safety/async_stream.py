@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from llamafoundry.service.types import ChatDelta, ChatMessage, ChatStream, ChatUpdate
 
 if TYPE_CHECKING:
-    from llamafoundry.service.safety import ChatSafety
+    from llamafoundry.safety.chat import ChatSafety
 
 CHECK_BUDGET_S = 0.02
 CONTENT_FILTER = "content_filter"

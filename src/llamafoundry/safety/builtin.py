@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from llamafoundry.platform.safety.base import CATEGORIES, Category, Role, Severity, Speaker, Turn, Verdict
-from llamafoundry.platform.safety.features import NUM_BUCKETS, featurize, word_index, words
-from llamafoundry.platform.safety.rules import rules_verdict
-from llamafoundry.platform.safety.shields import user_texts
+from llamafoundry.safety.base import CATEGORIES, Category, Role, Severity, Speaker, Turn, Verdict
+from llamafoundry.safety.features import NUM_BUCKETS, featurize, word_index, words
+from llamafoundry.safety.rules import rules_verdict
+from llamafoundry.safety.shields import user_texts
 
 DATA_DIR = Path(__file__).parent / "data"
 MODEL_STEM = "builtin_classifier"

@@ -24,11 +24,11 @@ import dataclasses
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from llamafoundry.platform.safety.base import (
+from llamafoundry.safety.base import (
     ClassifierError,
     Role,
     SafetyClassifier,
@@ -38,12 +38,11 @@ from llamafoundry.platform.safety.base import (
     Verdict,
     unfiltered_annotations,
 )
-from llamafoundry.platform.safety.deterministic import completion_block, rule_verdict
+from llamafoundry.safety.deterministic import completion_block, rule_verdict
 from llamafoundry.service.types import (
     ChatChoice,
     ChatDelta,
     ChatMessage,
-    ChatRequest,
     ChatResult,
     ChatStream,
     ChatUpdate,
@@ -200,7 +199,7 @@ class ChatSafety:
         if not self.policy.enabled:
             return stream
         if self.policy.streaming == "asynchronous":
-            from llamafoundry.service.safety_async import AsyncFilteredChatStream
+            from llamafoundry.safety.async_stream import AsyncFilteredChatStream
 
             return AsyncFilteredChatStream(self, stream, messages, num_choices, prompt_filter_results)
         return FilteredChatStream(self, stream, messages, num_choices, prompt_filter_results)
@@ -329,59 +328,9 @@ def prompt_filter_results_of(stream: ChatStream) -> list[dict[str, Any]] | None:
 
 
 def _is_filtered(stream: ChatStream) -> bool:
-    from llamafoundry.service.safety_async import AsyncFilteredChatStream  # it imports this module
+    from llamafoundry.safety.async_stream import AsyncFilteredChatStream  # it imports this module
 
     return isinstance(stream, FilteredChatStream | AsyncFilteredChatStream)
-
-
-class FilteredChatBackend:
-    """A chat backend (anything with `complete`/`stream`/`count_tokens`, such as a deployment's upstream service)
-    with a content filter in front: the prompt is checked before the request is forwarded, the answer before it
-    is released. `safety_of` is called once per request, so policy changes apply to the next request.
-
-    Attributes of the inner backend that are not part of the chat interface (`provider`, `client`, `engine`) are
-    reachable through this wrapper; `inner` is the unfiltered backend.
-    """
-
-    def __init__(self, inner: Any, safety_of: Callable[[], ChatSafety | None]) -> None:
-        self.inner = inner
-        self.safety_of = safety_of
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    @property
-    def is_ready(self) -> bool:
-        return bool(self.inner.is_ready)
-
-    def failure_note(self) -> str | None:
-        note = self.inner.failure_note()
-        return None if note is None else str(note)
-
-    async def start(self) -> None:
-        await self.inner.start()
-
-    async def stop(self) -> None:
-        await self.inner.stop()
-
-    def count_tokens(self, request: ChatRequest) -> int:
-        return int(self.inner.count_tokens(request))
-
-    async def complete(self, request: ChatRequest) -> ChatResult:
-        safety = self.safety_of()
-        if safety is None or not safety.enabled:
-            return await self.inner.complete(request)
-        prompt_filter = await safety.check_prompt(request.messages, self.inner.count_tokens(request))
-        result = await self.inner.complete(request)
-        return await safety.filter_result(request.messages, result, prompt_filter)
-
-    async def stream(self, request: ChatRequest) -> ChatStream:
-        safety = self.safety_of()
-        if safety is None or not safety.enabled:
-            return await self.inner.stream(request)
-        prompt_filter = await safety.check_prompt(request.messages, self.inner.count_tokens(request))
-        stream = await self.inner.stream(request)
-        return safety.wrap_stream(stream, request.messages, request.params.n, prompt_filter)
 
 
 def _delta_text(delta: ChatDelta) -> str:

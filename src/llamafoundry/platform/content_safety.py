@@ -20,8 +20,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from llamafoundry.engine.client import EngineClient
 from llamafoundry.platform.catalog import find_instance_type
-from llamafoundry.platform.safety.base import (
+from llamafoundry.platform.store import Deployment
+from llamafoundry.safety.backend import FilteredChatBackend
+from llamafoundry.safety.base import (
     STREAMING_MODES,
     Category,
     ClassifierError,
@@ -31,9 +34,9 @@ from llamafoundry.platform.safety.base import (
     Turn,
     Verdict,
 )
-from llamafoundry.platform.safety.blocklists import Blocklist, BlocklistError, BlocklistItem, validated
-from llamafoundry.platform.store import Deployment
-from llamafoundry.service.safety import ChatSafety, FilteredChatBackend
+from llamafoundry.safety.blocklists import Blocklist, BlocklistError, BlocklistItem, validated
+from llamafoundry.safety.chat import ChatSafety
+from llamafoundry.service.chat import ChatService
 
 logger = logging.getLogger(__name__)
 
@@ -173,27 +176,28 @@ class DeploymentGuard:
     Args:
         name: the guard deployment.
         resolve: the gateway's `resolve` (a deployment name -> its target, or None).
+        engines: the engines of the guard deployments this process runs, by deployment name.
     """
 
     name = "llama-guard-3"
     window_chars = 600
 
-    def __init__(self, name: str, resolve: Callable[[str], Any]) -> None:
+    def __init__(self, name: str, resolve: Callable[[str], Any], engines: Mapping[str, EngineClient]) -> None:
         self.deployment = name
         self.resolve = resolve
+        self.engines = engines
         self._classifiers: dict[int, SafetyClassifier] = {}
 
     async def classify(self, turns: Sequence[Turn], role: Role) -> Verdict:
         return await self._classifier().classify(turns, role)
 
     def _classifier(self) -> SafetyClassifier:
-        from llamafoundry.platform.safety.llama_guard import LlamaGuardClassifier
+        from llamafoundry.safety.llama_guard import LlamaGuardClassifier
 
         target = self.resolve(self.deployment)
-        if target is None:
+        if target is None or target.deployment is None:
             raise ClassifierError(f"the guard deployment '{self.deployment}' does not exist")
-        service = getattr(target.service, "inner", target.service)  # the guard's own filter never judges checks
-        engine = getattr(service, "engine", None)
+        engine = self.engines.get(self.deployment)  # its engine, not its service: a guard's own filter never judges
         if engine is None:
             raise ClassifierError(
                 f"the guard deployment '{self.deployment}' has no engine in this process: name a Llama Guard 3 "
@@ -203,7 +207,8 @@ class DeploymentGuard:
             raise ClassifierError(f"the guard deployment '{self.deployment}' is still loading")
         classifier = self._classifiers.get(id(engine))
         if classifier is None:
-            self._classifiers = {id(engine): LlamaGuardClassifier(engine, guard_variant(service.model_name))}
+            variant = guard_variant(target.deployment.model)
+            self._classifiers = {id(engine): LlamaGuardClassifier(engine, variant)}
             classifier = self._classifiers[id(engine)]
         return classifier
 
@@ -218,13 +223,14 @@ class DeploymentSafety:
 
     def __init__(self, resolve: Callable[[str], Any], builtin: SafetyClassifier | None = None) -> None:
         self.resolve = resolve
+        self.guard_engines: dict[str, EngineClient] = {}  # filled by `with_content_safety` as guards are built
         self._builtin = builtin
         self._cache: dict[SafetyPolicy, ChatSafety] = {}
         self._guards: dict[str, DeploymentGuard] = {}
 
     def builtin(self) -> SafetyClassifier:
         if self._builtin is None:
-            from llamafoundry.platform.safety.builtin import BuiltinClassifier
+            from llamafoundry.safety.builtin import BuiltinClassifier
 
             self._builtin = BuiltinClassifier()
         return self._builtin
@@ -252,7 +258,7 @@ class DeploymentSafety:
             return self.builtin()
         guard = self._guards.get(policy.guard)
         if guard is None:
-            guard = self._guards[policy.guard] = DeploymentGuard(policy.guard, self.resolve)
+            guard = self._guards[policy.guard] = DeploymentGuard(policy.guard, self.resolve, self.guard_engines)
         return guard
 
 
@@ -270,6 +276,7 @@ def with_content_safety(
         is_local = deployment.weights_path is not None and not deployment.upstream_url
         if home is not None and is_local and is_guard_model(deployment.model):
             service = local_guard_service(deployment)
+            safety.guard_engines[deployment.name] = service.engine
         else:
             service = factory(deployment)
         return FilteredChatBackend(service, lambda: safety.for_deployment(deployment.name))
@@ -277,12 +284,11 @@ def with_content_safety(
     return build
 
 
-def local_guard_service(deployment: Deployment) -> Any:
+def local_guard_service(deployment: Deployment) -> ChatService:
     """A `ChatService` over an in-process engine of the deployment's weights (sized by its settings)."""
     from llamafoundry.config import EngineSettings
     from llamafoundry.engine.factory import build_local_engine
     from llamafoundry.platform.catalog import find_model
-    from llamafoundry.service.chat import ChatService
 
     assert deployment.weights_path is not None
     model = find_model(deployment.model)

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from llamafoundry.platform.safety.blocklists import Blocklist
+from llamafoundry.safety.blocklists import Blocklist
 
 
 class Category(enum.StrEnum):

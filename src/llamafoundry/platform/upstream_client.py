@@ -33,12 +33,20 @@ class UpstreamError(Exception):
         is_unsent: the request never reached the server (no connection).
     """
 
-    def __init__(self, status: int | None, message: str, param: str | None = None, is_unsent: bool = False) -> None:
+    def __init__(
+        self,
+        status: int | None,
+        message: str,
+        param: str | None = None,
+        is_unsent: bool = False,
+        code: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.param = param
         self.is_unsent = is_unsent  # no connection was made: another server may take the request
+        self.code = code  # the upstream's own error code (`generation_failed`, `context_length_exceeded`, ...)
 
 
 CHAT = "chat/completions"
@@ -191,20 +199,22 @@ def _stream_error(error: Any) -> UpstreamError:
     that status; any other failure is the upstream's (502)."""
     message = error.get("message", "") if isinstance(error, dict) else str(error)
     status = error.get("status") if isinstance(error, dict) else None
+    code = error.get("code") if isinstance(error, dict) and isinstance(error.get("code"), str) else None
     if status == 503:
-        return UpstreamError(503, f"The upstream server became unavailable during the stream: {message}")
-    return UpstreamError(502, f"The upstream server failed during the stream: {message}")
+        return UpstreamError(503, f"The upstream server became unavailable during the stream: {message}", code=code)
+    return UpstreamError(502, f"The upstream server failed during the stream: {message}", code=code)
 
 
 def _error_from(status: int, content: bytes) -> UpstreamError:
     """The upstream's own message from an OpenAI, Azure or MaaS error body, when it has one."""
-    message, param = content.decode(errors="replace")[:500], None
+    message, param, code = content.decode(errors="replace")[:500], None, None
     with contextlib.suppress(ValueError, AttributeError, TypeError):
         body = json.loads(content)
         error = body.get("error", body)
         if isinstance(error, dict):
             message = str(error.get("message") or message)
-            param = error.get("param")
+            param, code = error.get("param"), error.get("code")
         elif isinstance(error, str):
             message = error
-    return UpstreamError(status, message, param if isinstance(param, str) else None)
+    param = param if isinstance(param, str) else None
+    return UpstreamError(status, message, param, code=code if isinstance(code, str) else None)

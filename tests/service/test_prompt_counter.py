@@ -4,7 +4,7 @@ characters-per-token guess (which the rate limiter used to reserve, 9x short for
 from __future__ import annotations
 
 from llamafoundry.engine.sampling_params import SamplingParams
-from llamafoundry.platform.prompt_tokens import estimate_tokens, llama_prompt_counter
+from llamafoundry.service.prompt_counter import estimate_tokens, llama_prompt_counter
 from llamafoundry.service.types import ChatMessage, ChatRequest
 from tests.service.test_chat_format import WEATHER_TOOL
 

@@ -24,9 +24,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from llamafoundry.platform.safety import minors_terms as terms
-from llamafoundry.platform.safety.base import CATEGORIES, Category, Severity, Verdict
-from llamafoundry.platform.safety.normalize import skeleton, squeeze
+from llamafoundry.safety import minors_terms as terms
+from llamafoundry.safety.base import CATEGORIES, Category, Severity, Verdict
+from llamafoundry.safety.normalize import skeleton, squeeze
 
 _SENTENCE_END = re.compile(r"[.!?;\n。।]+|(?<=:)\s")
 _CACHE_SIZE = 4096

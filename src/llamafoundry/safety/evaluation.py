@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llamafoundry.platform.safety.base import CATEGORIES, Role, Severity, Verdict
+from llamafoundry.safety.base import CATEGORIES, Role, Severity, Verdict
 
 
 @dataclass(frozen=True)

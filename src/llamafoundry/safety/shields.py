@@ -24,8 +24,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from llamafoundry.platform.safety.base import Speaker, Turn
-from llamafoundry.platform.safety.normalize import skeleton
+from llamafoundry.safety.base import Speaker, Turn
+from llamafoundry.safety.normalize import skeleton
 
 _RULES_NOUN = (
     r"(?:instructions?|rules?|guidelines?|directions?|directives?|prompts?|restrictions?|programming|training|"

@@ -7,10 +7,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from llamafoundry.platform.safety.base import CATEGORIES, Role, SafetyPolicy, Speaker, Turn, Verdict
-from llamafoundry.platform.safety.blocklists import matched_lists
-from llamafoundry.platform.safety.rules import rules_verdict
-from llamafoundry.platform.safety.shields import shield
+from llamafoundry.safety.base import CATEGORIES, Role, SafetyPolicy, Speaker, Turn, Verdict
+from llamafoundry.safety.blocklists import matched_lists
+from llamafoundry.safety.rules import rules_verdict
+from llamafoundry.safety.shields import shield
 
 TAIL_CHARS = 512  # a streamed completion's blocklist and rule check reads its end: terms are local
 

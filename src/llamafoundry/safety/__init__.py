@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from llamafoundry.platform.safety.base import (
+from llamafoundry.safety.base import (
     CATEGORIES,
     Category,
     ClassifierError,

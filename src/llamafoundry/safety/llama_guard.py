@@ -23,7 +23,7 @@ from llamafoundry.engine.client import EngineClient
 from llamafoundry.engine.outputs import TokenLogprob
 from llamafoundry.engine.sampling_params import SamplingParams
 from llamafoundry.errors import EngineError
-from llamafoundry.platform.safety.base import (
+from llamafoundry.safety.base import (
     CATEGORIES,
     Category,
     ClassifierError,
