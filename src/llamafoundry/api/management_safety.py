@@ -121,4 +121,4 @@ def _param_of(message: str) -> str | None:
     prefix = "--content-safety-"
     if not message.startswith(prefix):
         return None
-    return message[len(prefix):].split(maxsplit=1)[0].rstrip(":").replace("-", "_")
+    return message[len(prefix) :].split(maxsplit=1)[0].rstrip(":").replace("-", "_")

@@ -20,6 +20,11 @@ pytestmark = pytest.mark.slow
 MODEL = "Meta-Llama-3.1-8B-Instruct"
 DEPLOYMENT = "portal-chat"
 READY_TIMEOUT_S = 120
+CHARTED_REQUESTS_JS = """(name) => {
+  const chart = Chart.getChart(document.getElementById('chart-requests'));
+  const set = chart.data.datasets.find(d => d.label === name);
+  return set ? set.data.reduce((a, b) => a + b, 0) : 0;
+}"""
 
 
 def expect_named_controls(page: Any) -> None:
@@ -115,9 +120,7 @@ def chat_in_playground(page: Any, key: str, shoot: Any) -> None:
 def see_usage(page: Any, shoot: Any) -> None:
     nav(page, "Usage")
     page.locator("#health-table").wait_for()  # the health fragment loaded
-    requests = page.evaluate("""(name) => { const chart = Chart.getChart(document.getElementById('chart-requests'));
-        const set = chart.data.datasets.find(d => d.label === name); return set ? set.data.reduce((a, b) => a + b, 0) : 0; }""",
-                             DEPLOYMENT)  # fmt: skip
+    requests = page.evaluate(CHARTED_REQUESTS_JS, DEPLOYMENT)
     assert requests >= 2  # the copied key's request and the playground's
     assert DEPLOYMENT in page.locator("#usage-table").inner_text()
     with page.expect_download() as download:

@@ -9,7 +9,7 @@ origin) with 403, and turns the management API's refusals into pages: its 401 en
 
 from __future__ import annotations
 
-import json
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -72,7 +72,7 @@ class Portal:
             lstrip_blocks=True,
         )
         self.templates.globals.update(prefix=PREFIX, version=__version__)
-        self.templates.filters["json_attr"] = lambda value: json.dumps(value)
+        self.templates.filters["dollars"] = dollars
         self.static = _static_files()
 
     # ---- responses ----------------------------------------------------------------------------------------
@@ -167,6 +167,15 @@ async def form_data(request: Request) -> dict[str, list[str]]:
                 cached.setdefault(key, []).append(value)
         request.scope["portal_form"] = cached
     return dict(cached)
+
+
+def dollars(value: float | None) -> str:
+    """As `llamafoundry usage` prints costs: 4 decimals, amounts under a tenth of a cent to 2 significant digits
+    (a cost never reads 0.0000), n/a without a price."""
+    if value is None:
+        return "n/a"
+    decimals = 4 if value == 0 or value >= 0.001 else 1 - math.floor(math.log10(value))
+    return f"{value:,.{decimals}f}"
 
 
 def segment(name: str) -> str:
