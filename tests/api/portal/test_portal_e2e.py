@@ -88,10 +88,30 @@ def copy_key(page: Any, server: PortalServer, shoot: Any) -> str:
     assert page.get_by_role("tab", name="OpenAI SDK").get_attribute("aria-selected") == "true"
     expect_named_controls(page)
     shoot(page, "consume")
+    return key
+
+
+def change_settings(page: Any, server: PortalServer, shoot: Any) -> None:
     page.get_by_role("link", name="Settings").click()
+    page.get_by_label("Tokens per minute").fill("-5")
+    page.get_by_role("button", name="Save rate limits").click()
+    assert "give a number of tokens or requests per minute" in page.get_by_role("alert").inner_text()  # the CLI's
+    page.get_by_label("Tokens per minute").fill("")
+    page.get_by_label("Requests per minute").fill("600")
+    page.get_by_role("button", name="Save rate limits").click()
+    assert "200,000 tokens and 600 requests per minute" in page.locator("main").inner_text()
+    page.get_by_label("Streaming mode").select_option("asynchronous")
+    page.get_by_role("button", name="Save content safety").click()
+    page.get_by_label("List name").fill("brands")
+    page.get_by_label("Items").fill("Acme Corp\nre:sku-\\d{4}")
+    page.get_by_role("button", name="Save blocklist").click()
+    assert "Blocklist brands saved" in page.get_by_role("status").first.inner_text()
+    policy = httpx.get(f"{server.url}/management/deployments/{DEPLOYMENT}/content-safety",
+                       headers={"api-key": server.admin_key}).json()["policy"]  # fmt: skip
+    assert policy["streaming"] == "asynchronous" and policy["enabled"] is True
+    assert policy["blocklists"][0]["items"][1] == {"pattern": "sku-\\d{4}", "is_regex": True}
     expect_named_controls(page)
     shoot(page, "settings")
-    return key
 
 
 def chat_in_playground(page: Any, key: str, shoot: Any) -> None:
@@ -165,6 +185,7 @@ def test_a_user_deploys_chats_and_rotates_a_key(
     sign_in(page, portal_server, screenshots)
     find_and_deploy(page, tiny_model_path, screenshots)
     key = copy_key(page, portal_server, screenshots)
+    change_settings(page, portal_server, screenshots)
     chat_in_playground(page, key, screenshots)
     see_usage(page, screenshots)
     regenerate_key(page, portal_server, key)

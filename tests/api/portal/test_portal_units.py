@@ -11,7 +11,7 @@ from llamafoundry.api.portal.client import PortalApiError
 from llamafoundry.api.portal.deploy_pages import FormError, deployment_body, error_field
 from llamafoundry.api.portal.health import HealthReader
 from llamafoundry.api.portal.sessions import ADMIN, SessionStore
-from llamafoundry.api.portal.settings_forms import blocklist_body, blocklist_lines, content_safety_body
+from llamafoundry.api.portal.settings_forms import blocklist_body, content_safety_body
 from llamafoundry.api.portal.usage_pages import chart_data
 from llamafoundry.api.portal.views import status_view
 from llamafoundry.api.portal.web import dollars
@@ -136,8 +136,6 @@ def test_settings_forms_and_costs() -> None:
     list_id, body = blocklist_body(form(id="brands", description="d", items="Acme Corp\n\nre: sku-\\d{4}\n"))
     assert (list_id, body) == ("brands", {"items": ["Acme Corp", {"pattern": "sku-\\d{4}", "is_regex": True}],
                                           "description": "d"})  # fmt: skip
-    assert blocklist_lines({"items": [{"pattern": "Acme Corp"}, {"pattern": "sku-\\d{4}", "is_regex": True}]}) == \
-        "Acme Corp\nre:sku-\\d{4}"  # fmt: skip
     safety = content_safety_body({"enabled": ["1"], "categories": ["hate", "sexual"], "threshold": ["low"]})
     assert safety == {"enabled": True, "threshold": "low", "categories": ["hate", "sexual"], "jailbreak": False,
                       "indirect_attack": False, "streaming": "default", "guard": None}  # fmt: skip

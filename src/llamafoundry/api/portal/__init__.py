@@ -42,7 +42,7 @@ def portal_router(own_model: OwnModel | None, sessions: SessionStore | None = No
         *usage_routes(portal),
     ]
     for path, endpoint, methods in routes:
-        router.add_api_route(path, endpoint, methods=methods)  # type: ignore[arg-type]
+        router.add_api_route(path, endpoint, methods=methods)
 
     async def static(request: Request) -> Response:
         return portal.asset(request.path_params["path"])

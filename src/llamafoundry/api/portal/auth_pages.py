@@ -21,7 +21,7 @@ from llamafoundry.api.portal.sessions import (
     Session,
     is_same_origin,
 )
-from llamafoundry.api.portal.web import PREFIX, SIGN_IN, Portal, field, form_data, redirect
+from llamafoundry.api.portal.web import PREFIX, SIGN_IN, Portal, Route, field, form_data, redirect
 
 WRONG_KEY = (
     "This key does not open the portal. Sign in with the admin key of this server's management API "
@@ -40,7 +40,7 @@ async def identify(app: ASGIApp, api_key: str) -> Principal | None:
     return ADMIN
 
 
-def sign_in_routes(portal: Portal) -> list[tuple[str, object, list[str]]]:
+def sign_in_routes(portal: Portal) -> list[Route]:
     """(path, endpoint, methods) of the sign-in and sign-out pages."""
 
     async def sign_in_page(request: Request) -> Response:

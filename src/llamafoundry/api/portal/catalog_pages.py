@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from llamafoundry.api.portal.sessions import READ_CATALOG, Session
-from llamafoundry.api.portal.web import PREFIX, Portal, segment
+from llamafoundry.api.portal.web import PREFIX, Portal, Route, segment
 
 # filter name -> (label, choices as (value, label)); "" is "any"
 FILTERS: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
@@ -38,7 +38,7 @@ def matches(model: dict[str, Any], query: str, chosen: dict[str, str]) -> bool:
     return not (preview == "hide" and model["is_preview"]) and not (preview == "only" and not model["is_preview"])
 
 
-def catalog_routes(portal: Portal) -> list[tuple[str, object, list[str]]]:
+def catalog_routes(portal: Portal) -> list[Route]:
     async def catalog(request: Request, session: Session) -> Response:
         async with portal.api(request, session) as api:
             models = (await api.get("/management/models"))["data"]

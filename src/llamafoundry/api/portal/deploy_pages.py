@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from llamafoundry.api.portal.client import PortalApiError
 from llamafoundry.api.portal.sessions import WRITE_DEPLOYMENTS, Session
-from llamafoundry.api.portal.web import PREFIX, Portal, field, form_data, redirect, segment
+from llamafoundry.api.portal.web import PREFIX, Portal, Route, field, form_data, redirect, segment
 from llamafoundry.platform.catalog import DEFAULT_INSTANCE_TYPE, INSTANCE_TYPES
 
 INTEGER_FIELDS = {"instances": "--instances", "tpm": "--tpm", "rpm": "--rpm"}
@@ -74,7 +74,7 @@ def error_field(exc: PortalApiError | FormError) -> str | None:
     return next((name for phrase, name in FIELD_OF_PHRASE if phrase in exc.message), None)
 
 
-def deploy_routes(portal: Portal) -> list[tuple[str, object, list[str]]]:
+def deploy_routes(portal: Portal) -> list[Route]:
     async def form_page(request: Request, session: Session, values: dict[str, str] | None = None,
                         error: PortalApiError | FormError | None = None, status: int = 200) -> Response:  # fmt: skip
         async with portal.api(request, session) as api:

@@ -13,14 +13,14 @@ from llamafoundry.api.portal.client import ApiClient, PortalApiError
 from llamafoundry.api.portal.sessions import READ_DEPLOYMENTS, WRITE_DEPLOYMENTS, WRITE_KEYS, Session
 from llamafoundry.api.portal.settings_forms import SettingsError, blocklist_body, content_safety_body, limits_body
 from llamafoundry.api.portal.views import limits_view, sample_context, status_view
-from llamafoundry.api.portal.web import PREFIX, Portal, field, form_data, redirect, segment
+from llamafoundry.api.portal.web import PREFIX, Portal, Route, field, form_data, redirect, segment
 from llamafoundry.platform.safety.base import CATEGORIES
 from llamafoundry.platform.safety.deployments import is_guard_model
 
 TABS = (("details", "Details"), ("consume", "Consume"), ("settings", "Settings"))
 
 
-def deployment_routes(portal: Portal) -> list[tuple[str, object, list[str]]]:
+def deployment_routes(portal: Portal) -> list[Route]:
     base = f"{PREFIX}/deployments"
 
     async def listing(request: Request, session: Session) -> Response:

@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from llamafoundry.api.portal.sessions import READ_DEPLOYMENTS, USE_SERVER_MODEL, Session
 from llamafoundry.api.portal.views import status_view
-from llamafoundry.api.portal.web import PREFIX, Portal
+from llamafoundry.api.portal.web import PREFIX, Portal, Route
 
 CHAT_PATH = "/chat/completions"
 
@@ -39,7 +39,7 @@ def playground_targets(portal: Portal, session: Session, deployments: list[dict[
     return targets
 
 
-def playground_routes(portal: Portal) -> list[tuple[str, object, list[str]]]:
+def playground_routes(portal: Portal) -> list[Route]:
     async def playground(request: Request, session: Session) -> Response:
         async with portal.api(request, session) as api:
             deployments = (await api.get("/management/deployments"))["data"]

@@ -57,8 +57,3 @@ def blocklist_body(form: dict[str, list[str]]) -> tuple[str, dict[str, Any]]:
             items.append(text)
     return list_id, {"items": items, "description": field(form, "description")}
 
-
-def blocklist_lines(blocklist: dict[str, Any]) -> str:
-    """A stored list as the form's text (the inverse of `blocklist_body`)."""
-    lines = [f"{REGEX_PREFIX}{i['pattern']}" if i.get("is_regex") else i["pattern"] for i in blocklist["items"]]
-    return "\n".join(lines)

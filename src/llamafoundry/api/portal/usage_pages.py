@@ -12,7 +12,7 @@ from starlette.responses import Response
 from llamafoundry.api.portal.client import ApiClient
 from llamafoundry.api.portal.health import HealthReader
 from llamafoundry.api.portal.sessions import READ_USAGE, Session
-from llamafoundry.api.portal.web import PREFIX, Portal
+from llamafoundry.api.portal.web import PREFIX, Portal, Route
 
 SINCE_CHOICES = (("1h", "Last hour"), ("24h", "Last 24 hours"), ("7d", "Last 7 days"), ("30d", "Last 30 days"),
                  ("", "All time"))  # fmt: skip
@@ -39,7 +39,7 @@ def usage_query(request: Request) -> dict[str, str]:
             "deployment": query.get("deployment", "")}  # fmt: skip
 
 
-def usage_routes(portal: Portal) -> list[tuple[str, object, list[str]]]:
+def usage_routes(portal: Portal) -> list[Route]:
     reader = HealthReader()
 
     async def usage(request: Request, session: Session) -> Response:

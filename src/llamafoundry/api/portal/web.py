@@ -49,6 +49,7 @@ SECURITY_HEADERS = {
 STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".txt": "text/plain", ".svg": "image/svg+xml"}
 
 Handler = Callable[[Request, Session], Awaitable[Response]]
+Route = tuple[str, Callable[..., Any], list[str]]  # (path, endpoint, methods)
 
 
 @dataclass(frozen=True)
