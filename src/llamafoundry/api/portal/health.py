@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -38,7 +38,6 @@ class HealthReader:
     """Keeps the previous reading, to turn counters into rates."""
 
     previous: tuple[float, dict[str, float]] | None = None
-    replica_client: httpx.AsyncClient | None = field(default=None, repr=False)
 
     def read(self, gateway_metrics: str, replica_metrics: dict[str, list[str]], now: float | None = None
              ) -> list[Health]:  # fmt: skip
@@ -71,23 +70,19 @@ class HealthReader:
 
     async def replica_texts(self, urls: dict[str, list[str]]) -> dict[str, list[str]]:
         """Each deployment's replicas' `/metrics` (a replica that does not answer in a second is left out)."""
-        client = self.replica_client or httpx.AsyncClient(timeout=REPLICA_TIMEOUT_S)
+        async with httpx.AsyncClient(timeout=REPLICA_TIMEOUT_S) as client:
 
-        async def one(url: str) -> str:
-            try:
-                response = await client.get(f"{url.rstrip('/')}/metrics")
-                return response.text if response.status_code == 200 else ""
-            except httpx.HTTPError:
-                return ""
+            async def one(url: str) -> str:
+                try:
+                    response = await client.get(f"{url.rstrip('/')}/metrics")
+                    return response.text if response.status_code == 200 else ""
+                except httpx.HTTPError:
+                    return ""
 
-        try:
             found: dict[str, list[str]] = {}
             for name, replica_urls in urls.items():
                 found[name] = list(await asyncio.gather(*(one(u) for u in replica_urls)))
             return found
-        finally:
-            if self.replica_client is None:
-                await client.aclose()
 
 
 def _samples(text: str) -> list[tuple[str, str, float]]:

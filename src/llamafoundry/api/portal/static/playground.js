@@ -177,6 +177,10 @@ function chooseTarget() {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  if (!targets.length) {
+    $("pg-send").disabled = true;
+    return;
+  }
   $("pg-target").addEventListener("change", chooseTarget);
   chooseTarget();
   $("chat-form").addEventListener("submit", (event) => {
