@@ -21,6 +21,7 @@ from llamafoundry.api.auth import AuthError, presented_keys
 from llamafoundry.api.bounds import read_body
 from llamafoundry.api.chat_request import parse_json_object
 from llamafoundry.api.errors import ApiError, json_response, not_found
+from llamafoundry.api.management_safety import content_safety_router
 from llamafoundry.platform import deployments as ops
 from llamafoundry.platform.catalog import CATALOG, UnknownModelError, find_model
 from llamafoundry.platform.gateway import Gateway
@@ -168,6 +169,7 @@ def management_router(store: Store, home: Path, gateway: Gateway | None = None) 
     router.add_api_route("/deployments/{name}/blocklists", list_blocklists, methods=["GET"])
     router.add_api_route("/deployments/{name}/blocklists/{blocklist}", put_list, methods=["PUT"])
     router.add_api_route("/deployments/{name}/blocklists/{blocklist}", delete_list, methods=["DELETE"])
+    router.include_router(content_safety_router(store))  # the whole policy: GET/PATCH .../content-safety
     return router
 
 

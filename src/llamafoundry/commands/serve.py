@@ -201,6 +201,7 @@ def _serve(args: argparse.Namespace) -> int:
     management: APIRouter | None = None
     if platform is not None and accounting is not None:  # accounting exists exactly when a platform does
         platform.print_banner()
+        console.print(f"Portal: {tls.scheme}://{settings.host}:{settings.port}/portal (sign in with the admin key)")
         gateway, management = platform.build(service, settings)
         management.include_router(_usage_routes(accounting, platform.store))  # /management/usage, admin key
     app = create_app(service, settings, accounting, gateway=gateway, management=management)
