@@ -159,14 +159,16 @@ def download(
     files = files_of(repo, path, pinned_sha256)
     total = sum(f.size for f in files if f.size is not None) if all(f.size for f in files) else None
     done_before = 0
-    paths = []
+    paths, fetched = [], False
     for hub_file in files:
         target = target_dir / repo / hub_file.path
         if not target.is_file():
             _download_one(repo, hub_file, target, _offset(progress, done_before, total), cancel)
+            fetched = True
         done_before += target.stat().st_size
         paths.append(target)
-    _report(progress, done_before, total or done_before)
+    if fetched:  # the whole, at its end (a file already here reports nothing: no bar for it)
+        _report(progress, done_before, total or done_before)
     return paths[0]
 
 
