@@ -98,7 +98,7 @@ def test_hugging_face_repositories_by_file_or_quantization(hub: FakeHub, tmp_pat
 
 
 def test_a_model_that_is_no_file_name_or_repository_is_a_sentence(tmp_path: Path) -> None:
-    for spec in ("missing.gguf", "gpt-4o", str(tmp_path / "models" / "x.gguf")):
+    for spec in ("missing.gguf", "gpt-4o", "./someone/repo", "models/x.gguf", str(tmp_path / "models" / "x.gguf")):
         with pytest.raises(FileNotFoundError, match=r"no such file, catalog model or Hugging Face repository"):
             resolve_model(spec, tmp_path)
 

@@ -46,13 +46,21 @@ def resolve_model(spec: str | None, home: Path) -> ModelChoice:
         pass
     else:
         return _catalog_model(spec, model.name, home)
-    found = _HF_REPO.match(spec)
-    if found is None or (spec.endswith(".gguf") and not found.group("choice")) or path.exists():
+    found = _repository(spec)
+    if found is None:
         raise FileNotFoundError(
             f"--model {spec}: no such file, catalog model or Hugging Face repository. Give the path of a .gguf file, "
             "a catalog name (`llamafoundry models list`) or owner/repo[:FILE.gguf]."
         )
     return _hub_model(spec, found.group("repo"), found.group("choice"), home)
+
+
+def _repository(spec: str) -> re.Match[str] | None:
+    """`owner/repo[:choice]`, unless `spec` reads as a path (`./x`, `/x`, `~/x`, `dir/x.gguf`, an existing folder)."""
+    found = _HF_REPO.match(spec)
+    if found is None or spec.startswith((".", "/", "~")) or Path(spec).exists():
+        return None
+    return None if spec.endswith(".gguf") and not found.group("choice") else found
 
 
 def _catalog_model(spec: str, name: str, home: Path) -> ModelChoice:
