@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-
-
-def default_home() -> Path:
-    """The data directory: $LLAMAFOUNDRY_HOME, else ~/.llamafoundry."""
-    return Path(os.environ.get("LLAMAFOUNDRY_HOME", Path.home() / ".llamafoundry"))
 
 
 def generate_api_key() -> str:

@@ -17,7 +17,7 @@ from tests.serve_process import free_port, launch_serve, stop_process
 
 def fails_with(tmp_path: Path, *args: str) -> str:
     log_path = tmp_path / "serve.log"
-    home = ["--data-dir", str(tmp_path / "home")]
+    home = ["--data-dir", str(tmp_path)]
     process = launch_serve(["--no-default", "--port", str(free_port()), *home, *args], log_path)
     assert process.wait(timeout=60) == 2, log_path.read_text()
     printed = log_path.read_text()
