@@ -15,6 +15,7 @@ from llamafoundry.engine.admission import check_request
 from llamafoundry.engine.beam_search import BeamSearcher
 from llamafoundry.engine.constraint import ConstraintVocab
 from llamafoundry.engine.detokenizer import IncrementalDetokenizer
+from llamafoundry.engine.kv_tiers import KvTiers
 from llamafoundry.engine.outputs import (
     ChoiceDelta,
     EngineError,
@@ -51,6 +52,8 @@ class LLMEngine:
             `scheduler.padding_slots`); 0 turns it off. 16 suits llama.cpp's CPU kernels on x86 (AVX2).
         max_draft_tokens: prompt-lookup speculative decoding: up to this many tokens guessed from a sequence's
             own prompt and output are checked in its step (see speculative.py); 0 turns it off.
+        kv_tiers: with prefix caching, where states go when their slots are needed and come back from (host
+            memory, disk; kv_tiers.py); None keeps prefixes in the idle slots only.
     """
 
     def __init__(
@@ -63,6 +66,7 @@ class LLMEngine:
         max_prefill_tokens_while_decoding: int = 16,
         pad_batch_to: int = 16,
         max_draft_tokens: int = 0,
+        kv_tiers: KvTiers | None = None,
     ) -> None:
         self.runner = runner
         self.ctx_size = ctx_size
@@ -73,7 +77,7 @@ class LLMEngine:
             min(max_prefill_tokens, runner.max_batch_tokens),
             min(max_prefill_tokens_while_decoding, runner.max_batch_tokens),
         )
-        self.prefix_cache = PrefixCache(runner) if prefix_caching else None
+        self.prefix_cache = PrefixCache(runner, tiers=kv_tiers) if prefix_caching else None
         self.pad_batch_to = pad_batch_to
         self.max_draft_tokens = max_draft_tokens
         self.num_draft_tokens = 0  # drafted tokens checked so far (speculative decoding)
