@@ -47,3 +47,16 @@ def test_a_jwks_that_is_not_a_key_set(tmp_path: Path) -> None:
 def test_a_service_that_is_not_there(tmp_path: Path, option: str, url: str, sentence: str) -> None:
     printed = fails_with(tmp_path, option, url.format(port=free_port()))
     assert sentence in printed and "secret" not in printed, printed
+
+
+@pytest.mark.parametrize(
+    ("args", "sentence"),
+    [
+        (("--kv-cache-type", "q8_0", "--flash-attn", "off"), "needs flash attention"),
+        (("--prefix-cache-ram", "lots"), "is not a size"),
+        (("--prefix-cache-disk", "3 bananas"), "is not a size"),
+    ],
+)
+def test_kv_cache_options_that_cannot_work(tmp_path: Path, args: tuple[str, ...], sentence: str) -> None:
+    printed = fails_with(tmp_path, *args)
+    assert sentence in printed, printed

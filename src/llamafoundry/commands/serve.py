@@ -21,7 +21,16 @@ from llamafoundry.commands.serve_platform import (
     open_platform,
     tls_options,
 )
-from llamafoundry.config import FLASH_ATTN_MODES, EngineSettings, ServeSettings, default_home, generate_api_key
+from llamafoundry.config import (
+    FLASH_ATTN_MODES,
+    KV_CACHE_TYPES,
+    EngineSettings,
+    ServeSettings,
+    default_home,
+    default_prefix_cache_ram,
+    generate_api_key,
+    parse_size,
+)
 from llamafoundry.logs import LOG_FORMATS, LOG_LEVELS
 
 if TYPE_CHECKING:
@@ -92,6 +101,7 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
         "or itself), up to N tokens that followed there are checked in one pass (same output, faster when the "
         "answer copies text); 0 turns it off",
     )
+    add_kv_cache_options(serve)
     serve.add_argument(
         "--stream-keepalive",
         type=float,
@@ -161,6 +171,10 @@ def _serve(args: argparse.Namespace) -> int:
             batch_pad=args.batch_pad,
             speculative_tokens=args.speculative_tokens,
             gpu_layers=args.gpu_layers,
+            kv_cache_type=args.kv_cache_type,
+            prefix_cache_ram=prefix_cache_ram(args),
+            prefix_cache_dir=args.prefix_cache_dir,
+            prefix_cache_disk=parse_size(args.prefix_cache_disk),
         ),
         model_name=args.name or default_name,
         model_provider=args.provider or default_provider,
@@ -207,6 +221,25 @@ def _serve(args: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run: Ctrl-C after the drain is a clean exit
         server.run(sockets=[listener])
     return 0 if server.started else STARTUP_FAILURE
+
+
+def add_kv_cache_options(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument("--kv-cache-type", choices=KV_CACHE_TYPES, default="f16", help="element type of the cached "
+                       "keys and values: q8_0 holds ~1.9x and q4_0 ~3.6x the tokens of f16 in the same memory "
+                       "(llama.cpp's quantized cache; turns flash attention on); see docs/benchmarks.md")  # fmt: skip
+    serve.add_argument("--prefix-cache-ram", default="auto", metavar="SIZE", help="host memory for KV states of "
+                       "conversations that left their slot, so a returning one restores its history instead of "
+                       "computing it again (default auto: a fifth of the machine's memory, at most 8GiB; 0: "
+                       "off)")  # fmt: skip
+    serve.add_argument("--prefix-cache-dir", type=Path, default=None, metavar="DIR", help="also keep KV states on "
+                       "disk here: they survive restarts and are shared by every server using the directory (a "
+                       "deployment's replicas)")  # fmt: skip
+    serve.add_argument("--prefix-cache-disk", default="16GiB", metavar="SIZE", help="most bytes --prefix-cache-dir "
+                       "keeps for this model, all servers together (default 16GiB)")  # fmt: skip
+
+
+def prefix_cache_ram(args: argparse.Namespace) -> int:
+    return default_prefix_cache_ram() if args.prefix_cache_ram == "auto" else parse_size(args.prefix_cache_ram)
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 
 from llamafoundry.engine.client import ModelInfo
 from llamafoundry.engine.engine import LLMEngine
+from llamafoundry.engine.kv_tiers import KvTiers
 from llamafoundry.engine.outputs import EngineUnavailableError, QueueFullError, RequestOutput
 from llamafoundry.engine.sampling_params import SamplingParams
 from llamafoundry.engine.sequence import Request
@@ -71,6 +72,8 @@ class AsyncEngine:
         prefix_caching: share cached prompt prefixes across requests (LLMEngine's option; on by default).
         pad_batch_to: LLMEngine's batch padding (0: off).
         max_draft_tokens: LLMEngine's prompt-lookup speculative decoding, most tokens per draft (0: off).
+        make_kv_tiers: builds the prefix cache's host-memory and disk tiers for the loaded runner (they need its
+            state fingerprint), or None for none; closed (disk writes finished) by `stop()`.
     """
 
     def __init__(
@@ -82,8 +85,11 @@ class AsyncEngine:
         prefix_caching: bool = True,
         pad_batch_to: int = 16,
         max_draft_tokens: int = 0,
+        make_kv_tiers: Callable[[ModelRunner], KvTiers | None] | None = None,
     ) -> None:
         self._load_runner = load_runner
+        self._make_kv_tiers = make_kv_tiers
+        self._kv_tiers: KvTiers | None = None
         self._ctx_size = ctx_size
         self._max_queue = max_queue
         self._describe = describe
@@ -107,6 +113,8 @@ class AsyncEngine:
         self._loop = asyncio.get_running_loop()
         runner = await asyncio.to_thread(self._load_runner)
         self._model_info = self._describe(runner)
+        if self._prefix_caching and self._make_kv_tiers is not None:
+            self._kv_tiers = self._make_kv_tiers(runner)
         self._engine = LLMEngine(
             runner,
             self._ctx_size,
@@ -114,6 +122,7 @@ class AsyncEngine:
             self._prefix_caching,
             pad_batch_to=self._pad_batch_to,
             max_draft_tokens=self._max_draft_tokens,
+            kv_tiers=self._kv_tiers,
         )
         self._thread = threading.Thread(target=self._run, name="llamafoundry-engine", daemon=True)
         self._thread.start()
@@ -128,6 +137,9 @@ class AsyncEngine:
         for queue in self._queues.values():
             queue.put_nowait(EngineUnavailableError("The server is shutting down; retry the request."))
         self._queues.clear()
+        if self._kv_tiers is not None:
+            await asyncio.to_thread(self._kv_tiers.close)  # states handed to the disk tier are written
+            self._kv_tiers = None
         if self._engine is not None:
             self._engine.runner.close()
             self._engine = None
@@ -147,6 +159,18 @@ class AsyncEngine:
         """(drafted, accepted) tokens of prompt-lookup speculative decoding since the engine started."""
         engine = self._engine
         return (engine.num_draft_tokens, engine.num_accepted_draft_tokens) if engine else (0, 0)
+
+    @property
+    def prefix_cache_tokens(self) -> dict[str, int] | None:
+        """Prompt tokens reused instead of computed since the engine started, by source (slot, ram, disk)."""
+        cache = self._engine.prefix_cache if self._engine else None
+        return dict(cache.num_reused_tokens) if cache else None
+
+    @property
+    def prefix_cache_ram_bytes(self) -> int | None:
+        """Bytes of saved KV states held in host memory, when the engine has that tier."""
+        ram = self._kv_tiers.ram if self._kv_tiers else None
+        return ram.used_bytes if ram else None
 
     @property
     def num_running(self) -> int:
@@ -187,6 +211,10 @@ class AsyncEngine:
     def tokenize(self, text: str, parse_special: bool = True) -> list[int]:
         engine = self._require_engine()
         return engine.runner.tokenize(text, add_bos=False, parse_special=parse_special)
+
+    def detokenize(self, token_ids: list[int]) -> str:
+        runner = self._require_engine().runner
+        return b"".join(runner.token_bytes(t, False) for t in token_ids).decode("utf-8", errors="replace")
 
     async def add_request(self, prompt_token_ids: list[int], params: SamplingParams) -> AsyncRequestStream:
         engine = self._require_engine()

@@ -14,6 +14,7 @@ import contextlib
 import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from llamafoundry.engine.disk_cache import DiskCache
 from llamafoundry.engine.host_cache import HostCache, StateBytes
@@ -118,3 +119,11 @@ class KvTiers:
         if self.disk is not None:
             self.disk.flush()
             self.disk.close()
+
+
+def build_kv_tiers(ram_bytes: int, disk_dir: Path | None, disk_bytes: int, fingerprint: str) -> KvTiers | None:
+    """The tiers a server runs with: host memory when `ram_bytes` > 0, disk when a directory is given (and
+    `disk_bytes` > 0); None when neither."""
+    ram = HostCache(ram_bytes) if ram_bytes > 0 else None
+    disk = DiskCache(disk_dir, fingerprint, disk_bytes) if disk_dir is not None and disk_bytes > 0 else None
+    return KvTiers(ram, disk) if ram is not None or disk is not None else None

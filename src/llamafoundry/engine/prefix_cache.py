@@ -30,7 +30,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from llamafoundry.engine.kv_tiers import KvTiers, TierHit
+from llamafoundry.engine.kv_tiers import DISK, RAM, KvTiers, TierHit
 from llamafoundry.engine.prefix_index import common_prefix_len
 from llamafoundry.engine.sequence import Request, RequestStatus
 from llamafoundry.model.base import ModelRunner
@@ -76,6 +76,8 @@ class PrefixCache:
         self.min_tokens_to_wait = min_tokens_to_wait
         self.tiers = tiers
         self._idle: OrderedDict[int, TokenIds] = OrderedDict()  # free slot -> tokens its cells hold, LRU first
+        # prompt tokens taken from a cache instead of computed, by where they came from
+        self.num_reused_tokens: dict[str, int] = {"slot": 0, RAM: 0, DISK: 0}
 
     def cached_length(self, seq_id: int) -> int:
         """Positions an idle slot's cells hold (0 for a slot holding nothing)."""
@@ -113,6 +115,7 @@ class PrefixCache:
         elif in_place:
             self.runner.seq_remove(first, best_len, -1)
             request.num_computed = request.num_cached_tokens = best_len
+            self.num_reused_tokens["slot"] += best_len
         elif best_len and best_seq != first:  # before the source is vacated: it may be one of this request's slots
             self._copy_prefix(best_seq, first, best_len, request)
             if len(self._idle.get(best_seq, ())) == best_len:  # moved, not copied: the request holds all of it now
@@ -145,6 +148,7 @@ class PrefixCache:
         self.runner.seq_remove(seq_id, length, -1)
         request.num_cached_tokens += length - request.num_computed
         request.num_computed = length
+        self.num_reused_tokens[hit.tier] += length
         return True
 
     def _vacate(self, seq_id: int, free: list[int], protected: int, keep_cells: bool) -> None:
@@ -219,6 +223,7 @@ class PrefixCache:
         if src in self._idle:
             self._idle.move_to_end(src)
         request.num_cached_tokens += length - request.num_computed
+        self.num_reused_tokens["slot"] += length - request.num_computed
         request.num_computed = length
 
     def _holders(self, running: list[Request]) -> list[Holder]:
