@@ -79,7 +79,7 @@ class LlamaCppVocab:
         self.vocab_size = llama_cpp.llama_vocab_n_tokens(self._vocab)
         is_eog = llama_cpp.llama_vocab_is_eog
         self.eog_token_ids = frozenset(t for t in range(self.vocab_size) if is_eog(self._vocab, t))
-        self._piece_buf = ctypes.create_string_buffer(256)
+        self._local = threading.local()  # token_bytes's buffer: the engine thread and the event loop both call it
 
     @property
     def bos_token_id(self) -> int:
@@ -113,7 +113,9 @@ class LlamaCppVocab:
         return list(tokens[:count])
 
     def token_bytes(self, token_id: int, special: bool) -> bytes:
-        buf = self._piece_buf
+        buf = getattr(self._local, "buf", None)
+        if buf is None:
+            buf = self._local.buf = ctypes.create_string_buffer(256)
         n = llama_cpp.llama_token_to_piece(self._vocab, token_id, buf, len(buf), 0, special)
         if n < 0:
             buf = ctypes.create_string_buffer(-n)
