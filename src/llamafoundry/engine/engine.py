@@ -47,6 +47,10 @@ class LLMEngine:
         max_prefill_tokens_while_decoding: the same once at least as many streams decode: their next tokens
             wait for the step, ~8 ms per prompt token per CPU core. Chunk size barely changes a CPU's prefill
             rate (64 to 512 tokens per chunk measured the same), so small chunks cost only extra steps.
+        prompt_tokens_shared_while_decoding: while streams decode, up to this many prompt tokens per step divided
+            by the number of decoding streams, when more than `max_prefill_tokens_while_decoding` (0: off). A
+            chunk beside decoding streams is a second pass over the weights, so 16-token chunks cost ~2x per
+            token what larger ones do; with few streams the larger chunks hold up few.
         pad_batch_to: give free sequence slots a throwaway token so a step just short of this many sequences, or
             split into several runs of sequence ids, runs as one pass of this many (see
             `scheduler.padding_slots`); 0 turns it off. 16 suits llama.cpp's CPU kernels on x86 (AVX2).
@@ -64,6 +68,7 @@ class LLMEngine:
         prefix_caching: bool = False,
         max_prefill_tokens: int = 512,
         max_prefill_tokens_while_decoding: int = 16,
+        prompt_tokens_shared_while_decoding: int = 0,
         pad_batch_to: int = 16,
         max_draft_tokens: int = 0,
         kv_tiers: KvTiers | None = None,
@@ -76,6 +81,7 @@ class LLMEngine:
             max_queue,
             min(max_prefill_tokens, runner.max_batch_tokens),
             min(max_prefill_tokens_while_decoding, runner.max_batch_tokens),
+            prompt_tokens_shared_while_decoding,
         )
         self.prefix_cache = PrefixCache(runner, tiers=kv_tiers) if prefix_caching else None
         self.pad_batch_to = pad_batch_to
