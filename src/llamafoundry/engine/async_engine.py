@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 
 from llamafoundry.engine.client import ModelInfo
@@ -24,6 +25,14 @@ from llamafoundry.model.base import ModelRunner
 log = logging.getLogger(__name__)
 
 _END = object()  # queued to a stream after abort, so a pending reader wakes up and stops
+# prompt tokens a step takes beside decoding streams, divided among them: 256 with 1 stream, 32 with 8, the
+# minimum chunk (16) from 16 streams on (docs/benchmarks.md, multi-turn)
+PROMPT_TOKENS_SHARED_WHILE_DECODING = 256
+# Requests sent together reach the engine 1-8 ms apart (the event loop parses, renders and tokenizes each in turn):
+# a step waits until none has arrived for ADMISSION_QUIET_S, at most ADMISSION_WAIT_S, so they are admitted
+# together instead of the later ones waiting for the first one's prefill step (seconds on a CPU).
+ADMISSION_QUIET_S = 0.010
+ADMISSION_WAIT_S = 0.030
 
 
 class AsyncRequestStream:
@@ -74,6 +83,7 @@ class AsyncEngine:
         max_draft_tokens: LLMEngine's prompt-lookup speculative decoding, most tokens per draft (0: off).
         make_kv_tiers: builds the prefix cache's host-memory and disk tiers for the loaded runner (they need its
             state fingerprint), or None for none; closed (disk writes finished) by `stop()`.
+        prompt_tokens_shared_while_decoding: LLMEngine's larger prompt chunks beside few decoding streams (0: off).
     """
 
     def __init__(
@@ -86,9 +96,11 @@ class AsyncEngine:
         pad_batch_to: int = 16,
         max_draft_tokens: int = 0,
         make_kv_tiers: Callable[[ModelRunner], KvTiers | None] | None = None,
+        prompt_tokens_shared_while_decoding: int = PROMPT_TOKENS_SHARED_WHILE_DECODING,
     ) -> None:
         self._load_runner = load_runner
         self._make_kv_tiers = make_kv_tiers
+        self._prompt_tokens_shared = prompt_tokens_shared_while_decoding
         self._kv_tiers: KvTiers | None = None
         self._ctx_size = ctx_size
         self._max_queue = max_queue
@@ -102,6 +114,7 @@ class AsyncEngine:
         self._thread: threading.Thread | None = None
         self._cond = threading.Condition()
         self._inbox: list[tuple[str, Request]] = []
+        self._last_add = 0.0  # time.monotonic() of the newest request handed to the engine thread
         self._outbox: list[tuple[asyncio.Queue[object], object]] = []
         self._queues: dict[str, asyncio.Queue[object]] = {}
         self._ids = itertools.count()
@@ -123,6 +136,7 @@ class AsyncEngine:
             pad_batch_to=self._pad_batch_to,
             max_draft_tokens=self._max_draft_tokens,
             kv_tiers=self._kv_tiers,
+            prompt_tokens_shared_while_decoding=self._prompt_tokens_shared,
         )
         self._thread = threading.Thread(target=self._run, name="llamafoundry-engine", daemon=True)
         self._thread.start()
@@ -241,6 +255,8 @@ class AsyncEngine:
 
     def _submit(self, command: tuple[str, Request]) -> None:
         with self._cond:
+            if command[0] == "add":
+                self._last_add = time.monotonic()
             self._inbox.append(command)
             self._cond.notify()
 
@@ -261,6 +277,7 @@ class AsyncEngine:
                     self._cond.wait()
                 if self._is_stopping:
                     return
+                self._gather_arrivals()
                 commands, self._inbox = self._inbox, []
             for kind, request in commands:
                 if kind == "add":
@@ -274,6 +291,17 @@ class AsyncEngine:
                 log.exception("engine step failed")
                 engine.fail_all("The engine hit an internal error; retry the request.")
             self._flush()
+
+    def _gather_arrivals(self) -> None:
+        """With new requests in the inbox, wait (holding the condition) until none has arrived for
+        ADMISSION_QUIET_S, at most ADMISSION_WAIT_S."""
+        if not any(kind == "add" for kind, _ in self._inbox):
+            return
+        deadline = time.monotonic() + ADMISSION_WAIT_S
+        while (wait := min(self._last_add + ADMISSION_QUIET_S, deadline) - time.monotonic()) > 0:
+            if self._is_stopping:
+                return
+            self._cond.wait(wait)
 
     def _flush(self) -> None:
         if not self._outbox:
