@@ -110,17 +110,16 @@ class PrefixCache:
         in_place = hit is None and best_len > 0 and best_seq == first
         if first in self._idle:
             self._vacate(first, free, protected=best_seq, keep_cells=in_place)
-        if hit is not None and self._load(hit, first, request):
-            pass
-        elif in_place:
-            self.runner.seq_remove(first, best_len, -1)
-            request.num_computed = request.num_cached_tokens = best_len
-            self.num_reused_tokens["slot"] += best_len
-        elif best_len and best_seq != first:  # before the source is vacated: it may be one of this request's slots
-            self._copy_prefix(best_seq, first, best_len, request)
-            if len(self._idle.get(best_seq, ())) == best_len:  # moved, not copied: the request holds all of it now
-                del self._idle[best_seq]
-                self.runner.seq_remove(best_seq)
+        if hit is None or not self._load(hit, first, request):
+            if in_place:
+                self.runner.seq_remove(first, best_len, -1)
+                request.num_computed = request.num_cached_tokens = best_len
+                self.num_reused_tokens["slot"] += best_len
+            elif best_len and best_seq != first:  # before the source is vacated: it may be one of these slots
+                self._copy_prefix(best_seq, first, best_len, request)
+                if len(self._idle.get(best_seq, ())) == best_len:  # moved, not copied: the request holds it all
+                    del self._idle[best_seq]
+                    self.runner.seq_remove(best_seq)
         for seq_id in slots[1:]:
             if seq_id in self._idle:
                 self._vacate(seq_id, free, protected=-1, keep_cells=False)

@@ -268,10 +268,9 @@ class LlamaCppRunner(LlamaCppVocab):
 
     def seq_copy(self, src: int, dst: int, p0: int = -1, p1: int = -1) -> None:
         """Give `dst` a copy of `src`'s cells. In a unified cache the cells gain an owner. With one stream per
-        sequence the copy goes through `seq_save`/`seq_load`, which copy the cells `src` holds: llama.cpp's own
-        cross-stream `seq_cp` copies the whole stream buffer (every cell of the context: 128 MiB for a 1B model
-        at 4,096 tokens) however few it holds (1B, 4,096-token streams: 300 tokens copied in 29 ms against 59 ms,
-        2,000 in 139 against 183 ms, `bench kv`)."""
+        sequence the copy goes through `seq_save`/`seq_load` at once: it costs what `src` holds (a 1,000-token
+        sequence of a 1B model: ~2-7 ms, `bench kv`), where llama.cpp's cross-stream `seq_cp` copies every cell
+        of the stream (128 MiB in f16 at 4,096 cells) however few are used, at the next decode."""
         if self.kv_unified:
             llama_cpp.llama_memory_seq_cp(self._memory, src, dst, p0, p1)
             return
