@@ -29,10 +29,12 @@ _END = object()  # queued to a stream after abort, so a pending reader wakes up 
 # minimum chunk (16) from 16 streams on (docs/benchmarks.md, multi-turn)
 PROMPT_TOKENS_SHARED_WHILE_DECODING = 256
 # Requests sent together reach the engine 1-8 ms apart (the event loop parses, renders and tokenizes each in turn):
-# a step waits until none has arrived for ADMISSION_QUIET_S, at most ADMISSION_WAIT_S, so they are admitted
-# together instead of the later ones waiting for the first one's prefill step (seconds on a CPU).
+# a step admitting a prompt of ADMISSION_WAIT_MIN_TOKENS or more waits until none has arrived for ADMISSION_QUIET_S,
+# at most ADMISSION_WAIT_S, so they are admitted together instead of the later ones waiting for the first one's
+# prefill step (seconds on a CPU). Shorter prompts take a step short enough not to be worth the wait.
 ADMISSION_QUIET_S = 0.010
 ADMISSION_WAIT_S = 0.030
+ADMISSION_WAIT_MIN_TOKENS = 128
 
 
 class AsyncRequestStream:
@@ -293,9 +295,9 @@ class AsyncEngine:
             self._flush()
 
     def _gather_arrivals(self) -> None:
-        """With new requests in the inbox, wait (holding the condition) until none has arrived for
+        """With a new long prompt in the inbox, wait (holding the condition) until none has arrived for
         ADMISSION_QUIET_S, at most ADMISSION_WAIT_S."""
-        if not any(kind == "add" for kind, _ in self._inbox):
+        if not any(kind == "add" and r.num_prompt_tokens >= ADMISSION_WAIT_MIN_TOKENS for kind, r in self._inbox):
             return
         deadline = time.monotonic() + ADMISSION_WAIT_S
         while (wait := min(self._last_add + ADMISSION_QUIET_S, deadline) - time.monotonic()) > 0:
