@@ -188,6 +188,8 @@ def measure(servers: dict[str, RunningServer], args: argparse.Namespace, run: di
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.report is not None:  # render an earlier run's results again
+        return write_report(json.loads(args.report.read_text()), args)
     from llamafoundry.model.llamacpp import LlamaCppVocab
 
     args.workload = args.workload or [Workload(12, 3, 4), Workload(6, 3, 3)]
@@ -218,11 +220,16 @@ def run(args: argparse.Namespace) -> int:
             server.stop()
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(run_data, indent=1))
-    plots = multiturn_report.plot(run_data, args.write_doc.parent) if args.write_doc else []
+    return write_report(run_data, args)
+
+
+def write_report(run_data: dict[str, Any], args: argparse.Namespace) -> int:
+    stem = "benchmarks-" + args.doc_block
+    plots = multiturn_report.plot(run_data, args.write_doc.parent, stem) if args.write_doc else []
     block = multiturn_report.markdown(run_data, plots)
     print("\n" + block)
     if args.write_doc:
-        multiturn_report.write_markdown(args.write_doc, block, run_data["settings"]["workloads"])
+        multiturn_report.write_markdown(args.write_doc, block, run_data["settings"]["workloads"], args.doc_block)
     return 0
 
 
@@ -251,6 +258,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-dir", type=Path, default=Path("bench/logs"))
     parser.add_argument("--results", type=Path, default=Path("bench/results/multiturn.json"))
     parser.add_argument("--write-doc", type=Path, default=None, help="e.g. docs/benchmarks.md (plots go beside it)")
+    parser.add_argument("--doc-block", default="multiturn", help="which results block of --write-doc to replace")
+    parser.add_argument("--report", type=Path, default=None, help="render this earlier --results file; run nothing")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Tables and the plot of a `bench multiturn` run: time to first token by turn index, per workload and server.
 
-The markdown goes between `<!-- bench:multiturn:start -->` and `<!-- bench:multiturn:end -->` in
-docs/benchmarks.md (appended if the page has no such block yet).
+The markdown goes between `<!-- bench:BLOCK:start -->` and `<!-- bench:BLOCK:end -->` in docs/benchmarks.md
+(BLOCK is `multiturn` unless `--doc-block` says otherwise; appended if the page has no such block yet).
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-START, END = "<!-- bench:multiturn:start -->", "<!-- bench:multiturn:end -->"
 OURS, PEER = "llamafoundry", "llama-server"
 
 
@@ -79,12 +78,13 @@ def markdown(run: dict[str, Any], plot_names: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_markdown(doc: Path, block: str, workloads: list[str]) -> None:
-    """Put `block` between the markers in `doc` (appended under a heading if it has none yet)."""
+def write_markdown(doc: Path, block: str, workloads: list[str], name: str = "multiturn") -> None:
+    """Put `block` between the markers of block `name` in `doc` (appended under a heading if it has none yet)."""
     text = doc.read_text() if doc.exists() else ""
-    body = f"{START}\n{block}{END}"
-    if START in text and END in text:
-        text = text[: text.index(START)] + body + text[text.index(END) + len(END) :]
+    start, end = f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
+    body = f"{start}\n{block}{end}"
+    if start in text and end in text:
+        text = text[: text.index(start)] + body + text[text.index(end) + len(end) :]
     else:
         text = text.rstrip("\n") + f"\n\n## Returning users: multi-turn conversations ({', '.join(workloads)})\n\n"
         text += body + "\n"

@@ -46,4 +46,6 @@ def test_conversations_take_turns_with_their_history_and_the_report_renders(serv
     text = doc.read_text()
     assert "| llamafoundry |" in text and "turn 3 TTFT p50" in text and "CPU X" in text
     assert multiturn_report.plot(run, tmp_path) == ["benchmarks-multiturn.png"]
+    multiturn_report.write_markdown(doc, "second run\n", ["3x3@2"])  # the block is replaced, not appended
+    assert doc.read_text().count("bench:multiturn:start") == 1 and "second run" in doc.read_text()
     assert (tmp_path / "benchmarks-multiturn.png").stat().st_size > 1000

@@ -21,6 +21,7 @@ _SUBCOMMANDS = {
     "prefix": ("bench.prefix_caching", "in-process engine with and without prefix caching, shared system prompt"),
     "kv": ("bench.kv_cache", "KV cache types and the prefix cache's tiers: bytes/token, speed, restore vs prefill"),
     "deployment": ("bench.deployment", "a deployment (gateway -> replica process) against the bare route"),
+    "retokenize": ("bench.retokenize", "do streamed answers re-tokenize to their generated ids (kept or not)"),
     "soak": ("bench.kv_soak", "thousands of turns through the prefix cache's tiers under small budgets"),
     "multiturn": ("bench.multiturn", "returning users: multi-turn conversations, TTFT by turn, vs llama-server"),
     "sampler": ("bench.sampler_cost", "microseconds per sampled token over a 128k vocabulary, per setting"),
