@@ -107,6 +107,10 @@ class ServeOptions(StoreOptions):
     speculative_tokens: int = Field(15, ge=0)
     stream_keepalive: float = Field(15.0, ge=0)
     gpu_layers: int = Field(0, ge=0)
+    kv_cache_type: Literal["f16", "q8_0", "q4_0"] = "f16"
+    prefix_cache_ram: str = "auto"  # a size ("2GiB", "0"); auto: a fifth of the machine's memory, at most 8 GiB
+    prefix_cache_dir: Path | None = None
+    prefix_cache_disk: str = "16GiB"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
     tpm: int | None = Field(None, ge=0)

@@ -50,10 +50,24 @@ class _EngineCollector(Collector):
             "Guessed tokens the model produced too (each saved a decode step).",
             labels=["deployment"],
         )
+        reused = CounterMetricFamily(
+            f"{NAMESPACE}_prefix_cache_reused_tokens",
+            "Prompt tokens taken from the prefix cache instead of computed, by where they were held (slot: the KV "
+            "cache itself; ram, disk: states saved out of it).",
+            labels=["deployment", "source"],
+        )
+        ram_bytes = GaugeMetricFamily(
+            f"{NAMESPACE}_prefix_cache_ram_bytes", "Bytes of KV states held in host memory.", labels=["deployment"]
+        )
         for deployment, get_engine in list(self.engines.items()):
             engine = get_engine()
             if engine is None:
                 continue
+            for source, count in (getattr(engine, "prefix_cache_tokens", None) or {}).items():
+                reused.add_metric([deployment, source], float(count))
+            held = getattr(engine, "prefix_cache_ram_bytes", None)
+            if held is not None:
+                ram_bytes.add_metric([deployment], float(held))
             waiting.add_metric([deployment], float(getattr(engine, "num_waiting", 0)))
             running.add_metric([deployment], float(getattr(engine, "num_running", 0)))
             usage = getattr(engine, "kv_cache_usage", None)
@@ -68,6 +82,8 @@ class _EngineCollector(Collector):
         yield kv_cache
         yield drafted
         yield accepted
+        yield reused
+        yield ram_bytes
 
 
 class Metrics:

@@ -17,7 +17,7 @@ from llamafoundry.commands.serve_model import ModelChoice, resolve_model
 from llamafoundry.commands.serve_options import DEFAULT_MAX_CTX, serve_parser, serve_settings
 from llamafoundry.commands.serve_platform import check_redis, open_platform, tls_options
 from llamafoundry.commands.store_options import data_home
-from llamafoundry.config import EngineSettings, ServeSettings, generate_api_key
+from llamafoundry.config import EngineSettings, ServeSettings, default_prefix_cache_ram, generate_api_key, parse_size
 from llamafoundry.settings import ServeOptions, default_data_dir
 
 if TYPE_CHECKING:
@@ -105,6 +105,10 @@ def _settings_and_service(options: ServeOptions, home: Path) -> tuple[ServeSetti
             batch_pad=options.batch_pad,
             speculative_tokens=options.speculative_tokens,
             gpu_layers=options.gpu_layers,
+            kv_cache_type=options.kv_cache_type,
+            prefix_cache_ram=_prefix_cache_ram(options.prefix_cache_ram),
+            prefix_cache_dir=options.prefix_cache_dir,
+            prefix_cache_disk=parse_size(options.prefix_cache_disk),
         ),
         model_name=options.name or model.name,
         model_provider=options.provider or model.provider,
@@ -122,6 +126,10 @@ def _settings_and_service(options: ServeOptions, home: Path) -> tuple[ServeSetti
     safety = _content_safety(options)
     return settings, ChatService(engine, settings.model_name, settings.model_provider, settings.engine.ctx_size,
                                  safety=safety)  # fmt: skip
+
+
+def _prefix_cache_ram(size: str) -> int:
+    return default_prefix_cache_ram() if size == "auto" else parse_size(size)
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -60,6 +60,21 @@ def _add_engine_options(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--gpu-layers", type=int, metavar="N", help="model layers offloaded to the GPU (needs llama.cpp "
                        "built with LLAMAFOUNDRY_GPU=cuda|vulkan; `llamafoundry doctor` shows the backend); default 0: "
                        "all on the CPU")  # fmt: skip
+    _add_kv_cache_options(serve)
+
+
+def _add_kv_cache_options(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument("--kv-cache-type", choices=choices("kv_cache_type"), help="element type of the cached keys "
+                       "and values: q8_0 holds ~1.9x and q4_0 ~3.6x the tokens of f16 in the same memory (llama.cpp's "
+                       "quantized cache; turns flash attention on; default f16); see docs/benchmarks.md")  # fmt: skip
+    serve.add_argument("--prefix-cache-ram", metavar="SIZE", help="host memory for KV states of conversations that "
+                       "left their slot, so a returning one restores its history instead of computing it again "
+                       "(default auto: a fifth of the machine's memory, at most 8GiB; 0: off)")  # fmt: skip
+    serve.add_argument("--prefix-cache-dir", type=Path, metavar="DIR", help="also keep KV states on disk here: they "
+                       "survive restarts and are shared by every server using the directory (a deployment's "
+                       "replicas)")  # fmt: skip
+    serve.add_argument("--prefix-cache-disk", metavar="SIZE", help="most bytes --prefix-cache-dir keeps for this "
+                       "model, all servers together (default 16GiB)")  # fmt: skip
 
 
 def _add_server_options(serve: argparse.ArgumentParser) -> None:

@@ -103,7 +103,8 @@ class Platform:
         if service is not None:
             default = Target(service, single_key_policy(settings.api_key), default_name=settings.model_name)
         # each deployment's content filter, by its policy; guards are looked up in this gateway
-        backends = with_content_safety(local_backend_factory(self.home), lambda name: gateway.resolve(name), self.home)
+        factory = local_backend_factory(self.home, engine=settings.engine)
+        backends = with_content_safety(factory, lambda name: gateway.resolve(name), self.home)
         gateway = Gateway(default, self.store, backends, self.verifier)
         return gateway, management_router(self.store, self.home, gateway)
 
