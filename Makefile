@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml scripts/install.sh $(wildcard src/llamafoundr
 	VENV=$(VENV) PYTHON=$(PYTHON) bash scripts/install.sh
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml scripts/install-test.sh
+$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml scripts/install-test.sh scripts/install-browser.sh
 	VENV=$(VENV) bash scripts/install-test.sh
 	touch $@
 

@@ -20,8 +20,8 @@ from llamafoundry.safety import features, normalize, rules, shields
 from llamafoundry.safety.base import Role, SafetyPolicy
 from llamafoundry.safety.blocklists import Blocklist, BlocklistItem
 from llamafoundry.safety.builtin import BuiltinClassifier, HashedLinearModel
-from llamafoundry.safety.evaluation import load_labelled
 from llamafoundry.safety.chat import ChatSafety, ContentFilteredError
+from llamafoundry.safety.evaluation import load_labelled
 from llamafoundry.service.types import ChatMessage
 
 EVAL_SET = Path(__file__).resolve().parents[1] / "tests" / "platform" / "safety_eval.jsonl"

@@ -50,7 +50,7 @@ def measure(model: Path, mode: str, args: argparse.Namespace, log_dir: Path) -> 
     """The level's summary, and the longest gap between two text chunks (ms)."""
     port = free_port()
     serve = ["--model", str(model), "--port", str(port), "--api-key", KEY, "--data-dir", str(log_dir / mode),
-             "--parallel", str(args.streams), "--ctx-size", str(args.ctx_size), *MODES[mode]]  # fmt: skip
+             "--create", "--parallel", str(args.streams), "--ctx-size", str(args.ctx_size), *MODES[mode]]  # fmt: skip
     log_path = log_dir / f"{mode}.log"
     process = launch_serve(serve, log_path)
     try:

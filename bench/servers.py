@@ -42,6 +42,7 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8090
     eog_token_ids: tuple[int, ...] = ()  # for servers without ignore_eos: banned with logit_bias instead
+    llamafoundry_args: tuple[str, ...] = ()  # extra `serve` options for llamafoundry (a setting under test)
 
 
 @dataclass
@@ -97,6 +98,7 @@ def _command(name: str, cfg: ServerConfig) -> tuple[list[str], dict[str, str], E
         # The peers have no content filter and no rate limits; `llamafoundry-safety` keeps the default filter on
         # to show what it costs (it releases streamed text in checked windows).
         cmd += ["--tpm", "0", "--rpm", "0", "--content-safety", "on" if name.endswith("safety") else "off"]
+        cmd += list(cfg.llamafoundry_args)
         return cmd, dict(os.environ), Endpoint(url, "azure", API_KEY, extra_body={"ignore_eos": True})
     if name == "llama-server":
         binary, env = llama_server_binary()

@@ -18,5 +18,13 @@ def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny32_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tiny with 32-dimensional attention heads: the smallest model a quantized KV cache (q8_0, q4_0) takes."""
+    from llamafoundry.model.gguf_builder import build_random_gguf
+
+    return build_random_gguf(tmp_path_factory.mktemp("models") / "tiny-32.gguf", preset="tiny-32", quant="F16")
+
+
+@pytest.fixture(scope="session")
 def shared_dir() -> Path:
     return require_shared(SHARED, "the reference material")

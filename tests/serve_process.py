@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
@@ -21,9 +22,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def launch_serve(args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
-    """`python -m llamafoundry serve ARGS`, stdout and stderr into `log_path`."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+def launch_serve(args: list[str], log_path: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """`python -m llamafoundry serve ARGS`, stdout and stderr into `log_path`; `env` added to the environment."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", **(env or {})}
     with log_path.open("wb") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "llamafoundry", "serve", *args], stdout=log, stderr=subprocess.STDOUT, env=env

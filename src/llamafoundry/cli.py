@@ -13,6 +13,7 @@ import pkgutil
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 
 from llamafoundry import __version__, commands
 
@@ -31,7 +32,9 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
         return 0
     except (ValueError, FileNotFoundError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        # one line, as written: a sentence holds paths and URLs to copy (never cut by a wrap) and brackets that
+        # are not markup
+        console.print("[red]error:[/red]", escape(str(exc)), soft_wrap=True, highlight=False)
         return 2
     except KeyboardInterrupt:
         return 130

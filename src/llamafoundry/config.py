@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-
-
-def default_home() -> Path:
-    """The data directory: $LLAMAFOUNDRY_HOME, else ~/.llamafoundry."""
-    return Path(os.environ.get("LLAMAFOUNDRY_HOME", Path.home() / ".llamafoundry"))
 
 
 def generate_api_key() -> str:
@@ -19,6 +15,28 @@ def generate_api_key() -> str:
 
 
 FLASH_ATTN_MODES = {"auto": None, "on": True, "off": False}
+KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")  # model/llamacpp.py maps them to llama.cpp's types
+GiB = 1 << 30
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1 << 10, "m": 10**6, "mb": 10**6, "mib": 1 << 20,
+               "g": 10**9, "gb": 10**9, "gib": GiB, "t": 10**12, "tb": 10**12, "tib": 1 << 40}  # fmt: skip
+
+
+def parse_size(text: str) -> int:
+    """Bytes from a size such as `8GiB`, `512MiB`, `1.5GB` or `0`."""
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", text)
+    if not match or match.group(2).lower() not in _SIZE_UNITS:
+        raise ValueError(f"{text!r} is not a size: write a number of bytes with a unit, such as 4GiB or 512MiB")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+
+
+def default_prefix_cache_ram() -> int:
+    """Host memory for saved KV states when `--prefix-cache-ram` is not given: a fifth of the machine's memory, at
+    most 8 GiB (llama-server's `--cache-ram` default). A budget, not a reservation: only saved states use it."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 8 * GiB
+    return min(8 * GiB, total // 5)
 
 
 @dataclass
@@ -38,11 +56,27 @@ class EngineSettings:
     batch_pad: int = 16  # pad decode steps to one pass of this many sequences (LLMEngine.pad_batch_to); 0: off
     speculative_tokens: int = 15  # prompt-lookup draft length (LLMEngine.max_draft_tokens); 0: off
     gpu_layers: int = 0  # layers offloaded to a GPU (a llama.cpp built with LLAMAFOUNDRY_GPU=cuda|vulkan); 0: CPU
+    kv_cache_type: str = "f16"  # f16, q8_0, q4_0: keys and values at ~2, ~1.06, ~0.56 bytes per number
+    prefix_cache_ram: int = 0  # bytes of host memory for KV states saved out of the slots (0: none)
+    prefix_cache_dir: Path | None = None  # KV states on disk, kept across restarts and shared by replicas
+    prefix_cache_disk: int = 16 * GiB  # bytes the disk tier keeps for this model (all processes together)
 
     def __post_init__(self) -> None:
         self.model_path = Path(self.model_path)
+        if self.prefix_cache_dir is not None:
+            self.prefix_cache_dir = Path(self.prefix_cache_dir)
         if self.flash_attn not in FLASH_ATTN_MODES:
             raise ValueError(f"flash_attn must be one of {', '.join(FLASH_ATTN_MODES)}, got {self.flash_attn!r}")
+        if self.kv_cache_type not in KV_CACHE_TYPES:
+            raise ValueError(f"kv_cache_type must be one of {', '.join(KV_CACHE_TYPES)}, got {self.kv_cache_type!r}")
+        if self.kv_cache_type != "f16" and self.flash_attn == "off":
+            raise ValueError(
+                f"--kv-cache-type {self.kv_cache_type} needs flash attention (llama.cpp keeps a quantized V cache only "
+                "with it): drop --flash-attn off, or use --kv-cache-type f16."
+            )
+        for name in ("prefix_cache_ram", "prefix_cache_disk"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 (off) or more bytes, got {getattr(self, name)}")
         for name in ("ctx_size", "parallel", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")

@@ -27,6 +27,7 @@ PICKUP_S = 2.0  # a running server must see store changes within this
 def cli_json(home: Path, *argv: str) -> Any:
     """Run `llamafoundry <argv> --json --data-dir home` in-process; its JSON output."""
     out = io.StringIO()
+    home.mkdir(parents=True, exist_ok=True)
     with contextlib.redirect_stdout(out):
         code = main([*argv, "--json", "--data-dir", str(home)])
     assert code == 0, f"llamafoundry {' '.join(argv)} exited with {code}"

@@ -98,6 +98,7 @@ def without_content_safety() -> list[str]:
 
 @pytest.fixture
 def limited_server(tiny_model_path: Path, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Server]:
+    (tmp_path / "data").mkdir()
     args = ["--ctx-size", "256", "--parallel", "4", "--data-dir", str(tmp_path / "data"), *without_content_safety(),
             *request.param]  # fmt: skip
     server = start_server(tiny_model_path, tmp_path, *args)
@@ -173,7 +174,7 @@ def test_two_gateways_share_one_limit_through_redis(tiny_model_path: Path, tmp_p
     with running_redis(tmp_path) as redis_url:
         common = ["--ctx-size", "256", "--parallel", "2", "--rpm", "60", "--redis-url", redis_url,
                   *without_content_safety()]  # fmt: skip
-        servers = [start_server(tiny_model_path, tmp_path, *common, "--data-dir", str(tmp_path / f"d{i}"))
+        servers = [start_server(tiny_model_path, tmp_path, *common, "--data-dir", str(tmp_path / f"d{i}"), "--create")
                    for i in range(2)]  # fmt: skip
         try:
             tally = hammer([s.url for s in servers], servers[0].key, seconds=6, workers=4, max_tokens=4)
@@ -218,7 +219,7 @@ def cli_json(*argv: str) -> dict:
 
 
 def test_a_store_deployment_is_limited_by_its_own_rpm_and_reported(tiny_model_path: Path, tmp_path: Path) -> None:
-    data = ["--data-dir", str(tmp_path / "data")]
+    data = ["--data-dir", str(tmp_path / "data"), "--create"]
     model = ["--model", "Meta-Llama-3.1-8B-Instruct", "--weights", str(tiny_model_path)]
     created = cli_json("deploy", "create", "chat", *model, "--rpm", "6", *data)  # one request per 10 s
     admin_key = cli_json("deploy", "admin-key", "--regenerate", *data)["admin_key"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 from typing import Any
 
 import httpx
@@ -59,34 +58,45 @@ def test_no_empty_chunks_while_output_flows_or_when_turned_off() -> None:
 # ---- a real server and the real SDK --------------------------------------------------------------
 
 
-one_slot_server = module_server("--parallel", "1", "--stream-keepalive", "0.2")
+one_slot_server = module_server("--parallel", "1", "--ctx-size", "8192", "--stream-keepalive", "0.2")
 
 
 @pytest.mark.slow
 def test_a_request_waiting_for_a_slot_streams_keepalives_the_sdk_reads(one_slot_server: Server) -> None:
     server = one_slot_server
-    busy = threading.Event()
+    busy, release = threading.Event(), threading.Event()
 
-    def hold_the_slot() -> None:  # a long answer, given up after two seconds (its slot is freed then)
-        body = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 900, "stream": True,
+    def hold_the_slot() -> None:  # a long answer, given up once the waiting stream has had its keep-alives
+        body = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8000, "stream": True,
                 "ignore_eos": True}  # fmt: skip
         headers = {"api-key": server.key, "extra-parameters": "pass-through"}
         with httpx.stream("POST", f"{server.url}/chat/completions", json=body, headers=headers, timeout=60) as r:
-            deadline = time.monotonic() + 2.0
             for _ in r.iter_bytes():
                 busy.set()
-                if time.monotonic() > deadline:
+                if release.wait(0):
                     return
 
     holder = threading.Thread(target=hold_the_slot)
     holder.start()
     assert busy.wait(30)
     client = ChatCompletionsClient(server.url, AzureKeyCredential(server.key))
-    updates = list(client.complete(messages=[UserMessage("Hello")], max_tokens=8, stream=True))
-    holder.join()
+    # The slot is held until three empty chunks have come (or 20 s have passed, then the count below fails):
+    # the test waits on what it checks, not on how fast this machine decodes.
+    timer = threading.Timer(20.0, release.set)
+    timer.start()
+    updates = []
+    try:
+        for update in client.complete(messages=[UserMessage("Hello")], max_tokens=8, stream=True):
+            updates.append(update)
+            if sum(1 for u in updates[1:] if u.choices and u.choices[0].delta.content == "") >= 3:
+                release.set()
+    finally:
+        release.set()
+        timer.cancel()
+        holder.join()
     assert updates[0].choices[0].delta.role == "assistant"
     later = [u.choices[0].delta for u in updates[1:]]
     assert all(d.role is None and d.content is not None for d in later)  # what the SDK's own tests check
     empty_before_text = next(i for i, d in enumerate(later) if d.content)
-    assert empty_before_text >= 3  # ~2 s in the queue at one empty chunk per 0.2 s
+    assert empty_before_text >= 3  # the wait for the slot, one empty chunk per 0.2 s
     assert updates[-1].choices[0].finish_reason in ("stop", "length") and updates[-1].usage.completion_tokens > 0

@@ -94,6 +94,7 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> list[str]:
 
 
 def serve(model: Path, home: Path, database: list[str], log_dir: Path) -> Server:
+    home.mkdir(exist_ok=True)
     return start_server(model, log_dir, "--data-dir", str(home), *database, "--ctx-size", "256", "--parallel", "4",
                         "--content-safety", "off", "--rpm", "100000", "--tpm", "100000000")  # fmt: skip
 

@@ -68,7 +68,7 @@ def test_a_server_whose_model_cannot_decode_says_why_in_health_and_in_answers(tm
     port, key = free_port(), "0123456789abcdef0123456789abcdef"
     log = tmp_path / "serve.log"
     process = launch_serve(["--model", str(broken), "--ctx-size", "64", "--port", str(port), "--api-key", key,
-                            "--data-dir", str(tmp_path / "home")], log)  # fmt: skip
+                            "--data-dir", str(tmp_path)], log)  # fmt: skip
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60

@@ -16,12 +16,14 @@ from tests.serve_process import free_port, launch_serve, stop_process, wait_heal
 
 
 def test_serve_without_arguments_serves_the_demo_model_and_prints_a_key(tmp_path: Path) -> None:
+    """A fresh machine: no data directory yet (the default one is made), no config file."""
     port = free_port()
     log_path = tmp_path / "serve.log"
-    process = launch_serve(["--port", str(port), "--data-dir", str(tmp_path / "home")], log_path)
+    process = launch_serve(["--port", str(port)], log_path, env={"HOME": str(tmp_path / "user")})
     try:
         url = f"http://127.0.0.1:{port}"
         wait_healthy(url, process, log_path, timeout_s=120)
+        assert (tmp_path / "user" / ".llamafoundry" / "llamafoundry.db").is_file()
         printed = log_path.read_text()
         key = re.search(r"API key[^:]*: ([0-9a-f]{32})\b", printed)
         assert key, printed
@@ -118,7 +120,7 @@ def test_serve_with_flash_attention_off_answers(tiny_model_path: Path, tmp_path:
     port = free_port()
     log_path = tmp_path / "serve.log"
     args = ["--model", str(tiny_model_path), "--port", str(port), "--api-key", "k" * 32, "--flash-attn", "off"]
-    process = launch_serve([*args, "--data-dir", str(tmp_path / "home"), "--content-safety", "off"], log_path)
+    process = launch_serve([*args, "--data-dir", str(tmp_path), "--content-safety", "off"], log_path)
     try:
         url = f"http://127.0.0.1:{port}"
         wait_healthy(url, process, log_path, timeout_s=120)
@@ -137,7 +139,7 @@ def test_a_port_in_use_fails_at_once_and_prints_no_key(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         log_path = tmp_path / "serve.log"
-        process = launch_serve(["--port", str(port), "--data-dir", str(tmp_path / "home")], log_path)
+        process = launch_serve(["--port", str(port), "--data-dir", str(tmp_path)], log_path)
         assert process.wait(timeout=60) == 2
     printed = log_path.read_text()
     assert f"Cannot listen on 127.0.0.1:{port}" in printed and "--port N" in printed, printed

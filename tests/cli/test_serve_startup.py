@@ -17,7 +17,7 @@ from tests.serve_process import free_port, launch_serve, stop_process
 
 def fails_with(tmp_path: Path, *args: str) -> str:
     log_path = tmp_path / "serve.log"
-    home = ["--data-dir", str(tmp_path / "home")]
+    home = ["--data-dir", str(tmp_path)]
     process = launch_serve(["--no-default", "--port", str(free_port()), *home, *args], log_path)
     assert process.wait(timeout=60) == 2, log_path.read_text()
     printed = log_path.read_text()
@@ -80,3 +80,16 @@ def test_an_api_key_that_is_a_deployment_key_or_the_admin_key(
     printed = " ".join(log_path.read_text().split())
     assert expected in printed and "--regenerate" in printed and "Traceback" not in printed, printed
     assert key not in printed
+
+
+@pytest.mark.parametrize(
+    ("args", "sentence"),
+    [
+        (("--kv-cache-type", "q8_0", "--flash-attn", "off"), "needs flash attention"),
+        (("--prefix-cache-ram", "lots"), "is not a size"),
+        (("--prefix-cache-disk", "3 bananas"), "is not a size"),
+    ],
+)
+def test_kv_cache_options_that_cannot_work(tmp_path: Path, args: tuple[str, ...], sentence: str) -> None:
+    printed = fails_with(tmp_path, *args)
+    assert sentence in printed, printed

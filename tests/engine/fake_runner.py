@@ -7,6 +7,8 @@ are a deterministic function of the sequence's cached tokens, so a wrong fork or
 
 from __future__ import annotations
 
+from array import array
+
 import numpy as np
 
 VOCAB = 40
@@ -16,6 +18,7 @@ EOG = 39
 class FakeRunner:
     vocab_size = VOCAB
     eog_token_ids = frozenset({EOG})
+    state_fingerprint = "fake"
 
     def __init__(self, max_seqs: int = 4, max_batch_tokens: int = 16, ctx_size: int = 64, eog_after: int = 0) -> None:
         self.max_seqs = max_seqs
@@ -25,6 +28,8 @@ class FakeRunner:
         self.kv: dict[int, list[int]] = {}
         self.batches: list[list[tuple[int, int, tuple[int, ...], bool]]] = []
         self.copies: list[tuple[int, int, int, int]] = []  # seq_copy calls: (src, dst, p0, p1)
+        self.saves: list[tuple[int, int]] = []  # seq_save calls: (seq_id, tokens saved)
+        self.loads: list[tuple[int, int]] = []  # seq_load calls: (seq_id, tokens loaded)
         self._batch: list[tuple[int, int, tuple[int, ...], bool]] = []
         self._logits: dict[int, np.ndarray] = {}
 
@@ -88,6 +93,21 @@ class FakeRunner:
         assert len(cache) == p0, f"copy to pos {p0} of seq {dst}, whose cache holds {len(cache)}: positions must follow"
         cache.extend(source[p0:p1])
         self.copies.append((src, dst, p0, p1))
+
+    def seq_save(self, seq_id: int) -> bytearray:
+        """The sequence's tokens stand for its keys and values (4 bytes each, after a 4-byte magic)."""
+        tokens = self.kv.get(seq_id, [])
+        self.saves.append((seq_id, len(tokens)))
+        return bytearray(b"FAKE" + array("i", tokens).tobytes())
+
+    def seq_load(self, seq_id: int, data: bytes | bytearray | memoryview) -> bool:
+        self.kv.pop(seq_id, None)
+        raw = bytes(data)
+        if not raw.startswith(b"FAKE") or len(raw) > 4 + 4 * self.kv_size // self.max_seqs:
+            return False
+        self.kv[seq_id] = list(array("i", raw[4:]))
+        self.loads.append((seq_id, len(self.kv[seq_id])))
+        return True
 
     def close(self) -> None:
         pass

@@ -103,3 +103,22 @@ def test_batch_tokens_go_in_ascending_sequence_id_and_slots_are_the_lowest_free(
         seq_ids = [tok[2][0] for tok in batch]
         assert seq_ids == sorted(seq_ids)
     assert late.finish_reasons() == {0: "length"}
+
+
+def test_a_prompt_beside_few_decoding_streams_takes_a_larger_chunk() -> None:
+    """A chunk beside decoding streams is a second pass over the weights: 16-token chunks cost ~2x per token what
+    larger ones do, and made a returning turn of ~60 new tokens wait 4 steps. The decoding streams share a budget:
+    each waits for the step, so with few of them the chunk is larger."""
+    for num_decoding, chunk in ((1, 24), (2, 12), (4, 6), (6, 4)):
+        runner = FakeRunner(max_seqs=8, max_batch_tokens=64)
+        engine = LLMEngine(runner, ctx_size=128, max_queue=8, max_prefill_tokens=40,
+                           max_prefill_tokens_while_decoding=4, prompt_tokens_shared_while_decoding=24)  # fmt: skip
+        for i in range(num_decoding):
+            submit(engine, [i + 1, 2], temperature=0.0, max_tokens=40)
+        engine.step()
+        _, late = submit(engine, [30] * 40, temperature=0.0, max_tokens=2)
+        engine.step()
+        seq = num_decoding  # the lowest free slot
+        assert sum(1 for tok in runner.batches[-1] if tok[2] == (seq,)) == chunk, num_decoding
+        run_until_done(engine)
+        assert late.finish_reasons() == {0: "length"}

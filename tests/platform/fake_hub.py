@@ -5,7 +5,7 @@ over HTTP (a test process or a `serve` subprocess reaches it through `HF_ENDPOIN
   files;
 - `GET /blob/<repo>/<path>`: the bytes, honouring `Range: bytes=N-` with a 206 (unless `ignores_ranges`), and
   cutting the connection after `drop_after` bytes once when asked (an interrupted download);
-- `GET /api/models/<repo>/tree/main/<folder>`: the folder's files with `size` and `lfs.oid`.
+- `GET /api/models/<repo>/tree/main/<folder>`: the folder's files with `size` and `lfs.oid`, and its folders.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def _handler(state: FakeHub) -> type[BaseHTTPRequestHandler]:
         def _tree(self, rest: str) -> None:
             repo_part, _, folder = rest.partition("/tree/main")
             folder = folder.strip("/")
-            entries = []
+            entries, folders = [], set()
             for key, payload in sorted(state.files.items()):
                 if not key.startswith(repo_part + "/"):
                     continue
@@ -125,6 +125,11 @@ def _handler(state: FakeHub) -> type[BaseHTTPRequestHandler]:
                 if parent == folder:
                     entries.append({"type": "file", "path": path, "size": len(payload),
                                     "lfs": {"oid": state.etag(key), "size": len(payload)}})  # fmt: skip
+                elif parent.startswith(prefix := folder + "/" if folder else ""):  # a folder inside `folder`
+                    child = prefix + parent[len(prefix) :].split("/", 1)[0]
+                    if child not in folders:
+                        folders.add(child)
+                        entries.append({"type": "directory", "path": child})
             self._send(200, json.dumps(entries).encode(), "application/json")
 
         def _send(self, status: int, body: bytes, content_type: str = "text/plain") -> None:

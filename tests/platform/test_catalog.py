@@ -242,7 +242,8 @@ def test_deploy_create_downloads_the_catalog_weights(
     hub: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     home = tmp_path / "home"
-    argv = ["deploy", "create", "small", "--model", "Llama-3.2-1B", "--type", "managed", "--data-dir", str(home)]
+    argv = ["deploy", "create", "small", "--model", "Llama-3.2-1B", "--type", "managed", "--data-dir", str(home),
+            "--create"]
     assert main([*argv, "--json"]) == 0
     weights = Path(json.loads(capsys.readouterr().out)["weights"])
     assert weights == home / "models/bartowski/Llama-3.2-1B-GGUF/Llama-3.2-1B-Q4_K_M.gguf"

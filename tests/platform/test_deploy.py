@@ -173,7 +173,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 
 def test_deploy_commands_end_to_end(capsys: pytest.CaptureFixture[str], tmp_path: Path, weights: Path) -> None:
-    home = ["--data-dir", str(tmp_path / "home")]
+    home = ["--data-dir", str(tmp_path)]
     code, out, _ = run(capsys, "deploy", "create", "chat", "--model", MODEL, "--weights", str(weights), "--json",
                        *home)  # fmt: skip
     created = json.loads(out)
@@ -213,7 +213,7 @@ def test_deploy_commands_end_to_end(capsys: pytest.CaptureFixture[str], tmp_path
 
 
 def test_admin_key_command(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    home = ["--data-dir", str(tmp_path / "home")]
+    home = ["--data-dir", str(tmp_path)]
     code, _, err = run(capsys, "deploy", "admin-key", *home)
     assert code == 1 and "--regenerate" in err
     code, out, _ = run(capsys, "deploy", "admin-key", "--regenerate", "--json", *home)
@@ -227,12 +227,14 @@ def test_the_data_directory_comes_from_llamafoundry_home(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, weights: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("LLAMAFOUNDRY_HOME", str(tmp_path / "env-home"))
+    (tmp_path / "env-home").mkdir()
     assert run(capsys, "deploy", "create", "chat", "--model", MODEL, "--weights", str(weights))[0] == 0
     assert (tmp_path / "env-home" / "llamafoundry.db").is_file()
 
 
 def test_deploy_commands_on_postgresql(capsys: pytest.CaptureFixture[str], tmp_path: Path, weights: Path) -> None:
     with running_postgres() as server:
+        (tmp_path / "home").mkdir()
         url = ["--database-url", fresh_database(server), "--data-dir", str(tmp_path / "home")]
         assert run(capsys, "deploy", "create", "chat", "--model", MODEL, "--weights", str(weights), *url)[0] == 0
         code, _, err = run(capsys, "deploy", "create", "dup", "--model", MODEL, "--weights", str(weights), *url)

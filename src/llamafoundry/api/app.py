@@ -25,6 +25,7 @@ from llamafoundry.api.drain import Drain
 from llamafoundry.api.errors import error_response, json_response, unauthorized_response
 from llamafoundry.api.inference import inference_router
 from llamafoundry.api.middleware import RequestContextMiddleware
+from llamafoundry.api.portal import OwnModel, portal_router
 from llamafoundry.api.usage import install_accounting
 from llamafoundry.config import ServeSettings
 from llamafoundry.hardware.decode_check import ModelCrashError
@@ -158,6 +159,8 @@ def create_app(
     app.include_router(inference_router(gateway, settings))
     if management is not None:
         app.include_router(management)
+        own_model = OwnModel(settings.model_name, settings.api_key) if service is not None else None
+        app.include_router(portal_router(own_model))  # /portal: a client of /management and the inference routes
     return app
 
 

@@ -20,6 +20,7 @@ from starlette.responses import Response
 from llamafoundry.api.auth import AuthError, presented_keys
 from llamafoundry.api.body import read_body
 from llamafoundry.api.errors import json_response
+from llamafoundry.api.management_safety import content_safety_router
 from llamafoundry.platform import deployments as ops
 from llamafoundry.platform.catalog import CATALOG, UnknownModelError, find_model
 from llamafoundry.platform.content_safety import (
@@ -169,6 +170,7 @@ def management_router(store: Store, home: Path, gateway: Gateway | None = None) 
     router.add_api_route("/deployments/{name}/blocklists", list_blocklists, methods=["GET"])
     router.add_api_route("/deployments/{name}/blocklists/{blocklist}", put_list, methods=["PUT"])
     router.add_api_route("/deployments/{name}/blocklists/{blocklist}", delete_list, methods=["DELETE"])
+    router.include_router(content_safety_router(store))  # the whole policy: GET/PATCH .../content-safety
     return router
 
 

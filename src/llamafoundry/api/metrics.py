@@ -9,7 +9,7 @@ Each app has its own registry, so several apps in one process (tests) do not sha
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -25,10 +25,11 @@ TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 
 
 
 class _EngineCollector(Collector):
-    """Reads queue depth, running requests and KV-cache use from each watched engine at scrape time."""
+    """Reads queue depth, running requests, KV-cache use and the prefix cache's and speculation's counters from
+    each watched backend's `status()` at scrape time (a key the status lacks is not reported)."""
 
     def __init__(self) -> None:
-        self.engines: dict[str, Callable[[], Any]] = {}
+        self.backends: dict[str, Callable[[], Mapping[str, Any] | None]] = {}
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         waiting = GaugeMetricFamily(
@@ -50,24 +51,37 @@ class _EngineCollector(Collector):
             "Guessed tokens the model produced too (each saved a decode step).",
             labels=["deployment"],
         )
-        for deployment, get_engine in list(self.engines.items()):
-            engine = get_engine()
-            if engine is None:
+        reused = CounterMetricFamily(
+            f"{NAMESPACE}_prefix_cache_reused_tokens",
+            "Prompt tokens taken from the prefix cache instead of computed, by where they were held (slot: the KV "
+            "cache itself; ram, disk: states saved out of it).",
+            labels=["deployment", "source"],
+        )
+        ram_bytes = GaugeMetricFamily(
+            f"{NAMESPACE}_prefix_cache_ram_bytes", "Bytes of KV states held in host memory.", labels=["deployment"]
+        )
+        for deployment, get_status in list(self.backends.items()):
+            status = get_status()
+            if status is None:
                 continue
-            waiting.add_metric([deployment], float(getattr(engine, "num_waiting", 0)))
-            running.add_metric([deployment], float(getattr(engine, "num_running", 0)))
-            usage = getattr(engine, "kv_cache_usage", None)
-            if usage is not None:
-                kv_cache.add_metric([deployment], float(usage))
-            speculative = getattr(engine, "speculative_tokens", None)
-            if speculative is not None:
-                drafted.add_metric([deployment], float(speculative[0]))
-                accepted.add_metric([deployment], float(speculative[1]))
+            for source, count in (status.get("prefix_cache_tokens") or {}).items():
+                reused.add_metric([deployment, source], float(count))
+            if status.get("prefix_cache_ram_bytes") is not None:
+                ram_bytes.add_metric([deployment], float(status["prefix_cache_ram_bytes"]))
+            waiting.add_metric([deployment], float(status.get("waiting", 0)))
+            running.add_metric([deployment], float(status.get("running", 0)))
+            if status.get("kv_cache_usage") is not None:
+                kv_cache.add_metric([deployment], float(status["kv_cache_usage"]))
+            if status.get("speculative_tokens") is not None:
+                drafted.add_metric([deployment], float(status["speculative_tokens"][0]))
+                accepted.add_metric([deployment], float(status["speculative_tokens"][1]))
         yield waiting
         yield running
         yield kv_cache
         yield drafted
         yield accepted
+        yield reused
+        yield ram_bytes
 
 
 class Metrics:
@@ -108,13 +122,10 @@ class Metrics:
         self._engines = _EngineCollector()
         self.registry.register(self._engines)
 
-    def watch_engine(self, deployment: str, get_engine: Callable[[], Any]) -> None:
-        """Report `get_engine()`'s `num_waiting`, `num_running` and `kv_cache_usage` (if it has them) at scrapes.
-        `get_engine` may return None (the deployment has no local engine right now)."""
-        self._engines.engines[deployment] = get_engine
-
-    def unwatch_engine(self, deployment: str) -> None:
-        self._engines.engines.pop(deployment, None)
+    def watch(self, deployment: str, get_status: Callable[[], Mapping[str, Any] | None]) -> None:
+        """Report the engine gauges of `get_status()` (a `ChatBackend.status()`: `running`, `waiting`,
+        `kv_cache_usage`, ... where it has them) at scrapes; None: nothing to report now."""
+        self._engines.backends[deployment] = get_status
 
     def observe(
         self,

@@ -254,7 +254,8 @@ def install_accounting(
     app.state.accounting = accounting
     app.add_middleware(AccountingMiddleware, accounting=accounting)
     app.add_api_route("/metrics", accounting.metrics.endpoint, methods=["GET"], include_in_schema=False)
-    accounting.metrics.watch_engine(settings.model_name, lambda: getattr(service, "engine", None))
+    if service is not None:
+        accounting.metrics.watch(settings.model_name, service.status)
     return accounting
 
 

@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from llamafoundry.commands.common import console
-from llamafoundry.commands.deploy import add_store_options, open_store
+from llamafoundry.commands.store_options import add_store_options, open_store
 
 
 def register(commands: argparse._SubParsersAction) -> None:

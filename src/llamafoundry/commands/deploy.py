@@ -5,47 +5,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llamafoundry.commands.common import console
-from llamafoundry.config import default_home
+from llamafoundry.commands.common import console, download_bar
+from llamafoundry.commands.store_options import add_store_options, home_of, open_store
 from llamafoundry.platform.ratelimit import limit_settings
 
 if TYPE_CHECKING:
     from llamafoundry.platform.deployments import DeploymentError
     from llamafoundry.platform.store import RuntimeReport
 
-DATABASE_URL_ENV = "LLAMAFOUNDRY_DATABASE_URL"
 RUNTIME_STALE_S = 60.0  # a server re-reports at least every 15 s (Gateway.report_runtime)
-
-
-def add_store_options(parser: argparse.ArgumentParser) -> None:
-    """--data-dir and --database-url, shared by every command that reads or writes the store."""
-    parser.add_argument("--data-dir", type=Path, default=None, help="data directory (default: $LLAMAFOUNDRY_HOME "
-                        "or ~/.llamafoundry)")  # fmt: skip
-    parser.add_argument("--database-url", default=None, help=f"postgresql://... to keep state in PostgreSQL "
-                        f"(default: ${DATABASE_URL_ENV}, else SQLite in the data directory)")  # fmt: skip
-
-
-@contextmanager
-def open_store(args: argparse.Namespace) -> Iterator[Any]:
-    from llamafoundry.platform.store import Store
-
-    store = Store.open(home_of(args), args.database_url or os.environ.get(DATABASE_URL_ENV))
-    try:
-        yield store
-    finally:
-        store.close()
-
-
-def home_of(args: argparse.Namespace) -> Path:
-    return Path(args.data_dir) if args.data_dir else default_home()
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -115,7 +89,7 @@ def _create(args: argparse.Namespace) -> int:
         shared_quota=args.shared_quota,
         settings={**limit_settings(args.tpm, args.rpm), **_content_safety_changes(args, None)},
     )
-    with open_store(args) as store, _download_bar() as progress:
+    with open_store(args) as store, download_bar() as progress:
         _check_guard(store, args.content_safety_guard)
         created = _run(lambda: create_deployment(store, spec, home_of(args), progress))
     if created is None:
@@ -373,28 +347,6 @@ def _succeeds(action: Callable[[], None]) -> bool:
 
 def _print_error(exc: DeploymentError) -> None:
     console.print(f"[red]error:[/red] {exc.message}", soft_wrap=True, highlight=False)
-
-
-@contextmanager
-def _download_bar() -> Iterator[Any]:
-    """A progress callback for weight downloads: shows a bar only once a download starts."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
-
-    bar = Progress(TextColumn("downloading weights"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                   console=console)  # fmt: skip
-    task: list[Any] = []
-
-    def progress(done: int, total: int | None) -> None:
-        if not task:
-            bar.start()
-            task.append(bar.add_task("download", total=total))
-        bar.update(task[0], completed=done, total=total)
-
-    try:
-        yield progress
-    finally:
-        if task:
-            bar.stop()
 
 
 def _print_fields(body: dict[str, Any]) -> None:

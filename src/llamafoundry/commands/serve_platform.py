@@ -1,10 +1,8 @@
 """What `llamafoundry serve` adds for the platform: the store's deployments, the management API and its admin
-key, bearer tokens for managed deployments, TLS, and the `--replica` mode of a deployment's engine processes."""
+key, bearer tokens for managed deployments, and TLS."""
 
 from __future__ import annotations
 
-import argparse
-import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from llamafoundry.commands.common import console
 from llamafoundry.config import ServeSettings
+from llamafoundry.settings import ServeOptions, env_name
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
@@ -22,27 +21,7 @@ if TYPE_CHECKING:
     from llamafoundry.platform.tokens import TokenVerifier
     from llamafoundry.service.backend import ChatBackend
 
-API_KEY_ENV = "LLAMAFOUNDRY_API_KEY"  # how replicas get their key: never on a command line
-DATABASE_URL_ENV = "LLAMAFOUNDRY_DATABASE_URL"
-JWKS_ENV = "LLAMAFOUNDRY_JWKS"
-
-
-def add_platform_options(serve: argparse.ArgumentParser) -> None:
-    serve.add_argument("--database-url", default=None, help="postgresql://... holding the deployments "
-                       f"(default: ${DATABASE_URL_ENV}, else SQLite in the data directory)")  # fmt: skip
-    serve.add_argument("--no-default", action="store_true", help="serve no model of its own: the bare routes and "
-                       "/models need the azureml-model-deployment header or the model field")  # fmt: skip
-    serve.add_argument("--jwks", default=None, help="JWKS file or URL of the token issuer: managed-compute "
-                       f"deployments accept its RS256 tokens (default: ${JWKS_ENV})")  # fmt: skip
-    serve.add_argument("--token-issuer", default=None, help="the `iss` tokens must carry (default: any)")
-    serve.add_argument("--token-audience", default=None, help="the `aud` tokens must carry "
-                       "(default: https://ml.azure.com)")  # fmt: skip
-    serve.add_argument("--tls", choices=["auto"], default=None, help="auto: serve HTTPS with a certificate signed "
-                       "by a local certificate authority kept in the data directory (created once, reused; the "
-                       "banner says how clients trust it)")  # fmt: skip
-    serve.add_argument("--tls-cert", type=Path, default=None, help="serve HTTPS with this certificate (PEM)")
-    serve.add_argument("--tls-key", type=Path, default=None, help="the certificate's private key (PEM)")
-    serve.add_argument("--replica", action="store_true", help=argparse.SUPPRESS)  # a deployment's engine process
+API_KEY_ENV = env_name("api_key")  # how replicas get their key: never on a command line
 
 
 @dataclass
@@ -57,35 +36,35 @@ class Tls:
         return "https" if self.uvicorn else "http"
 
 
-def tls_options(args: argparse.Namespace, home: Path) -> Tls:
+def tls_options(options: ServeOptions, home: Path) -> Tls:
     """`--tls auto`, or both of --tls-cert and --tls-key, or neither (HTTP)."""
-    if args.tls == "auto":
-        if args.tls_cert is not None or args.tls_key is not None:
+    if options.tls == "auto":
+        if options.tls_cert is not None or options.tls_key is not None:
             raise ValueError("--tls auto makes its own certificate: leave out --tls-cert and --tls-key.")
         from llamafoundry.platform.tls import ensure_local_tls
 
-        local = ensure_local_tls(home / "tls", args.host)
+        local = ensure_local_tls(home / "tls", options.host)
         return Tls({"ssl_certfile": str(local.server_cert), "ssl_keyfile": str(local.server_key)}, local)
-    return Tls(_given_certificate(args))
+    return Tls(_given_certificate(options))
 
 
-def _given_certificate(args: argparse.Namespace) -> dict[str, Any]:
+def _given_certificate(options: ServeOptions) -> dict[str, Any]:
     """uvicorn's TLS arguments for --tls-cert/--tls-key; both files or neither."""
-    if (args.tls_cert is None) != (args.tls_key is None):
+    if (options.tls_cert is None) != (options.tls_key is None):
         raise ValueError("Give both --tls-cert and --tls-key to serve HTTPS, or neither for HTTP.")
-    if args.tls_cert is None:
+    if options.tls_cert is None or options.tls_key is None:
         return {}
-    for flag, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
+    for flag, path in (("--tls-cert", options.tls_cert), ("--tls-key", options.tls_key)):
         if not path.is_file():
             raise FileNotFoundError(f"{flag} {path}: no such file. Pass a PEM file.")
     try:  # what uvicorn will do, now: a wrong pair is a sentence before anything starts, not a traceback after
-        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(args.tls_cert, args.tls_key)
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(options.tls_cert, options.tls_key)
     except ssl.SSLError as exc:
         raise ValueError(
-            f"--tls-cert {args.tls_cert} and --tls-key {args.tls_key} do not load ({exc.reason or exc}): give a PEM "
-            "certificate and its own private key, unencrypted."
+            f"--tls-cert {options.tls_cert} and --tls-key {options.tls_key} do not load ({exc.reason or exc}): give a "
+            "PEM certificate and its own private key, unencrypted."
         ) from None
-    return {"ssl_certfile": str(args.tls_cert), "ssl_keyfile": str(args.tls_key)}
+    return {"ssl_certfile": str(options.tls_cert), "ssl_keyfile": str(options.tls_key)}
 
 
 def check_redis(url: str) -> None:
@@ -124,7 +103,8 @@ class Platform:
         if service is not None:
             default = Target(service, single_key_policy(settings.api_key), default_name=settings.model_name)
         # each deployment's content filter, by its policy; guards are looked up in this gateway
-        backends = with_content_safety(local_backend_factory(self.home), lambda name: gateway.resolve(name), self.home)
+        factory = local_backend_factory(self.home, engine=settings.engine)
+        backends = with_content_safety(factory, lambda name: gateway.resolve(name), self.home)
         gateway = Gateway(default, self.store, backends, self.verifier)
         return gateway, management_router(self.store, self.home, gateway)
 
@@ -141,7 +121,7 @@ class Platform:
                           f" (audience {self.verifier.audience}).", soft_wrap=True, highlight=False)  # fmt: skip
 
 
-def open_platform(args: argparse.Namespace, home: Path, settings: ServeSettings, scheme: str) -> Platform:
+def open_platform(options: ServeOptions, home: Path, settings: ServeSettings, scheme: str) -> Platform:
     """Open the store (migrating it), make sure there is an admin key, and read the token issuer's settings."""
     from llamafoundry.platform.deployments import ensure_admin_key
     from llamafoundry.platform.keys import hash_key
@@ -149,10 +129,10 @@ def open_platform(args: argparse.Namespace, home: Path, settings: ServeSettings,
     from llamafoundry.platform.store import Store
     from llamafoundry.platform.tokens import AZURE_ML_AUDIENCE, JwksSource, TokenError, TokenVerifier
 
-    store = Store.open(home, args.database_url or os.environ.get(DATABASE_URL_ENV))
-    if not args.no_default:  # the server's own key must not open a deployment too (before an admin key is made)
+    store = Store.open(home, options.database_url)
+    if not options.no_default:  # the server's own key must not open a deployment too (before an admin key is made)
         check_own_key(store, hash_key(settings.api_key))
-    jwks = args.jwks or os.environ.get(JWKS_ENV)
+    jwks = options.jwks
     verifier = None
     if jwks:
         source = JwksSource(jwks)
@@ -165,7 +145,7 @@ def open_platform(args: argparse.Namespace, home: Path, settings: ServeSettings,
                 ) from None
             console.print(f"[yellow]warning:[/yellow] {exc}; bearer tokens are refused until it answers.",
                           soft_wrap=True, highlight=False)  # fmt: skip
-        verifier = TokenVerifier(source, args.token_audience or AZURE_ML_AUDIENCE, args.token_issuer)
+        verifier = TokenVerifier(source, options.token_audience or AZURE_ML_AUDIENCE, options.token_issuer)
     return Platform(
         store=store,
         home=home,

@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from typing import TYPE_CHECKING
 
 from llamafoundry.commands.common import console
-from llamafoundry.commands.deploy import DATABASE_URL_ENV, add_store_options, home_of, open_store
+from llamafoundry.commands.store_options import add_store_options, open_store
 
 if TYPE_CHECKING:
     from llamafoundry.platform.usage import UsageRow
@@ -34,12 +33,6 @@ def _usage(args: argparse.Namespace) -> int:
     from llamafoundry.platform.usage import parse_since, report, store_pricing, to_csv
 
     since = parse_since(args.since) if args.since else None
-    home = home_of(args)
-    if not (args.database_url or os.environ.get(DATABASE_URL_ENV)) and not home.is_dir():
-        raise ValueError(
-            f"There is no data directory at {home}: nothing was served or deployed with it. Give the --data-dir "
-            "(or --database-url) the server uses."
-        )
     with open_store(args) as store:
         rows = report(store.engine, store_pricing(store), deployment=args.deployment, since=since, by=args.by)
         if args.deployment and len(rows) == 1 and store.get_deployment(args.deployment.lower()) is None:

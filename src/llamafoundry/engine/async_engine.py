@@ -11,10 +11,12 @@ import asyncio
 import itertools
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 
 from llamafoundry.engine.client import ModelInfo
 from llamafoundry.engine.engine import LLMEngine
+from llamafoundry.engine.kv_tiers import KvTiers
 from llamafoundry.engine.outputs import RequestOutput
 from llamafoundry.engine.sampling_params import SamplingParams
 from llamafoundry.engine.sequence import Request
@@ -24,6 +26,16 @@ from llamafoundry.model.base import ModelRunner
 log = logging.getLogger(__name__)
 
 _END = object()  # queued to a stream after abort, so a pending reader wakes up and stops
+# prompt tokens a step takes beside decoding streams, divided among them: 256 with 1 stream, 32 with 8, the
+# minimum chunk (16) from 16 streams on (docs/benchmarks.md, multi-turn)
+PROMPT_TOKENS_SHARED_WHILE_DECODING = 256
+# Requests sent together reach the engine 1-8 ms apart (the event loop parses, renders and tokenizes each in turn):
+# a step admitting a prompt of ADMISSION_WAIT_MIN_TOKENS or more waits until none has arrived for ADMISSION_QUIET_S,
+# at most ADMISSION_WAIT_S, so they are admitted together instead of the later ones waiting for the first one's
+# prefill step (seconds on a CPU). Shorter prompts take a step short enough not to be worth the wait.
+ADMISSION_QUIET_S = 0.010
+ADMISSION_WAIT_S = 0.030
+ADMISSION_WAIT_MIN_TOKENS = 128
 
 
 class AsyncRequestStream:
@@ -72,6 +84,9 @@ class AsyncEngine:
         prefix_caching: share cached prompt prefixes across requests (LLMEngine's option; on by default).
         pad_batch_to: LLMEngine's batch padding (0: off).
         max_draft_tokens: LLMEngine's prompt-lookup speculative decoding, most tokens per draft (0: off).
+        make_kv_tiers: builds the prefix cache's host-memory and disk tiers for the loaded runner (they need its
+            state fingerprint), or None for none; closed (disk writes finished) by `stop()`.
+        prompt_tokens_shared_while_decoding: LLMEngine's larger prompt chunks beside few decoding streams (0: off).
     """
 
     def __init__(
@@ -83,8 +98,13 @@ class AsyncEngine:
         prefix_caching: bool = True,
         pad_batch_to: int = 16,
         max_draft_tokens: int = 0,
+        make_kv_tiers: Callable[[ModelRunner], KvTiers | None] | None = None,
+        prompt_tokens_shared_while_decoding: int = PROMPT_TOKENS_SHARED_WHILE_DECODING,
     ) -> None:
         self._load_runner = load_runner
+        self._make_kv_tiers = make_kv_tiers
+        self._prompt_tokens_shared = prompt_tokens_shared_while_decoding
+        self._kv_tiers: KvTiers | None = None
         self._ctx_size = ctx_size
         self._max_queue = max_queue
         self._describe = describe
@@ -97,6 +117,7 @@ class AsyncEngine:
         self._thread: threading.Thread | None = None
         self._cond = threading.Condition()
         self._inbox: list[tuple[str, Request]] = []
+        self._last_add = 0.0  # time.monotonic() of the newest request handed to the engine thread
         self._outbox: list[tuple[asyncio.Queue[object], object]] = []
         self._queues: dict[str, asyncio.Queue[object]] = {}
         self._ids = itertools.count()
@@ -108,6 +129,8 @@ class AsyncEngine:
         self._loop = asyncio.get_running_loop()
         runner = await asyncio.to_thread(self._load_runner)
         self._model_info = self._describe(runner)
+        if self._prefix_caching and self._make_kv_tiers is not None:
+            self._kv_tiers = self._make_kv_tiers(runner)
         self._engine = LLMEngine(
             runner,
             self._ctx_size,
@@ -115,6 +138,8 @@ class AsyncEngine:
             self._prefix_caching,
             pad_batch_to=self._pad_batch_to,
             max_draft_tokens=self._max_draft_tokens,
+            kv_tiers=self._kv_tiers,
+            prompt_tokens_shared_while_decoding=self._prompt_tokens_shared,
         )
         self._thread = threading.Thread(target=self._run, name="llamafoundry-engine", daemon=True)
         self._thread.start()
@@ -129,6 +154,9 @@ class AsyncEngine:
         for queue in self._queues.values():
             queue.put_nowait(EngineUnavailableError("The server is shutting down; retry the request."))
         self._queues.clear()
+        if self._kv_tiers is not None:
+            await asyncio.to_thread(self._kv_tiers.close)  # states handed to the disk tier are written
+            self._kv_tiers = None
         if self._engine is not None:
             self._engine.runner.close()
             self._engine = None
@@ -148,6 +176,18 @@ class AsyncEngine:
         """(drafted, accepted) tokens of prompt-lookup speculative decoding since the engine started."""
         engine = self._engine
         return (engine.num_draft_tokens, engine.num_accepted_draft_tokens) if engine else (0, 0)
+
+    @property
+    def prefix_cache_tokens(self) -> dict[str, int] | None:
+        """Prompt tokens reused instead of computed since the engine started, by source (slot, ram, disk)."""
+        cache = self._engine.prefix_cache if self._engine else None
+        return dict(cache.num_reused_tokens) if cache else None
+
+    @property
+    def prefix_cache_ram_bytes(self) -> int | None:
+        """Bytes of saved KV states held in host memory, when the engine has that tier."""
+        ram = self._kv_tiers.ram if self._kv_tiers else None
+        return ram.used_bytes if ram else None
 
     @property
     def num_running(self) -> int:
@@ -189,6 +229,10 @@ class AsyncEngine:
         engine = self._require_engine()
         return engine.runner.tokenize(text, add_bos=False, parse_special=parse_special)
 
+    def detokenize(self, token_ids: list[int]) -> str:
+        runner = self._require_engine().runner
+        return b"".join(runner.token_bytes(t, False) for t in token_ids).decode("utf-8", errors="replace")
+
     async def add_request(self, prompt_token_ids: list[int], params: SamplingParams) -> AsyncRequestStream:
         engine = self._require_engine()
         if self._num_waiting_with(1) > self._max_queue:  # only a request that would wait can find the queue full
@@ -214,6 +258,8 @@ class AsyncEngine:
 
     def _submit(self, command: tuple[str, Request]) -> None:
         with self._cond:
+            if command[0] == "add":
+                self._last_add = time.monotonic()
             self._inbox.append(command)
             self._cond.notify()
 
@@ -234,6 +280,7 @@ class AsyncEngine:
                     self._cond.wait()
                 if self._is_stopping:
                     return
+                self._gather_arrivals()
                 commands, self._inbox = self._inbox, []
             for kind, request in commands:
                 if kind == "add":
@@ -247,6 +294,17 @@ class AsyncEngine:
                 log.exception("engine step failed")
                 engine.fail_all("The engine hit an internal error; retry the request.")
             self._flush()
+
+    def _gather_arrivals(self) -> None:
+        """With a new long prompt in the inbox, wait (holding the condition) until none has arrived for
+        ADMISSION_QUIET_S, at most ADMISSION_WAIT_S."""
+        if not any(kind == "add" and r.num_prompt_tokens >= ADMISSION_WAIT_MIN_TOKENS for kind, r in self._inbox):
+            return
+        deadline = time.monotonic() + ADMISSION_WAIT_S
+        while (wait := min(self._last_add + ADMISSION_QUIET_S, deadline) - time.monotonic()) > 0:
+            if self._is_stopping:
+                return
+            self._cond.wait(wait)
 
     def _flush(self) -> None:
         if not self._outbox:

@@ -17,6 +17,7 @@ from llamafoundry.engine.admission import check_request
 from llamafoundry.engine.beam_search import BeamSearcher
 from llamafoundry.engine.constraint import ConstraintVocab
 from llamafoundry.engine.detokenizer import IncrementalDetokenizer
+from llamafoundry.engine.kv_tiers import KvTiers
 from llamafoundry.engine.outputs import ChoiceDelta, FinishReason, RequestOutput, TokenLogprob, TopLogprob
 from llamafoundry.engine.prefix_cache import PrefixCache
 from llamafoundry.engine.sampler import TokenSampler, choice_seed, token_logprob
@@ -44,11 +45,17 @@ class LLMEngine:
         max_prefill_tokens_while_decoding: the same once at least as many streams decode: their next tokens
             wait for the step, ~8 ms per prompt token per CPU core. Chunk size barely changes a CPU's prefill
             rate (64 to 512 tokens per chunk measured the same), so small chunks cost only extra steps.
+        prompt_tokens_shared_while_decoding: while streams decode, up to this many prompt tokens per step divided
+            by the number of decoding streams, when more than `max_prefill_tokens_while_decoding` (0: off). A
+            chunk beside decoding streams is a second pass over the weights, so 16-token chunks cost ~2x per
+            token what larger ones do; with few streams the larger chunks hold up few.
         pad_batch_to: give free sequence slots a throwaway token so a step just short of this many sequences, or
             split into several runs of sequence ids, runs as one pass of this many (see
             `scheduler.padding_slots`); 0 turns it off. 16 suits llama.cpp's CPU kernels on x86 (AVX2).
         max_draft_tokens: prompt-lookup speculative decoding: up to this many tokens guessed from a sequence's
             own prompt and output are checked in its step (see speculative.py); 0 turns it off.
+        kv_tiers: with prefix caching, where states go when their slots are needed and come back from (host
+            memory, disk; kv_tiers.py); None keeps prefixes in the idle slots only.
     """
 
     def __init__(
@@ -59,8 +66,10 @@ class LLMEngine:
         prefix_caching: bool = False,
         max_prefill_tokens: int = 512,
         max_prefill_tokens_while_decoding: int = 16,
+        prompt_tokens_shared_while_decoding: int = 0,
         pad_batch_to: int = 16,
         max_draft_tokens: int = 0,
+        kv_tiers: KvTiers | None = None,
     ) -> None:
         self.runner = runner
         self.ctx_size = ctx_size
@@ -70,8 +79,9 @@ class LLMEngine:
             max_queue,
             min(max_prefill_tokens, runner.max_batch_tokens),
             min(max_prefill_tokens_while_decoding, runner.max_batch_tokens),
+            prompt_tokens_shared_while_decoding,
         )
-        self.prefix_cache = PrefixCache(runner) if prefix_caching else None
+        self.prefix_cache = PrefixCache(runner, tiers=kv_tiers) if prefix_caching else None
         self.pad_batch_to = pad_batch_to
         self.max_draft_tokens = max_draft_tokens
         self.num_draft_tokens = 0  # drafted tokens checked so far (speculative decoding)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from llamafoundry.config import FLASH_ATTN_MODES, EngineSettings
 from llamafoundry.engine.async_engine import AsyncEngine
 from llamafoundry.engine.client import ModelInfo
+from llamafoundry.engine.kv_tiers import KvTiers, build_kv_tiers
 from llamafoundry.hardware.decode_check import ensure_model_decodes
 from llamafoundry.model.base import ModelRunner
 from llamafoundry.model.llamacpp import LlamaCppRunner
@@ -28,6 +29,12 @@ def build_local_engine(settings: EngineSettings, model_name: str, model_provider
             num_threads=settings.threads,
             flash_attn=FLASH_ATTN_MODES[settings.flash_attn],
             gpu_layers=settings.gpu_layers,
+            kv_cache_type=settings.kv_cache_type,
+        )
+
+    def tiers(runner: ModelRunner) -> KvTiers | None:
+        return build_kv_tiers(
+            settings.prefix_cache_ram, settings.prefix_cache_dir, settings.prefix_cache_disk, runner.state_fingerprint
         )
 
     def describe(runner: ModelRunner) -> ModelInfo:
@@ -48,4 +55,5 @@ def build_local_engine(settings: EngineSettings, model_name: str, model_provider
         describe,
         pad_batch_to=settings.batch_pad,
         max_draft_tokens=settings.speculative_tokens,
+        make_kv_tiers=tiers,
     )

@@ -1,50 +1,42 @@
 """Prefix caching across requests: which token prefixes the KV cache already holds, and under which sequence id.
 
 A prefix cached under any sequence id is given to another by `seq_copy` of the whole sequence and a `seq_remove`
-of what follows the prefix: with one KV stream per sequence that copies buffers (milliseconds, against seconds
-to recompute a long prompt on a CPU); in a unified cache the cells gain an owner. Two kinds of holders are
-searched:
+of what follows the prefix (with one KV stream per sequence the runner copies the source's cells, milliseconds
+against seconds to recompute a long prompt on a CPU; in a unified cache the cells gain an owner). Holders:
 
 - running sequences (the engine lists them each time: a prompt being prefilled, or prompt + generated tokens);
 - idle slots: when a request finishes, its sequence slot goes back to the free list but keeps its cells, and
-  this class remembers what they hold. A slot handed to a new request is either reused in place (its cached
-  prefix kept, the rest trimmed) or wiped, least recently used first.
+  this class remembers what they hold;
+- the tiers beyond the slots (kv_tiers.py: host memory, disk), when the engine has them: states saved out of
+  the context, loaded into a slot with `seq_load`.
+
+A slot handed to a new request (the scheduler hands out the lowest free id, for the batch layout) is reused in
+place when it holds the prompt's longest prefix. Whatever else it holds is never just dropped while it could be
+kept: it goes to a tier (or, without tiers, to a free slot holding nothing or an older cache). Trimming an idle
+slot in place to the few tokens it shares with an unrelated prompt (the chat template's header) used to wipe
+the rest of a conversation that was about to return.
 
 Positions match by construction: a prefix is the same tokens at the same positions 0..n-1, so its keys and
 values are the same whichever sequence computed them.
 
 Memory stays bounded as before: every sequence id holds at most `ctx_size` positions whether it is running or
-idle, and there are `max_seqs` ids over `max_seqs * ctx_size` cells.
+idle, and there are `max_seqs` ids over `max_seqs * ctx_size` cells; the tiers have byte budgets of their own.
 """
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from llamafoundry.engine.kv_tiers import DISK, RAM, KvTiers, TierHit
+from llamafoundry.engine.prefix_index import common_prefix_len
 from llamafoundry.engine.sequence import Request, RequestStatus
 from llamafoundry.model.base import ModelRunner
 
 TokenIds = Sequence[int]
-
-
-def common_prefix_len(a: TokenIds, b: TokenIds) -> int:
-    """Length of the longest common prefix of two token lists.
-
-    List slices compare in C: the equal case (the common one) is one comparison, a mismatch a binary search.
-    """
-    n = min(len(a), len(b))
-    if a[:n] == b[:n]:
-        return n
-    lo, hi = 0, n  # a[:lo] == b[:lo], a[:hi] != b[:hi]
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if a[lo:mid] == b[lo:mid]:
-            lo = mid
-        else:
-            hi = mid
-    return lo
+__all__ = ["Holder", "PrefixCache", "common_prefix_len", "match_len"]
 
 
 def match_len(prompt: TokenIds, head: TokenIds, tail: TokenIds = (), tail_len: int = 0) -> int:
@@ -71,16 +63,21 @@ class PrefixCache:
     sequence finishes.
 
     Args:
-        runner: the model whose unified KV cache is shared (`seq_copy` / `seq_remove` by position range).
+        runner: the model whose KV cache is shared (`seq_copy` / `seq_remove` by position range, `seq_save` /
+            `seq_load` for the tiers).
         min_tokens_to_wait: a new prompt pauses its prefill while an earlier request is still computing at least
             this many more tokens of the same prefix, then copies them instead of computing them twice. Short
             shared heads (the chat template's system header) are not worth a step of waiting.
+        tiers: host-memory and disk tiers for states that leave the slots, or None (idle slots only).
     """
 
-    def __init__(self, runner: ModelRunner, min_tokens_to_wait: int = 64) -> None:
+    def __init__(self, runner: ModelRunner, min_tokens_to_wait: int = 64, tiers: KvTiers | None = None) -> None:
         self.runner = runner
         self.min_tokens_to_wait = min_tokens_to_wait
+        self.tiers = tiers
         self._idle: OrderedDict[int, TokenIds] = OrderedDict()  # free slot -> tokens its cells hold, LRU first
+        # prompt tokens taken from a cache instead of computed, by where they came from
+        self.num_reused_tokens: dict[str, int] = {"slot": 0, RAM: 0, DISK: 0}
 
     def cached_length(self, seq_id: int) -> int:
         """Positions an idle slot's cells hold (0 for a slot holding nothing)."""
@@ -98,8 +95,8 @@ class PrefixCache:
         running streams in few runs of consecutive ids, one pass over the weights each).
 
         The first slot gets the longest prompt prefix held anywhere: kept in place when the slot itself holds
-        it, else copied. Caches the slots held are moved to a free slot holding nothing or a less recently used
-        cache, rather than lost.
+        it, else loaded from a tier or copied from another slot. What the slots held beyond that is kept (in a
+        tier, or in a free slot), not lost.
 
         Args:
             request: the admitted request.
@@ -108,33 +105,78 @@ class PrefixCache:
             running: the running requests (their sequences hold prefixes too).
         """
         first = slots[0]
-        best_seq, best_len = self._best_holder(request, running, exclude=set())
-        if best_len and best_seq == first:
-            del self._idle[first]
-            self.runner.seq_remove(first, best_len, -1)
-            request.num_computed = request.num_cached_tokens = best_len
-        else:
-            if first in self._idle:
-                self._displace(first, free, protected=best_seq)
-            if best_len:  # copied before the source is displaced: it may be one of this request's other slots
+        best_seq, best_len = self._best_holder(request, running, exclude=set(), prefer=first)
+        hit = self._tier_hit(request, best_len)
+        in_place = hit is None and best_len > 0 and best_seq == first
+        if first in self._idle:
+            self._vacate(first, free, protected=best_seq, keep_cells=in_place)
+        if hit is None or not self._load(hit, first, request):
+            if in_place:
+                self.runner.seq_remove(first, best_len, -1)
+                request.num_computed = request.num_cached_tokens = best_len
+                self.num_reused_tokens["slot"] += best_len
+            elif best_len and best_seq != first:  # before the source is vacated: it may be one of these slots
                 self._copy_prefix(best_seq, first, best_len, request)
+                if len(self._idle.get(best_seq, ())) == best_len:  # moved, not copied: the request holds it all
+                    del self._idle[best_seq]
+                    self.runner.seq_remove(best_seq)
         for seq_id in slots[1:]:
             if seq_id in self._idle:
-                self._displace(seq_id, free, protected=-1)
+                self._vacate(seq_id, free, protected=-1, keep_cells=False)
 
-    def _displace(self, seq_id: int, free: list[int], protected: int) -> None:
-        """Free `seq_id` for a new request, moving its cache to a free slot holding nothing or an older cache."""
+    def _tier_hit(self, request: Request, slot_len: int) -> TierHit | None:
+        """A saved state holding more of the prompt than any slot does (loading it costs ~1 ms per 100 tokens,
+        computing a token ~10 ms), or None."""
+        if self.tiers is None:
+            return None
+        hit = self.tiers.find(request.prompt_ids)
+        if hit is None or min(hit.length, request.num_prompt_tokens - 1) <= slot_len:
+            return None
+        return hit
+
+    def _load(self, hit: TierHit, seq_id: int, request: Request) -> bool:
+        """Load a tier's state into `seq_id` and keep the prompt's part of it; False when it could not be loaded."""
+        assert self.tiers is not None
+        length = min(hit.length, request.num_prompt_tokens - 1)
+        start = time.perf_counter()
+        with self.tiers.open(hit) as state:
+            is_loaded = state is not None and self.runner.seq_load(seq_id, state)
+        self.tiers.record_load(hit, length, time.perf_counter() - start, is_loaded)
+        if not is_loaded:
+            return False
+        self.runner.seq_remove(seq_id, length, -1)
+        request.num_cached_tokens += length - request.num_computed
+        request.num_computed = length
+        self.num_reused_tokens[hit.tier] += length
+        return True
+
+    def _vacate(self, seq_id: int, free: list[int], protected: int, keep_cells: bool) -> None:
+        """Free idle slot `seq_id` for a new request. What it holds is kept unless another slot or a tier already
+        holds it: saved to a tier, else moved to a free slot holding nothing or an older cache. `keep_cells`:
+        its cells stay (the new request reuses their prefix in place)."""
         age = list(self._idle).index(seq_id)
         held = self._idle.pop(seq_id)
+        if not self._is_held_elsewhere(held):
+            if self.tiers is None or not self.tiers.keep(held, lambda: self.runner.seq_save(seq_id)):
+                self._move_to_free_slot(seq_id, held, age, free, protected)
+        if not keep_cells:
+            self.runner.seq_remove(seq_id)
+
+    def _move_to_free_slot(self, seq_id: int, held: TokenIds, age: int, free: list[int], protected: int) -> None:
         empty = [s for s in free if s not in self._idle and s != protected]
         older = [s for s in list(self._idle)[:age] if s in free and s != protected]
         victim = max(empty) if empty else (older[0] if older else None)
         if victim is not None:
             self._idle.pop(victim, None)
             self.runner.seq_remove(victim)
-            self.runner.seq_copy(seq_id, victim)  # queued: llama.cpp copies before the next decode writes
+            self.runner.seq_copy(seq_id, victim)
             self._idle[victim] = held
-        self.runner.seq_remove(seq_id)
+
+    def _is_held_elsewhere(self, tokens: TokenIds) -> bool:
+        """Another idle slot, or the tiers, hold `tokens` or a longer sequence that starts with them."""
+        if any(common_prefix_len(tokens, other) == len(tokens) for other in self._idle.values()):
+            return True
+        return self.tiers is not None and self.tiers.covers(tokens)
 
     # ---- every step: share what other sequences hold ---------------------------------------------
 
@@ -157,25 +199,30 @@ class PrefixCache:
         if best_len > request.num_computed:
             self._copy_prefix(best_seq, request.sequences[0].seq_id, best_len, request)
 
-    def _best_holder(self, request: Request, running: list[Request], exclude: set[int]) -> tuple[int, int]:
-        """(seq_id, length) of the longest prefix of the prompt held anywhere, at most all but its last token."""
+    def _best_holder(
+        self, request: Request, running: list[Request], exclude: set[int], prefer: int = -1
+    ) -> tuple[int, int]:
+        """(seq_id, length) of the longest prefix of the prompt held anywhere, at most all but its last token;
+        `prefer` wins a tie (the request's own slot: reused in place, nothing copied)."""
         best_seq, best_len = -1, 0
+        last = request.num_prompt_tokens - 1  # the last token is computed for its logits
         for holder in self._holders(running):
             if holder.seq_id not in exclude:
-                length = match_len(request.prompt_ids, holder.head, holder.tail, holder.tail_len)
-                if length > best_len:
+                length = min(match_len(request.prompt_ids, holder.head, holder.tail, holder.tail_len), last)
+                if length > best_len or (length == best_len and length and holder.seq_id == prefer):
                     best_seq, best_len = holder.seq_id, length
-        return best_seq, min(best_len, request.num_prompt_tokens - 1)  # the last token is computed for its logits
+        return best_seq, best_len
 
     def _copy_prefix(self, src: int, dst: int, length: int, request: Request) -> None:
-        """Give `dst` the first `length` positions of `src`: a whole-sequence copy, then a trim (the only copy
-        llama.cpp makes between per-sequence KV streams; in a unified cache the cells gain an owner)."""
+        """Give `dst` the first `length` positions of `src`: a whole-sequence copy, then a trim (llama.cpp copies
+        only whole sequences between per-sequence KV streams; in a unified cache the cells gain an owner)."""
         self.runner.seq_remove(dst)
         self.runner.seq_copy(src, dst)
         self.runner.seq_remove(dst, length, -1)
         if src in self._idle:
             self._idle.move_to_end(src)
         request.num_cached_tokens += length - request.num_computed
+        self.num_reused_tokens["slot"] += length - request.num_computed
         request.num_computed = length
 
     def _holders(self, running: list[Request]) -> list[Holder]:
@@ -195,12 +242,21 @@ class PrefixCache:
 
     def retire(self, request: Request, seq_id: int, output_ids: list[int]) -> None:
         """A finished sequence's slot goes back to the free list holding prompt + output (all but the last token,
-        which was sampled but never computed)."""
+        which was sampled but never computed). Idle slots holding a prefix of it are wiped: it holds them too.
+        With a disk tier the state is saved at once (kv_tiers.py)."""
+        tokens = request.prompt_ids + output_ids[:-1]
+        for other, held in list(self._idle.items()):
+            if other != seq_id and len(held) <= len(tokens) and common_prefix_len(tokens, held) == len(held):
+                del self._idle[other]
+                self.runner.seq_remove(other)
         self._idle.pop(seq_id, None)
-        self._idle[seq_id] = request.prompt_ids + output_ids[:-1]
+        self._idle[seq_id] = tokens
+        if self.tiers is not None and self.tiers.writes_through:
+            self.tiers.keep(tokens, lambda: self.runner.seq_save(seq_id))
 
     def clear(self) -> None:
-        """Wipe every idle slot (after a failed decode, when the cache state is in doubt)."""
+        """Wipe every idle slot (after a failed decode, when the cache state is in doubt; states saved in the
+        tiers were whole when saved and stay)."""
         for seq_id in self._idle:
             self.runner.seq_remove(seq_id)
         self._idle.clear()

@@ -57,6 +57,8 @@ class Scheduler:
         max_prefill_tokens_while_decoding: most prompt tokens in a step while at least as many streams decode
             as prompts are being computed (default: max_prefill_tokens); it bounds how long a prompt arriving
             holds up the running streams.
+        prompt_tokens_shared_while_decoding: while streams decode, a step may take this many prompt tokens divided
+            by the number of decoding streams, when that is more than `max_prefill_tokens_while_decoding` (0: off).
 
     Running decodes always get their token in every step, so a long prompt arriving never stalls the
     streams already running (chunked prefill); it only shares the step's remaining token budget.
@@ -69,12 +71,14 @@ class Scheduler:
         max_queue: int,
         max_prefill_tokens: int | None = None,
         max_prefill_tokens_while_decoding: int | None = None,
+        prompt_tokens_shared_while_decoding: int = 0,
     ) -> None:
         self.max_batch_tokens = max_batch_tokens
         self.max_prefill_tokens = max_batch_tokens if max_prefill_tokens is None else max_prefill_tokens
         self.max_prefill_tokens_while_decoding = (
             self.max_prefill_tokens if max_prefill_tokens_while_decoding is None else max_prefill_tokens_while_decoding
         )
+        self.prompt_tokens_shared_while_decoding = prompt_tokens_shared_while_decoding
         self.max_queue = max_queue
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
@@ -149,7 +153,11 @@ class Scheduler:
         prefilling = [r for r in self.running if r.status is RequestStatus.PREFILL]
         if num_decoding < len(prefilling):
             return self._burst_budget(prefilling, room)
-        return self.max_prefill_tokens_while_decoding
+        # Every decoding stream waits for the step's prompt tokens: with few streams a prompt may take larger
+        # chunks (a returning turn's ~60 new tokens in one step instead of four, each also a second pass over the
+        # weights: ~2x the cost per prompt token), with many the chunks stay small.
+        shared = self.prompt_tokens_shared_while_decoding // max(1, num_decoding)
+        return max(self.max_prefill_tokens_while_decoding, min(shared, self.max_prefill_tokens))
 
     def _burst_budget(self, prefilling: list[Request], room: int) -> int:
         """Prompt tokens for a step of a burst: `max_prefill_tokens`, or every prompt's remaining tokens when

@@ -27,6 +27,8 @@ class ModelRunner(Protocol):
         max_seqs: distinct sequence ids (0 .. max_seqs-1).
         max_batch_tokens: most tokens one `decode()` accepts.
         eog_token_ids: ids that end a generation (`<|eot_id|>`, `<|end_of_text|>`, ...).
+        state_fingerprint: states from `seq_save` load only into runners with the same fingerprint (weights,
+            KV cache type and layout).
     """
 
     vocab_size: int
@@ -34,6 +36,7 @@ class ModelRunner(Protocol):
     max_seqs: int
     max_batch_tokens: int
     eog_token_ids: frozenset[int]
+    state_fingerprint: str
 
     def tokenize(self, text: str, add_bos: bool = False, parse_special: bool = True) -> list[int]: ...
 
@@ -67,6 +70,14 @@ class ModelRunner(Protocol):
 
     def seq_copy(self, src: int, dst: int, p0: int = -1, p1: int = -1) -> None:
         """Make `dst` share `src`'s cached positions [p0, p1) (no recompute)."""
+        ...
+
+    def seq_save(self, seq_id: int) -> bytearray:
+        """The KV state of one sequence (its cells' positions, keys and values), to keep outside the context."""
+        ...
+
+    def seq_load(self, seq_id: int, data: bytes | bytearray | memoryview) -> bool:
+        """Replace `seq_id`'s cells with a state from `seq_save`; False (the sequence left empty) when refused."""
         ...
 
     def close(self) -> None: ...

@@ -97,6 +97,8 @@ def meta_chat_template(model_name: str) -> str:
 PRESETS: dict[str, ModelShape] = {
     # a few MB apart from its 128256 x 64 embedding table; Llama 3.1 flavour (template, rope factor)
     "tiny": ModelShape("tiny", 64, 2, 4, 2, 192, 8192, True, 8.0, _LLAMA_31_TEMPLATE),
+    # tiny with attention heads of 32 dimensions, the fewest a quantized KV cache takes (q8_0/q4_0 blocks of 32)
+    "tiny-32": ModelShape("tiny-32", 128, 2, 4, 2, 384, 8192, True, 8.0, _LLAMA_31_TEMPLATE),
     "llama-3.2-1b": ModelShape("llama-3.2-1b", 2048, 16, 32, 8, 8192, 131072, True, 32.0, _LLAMA_32_TEMPLATE),
     "llama-3.2-3b": ModelShape("llama-3.2-3b", 3072, 28, 24, 8, 8192, 131072, True, 32.0, _LLAMA_32_TEMPLATE),
     "llama-3.1-8b": ModelShape("llama-3.1-8b", 4096, 32, 32, 8, 14336, 131072, False, 8.0, _LLAMA_31_TEMPLATE),

@@ -8,6 +8,7 @@ in pyproject.toml.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import os
 import threading
 from pathlib import Path
@@ -21,6 +22,10 @@ _backend_lock = threading.Lock()
 MAX_UBATCH_TOKENS = 512  # llama.cpp's default micro-batch: compute buffers grow with it, CPU prefill speed does not
 _backend_ready = False
 _log_callback = None  # keep a reference: ctypes must not collect the callback while llama.cpp holds it
+
+# KV cache element types (`--kv-cache-type`): bytes per cell of K and of V scale with them (q8_0 ~0.53x f16,
+# q4_0 ~0.28x); llama.cpp stores a quantized V only with flash attention on.
+KV_CACHE_TYPES = {"f16": llama_cpp.GGML_TYPE_F16, "q8_0": llama_cpp.GGML_TYPE_Q8_0, "q4_0": llama_cpp.GGML_TYPE_Q4_0}
 
 QUANT_TYPES = {
     "F32": llama_cpp.LLAMA_FTYPE_ALL_F32,
@@ -74,7 +79,7 @@ class LlamaCppVocab:
         self.vocab_size = llama_cpp.llama_vocab_n_tokens(self._vocab)
         is_eog = llama_cpp.llama_vocab_is_eog
         self.eog_token_ids = frozenset(t for t in range(self.vocab_size) if is_eog(self._vocab, t))
-        self._piece_buf = ctypes.create_string_buffer(256)
+        self._local = threading.local()  # token_bytes's buffer: the engine thread and the event loop both call it
 
     @property
     def bos_token_id(self) -> int:
@@ -108,7 +113,9 @@ class LlamaCppVocab:
         return list(tokens[:count])
 
     def token_bytes(self, token_id: int, special: bool) -> bytes:
-        buf = self._piece_buf
+        buf = getattr(self._local, "buf", None)
+        if buf is None:
+            buf = self._local.buf = ctypes.create_string_buffer(256)
         n = llama_cpp.llama_token_to_piece(self._vocab, token_id, buf, len(buf), 0, special)
         if n < 0:
             buf = ctypes.create_string_buffer(-n)
@@ -151,6 +158,8 @@ class LlamaCppRunner(LlamaCppVocab):
         flash_attn: llama.cpp's flash attention on (True), off (False) or its own choice (None: on for CPUs);
             on CPU, on is faster at short contexts and off at long ones (docs/benchmarks.md).
         gpu_layers: layers offloaded to the GPU backend llama.cpp was built with (0: none).
+        kv_cache_type: element type of the cached keys and values (one of KV_CACHE_TYPES); a quantized cache
+            needs flash attention, which it turns on when `flash_attn` is None.
     """
 
     def __init__(
@@ -163,8 +172,25 @@ class LlamaCppRunner(LlamaCppVocab):
         kv_unified: bool = False,
         flash_attn: bool | None = None,
         gpu_layers: int = 0,
+        kv_cache_type: str = "f16",
     ) -> None:
+        if kv_cache_type not in KV_CACHE_TYPES:
+            raise ValueError(f"unknown KV cache type {kv_cache_type!r}; choose one of {', '.join(KV_CACHE_TYPES)}")
+        if kv_cache_type != "f16":
+            if flash_attn is False:
+                raise ValueError(
+                    f"--kv-cache-type {kv_cache_type} needs flash attention (llama.cpp stores a quantized V cache only "
+                    "with it): drop --flash-attn off, or use --kv-cache-type f16."
+                )
+            flash_attn = True
         super().__init__(path, vocab_only=False, gpu_layers=gpu_layers)
+        head_size = llama_cpp.llama_model_n_embd(self._model) // max(1, llama_cpp.llama_model_n_head(self._model))
+        if kv_cache_type != "f16" and head_size % 32:
+            self.close()
+            raise ValueError(
+                f"--kv-cache-type {kv_cache_type} stores keys in blocks of 32 numbers, and this model's attention "
+                f"heads have {head_size}: use --kv-cache-type f16 for {path}."
+            )
         threads = num_threads or os.cpu_count() or 1
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = kv_size
@@ -178,6 +204,7 @@ class LlamaCppRunner(LlamaCppVocab):
         # with context. Across streams `seq_copy` copies the whole stream buffer (tens of MB, milliseconds), so
         # forks and prefix reuse copy instead of sharing cells; the engine trims a copy with `seq_remove`.
         params.kv_unified = kv_unified
+        params.type_k = params.type_v = KV_CACHE_TYPES[kv_cache_type]
         if flash_attn is not None:
             params.flash_attn_type = (
                 llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
@@ -193,6 +220,14 @@ class LlamaCppRunner(LlamaCppVocab):
         self._memory = llama_cpp.llama_get_memory(ctx)
         self.kv_size = llama_cpp.llama_n_ctx(ctx)
         self.max_seqs = llama_cpp.llama_n_seq_max(ctx)
+        self.kv_unified = kv_unified
+        self.kv_cache_type = kv_cache_type
+        # what a saved state can be loaded into: the same weights, cache type, attention layout (flash attention
+        # stores V transposed or not) and number of KV streams (llama.cpp writes it into the state and checks it)
+        self.state_fingerprint = "|".join(
+            [file_digest(self.path), kv_cache_type, f"fa={flash_attn}", f"unified={kv_unified}",
+             f"streams={1 if kv_unified else self.max_seqs}", f"llama_cpp={llama_cpp.__version__}"]
+        )  # fmt: skip
         self.max_batch_tokens = max_batch_tokens
         self.num_threads = threads
         self._batch = llama_cpp.llama_batch_init(max_batch_tokens, 0, max_seqs)
@@ -232,7 +267,37 @@ class LlamaCppRunner(LlamaCppVocab):
         llama_cpp.llama_memory_seq_rm(self._memory, seq_id, p0, p1)
 
     def seq_copy(self, src: int, dst: int, p0: int = -1, p1: int = -1) -> None:
-        llama_cpp.llama_memory_seq_cp(self._memory, src, dst, p0, p1)
+        """Give `dst` a copy of `src`'s cells. In a unified cache the cells gain an owner. With one stream per
+        sequence the copy goes through `seq_save`/`seq_load` at once: it costs what `src` holds (a 1,000-token
+        sequence of a 1B model: ~2-7 ms, `bench kv`), where llama.cpp's cross-stream `seq_cp` copies every cell
+        of the stream (128 MiB in f16 at 4,096 cells) however few are used, at the next decode."""
+        if self.kv_unified:
+            llama_cpp.llama_memory_seq_cp(self._memory, src, dst, p0, p1)
+            return
+        if p0 >= 0 or p1 >= 0:
+            raise ValueError("with one KV stream per sequence only whole sequences are copied")
+        if src == dst:
+            return
+        if not self.seq_load(dst, self.seq_save(src)):
+            raise DecodeError(f"llama.cpp could not copy sequence {src} to {dst}")
+
+    def seq_save(self, seq_id: int) -> bytearray:
+        """The KV state of one sequence (positions, keys and values of its cells) in llama.cpp's format."""
+        size = llama_cpp.llama_state_seq_get_size(self._ctx, seq_id)
+        data = bytearray(size)
+        written = llama_cpp.llama_state_seq_get_data(self._ctx, _uint8_pointer(data), size, seq_id)
+        if written != size:
+            raise DecodeError(f"llama.cpp wrote {written} of {size} bytes of sequence {seq_id}'s state")
+        return data
+
+    def seq_load(self, seq_id: int, data: bytes | bytearray | memoryview) -> bool:
+        """Replace `seq_id`'s cells with a state from `seq_save`; False (the sequence left empty) when llama.cpp
+        refuses it: another model's or cache type's state, or more cells than the sequence has room for."""
+        self.seq_remove(seq_id)
+        if not llama_cpp.llama_state_seq_set_data(self._ctx, _uint8_pointer(data), len(data), seq_id):
+            self.seq_remove(seq_id)
+            return False
+        return True
 
     def close(self) -> None:
         if getattr(self, "_ctx", None):
@@ -240,6 +305,23 @@ class LlamaCppRunner(LlamaCppVocab):
             llama_cpp.llama_free(self._ctx)
             self._ctx = None
         super().close()
+
+
+def file_digest(path: Path, samples: int = 16, sample_bytes: int = 1 << 16) -> str:
+    """A digest of a (large) file from its size and `samples` spread-out pieces: tells weights apart in
+    milliseconds, where hashing a whole multi-GB GGUF would take seconds."""
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with path.open("rb") as file:
+        for index in range(samples):
+            file.seek(max(0, size - sample_bytes) * index // max(1, samples - 1))
+            digest.update(file.read(sample_bytes))
+    return digest.hexdigest()[:32]
+
+
+def _uint8_pointer(data: bytes | bytearray | memoryview) -> ctypes._Pointer[ctypes.c_uint8]:
+    """A pointer to a buffer's bytes without copying them (llama.cpp only reads a state it loads)."""
+    return np.frombuffer(data, dtype=np.uint8).ctypes.data_as(ctypes.POINTER(ctypes.c_uint8))
 
 
 def quantize_gguf(src: str | Path, dst: str | Path, quant: str, num_threads: int | None = None) -> None:

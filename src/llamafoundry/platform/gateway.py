@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llamafoundry.config import EngineSettings
 from llamafoundry.outage import RepeatedFailure
 from llamafoundry.platform.catalog import MANAGED, find_instance_type, find_model
 from llamafoundry.platform.keys import StoredKey, hash_key, match_key
@@ -328,8 +329,12 @@ async def _stop(target: Target) -> None:
         logger.exception("stopping deployment %s failed", target.name)
 
 
-def local_backend_factory(home: Path, verify_tls: bool | str = True) -> BackendFactory:
-    """Services for deployments: forwarding to `--upstream`, or to replica processes of the local weights."""
+def local_backend_factory(
+    home: Path, verify_tls: bool | str = True, engine: EngineSettings | None = None
+) -> BackendFactory:
+    """Services for deployments: forwarding to `--upstream`, or to replica processes of the local weights (with the
+    KV cache options of the gateway's `engine` settings: its cache type and disk tier, its host-memory budget
+    shared out among a deployment's replicas)."""
 
     def build(deployment: Deployment) -> ChatBackend:
         model = find_model(deployment.model)
@@ -350,6 +355,7 @@ def local_backend_factory(home: Path, verify_tls: bool | str = True) -> BackendF
                 ctx_size=int(settings.get("ctx_size", 4096)),
                 parallel=int(settings.get("parallel", 4)),
                 log_dir=home / "logs",
+                **_replica_kv_cache(engine, deployment.instances),
             )
             provider = ReplicaSet(spec)
             max_context = spec.ctx_size
@@ -358,3 +364,14 @@ def local_backend_factory(home: Path, verify_tls: bool | str = True) -> BackendF
         )
 
     return build
+
+
+def _replica_kv_cache(engine: EngineSettings | None, num_replicas: int) -> dict[str, Any]:
+    if engine is None:
+        return {}
+    return {
+        "kv_cache_type": engine.kv_cache_type,
+        "prefix_cache_ram": engine.prefix_cache_ram // max(1, num_replicas),
+        "prefix_cache_dir": engine.prefix_cache_dir,
+        "prefix_cache_disk": engine.prefix_cache_disk,
+    }

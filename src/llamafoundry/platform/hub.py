@@ -30,6 +30,9 @@ import httpx
 DEFAULT_HF_ENDPOINT = "https://huggingface.co"
 CHUNK_BYTES = 1 << 20
 TIMEOUT_S = 30.0
+DEFAULT_QUANT = "Q4_K_M"
+# The way around a download that cannot be made, as the end of a sentence.
+LOCAL_FILE = "give a file you downloaded yourself (deploy create --weights PATH.gguf, serve --model PATH.gguf)"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _SPLIT = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.gguf$")
 
@@ -92,16 +95,49 @@ def _complete_split(repo: str, path: str, listed: list[HubFile]) -> list[HubFile
     return listed
 
 
-def list_folder(repo: str, folder: str) -> list[HubFile]:
-    """The files in `folder` of `repo` (the hub's tree API), with sizes and LFS checksums."""
+def pick_gguf(repo: str, choice: str | None = None) -> str:
+    """The path to download for `owner/repo[:choice]`: `choice` itself when it names a .gguf file or a folder
+    (`dir/`); else the GGUF file, split file or folder at the repository's top level whose name holds the
+    quantization `choice` (default DEFAULT_QUANT, what the catalog downloads); else the repository's only GGUF."""
+    if choice and (choice.endswith(".gguf") or choice.endswith("/")):
+        return choice
+    files, folders = [], []
+    for entry in _tree(repo, ""):
+        path = str(entry.get("path", ""))
+        split = _SPLIT.match(path)
+        if entry.get("type") == "directory":
+            folders.append(path + "/")
+        elif path.endswith(".gguf") and (split is None or int(split.group("index")) == 1):
+            files.append(path)  # a split file by its first part: `files_of` adds the others
+    tag = (choice or DEFAULT_QUANT).lower()
+    matching = [p for p in files + folders if tag in p.lower()]
+    if len(matching) == 1:
+        return matching[0]
+    if not matching and not choice and len(files) == 1:
+        return files[0]
+    found = ", ".join(matching or files) or "no .gguf files"
+    raise HubError(
+        f"{repo} has {'several' if matching else 'no'} GGUF files for {tag.upper()!r} (found: {found}). Name one: "
+        f"{repo}:FILE.gguf, or {repo}:QUANT (Q4_K_M, Q8_0, ...)."
+    )
+
+
+def _tree(repo: str, folder: str) -> list[dict[str, Any]]:
+    """The entries of `folder` in `repo` (the hub's tree API): files and directories."""
     url = f"{endpoint()}/api/models/{repo}/tree/main/{folder.rstrip('/')}".rstrip("/")
     try:
         response = httpx.get(url, headers=auth_headers(), follow_redirects=True, timeout=TIMEOUT_S)
     except httpx.TransportError as exc:
         raise _offline(repo, folder, exc) from None
-    _check_status(response, repo, folder)
+    _check_status(response, repo, folder or "its file list")
+    entries = response.json()
+    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+
+
+def list_folder(repo: str, folder: str) -> list[HubFile]:
+    """The files in `folder` of `repo` (the hub's tree API), with sizes and LFS checksums."""
     found = []
-    for entry in response.json():
+    for entry in _tree(repo, folder):
         if entry.get("type") != "file":
             continue
         lfs = entry.get("lfs") or {}
@@ -123,14 +159,16 @@ def download(
     files = files_of(repo, path, pinned_sha256)
     total = sum(f.size for f in files if f.size is not None) if all(f.size for f in files) else None
     done_before = 0
-    paths = []
+    paths, fetched = [], False
     for hub_file in files:
         target = target_dir / repo / hub_file.path
         if not target.is_file():
             _download_one(repo, hub_file, target, _offset(progress, done_before, total), cancel)
+            fetched = True
         done_before += target.stat().st_size
         paths.append(target)
-    _report(progress, done_before, total or done_before)
+    if fetched:  # the whole, at its end (a file already here reports nothing: no bar for it)
+        _report(progress, done_before, total or done_before)
     return paths[0]
 
 
@@ -260,13 +298,12 @@ def _check_status(response: httpx.Response, repo: str, path: str, partial_ok: bo
     if response.status_code in (401, 403):
         raise HubError(
             f"Hugging Face refused {repo} ({response.status_code}): the repository may be gated. Accept its "
-            "license on the hub and set HF_TOKEN, or pass --weights PATH.gguf."
+            f"license on the hub and set HF_TOKEN, or {LOCAL_FILE}."
         )
     if response.status_code == 200 or (partial_ok and response.status_code == 206):
         return
     raise HubError(
-        f"Could not download {path} from {repo}: HTTP {response.status_code}. Pass --weights PATH.gguf with a file "
-        "you downloaded yourself."
+        f"Could not download {path} from {repo}: HTTP {response.status_code}. Check the name, or {LOCAL_FILE}."
     )
 
 
@@ -275,5 +312,5 @@ def _offline(repo: str, path: str, exc: Exception) -> HubError:
     return HubError(
         f"Could not download {path} from {url} ({type(exc).__name__}: {exc}). This machine may be offline: on a "
         f"machine that is online run `huggingface-cli download {repo} {path} --local-dir .` (or `curl -L -O {url}`), "
-        "copy the file here and pass it with --weights PATH.gguf."
+        f"copy the file here and {LOCAL_FILE}."
     )

@@ -51,6 +51,21 @@ class ReplicaSpec:
     ctx_size: int = 4096
     parallel: int = 4
     log_dir: Path | None = None
+    kv_cache_type: str = "f16"
+    prefix_cache_ram: int | None = None  # bytes of each replica's host-memory tier (None: the replica's default)
+    prefix_cache_dir: Path | None = None  # the disk tier every replica shares
+    prefix_cache_disk: int | None = None
+
+    def kv_cache_options(self) -> list[str]:
+        """`serve` options of the KV cache and its prefix-cache tiers."""
+        options = ["--kv-cache-type", self.kv_cache_type]
+        if self.prefix_cache_ram is not None:
+            options += ["--prefix-cache-ram", str(self.prefix_cache_ram)]
+        if self.prefix_cache_dir is not None:
+            options += ["--prefix-cache-dir", str(self.prefix_cache_dir)]
+        if self.prefix_cache_disk is not None:
+            options += ["--prefix-cache-disk", str(self.prefix_cache_disk)]
+        return options
 
 
 @dataclass
@@ -138,6 +153,7 @@ class ReplicaSet:
         ]  # fmt: skip
         if spec.threads is not None:
             argv += ["--threads", str(spec.threads)]
+        argv += spec.kv_cache_options()
         argv += logs.current_options()  # the gateway's log level and format: one format across the processes
         spawning = asyncio.ensure_future(spawn_replica(argv, {API_KEY_ENV: self.api_key}, log_path(spec, replica)))
         try:

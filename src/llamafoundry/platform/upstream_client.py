@@ -18,6 +18,8 @@ from typing import Any
 
 import httpx
 
+from llamafoundry.model.prefix_routing import PrefixAffinity, conversation_keys
+
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 600.0  # a long completion on CPU sends nothing until it is done
 FAILED_BACKOFF_S = 2.0
@@ -84,6 +86,7 @@ class RemoteChatClient:
         if not base_urls:
             raise ValueError("RemoteChatClient needs at least one base URL")
         self.upstreams = [Upstream(url) for url in base_urls]
+        self.affinity = PrefixAffinity()  # a conversation's next turn goes where its history is cached
         self.headers = {"Authorization": f"Bearer {api_key}", "api-key": api_key} if api_key else {}
         timeout = httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
         self._http = httpx.AsyncClient(timeout=timeout, verify=verify_tls, limits=httpx.Limits(max_connections=256))
@@ -91,13 +94,16 @@ class RemoteChatClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    def pick(self, tried: Sequence[Upstream] = ()) -> Upstream:
+    def pick(self, tried: Sequence[Upstream] = (), preferred: str | None = None) -> Upstream:
         """The server with the fewest requests in flight, not one of `tried`; one that failed in the last 2 s only
-        if all the others did."""
+        if all the others did. `preferred` (the base URL that holds the conversation's history) wins unless it is
+        overloaded (prefix_routing.py)."""
         now = time.monotonic()
         untried = [u for u in self.upstreams if u not in tried] or self.upstreams
         healthy = [u for u in untried if u.failed_at is None or now - u.failed_at > FAILED_BACKOFF_S]
-        return min(healthy or untried, key=lambda u: (u.num_in_flight, u.num_requests))
+        candidates = healthy or untried
+        least = min(candidates, key=lambda u: (u.num_in_flight, u.num_requests))
+        return self.affinity.choose(candidates, least, preferred)
 
     async def complete(
         self, body: dict[str, Any], headers: dict[str, str] | None = None, path: str = CHAT
@@ -140,8 +146,10 @@ class RemoteChatClient:
         not be connected to, or that answered 503 (loading, restarting, shutting down), has done nothing with
         the request: it goes to the next server, until each was tried once."""
         tried: list[Upstream] = []
+        keys = conversation_keys(body)
+        preferred = self.affinity.preferred(keys)
         while True:
-            upstream = self.pick(tried)
+            upstream = self.pick(tried, preferred)
             tried.append(upstream)
             can_go_elsewhere = len(tried) < len(self.upstreams)
             upstream.num_in_flight += 1
@@ -161,6 +169,8 @@ class RemoteChatClient:
                 upstream.num_in_flight -= 1
                 await response.aclose()
                 continue
+            if response.status_code == 200:
+                self.affinity.record(keys, upstream.base_url)
             return upstream, response
 
     async def _send(self, upstream: Upstream, request: httpx.Request, *, stream: bool) -> httpx.Response:

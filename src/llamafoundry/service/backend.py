@@ -1,6 +1,6 @@
 """The seam between the API and whatever answers a chat request: the server's own model (`service.chat.ChatService`),
 a deployment forwarded to other servers (`platform.upstream.UpstreamChatService`), and the content filter over
-either (`safety.backend.SafeChatBackend`).
+either (`safety.backend.FilteredChatBackend`).
 
 How the API calls it, once per request: `prepare(request)` (the prompt rendered and counted, the engine's settings
 checked; errors here are the request's own and nothing has been generated), then admission (rate limits, which

@@ -16,6 +16,7 @@ rendered with the control-token text in the messages broken by an invisible char
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -35,14 +36,26 @@ class PromptPiece:
 
 
 def render_pieces(
-    formatter: ChatFormatter, messages: list[ChatMessage], tools: list[dict[str, Any]] | None = None
+    formatter: ChatFormatter,
+    messages: list[ChatMessage],
+    tools: list[dict[str, Any]] | None = None,
+    separate: Collection[int] = (),
 ) -> list[PromptPiece]:
     """`formatter.render(messages, tools)` as pieces whose concatenation is that prompt (or, for a template
-    that rewrites message text, the prompt with the control-token text in messages broken)."""
+    that rewrites message text, the prompt with the control-token text in messages broken).
+
+    Args:
+        separate: indices of messages whose text must be a piece of its own (answers whose generated token ids
+            the caller puts in place of their text's tokens), besides the messages holding control-token text.
+    """
     prompt = formatter.render(messages, tools=tools)
-    if not any(_has_control_text(m) for m in messages):
+    if any(_has_control_text(m) for m in messages):
+        own = set(range(len(messages)))
+    else:
+        own = {i for i in separate if messages[i].content}
+    if not own:
         return [PromptPiece(prompt, is_message_text=False)]
-    marked = formatter.render([_marked(m, i) for i, m in enumerate(messages)], tools=tools)
+    marked = formatter.render([_marked(m, i) if i in own else m for i, m in enumerate(messages)], tools=tools)
     for strip in (False, True):  # templates write a message's text as it is, or trimmed
         pieces = _fill_markers(marked, messages, strip)
         if "".join(p.text for p in pieces) == prompt:

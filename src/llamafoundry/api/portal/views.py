@@ -1,0 +1,92 @@
+"""What the deployment pages show, computed from the management API's answers: the status a deployment is in,
+its effective rate limits, and the Consume tab's code samples."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from llamafoundry.platform.ratelimit import UNLIMITED, deployment_limits
+
+# known states -> (label, sentence); any other state the API reports is shown as it is
+STATES = {
+    "pending": ("Pending", "Saved; the server picks it up within a second or two."),
+    "downloading": ("Downloading", "Downloading the weights."),
+    "starting": ("Loading", "Starting its replicas and loading the weights."),
+    "loading": ("Loading", "Loading the weights."),
+    "ready": ("Ready", "Serving requests."),
+    "failed": ("Failed", "It does not serve requests."),
+    "not served": ("Not served", "This server does not serve it."),
+}
+TERMINAL_STATES = ("ready", "failed", "not served")
+SAMPLE_LANGUAGES = (
+    ("python", "Python", "azure-ai-inference", "pip install azure-ai-inference"),
+    ("javascript", "JavaScript", "@azure-rest/ai-inference", "npm install @azure-rest/ai-inference @azure/core-auth "
+     "@azure/core-sse"),
+    ("csharp", "C#", "Azure.AI.Inference", "dotnet add package Azure.AI.Inference --prerelease"),
+    ("curl", "curl", "REST", ""),
+    ("openai", "OpenAI SDK", "openai (Python)", "pip install openai"),
+    ("langchain", "LangChain", "langchain-azure-ai", "pip install langchain-azure-ai"),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class StatusView:
+    state: str
+    label: str
+    sentence: str
+    error: str | None
+    percent: float | None  # download progress, when the status carries it
+    replicas: list[dict[str, Any]]
+    is_terminal: bool
+
+
+def status_view(status: dict[str, Any] | None) -> StatusView:
+    """How to show the `status` of `GET /management/deployments/{name}`, whatever state it carries."""
+    status = status or {"state": "unknown"}
+    state = str(status.get("state", "unknown"))
+    label, sentence = STATES.get(state, (state.capitalize(), ""))
+    error = status.get("error") or status.get("reason") or status.get("key_refused")
+    return StatusView(state, label, sentence, str(error) if error else None, _percent(status.get("progress")),
+                      list(status.get("replicas") or []), state in TERMINAL_STATES)  # fmt: skip
+
+
+def _percent(progress: Any) -> float | None:
+    """Progress as a percentage, from a fraction, a percentage, or a mapping of done and total (bytes)."""
+    if isinstance(progress, bool) or progress is None:
+        return None
+    if isinstance(progress, int | float):
+        return round(progress * 100 if progress <= 1 else progress, 1)
+    if isinstance(progress, dict):
+        done = next((progress[k] for k in ("done", "downloaded", "downloaded_bytes", "bytes") if k in progress), None)
+        total = next((progress[k] for k in ("total", "total_bytes", "size") if k in progress), None)
+        if isinstance(done, int | float) and isinstance(total, int | float) and total > 0:
+            return round(100 * done / total, 1)
+        return _percent(progress.get("fraction", progress.get("percent")))
+    return None
+
+
+def limits_view(deployment: dict[str, Any]) -> dict[str, str]:
+    """The effective limits, as sentences ("not limited" where a limit does not bind)."""
+    limits = deployment_limits(deployment["type"], deployment.get("settings") or {})
+
+    def show(value: int | None) -> str:
+        return "not limited" if value is None or value >= UNLIMITED else f"{value:,}"
+
+    return {"tpm": show(limits.tokens_per_minute if limits else None),
+            "rpm": show(limits.requests_per_minute if limits else None)}  # fmt: skip
+
+
+def sample_context(base_url: str, name: str, model: str) -> dict[str, Any]:
+    """What the sample templates are filled with: the endpoint as the SDKs take it, the chat URL, the model."""
+    base = base_url.rstrip("/")
+    endpoint = f"{base}/deployments/{name}"
+    return {
+        "endpoint": endpoint,
+        "chat_url": f"{endpoint}/chat/completions?api-version=2024-05-01-preview",
+        "openai_base_url": f"{base}/v1",  # OpenAI clients name the deployment in `model`
+        "deployment_name": name,
+        "model": model,
+        "is_http": endpoint.startswith("http://"),
+        "languages": SAMPLE_LANGUAGES,
+    }

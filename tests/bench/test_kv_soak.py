@@ -1,0 +1,25 @@
+"""The soak of the prefix cache's tiers, at a size a test affords (tiny model, real llama.cpp): budgets small
+enough to evict, every answer equal to a cache-off engine's, memory within the budgets, hits after a restart."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bench import kv_soak
+
+
+def test_a_short_soak_evicts_answers_as_cold_stays_in_budget_and_keeps_hits_after_a_restart(
+    tiny_model_path: Path, tmp_path: Path
+) -> None:
+    parser = argparse.ArgumentParser()
+    kv_soak.add_arguments(parser)
+    args = parser.parse_args(["--model", str(tiny_model_path), "--conversations", "40", "--turns", "3",
+                              "--ram-budget", "300000", "--disk-budget", "600000", "--disk-dir", str(tmp_path),
+                              "--threads", "1"])  # fmt: skip
+    report = kv_soak.soak(args)
+    assert report.turns > 100 and report.mismatches == []
+    assert report.ram_evictions > 0 and report.max_ram_bytes <= args.ram_budget
+    assert report.disk_evictions > 0 and report.disk_bytes <= args.disk_budget
+    assert report.reused["ram"] > 0 and report.reused["disk"] > 0
+    assert report.restart_disk_tokens > 0 and report.restart_mismatches == 0

@@ -1,0 +1,80 @@
+"""The host-memory tier on its own: found by the longest token prefix, evicted by value within its byte budget."""
+
+from __future__ import annotations
+
+import random
+
+from llamafoundry.engine.host_cache import HostCache
+from llamafoundry.engine.prefix_index import BLOCK_TOKENS, PrefixIndex
+
+
+def tokens(seed: int, n: int) -> list[int]:
+    rng = random.Random(seed)
+    return [rng.randrange(1, 50_000) for _ in range(n)]
+
+
+def state(n: int) -> bytes:
+    return bytes(100 * n)  # 100 bytes a token
+
+
+def test_the_longest_prefix_is_found_across_blocks_and_into_a_partial_one() -> None:
+    index = PrefixIndex()
+    a, b = tokens(1, 100), tokens(2, 70)
+    index.add("a", a)
+    index.add("b", b)
+    index.add("a-short", a[:40])
+    assert index.longest(a[:90] + [7, 7]) == ("a", 90)  # 2 whole blocks, then 26 tokens into the third
+    assert index.longest(a[:40] + tokens(3, 50)) == ("a-short", 40)  # equal matches: the shorter entry
+    assert index.longest(b[: BLOCK_TOKENS - 1]) == (None, 0)
+    assert index.longest(tokens(4, 200)) == (None, 0)
+    assert sorted(index.prefixes_of(a + [1, 2])) == ["a", "a-short"]
+    index.remove("a")
+    assert index.longest(a) == ("a-short", 40) and len(index) == 2
+
+
+def test_an_entry_used_again_outlives_newer_one_off_entries() -> None:
+    cache = HostCache(budget_bytes=3 * (100 * 64 + 4 * 64))  # three 64-token states
+    favourite = tokens(0, 64)
+    assert cache.put(favourite, state(64))
+    for _ in range(3):
+        key, length = cache.longest(favourite + [1])
+        assert length == 64 and key is not None
+        cache.take(key)
+    for seed in range(1, 6):  # a wave of one-off conversations: least recently used would evict the favourite
+        assert cache.put(tokens(seed, 64), state(64))
+    assert cache.longest(favourite)[1] == 64
+    assert cache.longest(tokens(1, 64))[1] == 0  # an older one-off went instead
+    assert len(cache) == 3 and cache.used_bytes <= cache.budget_bytes and cache.num_evicted == 3
+
+
+def test_a_longer_history_replaces_its_prefix_and_keeps_its_hits() -> None:
+    cache = HostCache(budget_bytes=10**6)
+    turn_1 = tokens(0, 64)
+    cache.put(turn_1, state(64))
+    key, _ = cache.longest(turn_1)
+    assert key is not None
+    cache.take(key)
+    turn_2 = turn_1 + tokens(1, 40)
+    cache.put(turn_2, state(104))
+    assert len(cache) == 1 and cache.covers(turn_1) and cache.covers(turn_2)
+    key, length = cache.longest(turn_2 + [5])
+    assert length == 104 and key is not None and cache.take(key).hits == 2
+    assert cache.used_bytes == 104 * 104
+
+
+def test_the_budget_is_never_exceeded_and_oversized_states_are_refused() -> None:
+    budget = 50_000
+    cache = HostCache(budget_bytes=budget)
+    assert not cache.put(tokens(0, 600), state(600))  # 60 kB: more than the whole budget
+    assert not cache.put(tokens(0, 10), state(10))  # shorter than a block: not indexed, not kept
+    rng = random.Random(5)
+    kept = []
+    for seed in range(200):
+        toks = tokens(seed, rng.randrange(32, 200))
+        assert cache.put(toks, state(len(toks)))
+        kept.append(toks)
+        key, _ = cache.longest(kept[rng.randrange(len(kept))])
+        if key is not None and rng.random() < 0.5:
+            cache.take(key)
+        assert cache.used_bytes <= budget
+    assert cache.used_bytes == sum(e.num_bytes for e in cache._entries.values())
