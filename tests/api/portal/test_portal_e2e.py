@@ -32,7 +32,12 @@ def expect_named_controls(page: Any) -> None:
 
 
 def nav(page: Any, name: str) -> None:
-    page.get_by_role("navigation", name="Main").get_by_role("link", name=name).click()
+    link = page.get_by_role("navigation", name="Main").get_by_role("link", name=name)
+    href = link.get_attribute("href")
+    link.click()
+    # The next page, loaded: the click returns before it is, and acting at once raced the navigation (the
+    # playground's key was read before its script had filled it).
+    page.wait_for_url(re.compile(re.escape(href) + r"(\?.*)?$"))
 
 
 def sign_in(page: Any, server: PortalServer, shoot: Any) -> None:
