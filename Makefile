@@ -31,6 +31,7 @@ $(VENV)/.installed-bench: $(VENV)/.installed pyproject.toml scripts/install-benc
 lint: install-test
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 bench: install-bench
 	$(PY) bench/engine_throughput.py $(ARGS)
