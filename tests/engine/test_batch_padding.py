@@ -40,9 +40,9 @@ def test_padding_picks_a_window_of_free_ids_when_there_are_more_slots() -> None:
     assert padding_slots(ids, {8, 9}, 32, 16) == [8, 9]  # only the ids below are free
 
 
-def _run_fifteen(pad_batch_to: int, prefix_caching: bool) -> tuple[FakeRunner, list[list[int]]]:
+def _run_fifteen(batch_pad: int, prefix_caching: bool) -> tuple[FakeRunner, list[list[int]]]:
     runner = FakeRunner(max_seqs=16, max_batch_tokens=64, ctx_size=64)
-    engine = LLMEngine(runner, ctx_size=64, max_queue=32, prefix_caching=prefix_caching, pad_batch_to=pad_batch_to)
+    engine = LLMEngine(runner, ctx_size=64, max_queue=32, prefix_caching=prefix_caching, batch_pad=batch_pad)
     sinks = [submit(engine, [1 + i, 2, 3 + i % 5], temperature=0.0, max_tokens=6)[1] for i in range(15)]
     run_until_done(engine)
     return runner, [sink.token_ids()[0] for sink in sinks]

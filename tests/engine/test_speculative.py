@@ -99,7 +99,7 @@ def _run_sinks(
     max_draft: int, prefix_caching: bool, one_by_one: bool = True, **params: object
 ) -> tuple[LLMEngine, FakeRunner, list[Collector]]:
     runner = FakeRunner(max_seqs=4, max_batch_tokens=64, ctx_size=96)
-    engine = LLMEngine(runner, ctx_size=96, max_queue=8, prefix_caching=prefix_caching, max_draft_tokens=max_draft)
+    engine = LLMEngine(runner, ctx_size=96, max_queue=8, prefix_caching=prefix_caching, speculative_tokens=max_draft)
     sinks = []
     for prompt in PROMPTS:
         sinks.append(submit(engine, prompt, **params)[1])
@@ -220,7 +220,7 @@ def test_same_outputs_and_logprobs_with_speculation_through_llama_cpp(tiny_model
             await collect(engine, COPY_PROMPT, temperature=0.8, seed=11, max_tokens=48),
         ]
         logprobs = [lp for out in outputs[0] for d in out.deltas for lp in (d.logprobs or [])]
-        return [token_ids(o) for o in outputs] + [[round(lp.logprob, 2) for lp in logprobs]], engine.speculative_tokens
+        return [token_ids(o) for o in outputs] + [[round(lp.logprob, 2) for lp in logprobs]], engine.speculative_counts
 
     fast, (drafted, accepted) = run_engine(tiny_model_path, body, ctx_size=256, speculative_tokens=15)
     plain, (plain_drafted, _) = run_engine(tiny_model_path, body, ctx_size=256, speculative_tokens=0)
@@ -255,7 +255,7 @@ def test_every_sampling_setting_gives_the_same_answer_with_speculation(tiny_mode
         for stop in ({"stop_token_ids": [token_ids(greedy)[0][40]]}, {"stop": [texts(greedy)[0][middle : middle + 3]]}):
             outputs = await collect(engine, COPY_PROMPT, temperature=0, **base, **stop)
             answers.append((token_ids(outputs), texts(outputs)))
-        return answers, engine.speculative_tokens[1]
+        return answers, engine.speculative_counts[1]
 
     fast, accepted = run_engine(tiny_model_path, body, ctx_size=256, parallel=4, speculative_tokens=15)
     plain, _ = run_engine(tiny_model_path, body, ctx_size=256, parallel=4, speculative_tokens=0)
@@ -284,9 +284,9 @@ def test_a_rejected_draft_leaves_the_cache_as_plain_decoding_through_llama_cpp(t
             if Counter(answer).most_common(1)[0][0] == repeated:
                 break
             repeated = Counter(answer).most_common(1)[0][0]
-        before = engine.speculative_tokens
+        before = engine.speculative_counts
         answer = await greedy(engine, head + [repeated] * 9 + tail)
-        return answer, (engine.speculative_tokens[0] - before[0], engine.speculative_tokens[1] - before[1])
+        return answer, (engine.speculative_counts[0] - before[0], engine.speculative_counts[1] - before[1])
 
     answer, (drafted, kept) = run_engine(tiny_model_path, body, ctx_size=256, speculative_tokens=15)
     plain, _ = run_engine(tiny_model_path, body, ctx_size=256, speculative_tokens=0)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.requests import Request
 
+from llamafoundry.platform.keys import DEFAULT_KEY_ID
 from llamafoundry.platform.ratelimit import (
     LIMITED_BY_TOKENS,
     UNLIMITED,
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_KEY_ID = "default"  # the single key of `serve --api-key` (deployment keys are `primary`/`secondary`)
 RETRY_AFTER_STORE_S = 2  # a rate-limit store (Redis) that does not answer: retry soon
 
 

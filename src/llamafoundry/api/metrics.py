@@ -68,13 +68,15 @@ class _EngineCollector(Collector):
                 reused.add_metric([deployment, source], float(count))
             if status.get("prefix_cache_ram_bytes") is not None:
                 ram_bytes.add_metric([deployment], float(status["prefix_cache_ram_bytes"]))
-            waiting.add_metric([deployment], float(status.get("waiting", 0)))
-            running.add_metric([deployment], float(status.get("running", 0)))
+            if "waiting" in status:
+                waiting.add_metric([deployment], float(status["waiting"]))
+            if "running" in status:
+                running.add_metric([deployment], float(status["running"]))
             if status.get("kv_cache_usage") is not None:
                 kv_cache.add_metric([deployment], float(status["kv_cache_usage"]))
-            if status.get("speculative_tokens") is not None:
-                drafted.add_metric([deployment], float(status["speculative_tokens"][0]))
-                accepted.add_metric([deployment], float(status["speculative_tokens"][1]))
+            if status.get("speculative_counts") is not None:
+                drafted.add_metric([deployment], float(status["speculative_counts"][0]))
+                accepted.add_metric([deployment], float(status["speculative_counts"][1]))
         yield waiting
         yield running
         yield kv_cache

@@ -11,8 +11,9 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from llamafoundry.api.limits import DEFAULT_KEY_ID, Accounting, RequestUsage
+from llamafoundry.api.limits import Accounting, RequestUsage
 from llamafoundry.platform.catalog import MANAGED
+from llamafoundry.platform.keys import DEFAULT_KEY_ID
 from llamafoundry.platform.metering import STATUS_CLIENT_CLOSED, STATUS_CUT_BY_CRASH, Meter, UsageRecord
 from llamafoundry.platform.usage import pricing_for
 

@@ -40,11 +40,10 @@ from llamafoundry.platform.ratelimit import RateLimits, RateLimitStoreUnavailabl
 from llamafoundry.platform.ratelimit_redis import build_limiter
 from llamafoundry.platform.usage import Pricing, check_period, parse_since, period_label, report, to_csv
 from llamafoundry.protocol.errors import ApiError, invalid
-from llamafoundry.service.types import ChatResult, ChatStream, ChatUpdate
+from llamafoundry.service.types import CONTENT_FILTER, ChatResult, ChatStream, ChatUpdate
 
 logger = logging.getLogger(__name__)
 
-CONTENT_FILTER = "content_filter"  # the finish reason and the error code of filtered content
 _DEPLOYMENT_PATH = re.compile(r"^/deployments/([^/]+)/chat/completions$")
 METERED_ROUTES = ("/chat/completions", "/v1/completions")  # what generates tokens
 

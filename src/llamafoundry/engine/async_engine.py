@@ -82,8 +82,8 @@ class AsyncEngine:
         max_queue: requests that may wait for a slot; beyond it `add_request` raises QueueFullError.
         describe: how to describe the model (chat template etc.), derived from the loaded runner.
         prefix_caching: share cached prompt prefixes across requests (LLMEngine's option; on by default).
-        pad_batch_to: LLMEngine's batch padding (0: off).
-        max_draft_tokens: LLMEngine's prompt-lookup speculative decoding, most tokens per draft (0: off).
+        batch_pad: LLMEngine's batch padding (0: off).
+        speculative_tokens: LLMEngine's prompt-lookup speculative decoding, most tokens per draft (0: off).
         make_kv_tiers: builds the prefix cache's host-memory and disk tiers for the loaded runner (they need its
             state fingerprint), or None for none; closed (disk writes finished) by `stop()`.
         prompt_tokens_shared_while_decoding: LLMEngine's larger prompt chunks beside few decoding streams (0: off).
@@ -96,8 +96,8 @@ class AsyncEngine:
         max_queue: int,
         describe: Callable[[ModelRunner], ModelInfo],
         prefix_caching: bool = True,
-        pad_batch_to: int = 16,
-        max_draft_tokens: int = 0,
+        batch_pad: int = 16,
+        speculative_tokens: int = 0,
         make_kv_tiers: Callable[[ModelRunner], KvTiers | None] | None = None,
         prompt_tokens_shared_while_decoding: int = PROMPT_TOKENS_SHARED_WHILE_DECODING,
     ) -> None:
@@ -109,8 +109,8 @@ class AsyncEngine:
         self._max_queue = max_queue
         self._describe = describe
         self._prefix_caching = prefix_caching
-        self._pad_batch_to = pad_batch_to
-        self._max_draft_tokens = max_draft_tokens
+        self._batch_pad = batch_pad
+        self._speculative_tokens = speculative_tokens
         self._engine: LLMEngine | None = None
         self._model_info: ModelInfo | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -136,8 +136,8 @@ class AsyncEngine:
             self._ctx_size,
             self._max_queue,
             self._prefix_caching,
-            pad_batch_to=self._pad_batch_to,
-            max_draft_tokens=self._max_draft_tokens,
+            batch_pad=self._batch_pad,
+            speculative_tokens=self._speculative_tokens,
             kv_tiers=self._kv_tiers,
             prompt_tokens_shared_while_decoding=self._prompt_tokens_shared,
         )
@@ -172,7 +172,7 @@ class AsyncEngine:
         return self._model_info
 
     @property
-    def speculative_tokens(self) -> tuple[int, int]:
+    def speculative_counts(self) -> tuple[int, int]:
         """(drafted, accepted) tokens of prompt-lookup speculative decoding since the engine started."""
         engine = self._engine
         return (engine.num_draft_tokens, engine.num_accepted_draft_tokens) if engine else (0, 0)

@@ -49,10 +49,10 @@ class LLMEngine:
             by the number of decoding streams, when more than `max_prefill_tokens_while_decoding` (0: off). A
             chunk beside decoding streams is a second pass over the weights, so 16-token chunks cost ~2x per
             token what larger ones do; with few streams the larger chunks hold up few.
-        pad_batch_to: give free sequence slots a throwaway token so a step just short of this many sequences, or
+        batch_pad: give free sequence slots a throwaway token so a step just short of this many sequences, or
             split into several runs of sequence ids, runs as one pass of this many (see
             `scheduler.padding_slots`); 0 turns it off. 16 suits llama.cpp's CPU kernels on x86 (AVX2).
-        max_draft_tokens: prompt-lookup speculative decoding: up to this many tokens guessed from a sequence's
+        speculative_tokens: prompt-lookup speculative decoding: up to this many tokens guessed from a sequence's
             own prompt and output are checked in its step (see speculative.py); 0 turns it off.
         kv_tiers: with prefix caching, where states go when their slots are needed and come back from (host
             memory, disk; kv_tiers.py); None keeps prefixes in the idle slots only.
@@ -67,8 +67,8 @@ class LLMEngine:
         max_prefill_tokens: int = 512,
         max_prefill_tokens_while_decoding: int = 16,
         prompt_tokens_shared_while_decoding: int = 0,
-        pad_batch_to: int = 16,
-        max_draft_tokens: int = 0,
+        batch_pad: int = 16,
+        speculative_tokens: int = 0,
         kv_tiers: KvTiers | None = None,
     ) -> None:
         self.runner = runner
@@ -82,8 +82,8 @@ class LLMEngine:
             prompt_tokens_shared_while_decoding,
         )
         self.prefix_cache = PrefixCache(runner, tiers=kv_tiers) if prefix_caching else None
-        self.pad_batch_to = pad_batch_to
-        self.max_draft_tokens = max_draft_tokens
+        self.batch_pad = batch_pad
+        self.speculative_tokens = speculative_tokens
         self.num_draft_tokens = 0  # drafted tokens checked so far (speculative decoding)
         self.num_accepted_draft_tokens = 0  # of those, the ones the sampler chose too
         self._padding: list[tuple[int, int]] = []  # (seq_id, position) of this step's throwaway tokens
@@ -159,7 +159,7 @@ class LLMEngine:
             # every choice walks the grammar on its own: a fork gets its own copy of the state
             constraint = grammar.clone() if grammar is not None and index else grammar
             sampler = TokenSampler(params, choice_seed(request.seed, index), banned, constraint, request.max_new_tokens)
-            drafter = NgramDrafter(self.max_draft_tokens) if self.max_draft_tokens else None
+            drafter = NgramDrafter(self.speculative_tokens) if self.speculative_tokens else None
             detokenizer = IncrementalDetokenizer(params.stop)
             request.sequences.append(Sequence(index, seq_id, sampler, detokenizer, drafter=drafter))
 
@@ -191,7 +191,7 @@ class LLMEngine:
                 rows[id(request)] = index
 
         room = runner.max_batch_tokens - plan.num_tokens
-        num_drafted = assign_drafts(plan, room) if self.max_draft_tokens else 0
+        num_drafted = assign_drafts(plan, room) if self.speculative_tokens else 0
         for request in plan.decoding:
             base = request.num_prompt_tokens - 1
             for seq in request.live_sequences:
@@ -214,12 +214,12 @@ class LLMEngine:
     def _padding_for(self, batch_seq_ids: list[int], room: int) -> list[tuple[int, int]]:
         """(seq_id, position) of the throwaway tokens this step gets: on free slots, after what their cells hold
         (an idle slot's cached prefix is kept; the token is removed right after the step)."""
-        if self.pad_batch_to <= 0:
+        if self.batch_pad <= 0:
             return []
         cache = self.prefix_cache
         held = {seq: cache.cached_length(seq) if cache else 0 for seq in self.scheduler.free_slots}
         free = {seq for seq, length in held.items() if length < self.ctx_size}
-        pads = padding_slots(batch_seq_ids, free, self.runner.max_seqs, self.pad_batch_to)
+        pads = padding_slots(batch_seq_ids, free, self.runner.max_seqs, self.batch_pad)
         return [(seq, held[seq]) for seq in pads] if len(pads) <= room else []
 
     def _drop_padding(self) -> None:

@@ -53,7 +53,7 @@ def build_local_engine(settings: EngineSettings, model_name: str, model_provider
         settings.ctx_size,
         settings.max_queue,
         describe,
-        pad_batch_to=settings.batch_pad,
-        max_draft_tokens=settings.speculative_tokens,
+        batch_pad=settings.batch_pad,
+        speculative_tokens=settings.speculative_tokens,
         make_kv_tiers=tiers,
     )

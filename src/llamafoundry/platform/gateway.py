@@ -24,7 +24,7 @@ from typing import Any
 from llamafoundry.config import EngineSettings
 from llamafoundry.outage import RepeatedFailure
 from llamafoundry.platform.catalog import MANAGED, find_instance_type, find_model
-from llamafoundry.platform.keys import StoredKey, hash_key, match_key
+from llamafoundry.platform.keys import DEFAULT_KEY_ID, StoredKey, hash_key, match_key
 from llamafoundry.platform.replicas import ReplicaSet, ReplicaSpec
 from llamafoundry.platform.server_keys import forget_server_key, record_server_key
 from llamafoundry.platform.store import Deployment, Snapshot, Store
@@ -36,7 +36,6 @@ logger = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 1.0
 RUNTIME_HEARTBEAT_S = 15.0  # a report unchanged this long is written again, so readers can tell a live server
-DEFAULT_KEY_ID = "default"
 
 
 @dataclass(frozen=True)

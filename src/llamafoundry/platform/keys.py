@@ -21,6 +21,8 @@ KEY_SLOTS = (PRIMARY, SECONDARY)
 KEY_LENGTH = 32
 _IMPORTABLE = re.compile(r"^[A-Za-z0-9]{32}$")
 
+DEFAULT_KEY_ID = "default"  # the single key of `serve --api-key` (deployment keys are `primary`/`secondary`)
+
 
 def generate_key() -> str:
     return secrets.token_hex(KEY_LENGTH // 2)

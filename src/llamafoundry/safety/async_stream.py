@@ -20,13 +20,12 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from llamafoundry.service.types import ChatDelta, ChatMessage, ChatStream, ChatUpdate
+from llamafoundry.service.types import CONTENT_FILTER, ChatDelta, ChatMessage, ChatStream, ChatUpdate
 
 if TYPE_CHECKING:
     from llamafoundry.safety.chat import ChatSafety
 
 CHECK_BUDGET_S = 0.02
-CONTENT_FILTER = "content_filter"
 
 
 @dataclass

@@ -40,6 +40,7 @@ from llamafoundry.safety.base import (
 )
 from llamafoundry.safety.deterministic import completion_block, rule_verdict
 from llamafoundry.service.types import (
+    CONTENT_FILTER,
     ChatChoice,
     ChatDelta,
     ChatMessage,
@@ -55,7 +56,6 @@ PROMPT_FILTERED_MESSAGE = (
     f"The response was filtered due to the prompt triggering {PRODUCT_NAME}'s content management policy. "
     "Please modify your prompt and retry."
 )
-CONTENT_FILTER = "content_filter"
 MAX_HOLD_S = 1.0  # held text is checked and released once its oldest token has waited this long
 FIRST_WINDOW_CHARS = 16  # about 3-4 tokens: the first words of an answer are released (checked) almost at once
 _BOUNDARY = re.compile(r"[.!?;:\n][\"')\]]*\s*$")

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llamafoundry.service.types import (
+    CONTENT_FILTER,
     ChatChoice,
     ChatDelta,
     ChatRequest,
@@ -167,7 +168,7 @@ def _pythonic_call(node: ast.expr) -> tuple[str, dict[str, Any]] | None:
 
 def with_tool_calls(choice: ChatChoice, names: Collection[str]) -> ChatChoice:
     """A finished choice with its text read as tool calls when it is one (finish_reason `tool_calls`)."""
-    if not names or choice.finish_reason == "content_filter":
+    if not names or choice.finish_reason == CONTENT_FILTER:
         return choice
     calls = parse_tool_calls(choice.text, names)
     if calls is None:
@@ -235,7 +236,7 @@ class ToolCallStream:
                 return []
             choice.is_content = True
             return [ChatDelta(delta.index, choice.held, None, choice.logprobs)]
-        calls = parse_tool_calls(choice.held, self._names) if delta.finish_reason != "content_filter" else None
+        calls = parse_tool_calls(choice.held, self._names) if delta.finish_reason != CONTENT_FILTER else None
         if calls is None:
             return [ChatDelta(delta.index, choice.held, delta.finish_reason, choice.logprobs)]
         return tool_call_deltas(delta.index, calls, choice.logprobs)

@@ -14,6 +14,8 @@ from typing import Any, Protocol
 from llamafoundry.engine.outputs import TokenLogprob, TopLogprob
 from llamafoundry.engine.sampling_params import SamplingParams
 
+CONTENT_FILTER = "content_filter"  # the finish reason of filtered content, and the error code of a filtered prompt
+
 __all__ = ["TokenLogprob", "TopLogprob"]  # the engine's logprob records are the service's too
 
 
