@@ -92,11 +92,9 @@ def endpoint_of(gateway: tuple[Gateway, str], route: str) -> Endpoint:
     return Endpoint(f"{running.url}/deployments/pets", key, running)
 
 
-# The gateway checks the schema and refuses what cannot be enforced on every route, but a local replica deployment
-# is reached through platform/upstream.py, which neither sends response_format to the replica nor reads tool_calls
-# from its answer (finish_reason "tool_calls" with no calls): the forwarding issue that follows this one.
-UPSTREAM_GAP = pytest.mark.xfail(strict=True, reason="platform/upstream.py drops response_format and tool_calls")
-ROUTES = ["bare", pytest.param("deployment", marks=UPSTREAM_GAP)]
+# Both routes: a local replica deployment is reached through the forwarding codec (protocol/forward.py), which
+# sends response_format and tools on and reads tool_calls back.
+ROUTES = ["bare", "deployment"]
 
 
 @pytest.mark.parametrize("route", ROUTES)
