@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.shared_material import SHARED, require_shared
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The data directory of servers and commands started without --data-dir: one of this run, never the user's
+    ~/.llamafoundry (another checkout's run may have migrated its store further, or left deployments in it)."""
+    home = tmp_path_factory.mktemp("llamafoundry-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LLAMAFOUNDRY_DATA_DIR", str(home))
+        yield home
 
 
 @pytest.fixture(scope="session")

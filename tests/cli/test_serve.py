@@ -10,13 +10,17 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.api.conftest import start_server, stop_server
 from tests.serve_process import free_port, launch_serve, stop_process, wait_healthy
 
 
-def test_serve_without_arguments_serves_the_demo_model_and_prints_a_key(tmp_path: Path) -> None:
+def test_serve_without_arguments_serves_the_demo_model_and_prints_a_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A fresh machine: no data directory yet (the default one is made), no config file."""
+    monkeypatch.delenv("LLAMAFOUNDRY_DATA_DIR")  # the suite's own (tests/conftest.py): here the default is tested
     port = free_port()
     log_path = tmp_path / "serve.log"
     process = launch_serve(["--port", str(port)], log_path, env={"HOME": str(tmp_path / "user")})

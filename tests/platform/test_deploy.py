@@ -226,6 +226,7 @@ def test_admin_key_command(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
 def test_the_data_directory_comes_from_llamafoundry_home(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, weights: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv("LLAMAFOUNDRY_DATA_DIR")  # the suite's own (tests/conftest.py), which would win
     monkeypatch.setenv("LLAMAFOUNDRY_HOME", str(tmp_path / "env-home"))
     (tmp_path / "env-home").mkdir()
     assert run(capsys, "deploy", "create", "chat", "--model", MODEL, "--weights", str(weights))[0] == 0
