@@ -15,9 +15,8 @@ from azure.ai.inference.models import UserMessage
 from azure.core.credentials import AzureKeyCredential
 
 from llamafoundry.api.streaming import chat_events
-from llamafoundry.engine.sampling_params import SamplingParams
 from llamafoundry.protocol.render import ChunkRenderer
-from llamafoundry.service.types import ChatRequest
+from llamafoundry.service.types import ChatRequest, GenerationOptions
 from tests.api.conftest import Server, module_server
 from tests.api.fakes import FakeChatService
 
@@ -29,7 +28,8 @@ def stream_chunks(delay_s: float, keepalive_s: float | None) -> list[Any]:
 
     async def run() -> list[bytes]:
         service = FakeChatService(delay_s=delay_s)
-        stream = await service.stream(ChatRequest(messages=[], params=SamplingParams(max_tokens=5)))
+        request = ChatRequest(messages=[], options=GenerationOptions(max_tokens=5))
+        stream = await service.stream(await service.prepare(request))
         renderer = ChunkRenderer("fake-llama")
         return [event async for event in chat_events(stream, renderer, 1, keepalive_s=keepalive_s)]
 

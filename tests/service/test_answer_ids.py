@@ -19,7 +19,7 @@ from llamafoundry.service.answer_ids import AnswerIds
 from llamafoundry.service.chat import ChatService
 from llamafoundry.service.chat_format import ChatFormatter
 from llamafoundry.service.prompt_pieces import render_pieces
-from llamafoundry.service.types import ChatMessage, ChatRequest
+from llamafoundry.service.types import ChatMessage, ChatRequest, GenerationOptions
 from tests.service.test_chat_format import LLAMA_3_1, template_text
 
 PIECES = {1: "hel", 2: "lo", 3: " wor", 4: "ld", 5: " ", 6: "\n", 7: "", 8: "!"}  # 7: an end-of-turn token
@@ -83,16 +83,17 @@ def test_a_conversation_coming_back_is_prompted_with_its_generated_ids(tiny_mode
         try:
             for seed in range(8):
                 messages = [ChatMessage("user", f"Tell me story number {seed}.")]
+                options = GenerationOptions(temperature=0.9, seed=seed, max_tokens=16)
                 params = SamplingParams(temperature=0.9, seed=seed, max_tokens=16)
-                first_prompt = service.prompt_ids(ChatRequest(messages, params))
+                first_prompt = service.prompt_ids(ChatRequest(messages, options))
                 text = ""
-                async for update in await service.stream(ChatRequest(messages, params)):
+                async for update in await service.stream(await service.prepare(ChatRequest(messages, options))):
                     text += "".join(delta.text for delta in update.deltas)
                 generated = []  # the same request again (seeded): the ids the model generated
                 async for output in await engine.add_request(first_prompt, params):
                     generated += [t for delta in output.deltas for t in delta.token_ids]
                 back = messages + [ChatMessage("assistant", text), ChatMessage("user", "More.")]
-                second_prompt = service.prompt_ids(ChatRequest(back, params))
+                second_prompt = service.prompt_ids(ChatRequest(back, options))
                 found.append((first_prompt, second_prompt, generated, engine.tokenize(text, False), text))
         finally:
             await service.stop()
