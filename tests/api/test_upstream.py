@@ -302,20 +302,19 @@ def test_the_upstream_key_is_never_shown(setup: Setup) -> None:
 
 
 def test_request_translation_sends_extras_only_when_used() -> None:
-    from llamafoundry.engine.sampling_params import SamplingParams
-    from llamafoundry.platform.upstream import openai_body
-    from llamafoundry.service.types import ChatMessage, ChatRequest
+    from llamafoundry.protocol.forward import request_body
+    from llamafoundry.service.types import ChatMessage, ChatRequest, GenerationOptions
 
-    plain = ChatRequest([ChatMessage("user", "Hi")], SamplingParams(max_tokens=5, temperature=0.2, stop=["."]))
-    body, headers = openai_body(plain, "m")
+    plain = ChatRequest([ChatMessage("user", "Hi")], GenerationOptions(max_tokens=5, temperature=0.2, stop=["."]))
+    body, headers = request_body(plain, "m")
     assert body == {"model": "m", "messages": [{"role": "user", "content": "Hi"}], "temperature": 0.2,
                     "max_tokens": 5, "stop": ["."]} and headers == {}  # fmt: skip
     parts = [{"type": "image_url", "image_url": {"url": PIXEL, "detail": "low"}}]
     extras = ChatRequest(
         [ChatMessage("user", "", content_parts=parts)],
-        SamplingParams(n=2, best_of=3, logprobs=True, top_logprobs=1, seed=2**64 - 1),
+        GenerationOptions(n=2, best_of=3, logprobs=True, top_logprobs=1, seed=2**64 - 1),
     )
-    body, headers = openai_body(extras, "m")
+    body, headers = request_body(extras, "m")
     assert body["messages"][0]["content"] == parts and headers == {"extra-parameters": "pass-through"}
     assert (body["n"], body["best_of"], body["top_logprobs"], body["seed"]) == (2, 3, 1, -1)
 
