@@ -25,7 +25,7 @@ from llamafoundry.engine.sampling_params import SamplingParams
 from llamafoundry.service.chat import ChatService
 from llamafoundry.service.chat_format import ChatFormatter
 from llamafoundry.service.prompt_pieces import render_pieces
-from llamafoundry.service.types import ChatMessage, ChatRequest
+from llamafoundry.service.types import ChatMessage, ChatRequest, GenerationOptions
 
 
 async def measure(args: argparse.Namespace) -> list[tuple[int, int, int, bool]]:
@@ -40,17 +40,18 @@ async def measure(args: argparse.Namespace) -> list[tuple[int, int, int, bool]]:
     try:
         for seed in range(args.answers):
             messages = [ChatMessage("user", f"Question {seed}: how do I learn to sail a small boat on the sea?")]
+            options = GenerationOptions(temperature=args.temperature, seed=seed, max_tokens=args.answer_len)
             params = SamplingParams(temperature=args.temperature, seed=seed, max_tokens=args.answer_len)
-            first = service.prompt_ids(ChatRequest(messages, params))
+            first = service.prompt_ids(ChatRequest(messages, options))
             text = ""  # the answer as a client streams it (the service keeps its ids)
-            async for update in await service.stream(ChatRequest(messages, params)):
+            async for update in await service.stream(await service.prepare(ChatRequest(messages, options))):
                 text += "".join(delta.text for delta in update.deltas)
             generated: list[int] = []  # the same request again (seeded): the ids the cache holds
             async for output in await engine.add_request(first, params):
                 generated += [t for delta in output.deltas for t in delta.token_ids]
             back = [*messages, ChatMessage("assistant", text), ChatMessage("user", "And then?")]
             cached = first + generated
-            kept = common_prefix_len(service.prompt_ids(ChatRequest(back, params)), cached) - len(first)
+            kept = common_prefix_len(service.prompt_ids(ChatRequest(back, options)), cached) - len(first)
             plain_ids = [t for piece in render_pieces(formatter, back) for t in engine.tokenize(piece.text)]
             plain = common_prefix_len(plain_ids, cached) - len(first)
             rows.append((len(generated), max(0, kept), max(0, plain), text != text.strip()))

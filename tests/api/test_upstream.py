@@ -208,9 +208,8 @@ def test_text_completions_are_forwarded_to_the_upstreams_own_route(setup: Setup,
     the gateway counts the prompt as the upstream does (BOS + the prompt's tokens, no template)."""
     import httpx
 
-    from llamafoundry.engine.sampling_params import SamplingParams
     from llamafoundry.service.prompt_counter import llama_prompt_counter
-    from llamafoundry.service.types import ChatMessage, ChatRequest
+    from llamafoundry.service.types import ChatMessage, ChatRequest, GenerationOptions
 
     body = {"model": "remote", "prompt": "Once upon a time", "max_tokens": 4, "temperature": 0, "logprobs": 1}
     forwarded = httpx.post(f"{setup.gateway.url}/v1/completions", json=body,
@@ -221,7 +220,7 @@ def test_text_completions_are_forwarded_to_the_upstreams_own_route(setup: Setup,
     assert forwarded["choices"][0]["logprobs"]["tokens"] == direct["choices"][0]["logprobs"]["tokens"]
     assert forwarded["usage"] == direct["usage"]
     counted = llama_prompt_counter().count(
-        ChatRequest([ChatMessage("user", body["prompt"])], SamplingParams(), prompt=body["prompt"])
+        ChatRequest([ChatMessage("user", body["prompt"])], GenerationOptions(), prompt=body["prompt"])
     )
     assert counted == direct["usage"]["prompt_tokens"]
 
@@ -229,9 +228,8 @@ def test_text_completions_are_forwarded_to_the_upstreams_own_route(setup: Setup,
 def test_the_gateway_counts_a_prompt_as_the_upstream_does(setup: Setup) -> None:
     """The reservation's prompt tokens are the upstream's own count (another llamafoundry, whose GGUF has Meta's
     Llama 3.1 template): the built-in format the gateway used to count with left out ~25 tokens a request."""
-    from llamafoundry.engine.sampling_params import SamplingParams
     from llamafoundry.service.prompt_counter import llama_prompt_counter
-    from llamafoundry.service.types import ChatMessage, ChatRequest
+    from llamafoundry.service.types import ChatMessage, ChatRequest, GenerationOptions
 
     url = f"{setup.gateway.url}/deployments/remote/chat/completions"
     conversations = [
@@ -243,7 +241,7 @@ def test_the_gateway_counts_a_prompt_as_the_upstream_does(setup: Setup) -> None:
         messages = [{"role": role, "content": text} for role, text in turns]
         used = chat(url, setup.keys["remote"], messages=messages, max_tokens=1).json()["usage"]["prompt_tokens"]
         counted = llama_prompt_counter().count(
-            ChatRequest([ChatMessage(role, text) for role, text in turns], SamplingParams()),
+            ChatRequest([ChatMessage(role, text) for role, text in turns], GenerationOptions()),
             "Meta-Llama-3.1-405B-Instruct",
         )
         assert counted == used, turns

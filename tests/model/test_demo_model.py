@@ -17,12 +17,11 @@ import pytest
 
 from llamafoundry.config import EngineSettings
 from llamafoundry.engine.factory import build_local_engine
-from llamafoundry.engine.sampling_params import SamplingParams
 from llamafoundry.model.demo import DEMO_MODEL_NAME, DEMO_MODEL_PROVIDER, demo_model_path
 from llamafoundry.model.llamacpp import LlamaCppVocab
 from llamafoundry.service.chat import ChatService
 from llamafoundry.service.chat_format import ChatFormatter
-from llamafoundry.service.types import ChatMessage, ChatRequest, ChatResult
+from llamafoundry.service.types import ChatMessage, ChatRequest, ChatResult, GenerationOptions
 
 TOOLS = Path(__file__).resolve().parents[2] / "tools"
 MAX_TOKENS = 128
@@ -52,8 +51,8 @@ HELD_OUT = {
 # answers depend on which requests share a batch (float sums differ in the last bits, and a sampled token can
 # flip), so they are judged as a population: a bounded share may fail, never the greedy ones.
 SAMPLINGS = {
-    "greedy": SamplingParams(temperature=0.0, max_tokens=MAX_TOKENS),
-    **{f"seed-{s}": SamplingParams(temperature=0.7, seed=s, max_tokens=MAX_TOKENS) for s in range(1, 5)},
+    "greedy": GenerationOptions(temperature=0.0, max_tokens=MAX_TOKENS),
+    **{f"seed-{s}": GenerationOptions(temperature=0.7, seed=s, max_tokens=MAX_TOKENS) for s in range(1, 5)},
 }
 MAX_SAMPLED_FAILURE_RATE = 0.05
 
@@ -113,7 +112,8 @@ def answers() -> dict[str, list[ChatResult]]:
             results = {}
             for name, params in SAMPLINGS.items():
                 requests = [ChatRequest([ChatMessage("user", prompt)], params) for prompt in HELD_OUT]
-                results[name] = await asyncio.gather(*(service.complete(r) for r in requests))
+                prepared = [await service.prepare(r) for r in requests]
+                results[name] = await asyncio.gather(*(service.complete(p) for p in prepared))
             return results
         finally:
             await service.stop()

@@ -3,14 +3,13 @@ characters-per-token guess (which the rate limiter used to reserve, 9x short for
 
 from __future__ import annotations
 
-from llamafoundry.engine.sampling_params import SamplingParams
 from llamafoundry.service.prompt_counter import estimate_tokens, llama_prompt_counter
-from llamafoundry.service.types import ChatMessage, ChatRequest
+from llamafoundry.service.types import ChatMessage, ChatRequest, GenerationOptions
 from tests.service.test_chat_format import WEATHER_TOOL
 
 
 def request(*messages: ChatMessage, tools: list | None = None, tool_choice: str | None = None) -> ChatRequest:
-    return ChatRequest(list(messages), SamplingParams(), tools=tools, tool_choice=tool_choice)
+    return ChatRequest(list(messages), GenerationOptions(), tools=tools, tool_choice=tool_choice)
 
 
 def test_special_tokens_count_once_each_after_the_dated_system_turn() -> None:
