@@ -27,11 +27,8 @@ from llamafoundry.platform.store import Store
 
 ADMIN = "admin"
 PROJECT_KEY = "project-key"
-# routes a project key may read (GET); those naming a deployment or project are checked against its project
-_PROJECT_READABLE = (
-    "/management/models", "/management/models/{model}", "/management/deployments", "/management/usage",
-    "/management/audit", "/management/projects",
-)  # fmt: skip
+# routes (by name) a project key may read (GET) beside those naming its own project or one of its deployments
+_PROJECT_READABLE = ("model.list", "model.show", "deployment.list", "usage.show", "audit.list", "project.list")
 
 
 @dataclass(frozen=True)
@@ -88,20 +85,20 @@ def _principal(store: Store, presented: list[str]) -> Principal | None:
 
 
 def _check_project_scope(store: Store, request: Request, project: str) -> None:
-    route = getattr(request.scope.get("route"), "path", "")
+    route = getattr(request.scope.get("route"), "name", "")  # the route's name: `project.show`, ...
     if request.method not in ("GET", "HEAD"):
         raise ApiError(403, "Forbidden", f"A project key can read project '{project}' (its deployments, usage and "
                        "audit log) but not change anything: changes need the admin key.")  # fmt: skip
     params = request.path_params
-    if route.startswith("/management/projects/{project}"):
+    if "project" in params:
         if params["project"].lower() != project:
             raise not_found(f"Project '{params['project']}' not found.")
         return
-    if route.startswith("/management/deployments/{name}"):
+    if "name" in params and route.startswith("deployment."):
         found = store.get_deployment(params["name"].lower())
         if found is None or found.project != project:
             raise not_found(f"Deployment '{params['name']}' not found.")
         return
     if route not in _PROJECT_READABLE:
-        raise ApiError(403, "Forbidden", f"A project key (of project '{project}') cannot use {route}: it needs the "
-                       "admin key.")  # fmt: skip
+        raise ApiError(403, "Forbidden", f"A project key (of project '{project}') cannot use {request.url.path}: it "
+                       "needs the admin key.")  # fmt: skip
