@@ -95,7 +95,7 @@ def _add_platform_options(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--no-default", action="store_true", help="serve no model of its own: the bare routes and "
                        "/models need the azureml-model-deployment header or the model field")  # fmt: skip
     serve.add_argument("--jwks", help="JWKS file or URL of the token issuer: managed-compute deployments accept its "
-                       "RS256/ES256 tokens as their projects grant (`project grant`); needs --token-issuer")  # fmt: skip
+                       "RS256/ES256 tokens as their projects grant; needs --token-issuer")  # fmt: skip
     serve.add_argument("--token-issuer", help="the `iss` tokens must carry (several: comma-separated); required "
                        "with --jwks")  # fmt: skip
     serve.add_argument("--token-audience", help="the `aud` tokens must carry (default: https://ml.azure.com)")
