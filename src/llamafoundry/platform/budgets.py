@@ -181,6 +181,10 @@ class BudgetGuard:
         """The first spent budget of the project or of the key, or None (also when the store cannot tell)."""
         if project is None:
             return None
+        cached = self._budgets
+        if cached is not None and time.time() - cached[0] < self.cache_s:
+            if not any(b.project == project and b.scope in (PROJECT_SCOPE, key_id) for b in cached[1]):
+                return None  # the common case, answered without a thread or a query
         try:
             return await asyncio.to_thread(self._check, project, key_id)
         except sa.exc.SQLAlchemyError as exc:  # the usage is still metered (journaled); the budget is checked later
