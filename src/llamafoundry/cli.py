@@ -16,6 +16,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from llamafoundry import __version__, commands
+from llamafoundry.commands import common
+from llamafoundry.commands.audit import record_command
+from llamafoundry.platform.errors import DeploymentError
 
 console = Console(stderr=True)
 
@@ -26,18 +29,22 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "handler"):
         parser.print_help()
         return 2
+    common.errors.clear()
+    code, error = 1, None
     try:
-        return int(args.handler(args) or 0)
+        code = int(args.handler(args) or 0)
     except BrokenPipeError:  # `llamafoundry usage --format json | head`: the reader has all it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
-        return 0
-    except (ValueError, FileNotFoundError) as exc:
+        code = 0
+    except (ValueError, FileNotFoundError, DeploymentError) as exc:
         # one line, as written: a sentence holds paths and URLs to copy (never cut by a wrap) and brackets that
         # are not markup
         console.print("[red]error:[/red]", escape(str(exc)), soft_wrap=True, highlight=False)
-        return 2
+        code, error = 2, str(exc)
     except KeyboardInterrupt:
-        return 130
+        code = 130
+    record_command(args, code, error or (common.errors[-1] if common.errors else None))  # changes: the audit log
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:

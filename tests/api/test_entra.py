@@ -1,6 +1,7 @@
 """Entra-ID-style tokens over HTTPS with the real SDK: `ChatCompletionsClient(endpoint, TokenCredential)` against
-`serve --tls-cert/--tls-key --jwks`. Managed-compute deployments accept valid RS256 tokens for
-https://ml.azure.com; serverless deployments answer any token with the 401 body, as Azure does."""
+`serve --tls-cert/--tls-key --jwks --token-issuer`. Managed-compute deployments accept valid RS256 tokens for
+https://ml.azure.com of the configured issuer, as their project grants them (to a subject, a group or an app
+role); serverless deployments answer any token with the 401 body, as Azure does."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from azure.ai.inference import ChatCompletionsClient
 from azure.ai.inference.models import UserMessage
@@ -25,7 +27,7 @@ from cryptography.x509.oid import NameOID
 
 from tests.api.conftest import API_KEY, Server
 from tests.api.deployment_fixtures import Gateway, chat, cli_json, start_gateway
-from tests.platform.test_tokens import Issuer
+from tests.platform.test_tokens import ISSUER, Issuer
 
 pytestmark = pytest.mark.slow
 
@@ -86,8 +88,15 @@ def setup(server: Server, tiny_model_path: Path, tmp_path_factory: pytest.TempPa
                        "--type", "managed", *upstream)  # fmt: skip
     serverless = cli_json(home, "deploy", "create", "serverless-chat", "--model", "Meta-Llama-3.1-70B-Instruct",
                           *upstream)  # fmt: skip
+    cli_json(home, "project", "grant", "default", "--subject", "oid-1")  # the Issuer's tokens' default oid
+    cli_json(home, "project", "create", "team-b")
+    cli_json(home, "deploy", "create", "managed-b", "--model", "Meta-Llama-3.1-8B-Instruct", "--type", "managed",
+             "--project", "team-b", *upstream)  # fmt: skip
+    cli_json(home, "project", "grant", "team-b", "--group", "group-b")
+    cli_json(home, "project", "grant", "team-b", "--app-role", "Chat.Invoke", "--deployments", "managed-b")
     cert, key = self_signed_cert(home)
-    gateway = start_gateway(home, tiny_model_path, "--jwks", str(home / "jwks.json"), tls=(cert, key))
+    gateway = start_gateway(home, tiny_model_path, "--jwks", str(home / "jwks.json"), "--token-issuer", ISSUER,
+                            tls=(cert, key))  # fmt: skip
     keys = {"managed-chat": managed["primary_key"], "serverless-chat": serverless["primary_key"]}
     yield Setup(gateway, issuer, keys, cert)
     gateway.stop()
@@ -145,3 +154,57 @@ def test_tokens_do_not_open_the_servers_own_model(setup: Setup) -> None:
     url = f"{setup.gateway.url}/chat/completions"
     assert chat(url, setup.issuer.token()).status_code == 401
     assert chat(url, API_KEY).status_code == 200
+
+
+def forged(issuer: Issuer, alg: str) -> str:
+    """A token of `issuer`'s claims, unsigned (`alg: none`) or HMAC-signed with its public key as the secret."""
+    import base64
+    import hashlib
+    import hmac
+
+    from cryptography.hazmat.primitives import serialization as ser
+
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    claims = __import__("jwt").decode(issuer.token(), options={"verify_signature": False})
+    signing_input = f"{part({'alg': alg, 'typ': 'JWT', 'kid': issuer.kid})}.{part(claims)}"
+    if alg == "none":
+        return signing_input + "."
+    secret = issuer.private_key.public_key().public_bytes(ser.Encoding.PEM, ser.PublicFormat.SubjectPublicKeyInfo)
+    signature = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+    return signing_input + "." + base64.urlsafe_b64encode(signature).rstrip(b"=").decode()
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        lambda issuer: issuer.token(iss="https://login.example/another-tenant"),  # wrong issuer
+        lambda issuer: issuer.token(aud="api://someone-else"),  # wrong audience
+        lambda issuer: issuer.token(exp=int(time.time()) - 600),  # expired
+        lambda issuer: forged(issuer, "none"),  # alg: none
+        lambda issuer: forged(issuer, "HS256"),  # HS256 with the public key as the secret
+        lambda issuer: issuer.token(oid="oid-2", sub="user-2"),  # valid, but its subject has no grant
+        lambda issuer: issuer.token(oid="oid-9", sub="user-9", groups=["group-b"]),  # granted in another project
+    ],
+    ids=["wrong-issuer", "wrong-audience", "expired", "alg-none", "hs256-public-key", "no-grant", "other-project"],
+)
+def test_tokens_the_managed_deployment_refuses(setup: Setup, token: Any) -> None:
+    url = f"{setup.gateway.url}/deployments/managed-chat/chat/completions"
+    headers = {"Authorization": f"Bearer {token(setup.issuer)}"}
+    body = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+    refused = httpx.post(url, json=body, headers=headers, verify=str(setup.ca_path))
+    assert refused.status_code == 401 and refused.json()["message"].startswith("Auth token validation failed")
+
+
+def test_grants_open_their_own_projects_deployments_only(setup: Setup) -> None:
+    def status(name: str, **claims: Any) -> int:
+        url = f"{setup.gateway.url}/deployments/{name}/chat/completions"
+        token = setup.issuer.token(**{"oid": "oid-9", "sub": "user-9", **claims})
+        return chat(url, token, {"Authorization": f"Bearer {token}"}).status_code
+
+    assert status("managed-b", groups=["group-b"]) == 200  # the group team-b grants
+    assert status("managed-b", roles=["Chat.Invoke"]) == 200  # the app role team-b grants for managed-b
+    assert status("managed-b", oid="oid-1") == 401  # granted in project default, not in team-b
+    assert status("managed-chat", oid="oid-1") == 200
+    assert status("managed-chat", groups=["group-b"], roles=["Chat.Invoke"]) == 401

@@ -23,7 +23,7 @@ from tests.api.conftest import API_KEY, MODEL_NAME
 def app(tmp_path: Path) -> Iterator[LimitedApp]:
     prices = {MODEL_NAME: Pricing("serverless", input_per_1k=1.0, output_per_1k=2.0)}
     for running in limited_app(tmp_path, RateLimits(tokens_per_minute=10_000, requests_per_minute=12)):
-        running.client.app.include_router(usage_router(running.accounting, lambda: prices))  # type: ignore[attr-defined]
+        running.client.app.include_router(usage_router(running.accounting, lambda project=None: prices))  # type: ignore[attr-defined]
         yield running
 
 

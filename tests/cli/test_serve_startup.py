@@ -36,8 +36,15 @@ def test_a_certificate_and_a_key_that_do_not_match(tmp_path: Path) -> None:
 
 def test_a_jwks_that_is_not_a_key_set(tmp_path: Path) -> None:
     cert, _ = self_signed_cert(tmp_path)
-    printed = fails_with(tmp_path, "--jwks", str(cert))  # a PEM file: every token was refused without a word
-    assert "--jwks" in printed and "JSON Web Key Set" in printed
+    printed = fails_with(tmp_path, "--jwks", str(cert), "--token-issuer", "https://login.example/t")  # a PEM file:
+    assert "--jwks" in printed and "JSON Web Key Set" in printed  # every token was refused without a word
+
+
+def test_tokens_without_an_issuer(tmp_path: Path) -> None:
+    """Any issuer's token (any tenant's, anyone's signing key in a shared JWKS) was accepted without one."""
+    (tmp_path / "jwks.json").write_text('{"keys": []}')
+    printed = fails_with(tmp_path, "--jwks", str(tmp_path / "jwks.json"))
+    assert "--jwks needs --token-issuer" in printed and "login.microsoftonline.com" in printed
 
 
 @pytest.mark.parametrize(

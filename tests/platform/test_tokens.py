@@ -1,7 +1,11 @@
-"""Entra-ID-style tokens: RS256 JWTs checked against a JWKS for signature, expiry, not-before and audience."""
+"""Entra-ID-style tokens: RS256/ES256 JWTs checked against a JWKS for algorithm, signature, issuer, expiry,
+not-before and audience."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import threading
 import time
@@ -12,9 +16,12 @@ from typing import Any
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from llamafoundry.platform.tokens import AZURE_ML_AUDIENCE, JwksSource, TokenError, TokenVerifier, looks_like_jwt
+
+ISSUER = "https://login.example/tenant"
 
 
 class Issuer:
@@ -30,7 +37,7 @@ class Issuer:
 
     def token(self, **claims: Any) -> str:
         now = int(time.time())
-        body = {"aud": AZURE_ML_AUDIENCE, "iss": "https://login.example/tenant", "sub": "user-1", "oid": "oid-1",
+        body = {"aud": AZURE_ML_AUDIENCE, "iss": ISSUER, "sub": "user-1", "oid": "oid-1",
                 "iat": now, "nbf": now - 5, "exp": now + 3600, **claims}  # fmt: skip
         body = {k: v for k, v in body.items() if v is not None}
         return jwt.encode(body, self.private_key, algorithm="RS256", headers={"kid": self.kid})
@@ -45,7 +52,7 @@ def issuer() -> Issuer:
 def verifier(issuer: Issuer, tmp_path: Path) -> TokenVerifier:
     path = tmp_path / "jwks.json"
     path.write_text(json.dumps(issuer.jwks()))
-    return TokenVerifier(JwksSource(str(path)))
+    return TokenVerifier(JwksSource(str(path)), issuer=ISSUER)
 
 
 def test_a_valid_token_is_accepted(issuer: Issuer, verifier: TokenVerifier) -> None:
@@ -84,19 +91,63 @@ def test_other_algorithms_are_refused(issuer: Issuer, verifier: TokenVerifier) -
         verifier.verify(token)
 
 
-def test_the_issuer_is_checked_when_configured(issuer: Issuer, tmp_path: Path) -> None:
+def test_the_issuer_is_checked(issuer: Issuer, verifier: TokenVerifier) -> None:
+    verifier.verify(issuer.token())
+    with pytest.raises(TokenError, match="(?i)issuer"):
+        verifier.verify(issuer.token(iss="https://evil.example"))
+    with pytest.raises(TokenError, match="iss"):
+        verifier.verify(issuer.token(iss=None))
+
+
+def test_an_issuer_is_required(issuer: Issuer, tmp_path: Path) -> None:
     path = tmp_path / "jwks.json"
     path.write_text(json.dumps(issuer.jwks()))
-    strict = TokenVerifier(JwksSource(str(path)), issuer="https://login.example/tenant")
-    strict.verify(issuer.token())
-    with pytest.raises(TokenError, match="(?i)issuer"):
-        strict.verify(issuer.token(iss="https://evil.example"))
+    with pytest.raises(ValueError, match="--jwks needs --token-issuer"):
+        TokenVerifier(JwksSource(str(path)))
+    several = TokenVerifier(JwksSource(str(path)), issuer=f"https://other.example, {ISSUER}")
+    assert several.verify(issuer.token()).subject == "user-1"
+
+
+def _unsigned(claims: dict[str, Any], header: dict[str, Any]) -> str:
+    import base64
+
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    return f"{part(header)}.{part(claims)}."
+
+
+def test_alg_none_and_hs256_signed_with_the_public_key_are_refused(issuer: Issuer, verifier: TokenVerifier) -> None:
+    claims = jwt.decode(issuer.token(), options={"verify_signature": False})
+    with pytest.raises(TokenError, match="algorithm 'none'"):
+        verifier.verify(_unsigned(claims, {"alg": "none", "typ": "JWT", "kid": issuer.kid}))
+    # the classic confusion: the issuer's public key (which anyone can fetch) used as an HMAC secret
+    public_pem = issuer.private_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    header = {"alg": "HS256", "typ": "JWT", "kid": issuer.kid}
+    signing_input = _unsigned(claims, header)[:-1].encode()
+    signature = hmac.new(public_pem, signing_input, hashlib.sha256).digest()
+    forged = signing_input.decode() + "." + base64.urlsafe_b64encode(signature).rstrip(b"=").decode()
+    with pytest.raises(TokenError, match="algorithm 'HS256'"):
+        verifier.verify(forged)
+
+
+def test_es256_tokens_are_accepted(tmp_path: Path) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps({"keys": [{**jwk, "kid": "ec-1", "use": "sig", "alg": "ES256"}]}))
+    now = int(time.time())
+    claims = {"aud": AZURE_ML_AUDIENCE, "iss": ISSUER, "sub": "user-2", "iat": now, "exp": now + 600}
+    token = jwt.encode(claims, key, algorithm="ES256", headers={"kid": "ec-1"})
+    assert TokenVerifier(JwksSource(str(path)), issuer=ISSUER).verify(token).subject == "user-2"
 
 
 def test_a_rotated_jwks_file_is_read_again(issuer: Issuer, tmp_path: Path) -> None:
     path = tmp_path / "jwks.json"
     path.write_text(json.dumps(issuer.jwks()))
-    verifier = TokenVerifier(JwksSource(str(path)))
+    verifier = TokenVerifier(JwksSource(str(path)), issuer=ISSUER)
     verifier.verify(issuer.token())
     rotated = Issuer("key-2")
     path.write_text(json.dumps(rotated.jwks()))
@@ -131,7 +182,7 @@ def jwks_url(issuer: Issuer) -> Iterator[str]:
 
 
 def test_the_jwks_can_come_from_a_url(issuer: Issuer, jwks_url: str) -> None:
-    assert TokenVerifier(JwksSource(jwks_url)).verify(issuer.token()).subject == "user-1"
+    assert TokenVerifier(JwksSource(jwks_url), issuer=ISSUER).verify(issuer.token()).subject == "user-1"
 
 
 def test_a_missing_jwks_file_is_a_clear_error(tmp_path: Path) -> None:

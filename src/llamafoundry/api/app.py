@@ -24,6 +24,7 @@ from llamafoundry.api.auth import AuthError
 from llamafoundry.api.drain import Drain
 from llamafoundry.api.errors import error_response, json_response, unauthorized_response
 from llamafoundry.api.inference import inference_router
+from llamafoundry.api.management_audit import AuditMiddleware
 from llamafoundry.api.middleware import RequestContextMiddleware
 from llamafoundry.api.portal import OwnModel, portal_router
 from llamafoundry.api.usage import install_accounting
@@ -148,6 +149,8 @@ def create_app(
     app.state.gateway = gateway
     app.state.drain = lifecycle.drain  # `serve` begins it when the server starts to stop
     app.state.stream_keepalive_s = settings.stream_keepalive_s or None
+    if management is not None:
+        app.add_middleware(AuditMiddleware)  # records /management changes in the store
     accounting_ = install_accounting(app, service, settings, accounting)  # inside RequestContextMiddleware
     app.add_middleware(RequestContextMiddleware)
     _add_error_handlers(app)

@@ -7,6 +7,7 @@ response ends, and adds the headers to every chat response, errors included.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -30,24 +31,27 @@ from llamafoundry.service.types import PreparedRequest
 
 if TYPE_CHECKING:
     from llamafoundry.api.metrics import Metrics
+    from llamafoundry.platform.budgets import BudgetGuard
     from llamafoundry.platform.metering import Meter
     from llamafoundry.platform.usage import Pricing
 
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER_STORE_S = 2  # a rate-limit store (Redis) that does not answer: retry soon
+KEY_LIMIT_PREFIX = "key:"  # a project key's counters (a deployment name never holds a colon)
 
 
 class RateLimitExceeded(ApiError):
     """429 in the Azure gateway's shape: exactly `{"error": {"code": "429", "message": ...}}`, the message
-    opening with the gateway's own sentence (clients match "Try again in N seconds") and naming the limit."""
+    opening with the gateway's own sentence (clients match "Try again in N seconds") and naming the limit (the
+    deployment's, or the project key's own)."""
 
-    def __init__(self, decision: Decision) -> None:
+    def __init__(self, decision: Decision, scope: str = "deployment") -> None:
         seconds = decision.retry_after_s
         super().__init__(
             429,
             "429",
-            f"Rate limit is exceeded. Try again in {seconds} seconds. {_which_limit(decision)}",
+            f"Rate limit is exceeded. Try again in {seconds} seconds. {_which_limit(decision, scope)}",
             retry_after=seconds,
             headers={"retry-after-ms": str(max(1, decision.retry_after_ms)), **ratelimit_headers(decision)},
         )
@@ -57,12 +61,21 @@ class RateLimitExceeded(ApiError):
         return {"error": {"code": self.code, "message": self.message}}
 
 
-def _which_limit(decision: Decision) -> str:
+class BudgetExceeded(ApiError):
+    """429 once a spend budget is used up: no Retry-After (a budget resets at the end of its day or month, which no
+    client should sleep until); the message says which budget, what is spent and when it resets."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(429, "BudgetExceeded", message)
+
+
+def _which_limit(decision: Decision, scope: str = "deployment") -> str:
     limits = decision.limits
+    whose = "This key's own" if scope == "key" else "The deployment's"
     if decision.limited_by == LIMITED_BY_TOKENS:
-        return f"The deployment's token rate limit is {limits.tokens_per_minute} tokens per minute."
+        return f"{whose} token rate limit is {limits.tokens_per_minute} tokens per minute."
     return (
-        f"The deployment's call rate limit is {limits.requests_per_minute} requests per minute, "
+        f"{whose} call rate limit is {limits.requests_per_minute} requests per minute, "
         f"at most {limits.max_burst_requests} in any 10 seconds."
     )
 
@@ -112,6 +125,7 @@ class Accounting:
         limiter: in-process or Redis.
         limits: deployment name -> its limits.
         meter: where usage records go (None: not metered, e.g. no store).
+        budgets: the store's spend budgets (None: none are checked).
         metrics: the app's Prometheus metrics.
         default_deployment: the name that the bare routes (`/chat/completions`, `/v1/...`) are metered under.
     """
@@ -121,6 +135,7 @@ class Accounting:
     metrics: Metrics
     meter: Meter | None = None
     default_deployment: str | None = None
+    budgets: BudgetGuard | None = None
     _is_started: bool = field(default=False, repr=False)
 
     async def start(self) -> None:
@@ -134,9 +149,13 @@ class Accounting:
                 ) from exc
         if self.meter is not None and not self._is_started:
             await self.meter.start()
+        if self.budgets is not None and not self._is_started:
+            await self.budgets.start()
         self._is_started = True
 
     async def stop(self) -> None:
+        if self.budgets is not None:
+            await self.budgets.stop()
         if self.meter is not None:
             await self.meter.stop()
         await self.limiter.close()
@@ -167,6 +186,7 @@ class RequestUsage:
     started_at: float  # unix seconds
     started: float  # monotonic seconds
     deployment: str | None = None
+    project: str | None = None  # the deployment's (None: the server's own model)
     key_id: str | None = None
     is_stream: bool = False
     prompt_tokens: int = 0
@@ -174,6 +194,7 @@ class RequestUsage:
     is_filtered: bool = False
     first_token_at: float | None = None  # monotonic
     decision: Decision | None = None
+    key_decision: Decision | None = None  # a project key's own limits (settled as `decision` is)
     failed_status: int | None = None  # a stream that failed after its 200 went out
     pricing: Pricing | None = None  # the deployment's prices (None: the server's own model, which has none)
     recorder: UsageRecorder | None = None  # set by the accounting middleware
@@ -204,7 +225,7 @@ def reservation_tokens(prompt_tokens: int, max_tokens: int | None, num_candidate
 async def admit(
     request: Request, prepared: PreparedRequest, max_context: int, *, deployment: str, key_id: str | None = None
 ) -> None:
-    """Count the request against its deployment's limits, or raise RateLimitExceeded (429).
+    """Count the request against its budgets, its project key's limits and its deployment's limits, or refuse it.
 
     Args:
         prepared: the request, prepared by its backend (its prompt counted once, there).
@@ -213,7 +234,8 @@ async def admit(
         key_id: the id of the key the caller used (`primary`, `secondary`; never the key), if known; else
             `request.state.key_id`, else `default` (the single key of `serve --api-key`).
     Raises:
-        RateLimitExceeded: over the limit; nothing was counted.
+        BudgetExceeded: a budget of the caller's project or key is spent (429); nothing was counted.
+        RateLimitExceeded: over the key's or the deployment's limit; nothing was counted.
         ApiError: 400 when the request alone reserves more tokens than the whole minute allows.
     """
     usage, accounting = request_usage(request), accounting_of(request)
@@ -222,30 +244,58 @@ async def admit(
     usage.deployment = deployment
     usage.is_stream = prepared.request.stream
     usage.key_id = key_id or getattr(request.state, "key_id", None) or DEFAULT_KEY_ID
-    limits = accounting.limits(deployment)
-    if limits is None:
+    caller = getattr(request.state, "caller", None)  # `access.Caller`, set by `routing.authorize_request`
+    if accounting.budgets is not None and caller is not None:
+        exhausted = await accounting.budgets.check(caller.project, usage.key_id)
+        if exhausted is not None:
+            raise BudgetExceeded(exhausted.message())
+    limits, key_limits = accounting.limits(deployment), getattr(caller, "limits", None)
+    if limits is None and key_limits is None:
         if usage.recorder is not None:
             usage.recorder.admitted(None)
         return
     prompt_tokens = prepared.num_prompt_tokens
     params = prepared.params
     tokens = reservation_tokens(prompt_tokens, params.max_tokens, params.num_candidates, max_context)
+    if key_limits is not None:  # the key's own limits first: a request it refuses counts nowhere
+        key_counter = KEY_LIMIT_PREFIX + usage.key_id
+        usage.key_decision = await _acquire(accounting, key_counter, key_limits, tokens, deployment, "key")
+    if limits is not None:
+        try:
+            usage.decision = await _acquire(accounting, deployment, limits, tokens, deployment, "deployment")
+        except Exception:
+            await _release(accounting, usage.key_decision)
+            raise
+    if usage.recorder is not None:
+        usage.recorder.admitted(prompt_tokens)
+
+
+async def _acquire(
+    accounting: Accounting, name: str, limits: RateLimits, tokens: int, deployment: str, scope: str
+) -> Decision:
+    """Count `tokens` under the counters `name` (a deployment's, or `key:<id>`), or raise the 429/400/503."""
     try:
-        decision = await accounting.limiter.acquire(deployment, limits, tokens)
+        decision = await accounting.limiter.acquire(name, limits, tokens)
     except RequestExceedsLimitError as exc:
         raise ApiError(400, "tokens_limit_exceeded", str(exc), "max_tokens") from None
     except RateLimitStoreUnavailable as exc:
-        logger.warning("refusing a request to %s: %s", deployment, exc)
+        logger.warning("refusing a request to %s: %s", name, exc)
         raise ApiError(
             503,
             "ServiceUnavailable",
-            "The server cannot count this request against the deployment's rate limits right now (its rate-limit "
+            f"The server cannot count this request against the {scope}'s rate limits right now (its rate-limit "
             "store is unreachable); retry shortly.",
             retry_after=RETRY_AFTER_STORE_S,
         ) from None
     if not decision.is_allowed:
-        accounting.metrics.rejected(deployment, decision.limited_by or "requests")
-        raise RateLimitExceeded(decision)
-    usage.decision = decision
-    if usage.recorder is not None:
-        usage.recorder.admitted(prompt_tokens)
+        reason = decision.limited_by or "requests"
+        accounting.metrics.rejected(deployment, reason if scope == "deployment" else f"key_{reason}")
+        raise RateLimitExceeded(decision, scope)
+    return decision
+
+
+async def _release(accounting: Accounting, decision: Decision | None) -> None:
+    """Give back the tokens a key reserved for a request its deployment then refused (its request stays counted)."""
+    if decision is not None and decision.reservation is not None:
+        with contextlib.suppress(Exception):
+            await accounting.limiter.settle(decision.reservation, 0)

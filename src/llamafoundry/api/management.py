@@ -1,7 +1,8 @@
 """The management API under `/management`: the catalog, deployments and their keys, as the `deploy` commands
-offer them. Every route needs the admin key (`api-key: <key>` or `Authorization: Bearer <key>`), which is not
-a deployment key: `llamafoundry deploy admin-key --regenerate` prints a new one, and the first `serve` on a data
-directory without one creates it and prints it once.
+offer them; projects, their keys, grants and budgets (`management_projects`); the audit log. Every route needs
+the admin key (`api-key: <key>` or `Authorization: Bearer <key>`), which is not a deployment key: `llamafoundry
+deploy admin-key --regenerate` prints a new one, and the first `serve` on a data directory without one creates it
+and prints it once. A project key reads its own project only (`management_access`).
 
 Handlers only parse and respond; the rules are `platform.deployments`' (the same answers as the CLI).
 """
@@ -10,16 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from llamafoundry.api.auth import AuthError, presented_keys
 from llamafoundry.api.body import read_body
 from llamafoundry.api.errors import json_response
+from llamafoundry.api.management_access import management_dependency, principal_of
+from llamafoundry.api.management_audit import audit_router
+from llamafoundry.api.management_projects import projects_router
 from llamafoundry.api.management_safety import content_safety_router
 from llamafoundry.platform import deployments as ops
 from llamafoundry.platform.catalog import CATALOG, UnknownModelError, find_model
@@ -31,7 +34,6 @@ from llamafoundry.platform.content_safety import (
     stored_blocklists,
 )
 from llamafoundry.platform.gateway import Gateway
-from llamafoundry.platform.keys import match_key
 from llamafoundry.platform.ratelimit import limit_settings
 from llamafoundry.platform.store import Store
 from llamafoundry.protocol.chat import parse_json_object
@@ -53,25 +55,14 @@ CREATE_FIELDS: dict[str, type] = {
     "instances": int,
     "instance_type": str,
     "shared_quota": bool,
+    "project": str,
     **SETTING_FIELDS,
 }
 
 
-def admin_dependency(store: Store) -> Callable[[Request], Awaitable[None]]:
-    """A route dependency that lets only the admin key through (401, the MaaS body, otherwise)."""
-
-    async def require_admin(request: Request) -> None:
-        stored = await asyncio.to_thread(store.admin_key)
-        if stored is None or match_key(presented_keys(request.headers), [stored]) is None:
-            raise AuthError()
-        request.state.key_id = "admin"
-
-    return require_admin
-
-
 def management_router(store: Store, home: Path, gateway: Gateway | None = None) -> APIRouter:
     """The `/management` routes over `store` (deployments created here download weights into `home`)."""
-    router = APIRouter(prefix="/management", dependencies=[Depends(admin_dependency(store))])
+    router = APIRouter(prefix="/management", dependencies=[Depends(management_dependency(store))])
 
     async def list_models(request: Request) -> Response:
         return json_response({"data": [_model_body(m.name) for m in CATALOG]})
@@ -83,8 +74,9 @@ def management_router(store: Store, home: Path, gateway: Gateway | None = None) 
             raise not_found(str(exc)) from None
 
     async def list_deployments(request: Request) -> Response:
+        project = principal_of(request).scope(request.query_params.get("project") or None)
         found = await _call(ops.list_deployments, store)
-        return json_response({"data": [_describe(d, gateway) for d in found]})
+        return json_response({"data": [_describe(d, gateway) for d in found if project in (None, d.project)]})
 
     async def create(request: Request) -> Response:
         spec = _spec(parse_json_object(await read_body(request), request.headers.get("content-type")))
@@ -158,19 +150,25 @@ def management_router(store: Store, home: Path, gateway: Gateway | None = None) 
         await asyncio.to_thread(store.update_settings, deployment.name, changes)
         return json_response({"id": list_id, "deleted": True})
 
-    router.add_api_route("/models", list_models, methods=["GET"])
-    router.add_api_route("/models/{model}", get_model, methods=["GET"])
-    router.add_api_route("/deployments", list_deployments, methods=["GET"])
-    router.add_api_route("/deployments", create, methods=["POST"])
-    router.add_api_route("/deployments/{name}", get_deployment, methods=["GET"])
-    router.add_api_route("/deployments/{name}", update, methods=["PATCH"])
-    router.add_api_route("/deployments/{name}", delete, methods=["DELETE"])
-    router.add_api_route("/deployments/{name}/keys", list_keys, methods=["GET"])
-    router.add_api_route("/deployments/{name}/keys/regenerate", regenerate, methods=["POST"])
-    router.add_api_route("/deployments/{name}/blocklists", list_blocklists, methods=["GET"])
-    router.add_api_route("/deployments/{name}/blocklists/{blocklist}", put_list, methods=["PUT"])
-    router.add_api_route("/deployments/{name}/blocklists/{blocklist}", delete_list, methods=["DELETE"])
+    routes = [
+        ("/models", list_models, "GET", "model.list"),
+        ("/models/{model}", get_model, "GET", "model.show"),
+        ("/deployments", list_deployments, "GET", "deployment.list"),
+        ("/deployments", create, "POST", "deployment.create"),
+        ("/deployments/{name}", get_deployment, "GET", "deployment.show"),
+        ("/deployments/{name}", update, "PATCH", "deployment.update"),
+        ("/deployments/{name}", delete, "DELETE", "deployment.delete"),
+        ("/deployments/{name}/keys", list_keys, "GET", "deployment.key.list"),
+        ("/deployments/{name}/keys/regenerate", regenerate, "POST", "deployment.key.regenerate"),
+        ("/deployments/{name}/blocklists", list_blocklists, "GET", "deployment.blocklist.list"),
+        ("/deployments/{name}/blocklists/{blocklist}", put_list, "PUT", "deployment.blocklist.put"),
+        ("/deployments/{name}/blocklists/{blocklist}", delete_list, "DELETE", "deployment.blocklist.delete"),
+    ]
+    for path, handler, method, name in routes:  # the name is the audit log's action
+        router.add_api_route(path, handler, methods=[method], name=name)
     router.include_router(content_safety_router(store))  # the whole policy: GET/PATCH .../content-safety
+    router.include_router(projects_router(store))
+    router.include_router(audit_router(store))
     return router
 
 
@@ -228,6 +226,7 @@ def _spec(body: dict[str, Any]) -> ops.DeploymentSpec:
         instance_type=body.get("instance_type"),
         shared_quota=bool(body.get("shared_quota")),
         settings=_settings(body, None),
+        project=body.get("project") or "default",
     )
 
 

@@ -77,8 +77,10 @@ def content_safety_router(store: Store) -> APIRouter:
         updated = await asyncio.to_thread(store.update_settings, deployment.name, changes)
         return json_response(_body(updated))
 
-    router.add_api_route("/deployments/{name}/content-safety", get_policy, methods=["GET"])
-    router.add_api_route("/deployments/{name}/content-safety", update_policy, methods=["PATCH"])
+    router.add_api_route("/deployments/{name}/content-safety", get_policy, methods=["GET"],
+                         name="deployment.content_safety.show")
+    router.add_api_route("/deployments/{name}/content-safety", update_policy, methods=["PATCH"],
+                         name="deployment.content_safety.update")
     return router
 
 

@@ -113,6 +113,7 @@ def usage_record(usage: RequestUsage, status: int) -> UsageRecord | None:
         is_stream=usage.is_stream,
         time_to_first_token_ms=ttft_s * 1000 if ttft_s is not None else None,
         cost_usd=_token_cost(usage),
+        project=usage.project,
     )
 
 
@@ -124,6 +125,7 @@ def with_context(usage: RequestUsage, state: dict[str, Any]) -> RequestUsage:
     if target is not None:
         usage.deployment = target.name
         usage.pricing = pricing_for(target.deployment) if target.deployment is not None else None
+        usage.project = target.deployment.project if target.deployment is not None else None
     return usage
 
 

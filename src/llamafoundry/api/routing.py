@@ -35,6 +35,7 @@ async def authorize_request(request: Request, gateway: Gateway) -> Target:
     if caller is None:
         raise AuthError()
     request.state.target = target
+    request.state.caller = caller  # its project and a project key's own limits, for `limits.admit`
     request.state.key_id = caller.key_id or f"token:{caller.subject or 'unknown'}"
     return target
 

@@ -89,8 +89,8 @@ class AccountingMiddleware:
             await self._settle(usage)
 
     async def _headers(self, usage: RequestUsage, status: int) -> dict[str, str]:
-        if usage.decision is not None:
-            return ratelimit_headers(usage.decision)
+        if usage.decision is not None or usage.key_decision is not None:
+            return ratelimit_headers(usage.decision or usage.key_decision)  # type: ignore[arg-type]
         if status in NOT_METERED or usage.deployment is None:
             return {}
         limits = self.accounting.limits(usage.deployment)
@@ -106,10 +106,13 @@ class AccountingMiddleware:
             return {}
 
     async def _settle(self, usage: RequestUsage) -> None:
-        """Settle the request's rate-limit reservation to the tokens it really used."""
-        decision = usage.decision
-        if decision is None or decision.reservation is None:
-            return
+        """Settle the request's rate-limit reservations (its deployment's, its project key's) to the tokens it
+        really used."""
+        for decision in (usage.decision, usage.key_decision):
+            if decision is not None and decision.reservation is not None:
+                await self._settle_one(usage, decision)
+
+    async def _settle_one(self, usage: RequestUsage, decision: Any) -> None:
         try:
             await self.accounting.limiter.settle(decision.reservation, usage.prompt_tokens + usage.completion_tokens)
         except RateLimitStoreUnavailable as exc:  # the reservation stands until its minute is over
@@ -176,15 +179,16 @@ class _TrackedStream:
 
 def usage_router(
     accounting: Accounting,
-    pricing: Callable[[], Mapping[str, Pricing]],
+    pricing: Callable[[str | None], Mapping[str, Pricing]],
     dependencies: Sequence[Any] = (),
     path: str = "/management/usage",
 ) -> APIRouter:
-    """`GET /management/usage?deployment=&since=&by=hour|day&format=json|csv`: the usage report.
+    """`GET /management/usage?deployment=&project=&since=&by=hour|day&format=json|csv`: the usage report (a project
+    key's: of its own project only).
 
     Args:
         accounting: its meter's database is read (after pending records are flushed).
-        pricing: the prices of the deployments that exist now.
+        pricing: the prices of the deployments that exist now (of one project, when given one).
         dependencies: FastAPI dependencies guarding the route (the management API's admin-key check).
         path: the route (`/usage` when included in the `/management` router, whose admin check then applies).
     """
@@ -205,10 +209,14 @@ def usage_router(
             by = check_period(query.get("by") or None)
         except ValueError as exc:
             raise invalid("by", str(exc)) from None
+        project = query.get("project") or None
+        principal = getattr(request.state, "principal", None)
+        if principal is not None:
+            project = principal.scope(project)  # a project key sees its own project only
         await meter.flush()
         deployment = query.get("deployment") or None
         rows = await asyncio.to_thread(
-            lambda: report(meter.engine, pricing(), deployment=deployment, since=since, by=by)
+            lambda: report(meter.engine, pricing(project), deployment=deployment, since=since, by=by, project=project)
         )
         if fmt == "csv":
             return Response(to_csv(rows), media_type="text/csv; charset=utf-8")
@@ -221,7 +229,7 @@ def usage_router(
         return json_response(body)
 
     router = APIRouter(dependencies=list(dependencies))
-    router.add_api_route(path, get_usage, methods=["GET"])
+    router.add_api_route(path, get_usage, methods=["GET"], name="usage.show")
     return router
 
 

@@ -24,13 +24,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     add.add_argument("items", nargs="+", metavar="ITEM", help="exact terms (whole words, any case), or patterns")
     add.add_argument("--regex", action="store_true", help="the items are RE2 regular expressions")
     add.add_argument("--description", help="what the list is for")
-    add.set_defaults(handler=_add)
+    add.set_defaults(handler=_add, audit_action="deployment.blocklist.put")
 
     remove = sub.add_parser("remove", help="remove items from a list, or the whole list when no item is named")
     remove.add_argument("deployment")
     remove.add_argument("list")
     remove.add_argument("items", nargs="*", metavar="ITEM")
-    remove.set_defaults(handler=_remove)
+    remove.set_defaults(handler=_remove, audit_action="deployment.blocklist.delete")
 
     show = sub.add_parser("show", help="a deployment's blocklists")
     show.add_argument("deployment")

@@ -9,6 +9,13 @@ from typing import Any
 from rich.console import Console
 
 console = Console(stderr=True)  # messages go to stderr; command results (tables, JSON) to stdout
+errors: list[str] = []  # the sentences a command printed as errors (the audit log's result of a refused change)
+
+
+def print_error(message: str) -> None:
+    """Print a refused action's sentence (and keep it for the audit log)."""
+    errors.append(message)
+    console.print(f"[red]error:[/red] {message}", soft_wrap=True, highlight=False)
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llamafoundry.commands.common import console, download_bar
+from llamafoundry.commands.common import console, download_bar, print_error
 from llamafoundry.commands.store_options import add_store_options, home_of, open_store
 from llamafoundry.platform.ratelimit import limit_settings
 
@@ -39,15 +39,17 @@ def register(commands: argparse._SubParsersAction) -> None:
     create.add_argument("--shared-quota", action="store_true", help="managed compute: deleted after 168 hours")
     _add_limit_options(create)
     _add_content_safety_options(create)
-    create.set_defaults(handler=_create)
+    create.add_argument("--project", help="the project it belongs to (default: default)")
+    create.set_defaults(handler=_create, audit_action="deployment.create")
 
     update = sub.add_parser("update", help="change a deployment's rate limits or content safety")
     update.add_argument("name")
     _add_limit_options(update)
     _add_content_safety_options(update)
-    update.set_defaults(handler=_update)
+    update.set_defaults(handler=_update, audit_action="deployment.update")
 
     listing = sub.add_parser("list", help="list deployments")
+    listing.add_argument("--project", help="only this project's deployments")
     listing.set_defaults(handler=_list)
 
     show = sub.add_parser("show", help="show one deployment")
@@ -56,17 +58,17 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     delete = sub.add_parser("delete", help="delete a deployment (its endpoint stops answering)")
     delete.add_argument("name")
-    delete.set_defaults(handler=_delete)
+    delete.set_defaults(handler=_delete, audit_action="deployment.delete")
 
     keys = sub.add_parser("keys", help="show a deployment's keys, or regenerate one")
     keys.add_argument("name")
     keys.add_argument("--regenerate", choices=["primary", "secondary"], help="replace this key (the other stays)")
     keys.add_argument("--value", help="with --regenerate: use this 32-character key instead of a generated one")
-    keys.set_defaults(handler=_keys)
+    keys.set_defaults(handler=_keys, audit_action="deployment.key.regenerate", audit_if="regenerate")
 
     admin = sub.add_parser("admin-key", help="the admin key of the /management API")
     admin.add_argument("--regenerate", action="store_true", help="create a new admin key (the old one stops working)")
-    admin.set_defaults(handler=_admin_key)
+    admin.set_defaults(handler=_admin_key, audit_action="admin_key.regenerate", audit_if="regenerate")
 
     for parser in (create, update, listing, show, delete, keys, admin):
         add_store_options(parser)
@@ -88,6 +90,7 @@ def _create(args: argparse.Namespace) -> int:
         instance_type=args.instance_type,
         shared_quota=args.shared_quota,
         settings={**limit_settings(args.tpm, args.rpm), **_content_safety_changes(args, None)},
+        project=args.project or "default",
     )
     with open_store(args) as store, download_bar() as progress:
         _check_guard(store, args.content_safety_guard)
@@ -196,17 +199,17 @@ def _list(args: argparse.Namespace) -> int:
     from llamafoundry.platform.deployments import describe, list_deployments
 
     with open_store(args) as store:
-        found = [describe(d) for d in list_deployments(store)]
+        found = [describe(d) for d in list_deployments(store) if args.project in (None, d.project)]
     if args.json:
         print(json.dumps(found, indent=2))
         return 0
     table = Table(title=f"Deployments ({len(found)})")
-    for column in ("name", "model", "type", "serves from", "instances", "created", "expires"):
+    for column in ("name", "project", "model", "type", "serves from", "instances", "created", "expires"):
         table.add_column(column)
     for d in found:
         where = d.get("upstream") or d.get("weights") or ""
-        table.add_row(d["name"], d["model"], d["type"], str(where), str(d.get("instances", "-")), d["created_at"],
-                      d.get("expires_at", "-"))  # fmt: skip
+        table.add_row(d["name"], d["project"], d["model"], d["type"], str(where), str(d.get("instances", "-")),
+                      d["created_at"], d.get("expires_at", "-"))  # fmt: skip
     _stdout().print(table)
     return 0
 
@@ -346,7 +349,7 @@ def _succeeds(action: Callable[[], None]) -> bool:
 
 
 def _print_error(exc: DeploymentError) -> None:
-    console.print(f"[red]error:[/red] {exc.message}", soft_wrap=True, highlight=False)
+    print_error(exc.message)
 
 
 def _print_fields(body: dict[str, Any]) -> None:

@@ -165,20 +165,23 @@ def _content_safety(options: ServeOptions) -> ChatSafety | None:
 
 
 def _accounting(settings: ServeSettings, store: Store, home: Path) -> Accounting:
-    """Rate limits (in-process, or Redis with --redis-url) and usage metered into the store's database, journaled
-    in the data directory (a server that dies loses no usage: the next one on `home` replays it)."""
+    """Rate limits (in-process, or Redis with --redis-url), budgets, and usage metered into the store's database,
+    journaled in the data directory (a server that dies loses no usage: the next one on `home` replays it)."""
     from llamafoundry.api.usage import build_accounting
+    from llamafoundry.platform.budgets import BudgetGuard
     from llamafoundry.platform.metering import Meter
     from llamafoundry.platform.usage_journal import JOURNAL_DIR, UsageJournal
 
-    return build_accounting(settings, Meter(store.engine, journal=UsageJournal(home / JOURNAL_DIR)))
+    accounting = build_accounting(settings, Meter(store.engine, journal=UsageJournal(home / JOURNAL_DIR)))
+    accounting.budgets = BudgetGuard(store)  # the projects' and keys' spend budgets, and their webhooks
+    return accounting
 
 
 def _usage_routes(accounting: Accounting, store: Store) -> APIRouter:
     from llamafoundry.api.usage import usage_router
     from llamafoundry.platform.usage import store_pricing
 
-    return usage_router(accounting, lambda: store_pricing(store), path="/usage")
+    return usage_router(accounting, lambda project: store_pricing(store, project), path="/usage")
 
 
 def _default_ctx_size(model_path: Path, no_model: bool) -> int:

@@ -110,8 +110,9 @@ def _add_platform_options(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--no-default", action="store_true", help="serve no model of its own: the bare routes and "
                        "/models need the azureml-model-deployment header or the model field")  # fmt: skip
     serve.add_argument("--jwks", help="JWKS file or URL of the token issuer: managed-compute deployments accept its "
-                       "RS256 tokens")  # fmt: skip
-    serve.add_argument("--token-issuer", help="the `iss` tokens must carry (default: any)")
+                       "RS256/ES256 tokens as their projects grant; needs --token-issuer")  # fmt: skip
+    serve.add_argument("--token-issuer", help="the `iss` tokens must carry (several: comma-separated); required "
+                       "with --jwks")  # fmt: skip
     serve.add_argument("--token-audience", help="the `aud` tokens must carry (default: https://ml.azure.com)")
     serve.add_argument("--tls", choices=choices("tls"), help="auto: serve HTTPS with a certificate signed by a local "
                        "certificate authority kept in the data directory (created once, reused; the banner says how "

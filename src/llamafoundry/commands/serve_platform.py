@@ -117,8 +117,10 @@ class Platform:
             console.print(f"Admin key for {url}/management (shown once; `llamafoundry deploy admin-key --regenerate` "
                           f"replaces it): [green]{self.new_admin_key}[/green]", soft_wrap=True)  # fmt: skip
         if self.verifier is not None:
-            console.print(f"Managed deployments also accept bearer tokens checked against {self.verifier.jwks.location}"
-                          f" (audience {self.verifier.audience}).", soft_wrap=True, highlight=False)  # fmt: skip
+            issuers = ", ".join(self.verifier.issuers)
+            console.print(f"Managed deployments also accept bearer tokens of {issuers} checked against "
+                          f"{self.verifier.jwks.location} (audience {self.verifier.audience}), as their projects "
+                          "grant (`llamafoundry project grant`).", soft_wrap=True, highlight=False)  # fmt: skip
 
 
 def open_platform(options: ServeOptions, home: Path, settings: ServeSettings, scheme: str) -> Platform:
@@ -127,7 +129,7 @@ def open_platform(options: ServeOptions, home: Path, settings: ServeSettings, sc
     from llamafoundry.platform.keys import hash_key
     from llamafoundry.platform.server_keys import check_own_key
     from llamafoundry.platform.store import Store
-    from llamafoundry.platform.tokens import AZURE_ML_AUDIENCE, JwksSource, TokenError, TokenVerifier
+    from llamafoundry.platform.tokens import AZURE_ML_AUDIENCE, JwksSource, TokenError, TokenVerifier, token_issuers
 
     store = Store.open(home, options.database_url)
     if not options.no_default:  # the server's own key must not open a deployment too (before an admin key is made)
@@ -135,6 +137,7 @@ def open_platform(options: ServeOptions, home: Path, settings: ServeSettings, sc
     jwks = options.jwks
     verifier = None
     if jwks:
+        issuers = token_issuers(options.token_issuer)  # before the JWKS is read: a missing issuer is the first error
         source = JwksSource(jwks)
         try:
             source.check()
@@ -145,7 +148,7 @@ def open_platform(options: ServeOptions, home: Path, settings: ServeSettings, sc
                 ) from None
             console.print(f"[yellow]warning:[/yellow] {exc}; bearer tokens are refused until it answers.",
                           soft_wrap=True, highlight=False)  # fmt: skip
-        verifier = TokenVerifier(source, options.token_audience or AZURE_ML_AUDIENCE, options.token_issuer)
+        verifier = TokenVerifier(source, options.token_audience or AZURE_ML_AUDIENCE, ",".join(issuers))
     return Platform(
         store=store,
         home=home,

@@ -22,6 +22,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Usage metered by `llamafoundry serve`, from the store (no running server needed).",
     )
     usage.add_argument("--deployment", help="only this deployment")
+    usage.add_argument("--project", help="only this project's deployments")
     usage.add_argument("--since", help="from this date (2026-01-31, 2026-01-31T12:00, in UTC) or age (24h, 7d)")
     usage.add_argument("--by", choices=["hour", "day"], help="one row per hour or day (UTC)")
     usage.add_argument("--format", choices=["table", "csv", "json"], default="table")
@@ -30,11 +31,14 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _usage(args: argparse.Namespace) -> int:
+    from llamafoundry.platform.projects import get_project
     from llamafoundry.platform.usage import parse_since, report, store_pricing, to_csv
 
     since = parse_since(args.since) if args.since else None
     with open_store(args) as store:
-        rows = report(store.engine, store_pricing(store), deployment=args.deployment, since=since, by=args.by)
+        project = get_project(store, args.project).name if args.project else None
+        rows = report(store.engine, store_pricing(store, project), deployment=args.deployment, since=since, by=args.by,
+                      project=project)  # fmt: skip
         if args.deployment and len(rows) == 1 and store.get_deployment(args.deployment.lower()) is None:
             raise ValueError(
                 f"No deployment is called '{args.deployment}', and no usage is recorded under that name. "
@@ -55,7 +59,8 @@ def _print_table(rows: list[UsageRow], args: argparse.Namespace) -> None:
     from rich.table import Table
 
     title = (
-        "Usage" + (f" of {args.deployment}" if args.deployment else "") + (f" since {args.since}" if args.since else "")
+        "Usage" + (f" of {args.deployment}" if args.deployment else "")
+        + (f" in project {args.project}" if args.project else "") + (f" since {args.since}" if args.since else "")
     )
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
     columns = ["deployment", "requests", "prompt tok", "output tok", "errors", "429s", "filtered", "p50 ms",

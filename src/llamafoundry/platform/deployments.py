@@ -25,34 +25,16 @@ from llamafoundry.platform.catalog import (
     find_instance_type,
     find_model,
 )
+from llamafoundry.platform.errors import DeploymentConflict, DeploymentError, DeploymentNotFound
+from llamafoundry.platform.project_keys import project_key_holder
+from llamafoundry.platform.projects import check_project
 from llamafoundry.platform.server_keys import server_key_holder
-from llamafoundry.platform.store import Deployment, Store, StoreConflict
+from llamafoundry.platform.store import DEFAULT_PROJECT, Deployment, Store, StoreConflict
 from llamafoundry.platform.weights import Progress, WeightsError, hub_url, resolve_weights
 
 SHARED_QUOTA_LIFETIME_S = 168 * 3600  # Azure deletes shared-quota deployments 168 hours after creation
 MAX_INSTANCES = 16
 _NAME = re.compile(r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$")
-
-
-class DeploymentError(Exception):
-    """A request about deployments that cannot be honoured; `message` says why and what to do."""
-
-    status = 400
-    code = "InvalidDeployment"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class DeploymentNotFound(DeploymentError):
-    status = 404
-    code = "DeploymentNotFound"
-
-
-class DeploymentConflict(DeploymentError):
-    status = 409
-    code = "Conflict"
 
 
 @dataclass
@@ -71,6 +53,7 @@ class DeploymentSpec:
     instance_type: str | None = None
     shared_quota: bool = False
     settings: dict[str, Any] = field(default_factory=dict)
+    project: str = DEFAULT_PROJECT
 
 
 @dataclass(frozen=True)
@@ -89,7 +72,8 @@ def create_deployment(
     name = check_name(spec.name)
     model = _catalog_model(spec.model)
     _check_type(spec, model)
-    _check_not_taken(store, name, model, spec.type)
+    project = check_project(store, spec.project)
+    _check_not_taken(store, name, model, spec.type, project)
     weights_path, upstream = None, None
     if spec.upstream_url:
         upstream = check_upstream_url(spec.upstream_url)
@@ -113,13 +97,14 @@ def create_deployment(
         shared_quota=spec.shared_quota,
         expires_at=now + SHARED_QUOTA_LIFETIME_S if spec.shared_quota else None,
         settings=spec.settings,
+        project=project,
     )
     primary, secondary = keys_mod.generate_key(), keys_mod.generate_key()
     hashes = {keys_mod.PRIMARY: keys_mod.hash_key(primary), keys_mod.SECONDARY: keys_mod.hash_key(secondary)}
     try:
         store.add_deployment(deployment, hashes)
     except StoreConflict:  # another process won a race since the checks above
-        _check_not_taken(store, name, model, spec.type)
+        _check_not_taken(store, name, model, spec.type, project)
         raise DeploymentConflict(f"Deployment '{name}' could not be created; it conflicts with another.") from None
     return deployment, NewKeys(primary, secondary)
 
@@ -186,15 +171,16 @@ def _check_type(spec: DeploymentSpec, model: CatalogModel) -> None:
         )
 
 
-def _check_not_taken(store: Store, name: str, model: CatalogModel, deployment_type: str) -> None:
+def _check_not_taken(store: Store, name: str, model: CatalogModel, deployment_type: str, project: str) -> None:
     if store.get_deployment(name) is not None:
         raise DeploymentConflict(f"A deployment named '{name}' already exists. Choose another name, or delete it.")
     if deployment_type == SERVERLESS:
-        holder = store.find_serverless(model.name)
+        holder = store.find_serverless(model.name, project)
         if holder is not None:
             raise DeploymentConflict(
-                f"Deployment '{holder.name}' already holds the serverless deployment of {model.name}; a project "
-                f"has at most one per model. Use '{holder.name}', delete it first, or deploy on managed compute."
+                f"Deployment '{holder.name}' already holds the serverless deployment of {model.name} in project "
+                f"'{project}'; a project has at most one per model. Use '{holder.name}', delete it first, deploy on "
+                "managed compute, or deploy into another project (--project)."
             )
 
 
@@ -228,6 +214,8 @@ def regenerate_key(store: Store, name: str, slot: str, value: str | None = None)
     holder = None
     if value is not None:  # generated keys are 128 random bits
         holder = store.key_holder(key_hash) or server_key_holder(store, key_hash)
+        taken = project_key_holder(store, key_hash)
+        holder = holder or (f"key {taken.name} of project {taken.project}" if taken is not None else None)
     if holder is not None and holder != f"deployment {deployment.name} ({slot})":
         raise DeploymentConflict(
             f"That key is already in use ({holder}). A key opens one deployment, and a deployment's two slots hold two "
@@ -256,6 +244,7 @@ def describe(deployment: Deployment, now: float | None = None) -> dict[str, Any]
     model = find_model(deployment.model)
     body: dict[str, Any] = {
         "name": deployment.name,
+        "project": deployment.project,
         "model": deployment.model,
         "type": deployment.type,
         "created_at": _iso(deployment.created_at),

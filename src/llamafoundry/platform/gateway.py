@@ -23,12 +23,13 @@ from typing import Any
 
 from llamafoundry.config import EngineSettings
 from llamafoundry.outage import RepeatedFailure
+from llamafoundry.platform.access import Access, AuthPolicy, Caller, load_access
 from llamafoundry.platform.catalog import MANAGED, find_instance_type, find_model
-from llamafoundry.platform.keys import DEFAULT_KEY_ID, StoredKey, hash_key, match_key
+from llamafoundry.platform.keys import DEFAULT_KEY_ID, StoredKey, hash_key
 from llamafoundry.platform.replicas import ReplicaSet, ReplicaSpec
 from llamafoundry.platform.server_keys import forget_server_key, record_server_key
 from llamafoundry.platform.store import Deployment, Snapshot, Store
-from llamafoundry.platform.tokens import TokenError, TokenVerifier, looks_like_jwt
+from llamafoundry.platform.tokens import TokenVerifier
 from llamafoundry.platform.upstream import FixedUpstream, UpstreamChatService
 from llamafoundry.service.backend import ChatBackend
 
@@ -36,45 +37,6 @@ logger = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 1.0
 RUNTIME_HEARTBEAT_S = 15.0  # a report unchanged this long is written again, so readers can tell a live server
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who a request comes from: a key (by id, never the key) or a token's subject."""
-
-    auth: str  # "key" or "token"
-    key_id: str | None = None
-    subject: str | None = None
-
-
-@dataclass
-class AuthPolicy:
-    """Keys (hashed) and, for managed compute, bearer tokens."""
-
-    keys: list[StoredKey]
-    verifier: TokenVerifier | None = None
-    accepts_tokens: bool = False
-
-    async def authorize(self, credentials: Iterable[str]) -> Caller | None:
-        """The caller, or None when no credential is accepted (answer 401).
-
-        Serverless deployments never accept a token: a JWT is just a wrong key to them.
-        """
-        credentials = [c for c in credentials if c]
-        key = match_key(credentials, self.keys)
-        if key is not None:
-            return Caller("key", key_id=DEFAULT_KEY_ID if key.slot == DEFAULT_KEY_ID else key.key_id)
-        if not self.accepts_tokens or self.verifier is None:
-            return None
-        for credential in credentials:
-            if looks_like_jwt(credential):
-                try:
-                    claims = await asyncio.to_thread(self.verifier.verify, credential)
-                except TokenError as exc:
-                    logger.info("bearer token refused: %s", exc)
-                    continue
-                return Caller("token", subject=claims.object_id or claims.subject)
-        return None
 
 
 def single_key_policy(api_key: str) -> AuthPolicy:
@@ -220,7 +182,8 @@ class Gateway:
             logger.info("deployment %s reached the end of its shared-quota lifetime and was deleted", name)
         if self._revision is not None and await asyncio.to_thread(store.revision) == self._revision:
             return
-        self._apply(await asyncio.to_thread(store.snapshot))
+        snapshot = await asyncio.to_thread(store.snapshot)
+        self._apply(snapshot, await asyncio.to_thread(load_access, store))
 
     def name_conflict(self, name: str) -> str | None:
         """Why a deployment called `name` cannot be served here, or None: the name is the server's own model's,
@@ -233,7 +196,7 @@ class Gateway:
             "the server with --name OTHER (or --no-default)."
         )
 
-    def _apply(self, snapshot: Snapshot) -> None:
+    def _apply(self, snapshot: Snapshot, access: Access) -> None:
         stopped = []
         for name in list(self.targets):
             if name not in snapshot.deployments:
@@ -247,7 +210,7 @@ class Gateway:
                     logger.error("deployment %s is not served: %s", name, conflict)
                 unserved[name] = conflict
                 continue
-            policy = self._policy(deployment, snapshot.keys.get(name, []))
+            policy = self._policy(deployment, snapshot.keys.get(name, []), access)
             current = self.targets.get(name)
             if current is not None and _same_backend(current.deployment, deployment):
                 current.deployment, current.auth = deployment, policy  # keys or settings changed
@@ -260,7 +223,7 @@ class Gateway:
         self.unserved = unserved
         self._revision = snapshot.revision
 
-    def _policy(self, deployment: Deployment, keys: list[StoredKey]) -> AuthPolicy:
+    def _policy(self, deployment: Deployment, keys: list[StoredKey], access: Access) -> AuthPolicy:
         """The deployment's keys, less one equal to the server's own key (set while the server was down, or in a
         race with a command that checked it): that key keeps opening the server's own model only."""
         accepted = [key for key in keys if key.key_hash != self.own_key_hash]
@@ -275,7 +238,11 @@ class Gateway:
             self.refused_keys[deployment.name] = reason
         else:
             self.refused_keys.pop(deployment.name, None)
-        return AuthPolicy(accepted, self.verifier, accepts_tokens=deployment.type == MANAGED)
+        return AuthPolicy(
+            accepted, self.verifier, accepts_tokens=deployment.type == MANAGED,
+            project_keys=access.keys_for(deployment.project, deployment.name),
+            grants=access.grants.get(deployment.project, []), deployment=deployment.name, project=deployment.project,
+        )  # fmt: skip
 
     def _launch(self, deployment: Deployment, policy: AuthPolicy) -> Target:
         assert self.backend_factory is not None

@@ -56,8 +56,11 @@ usage = sa.Table(
     sa.Column("is_stream", sa.Boolean, nullable=False),
     sa.Column("time_to_first_token_ms", sa.Float),
     sa.Column("cost_usd", sa.Float),
+    sa.Column("project", sa.String(64)),
     sa.Index("ix_usage_deployment_created_at", "deployment", "created_at"),
     sa.Index("ix_usage_created_at", "created_at"),
+    sa.Index("ix_usage_project_created_at", "project", "created_at"),
+    sa.Index("ix_usage_key_id_created_at", "key_id", "created_at"),
 )
 
 
@@ -77,6 +80,7 @@ class UsageRecord:
     is_stream: bool = False
     time_to_first_token_ms: float | None = None
     cost_usd: float | None = None  # its tokens at the deployment's prices when it ended; None: no price then
+    project: str | None = None  # the deployment's project (None: the server's own model)
 
     @property
     def total_tokens(self) -> int:
@@ -240,9 +244,10 @@ class Meter:
 
 
 def query_usage(
-    engine: Engine, since: float | None = None, until: float | None = None, deployment: str | None = None
+    engine: Engine, since: float | None = None, until: float | None = None, deployment: str | None = None,
+    project: str | None = None,
 ) -> list[UsageRecord]:
-    """Usage records, oldest first, arrived in [since, until), optionally of one deployment."""
+    """Usage records, oldest first, arrived in [since, until), optionally of one deployment or project."""
     query = sa.select(*[c for c in usage.c if c.name != "id"]).order_by(usage.c.created_at, usage.c.id)
     if since is not None:
         query = query.where(usage.c.created_at >= since)
@@ -250,6 +255,8 @@ def query_usage(
         query = query.where(usage.c.created_at < until)
     if deployment is not None:
         query = query.where(usage.c.deployment == deployment)
+    if project is not None:
+        query = query.where(usage.c.project == project)
     with engine.connect() as conn:
         return [_record(row) for row in conn.execute(query).mappings()]
 

@@ -1,4 +1,5 @@
-"""The platform's state: deployments, their keys, the admin key. SQLite by default, PostgreSQL by URL.
+"""The platform's state: deployments, their keys, the admin key (projects, project keys, grants, budgets and the
+audit log have their own modules over the same database). SQLite by default, PostgreSQL by URL.
 
 One store layer (SQLAlchemy Core) for both databases; the schema is built and changed only by the alembic
 migrations in `platform/migrations/versions`, applied when a store is opened (a new migration per change, never
@@ -28,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from llamafoundry.platform.keys import StoredKey
 
 SQLITE_FILE = "llamafoundry.db"
+DEFAULT_PROJECT = "default"  # every store has it (migration 0007); deployments go there unless told otherwise
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _PG_MIGRATION_LOCK = 0x6C6C616D  # any constant shared by every llamafoundry process
 
@@ -49,6 +51,7 @@ deployments = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("expires_at", sa.Float),
     sa.Column("settings", sa.JSON, nullable=False),
+    sa.Column("project", sa.String(64), nullable=False),
 )
 deployment_keys = sa.Table(
     "deployment_keys",
@@ -108,6 +111,7 @@ class Deployment:
     shared_quota: bool = False
     expires_at: float | None = None
     settings: Mapping[str, Any] = field(default_factory=dict)
+    project: str = DEFAULT_PROJECT
 
 
 @dataclass(frozen=True)
@@ -208,6 +212,13 @@ class Store:
             return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
 
     @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction that bumps the revision (running servers reload on it); integrity errors become
+        StoreConflict. For the platform's other modules (projects, keys, budgets)."""
+        with self._write() as conn:
+            yield conn
+
+    @contextmanager
     def _write(self) -> Iterator[Connection]:
         """A write transaction that bumps the revision; integrity errors become StoreConflict."""
         try:
@@ -243,8 +254,11 @@ class Store:
             row = conn.execute(sa.select(deployments).where(deployments.c.name == name)).mappings().first()
         return _deployment(row) if row is not None else None
 
-    def find_serverless(self, model: str) -> Deployment | None:
-        query = sa.select(deployments).where(deployments.c.model == model, deployments.c.type == "serverless")
+    def find_serverless(self, model: str, project: str = DEFAULT_PROJECT) -> Deployment | None:
+        """The serverless deployment of `model` in `project` (a project has at most one per model)."""
+        query = sa.select(deployments).where(
+            deployments.c.model == model, deployments.c.type == "serverless", deployments.c.project == project
+        )
         with self.engine.connect() as conn:
             row = conn.execute(query).mappings().first()
         return _deployment(row) if row is not None else None

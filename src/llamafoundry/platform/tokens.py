@@ -1,9 +1,12 @@
-"""Entra-ID-style bearer tokens for managed-compute deployments: RS256 JWTs checked against an issuer's JWKS.
+"""Entra-ID-style bearer tokens for managed-compute deployments: RS256 or ES256 JWTs checked against an issuer's JWKS.
 
-A token is accepted when its signature verifies with the JWKS key its header names (`kid`), it has not expired
-(`exp`), it is already valid (`nbf`, when present), and its audience (`aud`) is `https://ml.azure.com`, the
-resource the Azure SDKs request tokens for (`https://ml.azure.com/.default`). With an issuer configured, `iss`
-must match too.
+A token is accepted when its algorithm is RS256 or ES256 (never `none`, never an HMAC: a public key used as an HMAC
+secret would let anyone sign), its signature verifies with the JWKS key its header names (`kid`), its issuer
+(`iss`) is one of the configured issuers (required: a server with --jwks and no --token-issuer does not start), it
+has not expired (`exp`, required), it is already valid (`nbf`, when present), and its audience (`aud`) is the
+configured one, by default `https://ml.azure.com`, the resource the Azure SDKs request tokens for
+(`https://ml.azure.com/.default`). Which tokens open which deployments is then the projects' grants'
+(`platform.projects.Grant`).
 
 The JWKS comes from a file (re-read when it changes) or a URL (cached for 5 minutes, fetched again at once for
 an unknown `kid`, at most every 30 seconds), so an issuer's key rotation is picked up without a restart.
@@ -23,7 +26,7 @@ import httpx
 import jwt
 
 AZURE_ML_AUDIENCE = "https://ml.azure.com"
-ALGORITHMS = ["RS256"]
+ALGORITHMS = ["RS256", "ES256"]
 URL_CACHE_S = 300.0
 URL_REFRESH_COOLDOWN_S = 30.0
 LEEWAY_S = 60  # clock skew allowed on exp and nbf (Microsoft's validators allow 5 minutes; one is enough on one host)
@@ -105,6 +108,19 @@ class JwksSource:
         return keys
 
 
+def token_issuers(issuer: str | None) -> list[str]:
+    """The issuers of `--token-issuer` (comma-separated). Raises ValueError, a sentence, when there is none."""
+    issuers = [part.strip() for part in (issuer or "").split(",") if part.strip()]
+    if not issuers:
+        raise ValueError(
+            "--jwks needs --token-issuer: without it a token signed by any key in that JWKS, for any tenant, would "
+            "be accepted. Give the issuer your tokens carry in 'iss' (for Entra ID: "
+            "https://login.microsoftonline.com/<tenant-id>/v2.0, or https://sts.windows.net/<tenant-id>/ for v1 "
+            "tokens; several separated by commas)."
+        )
+    return issuers
+
+
 def _find(keys: jwt.PyJWKSet, kid: str | None) -> jwt.PyJWK | None:
     for key in keys.keys:
         if kid is None or key.key_id == kid:
@@ -118,29 +134,29 @@ class TokenVerifier:
     Args:
         jwks: where the issuer's keys are (file path or URL).
         audience: the `aud` a token must carry.
-        issuer: the `iss` a token must carry; any issuer when None.
+        issuer: the `iss` a token must carry: one issuer, or several separated by commas (required).
     """
 
     def __init__(self, jwks: JwksSource, audience: str = AZURE_ML_AUDIENCE, issuer: str | None = None) -> None:
         self.jwks = jwks
         self.audience = audience
-        self.issuer = issuer
+        self.issuers = token_issuers(issuer)
 
     def verify(self, token: str) -> TokenClaims:
         """The token's claims. Raises TokenError when it is not accepted. May fetch the JWKS (blocking)."""
         try:
             header = jwt.get_unverified_header(token)
             if header.get("alg") not in ALGORITHMS:
-                raise TokenError(f"algorithm {header.get('alg')!r} is not accepted; tokens must be RS256")
+                raise TokenError(f"algorithm {header.get('alg')!r} is not accepted; tokens must be RS256 or ES256")
             key = self.jwks.key(header.get("kid"))
             claims = jwt.decode(
                 token,
                 key,
                 algorithms=ALGORITHMS,
                 audience=self.audience,
-                issuer=self.issuer,
+                issuer=self.issuers,
                 leeway=LEEWAY_S,
-                options={"require": ["exp", "aud"]},
+                options={"require": ["exp", "aud", "iss"]},
             )
         except jwt.PyJWTError as exc:
             raise TokenError(f"token rejected: {exc}") from None

@@ -292,15 +292,18 @@ def report(
     since: float | None = None,
     by: str | None = None,
     now: float | None = None,
+    project: str | None = None,
 ) -> list[UsageRow]:
-    """The usage report straight from the database (what `llamafoundry usage` and `/management/usage` show)."""
+    """The usage report straight from the database (what `llamafoundry usage` and `/management/usage` show);
+    with `project`, of that project's deployments only (`pricing` should then hold only theirs)."""
     now = time.time() if now is None else now
-    records = query_usage(engine, since=since, deployment=deployment)
+    records = query_usage(engine, since=since, deployment=deployment, project=project)
     if deployment is not None:
         pricing = {name: p for name, p in pricing.items() if name == deployment}
     return summarize(records, pricing, by=check_period(by), since=since, now=now, deployment=deployment)
 
 
-def store_pricing(store: Store) -> dict[str, Pricing]:
-    """The prices of every deployment in the store (deleted deployments have none: their cost is unknown)."""
-    return {deployment.name: pricing_for(deployment) for deployment in store.list_deployments()}
+def store_pricing(store: Store, project: str | None = None) -> dict[str, Pricing]:
+    """The prices of every deployment in the store, or in `project` (deleted deployments have none: their cost is
+    unknown)."""
+    return {d.name: pricing_for(d) for d in store.list_deployments() if project is None or d.project == project}
