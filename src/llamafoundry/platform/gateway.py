@@ -23,8 +23,10 @@ from typing import Any
 
 from llamafoundry.config import EngineSettings
 from llamafoundry.outage import RepeatedFailure
+from llamafoundry.platform import sizing
 from llamafoundry.platform.access import Access, AuthPolicy, Caller, load_access
 from llamafoundry.platform.catalog import MANAGED, find_instance_type, find_model
+from llamafoundry.platform.errors import DeploymentError
 from llamafoundry.platform.keys import DEFAULT_KEY_ID, StoredKey, hash_key
 from llamafoundry.platform.replicas import ReplicaSet, ReplicaSpec
 from llamafoundry.platform.server_keys import forget_server_key, record_server_key
@@ -215,9 +217,16 @@ class Gateway:
             if current is not None and _same_backend(current.deployment, deployment):
                 current.deployment, current.auth = deployment, policy  # keys or settings changed
                 continue
+            try:
+                launched = self._launch(deployment, policy)
+            except DeploymentError as exc:  # sizes it cannot run with (set by hand in the store, a changed file)
+                if self.unserved.get(name) != str(exc):
+                    logger.error("deployment %s is not served: %s", name, exc)
+                unserved[name] = str(exc)
+                continue
             if current is not None:
-                stopped.append(current)
-            self.targets[name] = self._launch(deployment, policy)
+                stopped.append(self.targets.pop(name))
+            self.targets[name] = launched
         for target in stopped:
             asyncio.create_task(_stop(target))
         self.unserved = unserved
@@ -273,7 +282,8 @@ def _same_backend(old: Deployment | None, new: Deployment) -> bool:
         return False
     fields = ("model", "created_at", "weights_path", "upstream_url", "upstream_model", "upstream_api_key",
               "instances", "instance_type")  # fmt: skip
-    return all(getattr(old, f) == getattr(new, f) for f in fields)
+    same_sizes = all(old.settings.get(f) == new.settings.get(f) for f in sizing.FIELDS)  # replicas restart
+    return same_sizes and all(getattr(old, f) == getattr(new, f) for f in fields)
 
 
 async def _start(target: Target) -> None:
@@ -309,22 +319,21 @@ def local_backend_factory(
             max_context = model.context_length
         else:
             assert deployment.weights_path is not None
-            settings = deployment.settings
-            threads = find_instance_type(deployment.instance_type).num_cores if deployment.instance_type else None
+            weights = Path(deployment.weights_path)
+            cores = find_instance_type(deployment.instance_type).num_cores if deployment.instance_type else None
+            settings = {"kv_cache_type": engine.kv_cache_type, **deployment.settings} if engine else deployment.settings
             spec = ReplicaSpec(
                 name=deployment.name,
-                weights_path=Path(deployment.weights_path),
+                weights_path=weights,
                 model_name=model.name,
                 model_provider=model.provider,
                 num_replicas=deployment.instances,
-                threads=int(settings.get("threads", threads or 2)),
-                ctx_size=int(settings.get("ctx_size", 4096)),
-                parallel=int(settings.get("parallel", 4)),
+                sizing=sizing.resolve(settings, sizing.model_shape(weights), deployment.instances, cores),
                 log_dir=home / "logs",
-                **_replica_kv_cache(engine, deployment.instances),
+                **_replica_prefix_cache(engine, deployment.instances),
             )
             provider = ReplicaSet(spec)
-            max_context = spec.ctx_size
+            max_context = spec.sizing.ctx_size
         return UpstreamChatService(
             provider, model.name, model.provider, max_context, deployment.upstream_model, verify_tls
         )
@@ -332,11 +341,10 @@ def local_backend_factory(
     return build
 
 
-def _replica_kv_cache(engine: EngineSettings | None, num_replicas: int) -> dict[str, Any]:
+def _replica_prefix_cache(engine: EngineSettings | None, num_replicas: int) -> dict[str, Any]:
     if engine is None:
         return {}
     return {
-        "kv_cache_type": engine.kv_cache_type,
         "prefix_cache_ram": engine.prefix_cache_ram // max(1, num_replicas),
         "prefix_cache_dir": engine.prefix_cache_dir,
         "prefix_cache_disk": engine.prefix_cache_disk,
