@@ -4,6 +4,9 @@ restarts them with the new sizes, and a size that cannot fit in memory is refuse
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,3 +89,55 @@ def test_a_size_that_cannot_fit_is_refused_with_the_numbers(tmp_path: Path, caps
     forwarded = ["deploy", "create", "forwarded", "--model", MODEL, "--type", "managed", "--upstream", "http://127.0.0.1:9"]
     code = main([*forwarded, "--parallel", "8", "--data-dir", str(home)])
     assert code == 1 and "which sizes itself" in " ".join(capsys.readouterr().err.split())
+
+
+def test_scaling_and_resizing_under_load_drop_no_request(tmp_path: Path, tiny_model_path: Path) -> None:
+    home = tmp_path / "home"
+    created = cli_json(home, "deploy", "create", "rolling", "--model", MODEL, "--type", "managed", "--weights",
+                       str(tiny_model_path), "--threads", "1", "--ctx-size", "1024")  # fmt: skip
+    admin_key = cli_json(home, "deploy", "admin-key", "--regenerate")["admin_key"]
+    gateway = start_gateway(home, tiny_model_path)
+    url, key = f"{gateway.url}/deployments/rolling/chat/completions", created["primary_key"]
+    outcomes: list[int | str] = []
+    stop = threading.Event()
+
+    def client(streamed: bool) -> None:
+        while not stop.is_set():
+            body = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 24, "stream": streamed}
+            try:
+                with httpx.stream("POST", url, json=body, headers={"api-key": key}, timeout=60) as response:
+                    text = response.read().decode()
+                ok = response.status_code == 200 and (not streamed or text.rstrip().endswith("data: [DONE]"))
+                outcomes.append(200 if ok else f"{response.status_code}: {text[:200]}")
+            except httpx.HTTPError as exc:
+                outcomes.append(f"{type(exc).__name__}: {exc}")
+
+    def status() -> dict[str, Any]:
+        found = httpx.get(f"{gateway.url}/management/deployments/rolling", headers={"api-key": admin_key}, timeout=30)
+        return dict(found.json()["status"])
+
+    def settled(check: Callable[[dict[str, Any]], bool]) -> bool:
+        now = status()
+        return "changing" not in now and all(r["healthy"] for r in now.get("replicas") or [{}]) and check(now)
+
+    try:
+        wait_ready(url, key)
+        threads = [threading.Thread(target=client, args=(i % 2 == 0,)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        time.sleep(1.0)
+        cli_json(home, "deploy", "update", "rolling", "--instances", "2")
+        wait_for(lambda: settled(lambda s: len(s["replicas"]) == 2), 60, "two replicas serving")
+        time.sleep(1.0)
+        cli_json(home, "deploy", "update", "rolling", "--ctx-size", "2048")
+        wait_for(lambda: settled(lambda s: s["sizing"]["ctx_size"] == 2048), 60, "the resized replicas serving")
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=90)
+        gateway.stop()
+    failed = [o for o in outcomes if o != 200]
+    print(f"rolling changes under load: {len(outcomes)} requests sent, {len(outcomes) - len(failed)} completed, "
+          f"{len(failed)} failed")
+    assert len(outcomes) >= 20 and not failed, failed[:5]

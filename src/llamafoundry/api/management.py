@@ -100,11 +100,13 @@ def management_router(store: Store, home: Path, gateway: Gateway | None = None) 
 
     async def update(request: Request) -> Response:
         body = parse_json_object(await read_body(request), request.headers.get("content-type"))
-        _check_fields(body, SETTING_FIELDS)
+        _check_fields(body, {**SETTING_FIELDS, "instances": int})
         deployment = await _call(ops.get_deployment, store, request.path_params["name"])
         changes = _settings(body, deployment.settings)
-        if not changes:
-            raise ApiError(400, "missing_value", f"Nothing to change: send {', '.join(SETTING_FIELDS)}.")
+        if not changes and body.get("instances") is None:
+            raise ApiError(400, "missing_value", f"Nothing to change: send instances, {', '.join(SETTING_FIELDS)}.")
+        if body.get("instances") is not None:
+            await _call(ops.scale, store, deployment.name, body["instances"])
         updated = await _call(ops.update_settings, store, deployment.name, changes)
         return json_response(_describe(updated, gateway))
 

@@ -48,6 +48,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     _add_limit_options(update)
     _add_content_safety_options(update)
     _add_sizing_options(update)
+    update.add_argument("--instances", type=int, help="managed compute: replicas (the current ones answer until "
+                        "the new set is ready)")  # fmt: skip
     update.set_defaults(handler=_update, audit_action="deployment.update")
 
     listing = sub.add_parser("list", help="list deployments")
@@ -208,7 +210,7 @@ def _check_guard(store: Any, guard: str | None) -> None:
 
 def _update(args: argparse.Namespace) -> int:
     from llamafoundry.platform.content_safety import SETTING_CONTENT_SAFETY
-    from llamafoundry.platform.deployments import describe, get_deployment, update_settings
+    from llamafoundry.platform.deployments import describe, get_deployment, scale, update_settings
 
     changes = limit_settings(args.tpm, args.rpm)
     with open_store(args) as store:
@@ -221,10 +223,12 @@ def _update(args: argparse.Namespace) -> int:
         if sizes is None:
             return 1
         changes.update(sizes)
-        if not changes:
-            console.print("[red]error:[/red] nothing to change: give --tpm N, --rpm N, --content-safety* or sizing "
-                          "options (--ctx-size, --parallel, ...).")  # fmt: skip
+        if not changes and args.instances is None:
+            console.print("[red]error:[/red] nothing to change: give --tpm N, --rpm N, --content-safety*, sizing "
+                          "options (--ctx-size, --parallel, ...) or --instances N.")  # fmt: skip
             return 2
+        if args.instances is not None and _run(lambda: scale(store, args.name.lower(), args.instances)) is None:
+            return 1
         updated = _run(lambda: update_settings(store, args.name.lower(), changes))
         if updated is None:
             return 1

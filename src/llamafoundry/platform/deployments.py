@@ -114,20 +114,33 @@ def create_deployment(
     return deployment, NewKeys(primary, secondary)
 
 
+def scale(store: Store, name: str, instances: int) -> Deployment:
+    """Change a managed deployment's number of replicas; the new count must fit in the memory free now (a gateway
+    starts the new set while the current one answers)."""
+    deployment = get_deployment(store, name)
+    if deployment.type != MANAGED or deployment.upstream_url:
+        raise DeploymentError(
+            f"Deployment '{deployment.name}' is {'an --upstream' if deployment.upstream_url else 'a serverless'} "
+            "deployment; --instances scales managed deployments of local weights."
+        )
+    if not 1 <= instances <= MAX_INSTANCES:
+        raise DeploymentError(f"--instances must be between 1 and {MAX_INSTANCES}, got {instances}.")
+    assert deployment.weights_path is not None
+    sizing.plan(deployment.settings, Path(deployment.weights_path), instances, _cores(deployment.instance_type))
+    return store.set_instances(deployment.name, instances)
+
+
 def update_settings(store: Store, name: str, changes: dict[str, Any]) -> Deployment:
     """Change a deployment's settings (limits, content safety, sizes; None removes one). New sizes
-    (`sizing.FIELDS`) are checked against the memory free once the current replicas are replaced; the gateway
-    restarts the replicas with them."""
+    (`sizing.FIELDS`) must fit in the memory free now: a gateway starts replicas with them while the current
+    ones go on answering, and stops those once the new ones are ready."""
     deployment = get_deployment(store, name)
     resized = any(field in changes for field in sizing.FIELDS)
     if deployment.upstream_url:
         _refuse_sizing_of_upstream(changes, deployment.name)
     elif deployment.weights_path is not None and resized:
-        weights, cores = Path(deployment.weights_path), _cores(deployment.instance_type)
-        current, _ = sizing.plan(deployment.settings, weights, deployment.instances, cores, available=2**62)
-        released = sizing.estimate(sizing.model_shape(weights), current, 0, deployment.instances).total
         settings = {k: v for k, v in {**deployment.settings, **changes}.items() if v is not None}
-        sizing.plan(settings, weights, deployment.instances, cores, released=released)
+        sizing.plan(settings, Path(deployment.weights_path), deployment.instances, _cores(deployment.instance_type))
     return store.update_settings(deployment.name, changes)
 
 

@@ -147,20 +147,19 @@ def estimate(shape: KvShape, sizing: Sizing, weights_bytes: int, replicas: int) 
 
 def plan(
     settings: Mapping[str, Any], weights: Path, instances: int, cores: int | None = None,
-    available: int | None = None, released: int = 0,
+    available: int | None = None,
 ) -> tuple[Sizing, MemoryEstimate]:  # fmt: skip
     """The sizes a local deployment runs with and their memory, checked against what is free.
 
     A default context that does not fit is halved (to 2,048 at the least); sizes the user set are never changed.
 
     Args:
-        available: bytes free (default: the machine's MemAvailable); `released`: bytes the change frees (the
-            deployment's current replicas, when they are replaced).
+        available: bytes free (default: the machine's MemAvailable).
     Raises:
         DeploymentError: a size that does not fit, with the numbers; a combination that cannot work.
     """
     shape = model_shape(weights)
-    free = (available_memory() if available is None else available) + released
+    free = available_memory() if available is None else available
     weights_bytes = weights_size(weights)
     sizing = resolve(settings, shape, instances, cores)
     needed = estimate(shape, sizing, weights_bytes, instances)
