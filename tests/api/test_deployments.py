@@ -20,6 +20,7 @@ from azure.core.exceptions import ClientAuthenticationError, ResourceNotFoundErr
 
 from tests.api.conftest import API_KEY
 from tests.api.deployment_fixtures import PICKUP_S, Gateway, chat, cli_json, start_gateway, wait_for, wait_ready
+from tests.gguf_files import metadata_only_gguf
 
 pytestmark = pytest.mark.slow
 
@@ -144,7 +145,7 @@ def test_weights_that_do_not_load_fail_the_deployment_at_once(setup: Setup, tmp_
     """The replica answers /health with model_load_failed: the deployment is failed (not starting for the 180 s
     start timeout), and its requests get a 503 that says so, with no Retry-After to wait for."""
     broken = tmp_path / "broken.gguf"
-    broken.write_bytes(b"GGUF" + bytes(64))  # passes the create-time check, not llama.cpp's
+    metadata_only_gguf(broken)  # passes the create-time checks (metadata, memory), not llama.cpp's
     created = cli_json(setup.home, "deploy", "create", "broken", "--model", "Meta-Llama-3.1-70B-Instruct",
                        "--type", "managed", "--weights", str(broken))  # fmt: skip
     admin = {"api-key": setup.admin_key}

@@ -20,6 +20,7 @@ from llamafoundry.platform.keys import hash_key
 from llamafoundry.platform.store import Deployment, Store
 from tests.api.conftest import API_KEY, MODEL_NAME
 from tests.api.fakes import FakeChatService
+from tests.gguf_files import metadata_only_gguf
 
 MODEL = "Meta-Llama-3.1-8B-Instruct"
 PICKUP_S = 10.0  # 50 polls: generous, so a busy CI machine does not fail it
@@ -27,7 +28,7 @@ PICKUP_S = 10.0  # 50 polls: generous, so a busy CI machine does not fail it
 
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
-    (tmp_path / "model.gguf").write_bytes(b"GGUF")
+    metadata_only_gguf(tmp_path / "model.gguf")
     return tmp_path
 
 

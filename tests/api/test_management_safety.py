@@ -18,13 +18,14 @@ from llamafoundry.platform.gateway import Gateway, Target, single_key_policy
 from llamafoundry.platform.store import Deployment, Store
 from tests.api.conftest import API_KEY, MODEL_NAME
 from tests.api.fakes import FakeChatService
+from tests.gguf_files import metadata_only_gguf
 
 MODEL = "Meta-Llama-3.1-8B-Instruct"
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    (tmp_path / "model.gguf").write_bytes(b"GGUF")
+    metadata_only_gguf(tmp_path / "model.gguf")
     opened = Store.open(tmp_path)
     yield opened
     opened.close()

@@ -12,6 +12,7 @@ from llamafoundry.platform.deployments import DeploymentSpec, create_deployment,
 from llamafoundry.platform.keys import hash_key
 from llamafoundry.platform.store import Store
 from tests.api.test_entra import self_signed_cert
+from tests.gguf_files import metadata_only_gguf
 from tests.serve_process import free_port, launch_serve, stop_process
 
 
@@ -68,8 +69,7 @@ def test_an_api_key_that_is_a_deployment_key_or_the_admin_key(
     key = "K" * 32
     store = Store.open(home)
     if holder == "deployment":
-        weights = tmp_path / "model.gguf"
-        weights.write_bytes(b"GGUF")
+        weights = metadata_only_gguf(tmp_path / "model.gguf")
         create_deployment(store, DeploymentSpec("chat", "Meta-Llama-3.1-8B-Instruct", weights=weights), home)
         regenerate_key(store, "chat", "secondary", key)
         expected = "already in use (deployment chat (secondary))"

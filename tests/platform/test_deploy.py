@@ -26,6 +26,7 @@ from llamafoundry.platform.deployments import (
 from llamafoundry.platform.keys import hash_key, match_key
 from llamafoundry.platform.server_keys import STALE_S, check_own_key, forget_server_key, record_server_key
 from llamafoundry.platform.store import Store
+from tests.gguf_files import metadata_only_gguf
 from tests.platform.postgres_server import fresh_database, running_postgres
 
 MODEL = "Meta-Llama-3.1-8B-Instruct"
@@ -33,9 +34,7 @@ MODEL = "Meta-Llama-3.1-8B-Instruct"
 
 @pytest.fixture
 def weights(tmp_path: Path) -> Path:
-    path = tmp_path / "model.gguf"
-    path.write_bytes(b"GGUF")
-    return path
+    return metadata_only_gguf(tmp_path / "model.gguf")
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from llamafoundry.api.management_audit import audit_router
 from llamafoundry.api.management_projects import projects_router
 from llamafoundry.api.management_safety import content_safety_router
 from llamafoundry.platform import deployments as ops
+from llamafoundry.platform import sizing
 from llamafoundry.platform.catalog import CATALOG, UnknownModelError, find_model
 from llamafoundry.platform.content_safety import (
     SETTING_CONTENT_SAFETY,
@@ -43,7 +44,10 @@ from llamafoundry.safety.blocklists import Blocklist, BlocklistError
 logger = logging.getLogger(__name__)
 
 # What `deploy create/update --tpm --rpm --content-safety` set: accepted by POST and changed by PATCH.
-SETTING_FIELDS: dict[str, type] = {"tpm": int, "rpm": int, "content_safety": bool}
+SETTING_FIELDS: dict[str, type] = {
+    "tpm": int, "rpm": int, "content_safety": bool,
+    **{name: kind for name, (kind, *_) in sizing.FIELDS.items()},  # deploy create/update --ctx-size ...
+}  # fmt: skip
 CREATE_FIELDS: dict[str, type] = {
     "name": str,
     "model": str,
@@ -96,12 +100,14 @@ def management_router(store: Store, home: Path, gateway: Gateway | None = None) 
 
     async def update(request: Request) -> Response:
         body = parse_json_object(await read_body(request), request.headers.get("content-type"))
-        _check_fields(body, SETTING_FIELDS)
+        _check_fields(body, {**SETTING_FIELDS, "instances": int})
         deployment = await _call(ops.get_deployment, store, request.path_params["name"])
         changes = _settings(body, deployment.settings)
-        if not changes:
-            raise ApiError(400, "missing_value", "Nothing to change: send tpm, rpm or content_safety.")
-        updated = await asyncio.to_thread(store.update_settings, deployment.name, changes)
+        if not changes and body.get("instances") is None:
+            raise ApiError(400, "missing_value", f"Nothing to change: send instances, {', '.join(SETTING_FIELDS)}.")
+        if body.get("instances") is not None:
+            await _call(ops.scale, store, deployment.name, body["instances"])
+        updated = await _call(ops.update_settings, store, deployment.name, changes)
         return json_response(_describe(updated, gateway))
 
     async def delete(request: Request) -> Response:
@@ -197,13 +203,17 @@ def _check_fields(body: dict[str, Any], allowed: dict[str, type]) -> None:
 
 
 def _settings(body: dict[str, Any], current: dict[str, Any] | None) -> dict[str, Any]:
-    """The settings change of `tpm`, `rpm` and `content_safety` (the rules and sentences of the CLI's)."""
+    """The settings change of `tpm`, `rpm`, `content_safety` and the sizes (the rules and sentences of the CLI's)."""
     changes: dict[str, Any] = {}
     for param, limits in (("tpm", (body.get("tpm"), None)), ("rpm", (None, body.get("rpm")))):
         try:
             changes.update(limit_settings(*limits))
         except ValueError as exc:  # the CLI's sentence, without its "--"
             raise ApiError(400, "invalid_value", str(exc).replace("--", ""), param) from None
+    try:
+        changes.update(sizing.sizing_changes(body))
+    except ops.DeploymentError as exc:
+        raise ApiError(400, "invalid_value", str(exc), next(f for f in sizing.FIELDS if f in str(exc))) from None
     enabled = body.get("content_safety")
     current_safety = (current or {}).get(SETTING_CONTENT_SAFETY)
     return {**changes, **content_safety_settings(current_safety, enabled=enabled)}

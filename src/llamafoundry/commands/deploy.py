@@ -39,13 +39,17 @@ def register(commands: argparse._SubParsersAction) -> None:
     create.add_argument("--shared-quota", action="store_true", help="managed compute: deleted after 168 hours")
     _add_limit_options(create)
     _add_content_safety_options(create)
+    _add_sizing_options(create)
     create.add_argument("--project", help="the project it belongs to (default: default)")
     create.set_defaults(handler=_create, audit_action="deployment.create")
 
-    update = sub.add_parser("update", help="change a deployment's rate limits or content safety")
+    update = sub.add_parser("update", help="change a deployment's rate limits, content safety or sizes")
     update.add_argument("name")
     _add_limit_options(update)
     _add_content_safety_options(update)
+    _add_sizing_options(update)
+    update.add_argument("--instances", type=int, help="managed compute: replicas (the current ones answer until "
+                        "the new set is ready)")  # fmt: skip
     update.set_defaults(handler=_update, audit_action="deployment.update")
 
     listing = sub.add_parser("list", help="list deployments")
@@ -78,6 +82,9 @@ def register(commands: argparse._SubParsersAction) -> None:
 def _create(args: argparse.Namespace) -> int:
     from llamafoundry.platform.deployments import DeploymentSpec, create_deployment, describe
 
+    sizes = _run(lambda: _sizing(args))
+    if sizes is None:
+        return 1
     spec = DeploymentSpec(
         name=args.name,
         model=args.model,
@@ -89,7 +96,7 @@ def _create(args: argparse.Namespace) -> int:
         instances=args.instances,
         instance_type=args.instance_type,
         shared_quota=args.shared_quota,
-        settings={**limit_settings(args.tpm, args.rpm), **_content_safety_changes(args, None)},
+        settings={**limit_settings(args.tpm, args.rpm), **_content_safety_changes(args, None), **sizes},
         project=args.project or "default",
     )
     with open_store(args) as store, download_bar() as progress:
@@ -110,6 +117,33 @@ def _create(args: argparse.Namespace) -> int:
         soft_wrap=True,
     )
     return 0
+
+
+def _add_sizing_options(parser: argparse.ArgumentParser) -> None:
+    """What the replicas of a deployment of local weights run with (default: from the model and the machine)."""
+    parser.add_argument("--ctx-size", type=int, help="tokens of one request, prompt + completion (default: the "
+                        "model's trained context, at most 8192, less when memory is short)")  # fmt: skip
+    parser.add_argument("--parallel", type=int, help="sequences each replica decodes together: requests in "
+                        "flight, and the most n/best_of one may ask (default 4)")  # fmt: skip
+    parser.add_argument("--threads", type=int, help="CPU threads per replica (default: the instance type's cores, "
+                        "else the machine's shared by the replicas)")  # fmt: skip
+    parser.add_argument("--kv-cache-type", choices=sizing_choices("kv_cache_type"), help="KV cache element type "
+                        "(q8_0: ~half the memory of f16, q4_0: ~a quarter)")  # fmt: skip
+    parser.add_argument("--flash-attn", choices=sizing_choices("flash_attn"), help="llama.cpp flash attention")
+    parser.add_argument("--gpu-layers", type=int, help="layers offloaded to a GPU (default 0)")
+    parser.add_argument("--speculative-tokens", type=int, help="prompt-lookup draft tokens (default 15; 0: off)")
+
+
+def sizing_choices(field: str) -> list[str]:
+    from llamafoundry.platform.sizing import CHOICES
+
+    return list(CHOICES[field])
+
+
+def _sizing(args: argparse.Namespace) -> dict[str, Any]:
+    from llamafoundry.platform.sizing import sizing_changes
+
+    return sizing_changes(vars(args))
 
 
 def _add_limit_options(parser: argparse.ArgumentParser) -> None:
@@ -176,7 +210,7 @@ def _check_guard(store: Any, guard: str | None) -> None:
 
 def _update(args: argparse.Namespace) -> int:
     from llamafoundry.platform.content_safety import SETTING_CONTENT_SAFETY
-    from llamafoundry.platform.deployments import describe, get_deployment
+    from llamafoundry.platform.deployments import describe, get_deployment, scale, update_settings
 
     changes = limit_settings(args.tpm, args.rpm)
     with open_store(args) as store:
@@ -185,10 +219,20 @@ def _update(args: argparse.Namespace) -> int:
             return 1
         _check_guard(store, args.content_safety_guard)
         changes.update(_content_safety_changes(args, deployment.settings.get(SETTING_CONTENT_SAFETY)))
-        if not changes:
-            console.print("[red]error:[/red] nothing to change: give --tpm N, --rpm N or --content-safety* options.")
+        sizes = _run(lambda: _sizing(args))
+        if sizes is None:
+            return 1
+        changes.update(sizes)
+        if not changes and args.instances is None:
+            console.print("[red]error:[/red] nothing to change: give --tpm N, --rpm N, --content-safety*, sizing "
+                          "options (--ctx-size, --parallel, ...) or --instances N.")  # fmt: skip
             return 2
-        body = describe(store.update_settings(args.name.lower(), changes))
+        if args.instances is not None and _run(lambda: scale(store, args.name.lower(), args.instances)) is None:
+            return 1
+        updated = _run(lambda: update_settings(store, args.name.lower(), changes))
+        if updated is None:
+            return 1
+        body = describe(updated)
     print(json.dumps(body, indent=2)) if args.json else _print_fields(body)
     return 0
 
@@ -253,6 +297,8 @@ def _print_runtime(entries: list[dict[str, Any]]) -> None:
         stale = " [yellow](stale: that server stopped reporting)[/yellow]" if entry["stale"] else ""
         console.print(f"Runtime on {entry['server']}, {entry['age_s']:.0f} s ago{stale}: [bold]{entry['state']}"
                       f"[/bold]" + (f": {entry['error']}" if entry.get("error") else ""), soft_wrap=True)  # fmt: skip
+        if entry.get("sizing"):
+            console.print(f"  runs with: {_sizing_line(entry['sizing'])}", soft_wrap=True, highlight=False)
         for replica in entry.get("replicas") or []:
             health = "healthy" if replica.get("healthy") else "not healthy"
             line = f"  replica {replica['index']} (pid {replica['pid']}, {replica['url']}): {health}, " \
@@ -260,6 +306,14 @@ def _print_runtime(entries: list[dict[str, Any]]) -> None:
             if replica.get("last_exit"):
                 line += f"; last exit at {replica['last_exit_at']}: it {replica['last_exit']}"
             console.print(line, soft_wrap=True, highlight=False)
+
+
+def _sizing_line(sizing: dict[str, Any]) -> str:
+    return (
+        f"context {sizing['ctx_size']} tokens x {sizing['parallel']} parallel, {sizing['threads']} thread(s), KV "
+        f"{sizing['kv_cache_type']}, flash attention {sizing['flash_attn']}, {sizing['gpu_layers']} GPU layer(s), "
+        f"{sizing['speculative_tokens']} speculative token(s)"
+    )
 
 
 def _delete(args: argparse.Namespace) -> int:

@@ -336,3 +336,49 @@ def _tensor_data(spec: _TensorSpec, rng: np.random.Generator, table: np.ndarray,
     if spec.kind == "norm":
         return np.ones(spec.shape, dtype=np.float32)
     return table[rng.integers(0, _NORMAL_TABLE_SIZE, size=spec.shape, dtype=np.uint16)]
+
+
+@dataclass(frozen=True)
+class KvShape:
+    """What sizing a model's KV cache needs from its GGUF metadata (`<arch>.*` keys)."""
+
+    architecture: str
+    context_length: int  # the context the model was trained for
+    num_layers: int
+    num_kv_heads: int
+    key_length: int  # dimensions per head of a key
+    value_length: int
+
+    @property
+    def kv_numbers_per_token(self) -> int:
+        """Numbers the KV cache holds per token: keys and values of every layer."""
+        return self.num_layers * self.num_kv_heads * (self.key_length + self.value_length)
+
+
+def read_kv_shape(path: Path) -> KvShape:
+    """The model's shape from a GGUF file's metadata (the first part of a split file holds it), without its
+    tensors. Raises ValueError for a file that is not a GGUF model."""
+    values = {f.key: f.value for f in _read_metadata(path) if not f.key.startswith("tokenizer.")}
+    arch = values.get("general.architecture")
+    if not isinstance(arch, bytes):
+        raise ValueError(f"{path} has no general.architecture: not a GGUF model")
+    prefix = arch.decode()
+
+    def number(name: str, default: int | None = None) -> int:
+        value = values.get(f"{prefix}.{name}", default)
+        if isinstance(value, list):  # per-layer head counts (some architectures): the largest sizes the cache
+            value = max(value)
+        if value is None:
+            raise ValueError(f"{path} has no {prefix}.{name}")
+        return int(value)
+
+    heads = number("attention.head_count")
+    head_dim = number("embedding_length") // heads
+    return KvShape(
+        architecture=prefix,
+        context_length=number("context_length"),
+        num_layers=number("block_count"),
+        num_kv_heads=number("attention.head_count_kv", heads),
+        key_length=number("attention.key_length", head_dim),
+        value_length=number("attention.value_length", head_dim),
+    )

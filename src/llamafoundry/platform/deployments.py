@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from llamafoundry.platform import keys as keys_mod
+from llamafoundry.platform import sizing
 from llamafoundry.platform.catalog import (
     DEFAULT_INSTANCE_TYPE,
     DEPLOYMENT_TYPES,
@@ -75,25 +76,29 @@ def create_deployment(
     project = check_project(store, spec.project)
     _check_not_taken(store, name, model, spec.type, project)
     weights_path, upstream = None, None
+    is_managed = spec.type == MANAGED
+    instances = (spec.instances or 1) if is_managed else 1
+    instance_type = find_instance_type(spec.instance_type or DEFAULT_INSTANCE_TYPE).name if is_managed else None
     if spec.upstream_url:
         upstream = check_upstream_url(spec.upstream_url)
+        _refuse_sizing_of_upstream(spec.settings, name)
     else:
         try:
             weights_path = str(resolve_weights(model, spec.weights, home, progress))
         except WeightsError as exc:
             raise DeploymentError(str(exc)) from None
-    is_managed = spec.type == MANAGED
+        sizing.plan(spec.settings, Path(weights_path), instances, _cores(instance_type))
     deployment = Deployment(
         name=name,
         model=model.name,
         type=spec.type,
-        instances=(spec.instances or 1) if is_managed else 1,
+        instances=instances,
         created_at=now,
         weights_path=weights_path,
         upstream_url=upstream,
         upstream_model=spec.upstream_model,
         upstream_api_key=spec.upstream_api_key,
-        instance_type=find_instance_type(spec.instance_type or DEFAULT_INSTANCE_TYPE).name if is_managed else None,
+        instance_type=instance_type,
         shared_quota=spec.shared_quota,
         expires_at=now + SHARED_QUOTA_LIFETIME_S if spec.shared_quota else None,
         settings=spec.settings,
@@ -107,6 +112,49 @@ def create_deployment(
         _check_not_taken(store, name, model, spec.type, project)
         raise DeploymentConflict(f"Deployment '{name}' could not be created; it conflicts with another.") from None
     return deployment, NewKeys(primary, secondary)
+
+
+def scale(store: Store, name: str, instances: int) -> Deployment:
+    """Change a managed deployment's number of replicas; the new count must fit in the memory free now (a gateway
+    starts the new set while the current one answers)."""
+    deployment = get_deployment(store, name)
+    if deployment.type != MANAGED or deployment.upstream_url:
+        raise DeploymentError(
+            f"Deployment '{deployment.name}' is {'an --upstream' if deployment.upstream_url else 'a serverless'} "
+            "deployment; --instances scales managed deployments of local weights."
+        )
+    if not 1 <= instances <= MAX_INSTANCES:
+        raise DeploymentError(f"--instances must be between 1 and {MAX_INSTANCES}, got {instances}.")
+    assert deployment.weights_path is not None
+    sizing.plan(deployment.settings, Path(deployment.weights_path), instances, _cores(deployment.instance_type))
+    return store.set_instances(deployment.name, instances)
+
+
+def update_settings(store: Store, name: str, changes: dict[str, Any]) -> Deployment:
+    """Change a deployment's settings (limits, content safety, sizes; None removes one). New sizes
+    (`sizing.FIELDS`) must fit in the memory free now: a gateway starts replicas with them while the current
+    ones go on answering, and stops those once the new ones are ready."""
+    deployment = get_deployment(store, name)
+    resized = any(field in changes for field in sizing.FIELDS)
+    if deployment.upstream_url:
+        _refuse_sizing_of_upstream(changes, deployment.name)
+    elif deployment.weights_path is not None and resized:
+        settings = {k: v for k, v in {**deployment.settings, **changes}.items() if v is not None}
+        sizing.plan(settings, Path(deployment.weights_path), deployment.instances, _cores(deployment.instance_type))
+    return store.update_settings(deployment.name, changes)
+
+
+def _refuse_sizing_of_upstream(settings: dict[str, Any], name: str) -> None:
+    given = [field for field in sizing.FIELDS if settings.get(field) is not None]
+    if given:
+        raise DeploymentError(
+            f"Deployment '{name}' forwards to an upstream server, which sizes itself; {', '.join(given)} apply "
+            "to deployments of local weights (their replicas)."
+        )
+
+
+def _cores(instance_type: str | None) -> int | None:
+    return find_instance_type(instance_type).num_cores if instance_type else None
 
 
 def check_name(name: str) -> str:

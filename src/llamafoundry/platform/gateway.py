@@ -23,8 +23,10 @@ from typing import Any
 
 from llamafoundry.config import EngineSettings
 from llamafoundry.outage import RepeatedFailure
+from llamafoundry.platform import sizing
 from llamafoundry.platform.access import Access, AuthPolicy, Caller, load_access
 from llamafoundry.platform.catalog import MANAGED, find_instance_type, find_model
+from llamafoundry.platform.errors import DeploymentError
 from llamafoundry.platform.keys import DEFAULT_KEY_ID, StoredKey, hash_key
 from llamafoundry.platform.replicas import ReplicaSet, ReplicaSpec
 from llamafoundry.platform.server_keys import forget_server_key, record_server_key
@@ -36,6 +38,7 @@ from llamafoundry.service.backend import ChatBackend
 logger = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 1.0
+RETIRE_TIMEOUT_S = 600.0  # a replaced deployment's longest request in flight (a long stream) may finish within this
 RUNTIME_HEARTBEAT_S = 15.0  # a report unchanged this long is written again, so readers can tell a live server
 
 
@@ -53,6 +56,9 @@ class Target:
     deployment: Deployment | None = None
     start_task: asyncio.Task[None] | None = field(default=None, repr=False)
     start_error: BaseException | None = None
+    # The target this one replaces (new sizes, instances or weights): it answers until this one is ready, then
+    # finishes its requests in flight and stops, so a change drops no request.
+    previous: Target | None = field(default=None, repr=False)
 
     default_name: str | None = None  # the default target's deployment name (`serve --name`)
 
@@ -114,7 +120,7 @@ class Gateway:
         found = self.targets.get(name.lower())
         if found is None and self.default is not None and name.lower() == self.default.name.lower():
             return self.default
-        return found
+        return None if found is None else serving(found)
 
     def all_targets(self) -> list[Target]:
         """The default target (if any), then the deployments by name."""
@@ -215,9 +221,16 @@ class Gateway:
             if current is not None and _same_backend(current.deployment, deployment):
                 current.deployment, current.auth = deployment, policy  # keys or settings changed
                 continue
+            try:
+                launched = self._launch(deployment, policy)
+            except DeploymentError as exc:  # sizes it cannot run with (set by hand in the store, a changed file)
+                if self.unserved.get(name) != str(exc):
+                    logger.error("deployment %s is not served: %s", name, exc)
+                unserved[name] = str(exc)
+                continue
             if current is not None:
-                stopped.append(current)
-            self.targets[name] = self._launch(deployment, policy)
+                stopped += _replace(self.targets.pop(name), launched)
+            self.targets[name] = launched
         for target in stopped:
             asyncio.create_task(_stop(target))
         self.unserved = unserved
@@ -264,6 +277,8 @@ class Gateway:
             body.update(state="failed", error=str(target.start_error))
         if name in self.refused_keys:
             body["key_refused"] = self.refused_keys[name]
+        if target.previous is not None:
+            body["changing"] = "the previous replicas answer until these are ready, then finish their requests"
         return body
 
 
@@ -273,7 +288,31 @@ def _same_backend(old: Deployment | None, new: Deployment) -> bool:
         return False
     fields = ("model", "created_at", "weights_path", "upstream_url", "upstream_model", "upstream_api_key",
               "instances", "instance_type")  # fmt: skip
-    return all(getattr(old, f) == getattr(new, f) for f in fields)
+    same_sizes = all(old.settings.get(f) == new.settings.get(f) for f in sizing.FIELDS)  # replicas restart
+    return same_sizes and all(getattr(old, f) == getattr(new, f) for f in fields)
+
+
+def serving(target: Target) -> Target:
+    """The target that answers a deployment's requests now: while a replacement starts (or if it failed to), the
+    one it replaces."""
+    previous = target.previous
+    if previous is not None and not target.service.is_ready:
+        return previous
+    return target
+
+
+def _replace(current: Target, new: Target) -> list[Target]:
+    """Hand over from `current` to `new`: the target answering now keeps answering until `new` is ready (if it is
+    ready itself); returns the targets to stop at once."""
+    answering = serving(current)
+    if not answering.service.is_ready:  # nothing answers: nothing to keep
+        return [t for t in (current, current.previous) if t is not None]
+    new.previous = answering
+    logger.info("deployment %s is changing: its current replicas answer until the new ones are ready", new.name)
+    if answering is current:  # ready; it retires what it replaced itself
+        return []
+    current.previous = None  # `current` never got ready: its predecessor goes on answering, for `new`
+    return [current]
 
 
 async def _start(target: Target) -> None:
@@ -282,6 +321,19 @@ async def _start(target: Target) -> None:
     except Exception as exc:
         target.start_error = exc
         logger.exception("deployment %s failed to start; it answers 503 until it is re-created", target.name)
+        return
+    if target.previous is not None:  # `serving` hands new requests to this target from now on
+        await _retire(target.previous)
+        target.previous = None
+
+
+async def _retire(target: Target) -> None:
+    """Stop a replaced target once its requests in flight have finished (at most RETIRE_TIMEOUT_S)."""
+    deadline = time.monotonic() + RETIRE_TIMEOUT_S
+    while sum(target.service.status().get("in_flight") or [0]) > 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    logger.info("deployment %s: the replaced replicas finished their requests and stop", target.name)
+    await _stop(target)
 
 
 async def _stop(target: Target) -> None:
@@ -293,6 +345,8 @@ async def _stop(target: Target) -> None:
         await target.service.stop()
     except Exception:
         logger.exception("stopping deployment %s failed", target.name)
+    if target.previous is not None:  # stopped while it was taking over
+        await _stop(target.previous)
 
 
 def local_backend_factory(
@@ -309,22 +363,21 @@ def local_backend_factory(
             max_context = model.context_length
         else:
             assert deployment.weights_path is not None
-            settings = deployment.settings
-            threads = find_instance_type(deployment.instance_type).num_cores if deployment.instance_type else None
+            weights = Path(deployment.weights_path)
+            cores = find_instance_type(deployment.instance_type).num_cores if deployment.instance_type else None
+            settings = {"kv_cache_type": engine.kv_cache_type, **deployment.settings} if engine else deployment.settings
             spec = ReplicaSpec(
                 name=deployment.name,
-                weights_path=Path(deployment.weights_path),
+                weights_path=weights,
                 model_name=model.name,
                 model_provider=model.provider,
                 num_replicas=deployment.instances,
-                threads=int(settings.get("threads", threads or 2)),
-                ctx_size=int(settings.get("ctx_size", 4096)),
-                parallel=int(settings.get("parallel", 4)),
+                sizing=sizing.resolve(settings, sizing.model_shape(weights), deployment.instances, cores),
                 log_dir=home / "logs",
-                **_replica_kv_cache(engine, deployment.instances),
+                **_replica_prefix_cache(engine, deployment.instances),
             )
             provider = ReplicaSet(spec)
-            max_context = spec.ctx_size
+            max_context = spec.sizing.ctx_size
         return UpstreamChatService(
             provider, model.name, model.provider, max_context, deployment.upstream_model, verify_tls
         )
@@ -332,11 +385,10 @@ def local_backend_factory(
     return build
 
 
-def _replica_kv_cache(engine: EngineSettings | None, num_replicas: int) -> dict[str, Any]:
+def _replica_prefix_cache(engine: EngineSettings | None, num_replicas: int) -> dict[str, Any]:
     if engine is None:
         return {}
     return {
-        "kv_cache_type": engine.kv_cache_type,
         "prefix_cache_ram": engine.prefix_cache_ram // max(1, num_replicas),
         "prefix_cache_dir": engine.prefix_cache_dir,
         "prefix_cache_disk": engine.prefix_cache_disk,

@@ -27,6 +27,7 @@ from llamafoundry import logs
 from llamafoundry.config import generate_api_key
 from llamafoundry.hardware.decode_check import explain_exit
 from llamafoundry.platform.replica_process import ReplicaProcess, spawn_replica
+from llamafoundry.platform.sizing import Sizing
 
 logger = logging.getLogger(__name__)
 
@@ -47,18 +48,15 @@ class ReplicaSpec:
     model_name: str
     model_provider: str
     num_replicas: int
-    threads: int | None
-    ctx_size: int = 4096
-    parallel: int = 4
+    sizing: Sizing
     log_dir: Path | None = None
-    kv_cache_type: str = "f16"
     prefix_cache_ram: int | None = None  # bytes of each replica's host-memory tier (None: the replica's default)
     prefix_cache_dir: Path | None = None  # the disk tier every replica shares
     prefix_cache_disk: int | None = None
 
     def kv_cache_options(self) -> list[str]:
         """`serve` options of the KV cache and its prefix-cache tiers."""
-        options = ["--kv-cache-type", self.kv_cache_type]
+        options = ["--kv-cache-type", self.sizing.kv_cache_type]
         if self.prefix_cache_ram is not None:
             options += ["--prefix-cache-ram", str(self.prefix_cache_ram)]
         if self.prefix_cache_dir is not None:
@@ -129,7 +127,7 @@ class ReplicaSet:
              "last_exit_at": _iso(r.last_exit_at) if r.last_exit_at else None}
             for r in self.replicas
         ]  # fmt: skip
-        return {"replicas": replicas}
+        return {"replicas": replicas, "sizing": self.spec.sizing.as_dict()}
 
     def failure_note(self) -> str | None:
         """Why requests may be failing: the newest crash of a replica that is not healthy again, or None."""
@@ -148,12 +146,9 @@ class ReplicaSet:
             "--provider", spec.model_provider,
             "--host", "127.0.0.1",
             "--port", str(replica.port),
-            "--ctx-size", str(spec.ctx_size),
-            "--parallel", str(spec.parallel),
+            *spec.sizing.serve_options(),
+            *spec.kv_cache_options(),
         ]  # fmt: skip
-        if spec.threads is not None:
-            argv += ["--threads", str(spec.threads)]
-        argv += spec.kv_cache_options()
         argv += logs.current_options()  # the gateway's log level and format: one format across the processes
         spawning = asyncio.ensure_future(spawn_replica(argv, {API_KEY_ENV: self.api_key}, log_path(spec, replica)))
         try:

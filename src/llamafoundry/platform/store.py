@@ -340,6 +340,16 @@ class Store:
             conn.execute(deployments.delete().where(deployments.c.name.in_(names)))
         return names
 
+    def set_instances(self, name: str, instances: int) -> Deployment:
+        """A deployment's number of replicas (running servers scale it within a poll interval)."""
+        with self._write() as conn:
+            done = conn.execute(deployments.update().where(deployments.c.name == name).values(instances=instances))
+            if done.rowcount == 0:
+                raise KeyError(name)
+        found = self.get_deployment(name)
+        assert found is not None
+        return found
+
     def update_settings(self, name: str, changes: Mapping[str, Any]) -> Deployment:
         """Merge `changes` into a deployment's settings (a None value removes the setting)."""
         with self._write() as conn:
