@@ -88,3 +88,28 @@ def server(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     running = start_server(tiny_model_path, tmp_path_factory.mktemp("server"), "--ctx-size", "1024", "--parallel", "4")
     yield running
     stop_server(running)
+
+
+@dataclass
+class Platform:
+    """A server with its own model and a serverless deployment `chat` (one local replica; content safety on, as
+    serverless deployments have it), metered into its data directory."""
+
+    url: str
+    home: Path
+    deployment_key: str
+    admin_key: str
+
+
+@pytest.fixture(scope="session")
+def platform(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    from tests.api.deployment_fixtures import cli_json, start_gateway, wait_ready
+
+    home = tmp_path_factory.mktemp("clients-platform")
+    deployment = cli_json(home, "deploy", "create", "chat", "--model", "Meta-Llama-3.1-8B-Instruct",
+                          "--weights", str(tiny_model_path))  # fmt: skip
+    admin_key = cli_json(home, "deploy", "admin-key", "--regenerate")["admin_key"]
+    gateway = start_gateway(home, tiny_model_path)
+    wait_ready(f"{gateway.url}/deployments/chat/chat/completions", deployment["primary_key"])
+    yield Platform(gateway.url, home, deployment["primary_key"], admin_key)
+    gateway.stop()

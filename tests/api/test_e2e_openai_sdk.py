@@ -46,21 +46,44 @@ def test_stream_with_stream_options(server: Server) -> None:
     assert len({c.id for c in chunks}) == 1
 
 
-def test_n_and_logprobs_with_the_pass_through_header(server: Server) -> None:
+def test_openai_fields_need_no_header(server: Server) -> None:
+    """What the openai SDK sends (LiteLLM, langchain-openai): OpenAI's own fields are used (n, logprobs, logit_bias)
+    or accepted and ignored (user, store, metadata, service_tier); they were 400 extra_parameters_not_allowed."""
     with make_client(server) as client:
         completion = client.chat.completions.create(
-            model="azureai",
-            messages=MESSAGES,
-            max_tokens=3,
-            n=2,
-            logprobs=True,
-            top_logprobs=3,
-            extra_headers={"extra-parameters": "pass-through"},
-        )
+            model="azureai", messages=MESSAGES, max_tokens=3, n=2, logprobs=True, top_logprobs=3, temperature=0,
+            logit_bias={"1": -100}, user="u-1", store=False, metadata={"run": "7"}, service_tier="auto",
+        )  # fmt: skip
     assert [c.index for c in completion.choices] == [0, 1]
     tokens = completion.choices[0].logprobs.content
     assert len(tokens) == 3 and all(len(t.top_logprobs) == 3 and t.logprob <= 0 for t in tokens)
     assert "".join(t.token for t in tokens) == completion.choices[0].message.content
+
+
+def test_logit_bias_is_honoured(server: Server) -> None:
+    with make_client(server) as client:
+        forced = client.chat.completions.create(model="azureai", messages=MESSAGES, max_tokens=3, temperature=1,
+                                                logit_bias={"9906": 100})  # fmt: skip
+    assert forced.choices[0].message.content == "Hello" * 3  # 9906 is "Hello" in the Llama 3 vocabulary
+
+
+def test_vllm_sampling_extensions_need_no_header(server: Server) -> None:
+    """What clients written for vLLM's OpenAI server send in `extra_body`."""
+    with make_client(server) as client:
+        answer = client.chat.completions.create(
+            model="azureai", messages=MESSAGES, max_tokens=4, seed=1,
+            extra_body={"top_k": 5, "min_p": 0.05, "repetition_penalty": 1.2, "ignore_eos": True,
+                        "skip_special_tokens": True, "stop_token_ids": [128009]},
+        )  # fmt: skip
+        assert answer.usage.completion_tokens == 4 and answer.choices[0].finish_reason == "length"
+        beams = client.chat.completions.create(
+            model="azureai", messages=MESSAGES, max_tokens=2, n=2, extra_body={"best_of": 3, "use_beam_search": True}
+        )
+        assert len(beams.choices) == 2
+        top_1 = client.chat.completions.create(model="azureai", messages=MESSAGES, max_tokens=4, temperature=2,
+                                               seed=5, extra_body={"top_k": 1})  # fmt: skip
+        greedy = client.chat.completions.create(model="azureai", messages=MESSAGES, max_tokens=4, temperature=0)
+    assert top_1.choices[0].message.content == greedy.choices[0].message.content
 
 
 def test_models(server: Server) -> None:
@@ -74,9 +97,17 @@ def test_errors(server: Server) -> None:
         with pytest.raises(openai.BadRequestError) as caught:
             client.chat.completions.create(model="azureai", messages=MESSAGES, temperature=5)
         assert caught.value.param == "temperature" and caught.value.code == "invalid_value"
-        with pytest.raises(openai.BadRequestError) as caught:
-            client.chat.completions.create(model="azureai", messages=MESSAGES, n=2)  # no pass-through header
-        assert caught.value.code == "extra_parameters_not_allowed"
+        with pytest.raises(openai.BadRequestError) as caught:  # a typo is not ignored, as OpenAI answers it
+            client.chat.completions.create(model="azureai", messages=MESSAGES, extra_body={"max_token": 2})
+        assert caught.value.code == "unknown_parameter" and caught.value.param == "max_token"
+        ignored = client.chat.completions.create(
+            model="azureai", messages=MESSAGES, max_tokens=1, extra_body={"max_token": 2},
+            extra_headers={"extra-parameters": "drop"},
+        )  # fmt: skip
+        assert ignored.usage.completion_tokens == 1
+        with pytest.raises(openai.UnprocessableEntityError) as unserved:
+            client.chat.completions.create(model="azureai", messages=MESSAGES, audio={"voice": "x", "format": "mp3"})
+        assert unserved.value.param == "audio"
     with make_client(server, key="wrong") as client, pytest.raises(openai.AuthenticationError):
         client.chat.completions.create(model="azureai", messages=MESSAGES)
 
@@ -103,11 +134,11 @@ def test_text_completions_with_the_openai_sdk(server: Server) -> None:
         assert echoed.choices[0].text.startswith("Hi") and len(echoed.choices[0].text) > 2
 
 
-def test_llama_extras_pass_through_on_text_completions(server: Server) -> None:
+def test_vllm_extras_on_text_completions(server: Server) -> None:
     with make_client(server) as client:
         answer = client.completions.create(
-            model="azureai", prompt="Hi", max_tokens=6, extra_body={"ignore_eos": True},
-            extra_headers={"extra-parameters": "pass-through"},
+            model="azureai", prompt="Hi", max_tokens=6, extra_body={"ignore_eos": True, "top_k": 3},
+            logit_bias={"128009": -100},
         )  # fmt: skip
     assert answer.usage.completion_tokens == 6 and answer.choices[0].finish_reason == "length"
 
@@ -132,7 +163,8 @@ def test_text_completions_n_and_logprobs(server: Server) -> None:
         ({"max_tokens": 2}, 400, "prompt"),
         ({"prompt": "a", "logprobs": 9}, 400, "logprobs"),
         ({"prompt": "a", "temperature": 3}, 400, "temperature"),
-        ({"prompt": "a", "ignore_eos": True}, 400, None),  # a Llama extra: needs extra-parameters: pass-through
+        ({"prompt": "a", "ignore_eos": "maybe"}, 400, "ignore_eos"),
+        ({"prompt": "a", "bogus": 1}, 400, "bogus"),  # neither OpenAI's nor vLLM's
         ({"prompt": "a", "echo": "maybe"}, 400, "echo"),
     ],
 )

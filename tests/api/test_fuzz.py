@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 
 from llamafoundry.api.app import create_app
 from llamafoundry.config import EngineSettings, ServeSettings
-from llamafoundry.protocol.schemas import OPENAI_ROUTE_PARAMETERS, SPEC_PARAMETERS
+from llamafoundry.protocol.schemas import LLAMA_EXTRA_PARAMETERS, OPENAI_ROUTE_PARAMETERS, SPEC_PARAMETERS
 from tests.api.conftest import API_KEY, MODEL_NAME, Server
 from tests.api.fakes import FakeChatService
 
@@ -26,6 +26,9 @@ CHAT_PATHS = [
     f"/deployments/{MODEL_NAME}/chat/completions",
     "/v1/chat/completions",
     "/deployments/other/chat/completions",
+    f"/openai/deployments/{MODEL_NAME}/chat/completions?api-version=2024-10-21",
+    "/openai/v1/chat/completions",
+    "/v1/responses",
 ]
 GET_PATHS = ["/info", "/models/info", f"/deployments/{MODEL_NAME}/info", "/v1/models", f"/v1/models/{MODEL_NAME}"]
 OTHER_PATHS = ["/embeddings", "/images/embeddings", "/models/embeddings", "/nope", "/v1/completions", "/health/x"]
@@ -114,7 +117,9 @@ def malformed_chat(draw: st.DrawFn) -> tuple[bytes, dict[str, str]]:
         return json.dumps({**base, field: draw(BAD_FIELD_VALUES[field])}).encode(), headers
     if kind == "extra":
         name = draw(
-            st.text(min_size=1, max_size=10).filter(lambda k: k not in SPEC_PARAMETERS | OPENAI_ROUTE_PARAMETERS)
+            st.text(min_size=1, max_size=10).filter(
+                lambda k: k not in SPEC_PARAMETERS | OPENAI_ROUTE_PARAMETERS | LLAMA_EXTRA_PARAMETERS
+            )
         )
         return json.dumps({**base, name: draw(json_values)}).encode(), headers
     if kind == "content_type":

@@ -319,3 +319,54 @@ def test_choice_seeds_do_not_repeat_neighbouring_requests() -> None:
     derived = {choice_seed(seed, index) for seed in range(100) for index in range(1, 4)}
     assert len(derived) == 300 and not derived & set(range(1000))
     assert choice_seed(2**64 - 1, 1) == choice_seed(2**64 - 1, 1)  # any seed the API passes, reproducibly
+
+
+# ---- top_k, min_p, repetition_penalty, logit_bias (OpenAI's and vLLM's fields) ------------------------------
+
+
+def test_top_k_samples_only_the_k_most_likely_tokens() -> None:
+    logits = random_logits(11, scale=1.0)  # a flat distribution: without top_k almost every draw is elsewhere
+    top = set(np.argsort(-logits)[:3].tolist())
+    sampler = TokenSampler(SamplingParams(temperature=1.0, top_k=3), seed=4)
+    drawn = {sampler.sample(logits) for _ in range(300)}
+    assert drawn == top
+
+
+def test_min_p_drops_tokens_less_likely_than_its_share_of_the_most_likely() -> None:
+    logits = np.full(1000, -5.0, dtype=np.float32)
+    logits[[7, 8, 9]] = [2.0, 1.5, 2.0 + np.log(0.05)]  # probabilities relative to token 7: 1, 0.61, 0.05
+    sampler = TokenSampler(SamplingParams(temperature=1.0, min_p=0.1), seed=2)
+    assert {sampler.sample(logits) for _ in range(400)} == {7, 8}
+
+
+def test_logit_bias_bans_and_forces_tokens() -> None:
+    logits = random_logits(5)
+    best = int(np.argmax(logits))
+    assert TokenSampler(SamplingParams(temperature=0.0, logit_bias={best: -100.0}), seed=0).sample(logits) != best
+    forced = TokenSampler(SamplingParams(temperature=1.0, logit_bias={42: 100.0}), seed=0)
+    assert [forced.sample(logits) for _ in range(20)] == [42] * 20
+    assert logits[42] == random_logits(5)[42]  # llama.cpp's buffer is never written
+
+
+def test_repetition_penalty_discourages_prompt_and_output_tokens() -> None:
+    logits = np.zeros(100, dtype=np.float32)
+    logits[[3, 4]] = [2.0, 1.9]
+    plain = TokenSampler(SamplingParams(temperature=0.0, repetition_penalty=1.2), seed=0)
+    assert plain.sample(logits) == 3
+    from_prompt = TokenSampler(SamplingParams(temperature=0.0, repetition_penalty=1.2), seed=0, prompt_ids=[3])
+    assert from_prompt.sample(logits) == 4  # 2.0 / 1.2 < 1.9
+    plain.accept(3)
+    assert plain.sample(logits) == 4  # generated tokens count too
+    ignored = TokenSampler(SamplingParams(temperature=0.0), seed=0, prompt_ids=[3])
+    assert ignored.sample(logits) == 3  # 1.0 is off
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("top_k", -2), ("min_p", 1.5), ("repetition_penalty", 0.0), ("logit_bias", {1: 101.0})]
+)
+def test_out_of_range_sampling_extensions_name_the_field(field: str, value: object) -> None:
+    from llamafoundry.errors import InvalidSamplingParams
+
+    with pytest.raises(InvalidSamplingParams) as caught:
+        SamplingParams(**{field: value})  # type: ignore[arg-type]
+    assert caught.value.param == field

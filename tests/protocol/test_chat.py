@@ -141,6 +141,52 @@ def test_openai_route_takes_max_completion_tokens_as_max_tokens() -> None:
     assert rejected(body).code == "extra_parameters_not_allowed"  # the Azure routes keep the contract's rule
 
 
+def test_azure_routes_take_max_completion_tokens_too() -> None:
+    """langchain-azure-ai 1.2.12 sends it on /chat/completions: it was 400 extra_parameters_not_allowed."""
+    assert params_of({"messages": USER, "max_completion_tokens": 16}).max_tokens == 16
+
+
+def test_openai_routes_take_openai_and_vllm_fields_without_the_header() -> None:
+    body = {
+        "messages": USER, "n": 2, "logprobs": True, "top_logprobs": 2, "logit_bias": {"42": -100}, "user": "u",
+        "store": True, "metadata": {"k": "v"}, "service_tier": "auto", "parallel_tool_calls": True, "top_k": 40,
+        "min_p": 0.05, "repetition_penalty": 1.1, "ignore_eos": False, "best_of": 3, "use_beam_search": False,
+        "stop_token_ids": [7], "skip_special_tokens": True,
+    }  # fmt: skip
+    params = params_of(body, "error", is_openai_route=True)
+    assert (params.n, params.best_of, params.top_logprobs, params.top_k, params.min_p) == (2, 3, 2, 40, 0.05)
+    assert params.repetition_penalty == 1.1 and params.logit_bias == {42: -100.0} and params.stop_token_ids == [7]
+    assert rejected(body).code == "extra_parameters_not_allowed"  # the Azure routes keep the extra-parameters rule
+    assert params_of(body, "pass-through").top_k == 40  # ... and honour them under pass-through
+
+
+def test_openai_routes_refuse_unknown_keys_unless_told_to_drop_them() -> None:
+    body = {"messages": USER, "max_token": 5}
+    error = rejected(body, is_openai_route=True)
+    assert (error.status, error.code, error.param) == (400, "unknown_parameter", "max_token")
+    assert "extra-parameters: drop" in error.message
+    assert params_of(body, "drop", is_openai_route=True).max_tokens is None
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("audio", {"voice": "alloy", "format": "wav"}), ("modalities", ["text", "audio"]), ("functions", [{}]),
+     ("web_search_options", {})],
+)  # fmt: skip
+def test_openai_features_this_server_lacks_are_422(field: str, value: Any) -> None:
+    error = rejected({"messages": USER, field: value}, is_openai_route=True)
+    assert (error.status, error.param) == (422, field)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("top_k", -2), ("min_p", 2), ("repetition_penalty", 0), ("logit_bias", {"x": 1}), ("logit_bias", {"1": 101})],
+)
+def test_sampling_extensions_out_of_range_name_the_field(field: str, value: Any) -> None:
+    error = rejected({"messages": USER, field: value}, is_openai_route=True)
+    assert error.status == 400 and error.param is not None and error.param.startswith(field)
+
+
 # ---- logprobs ----------------------------------------------------------------------------------------
 
 

@@ -55,6 +55,10 @@ def chat_bodies(draw: st.DrawFn) -> dict[str, Any]:
         "ignore_eos": st.booleans(),
         "stop_token_ids": st.lists(st.integers(0, 128_000), max_size=3),
         "skip_special_tokens": st.booleans(),
+        "top_k": st.integers(-1, 100),
+        "min_p": st.floats(0, 1),
+        "repetition_penalty": st.floats(0.01, 2),
+        "logit_bias": st.dictionaries(st.integers(0, 128_000).map(str), st.floats(-100, 100), max_size=3),
         "stream": st.booleans(),
         "response_format": st.sampled_from([{"type": "text"}, {"type": "json_object"}]),
     }

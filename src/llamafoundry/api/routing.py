@@ -6,7 +6,8 @@
   model. A server that serves only its own model ignores the header (Azure's single-model endpoints do; the
   SDK samples send it whenever AZURE_AI_CHAT_DEPLOYMENT_NAME is set); with deployments, a header naming none of
   them is a 404. An unknown `model` falls back to the server's own model (the field is "ignored if the endpoint
-  serves only one model"), and is a 404 only when there is none (`serve --no-default`).
+  serves only one model") for a key that opens it; for a key that opens only deployments it is a 404 naming
+  them, and without a model of the server's own (`serve --no-default`) a 404 too.
 
 `authorize_request` is the routes' dependency: it leaves the target in `request.state.target` and the caller's
 key id in `request.state.key_id` (what usage is recorded under; never the key).
@@ -41,14 +42,9 @@ async def authorize_request(request: Request, gateway: Gateway) -> Target:
 
 
 async def authorized_targets(request: Request, gateway: Gateway) -> list[Target]:
-    """The models a model listing shows (`GET /v1/models`). Raises AuthError (401) when there are none.
-
-    With a default model (or a deployment header) the request authorizes as any other and sees every model, as
-    before; without one (`serve --no-default`) it sees the deployments its key or token opens.
-    """
-    if gateway.default is not None or request.headers.get(DEPLOYMENT_HEADER):
-        await authorize_request(request, gateway)
-        return gateway.all_targets()
+    """The models a model listing shows (`GET /v1/models`): those the caller's key or token opens (the server's
+    own key opens the server's own model; a deployment's key, that deployment). Raises AuthError (401) when there
+    are none."""
     keys = presented_keys(request.headers)
     visible = [target for target in gateway.all_targets() if await target.authorize(keys) is not None]
     if not visible:
@@ -67,6 +63,8 @@ async def _resolve(request: Request, gateway: Gateway, read_body: BodyReader) ->
         return await _named(request, gateway, header.strip())
     model = request.query_params.get("model") if request.method == "GET" else await _body_model(request, read_body)
     target = gateway.resolve(model) if model else None
+    if target is None and model and gateway.targets:
+        target = await _unknown_model(request, gateway, model)
     target = target or gateway.default
     if target is None:
         names = ", ".join(sorted(gateway.targets)) or "none yet"
@@ -88,6 +86,20 @@ async def _named(request: Request, gateway: Gateway, name: str) -> Target:
         if await known.authorize(keys) is not None:
             raise not_found(f"Deployment '{name}' not found. `llamafoundry deploy list` shows the deployments.")
     raise AuthError()
+
+
+async def _unknown_model(request: Request, gateway: Gateway, model: str) -> Target | None:
+    """A `model` that names no deployment, on a server with deployments: the server's own model for a caller whose
+    key opens it (the field is ignored, as before); a 404 naming the models the key opens for any other caller
+    (a deployment's key with a typo); None (then a 401) for a caller whose key opens nothing."""
+    keys = presented_keys(request.headers)
+    opened = [target for target in gateway.all_targets() if await target.authorize(keys) is not None]
+    if not opened or any(target is gateway.default for target in opened):
+        return None
+    names = ", ".join(target.name for target in opened)
+    raise not_found(
+        f"Model '{model}' not found. Your key opens: {names}; send one of them as 'model' (GET /v1/models lists them)."
+    )
 
 
 async def _body_model(request: Request, read_body: BodyReader) -> str | None:

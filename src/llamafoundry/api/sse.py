@@ -3,6 +3,9 @@
 `encode_event` is the only code that frames SSE bytes: `data: <compact JSON>\\n\\n`, `\\n` only, no comments,
 no `event:`/`id:`/`retry:` lines, one line per event (compact JSON escapes newlines inside strings). The PY
 SDK rejects CRLF, comments and multi-line data; the .NET SDK needs the blank line between events.
+
+The Responses API is read by OpenAI clients only, which parse full SSE: its events carry an `event:` line as
+OpenAI sends them, and its keep-alives are comments (`KEEPALIVE_COMMENT`), which OpenAI's parsers skip.
 """
 
 from __future__ import annotations
@@ -20,12 +23,17 @@ DONE = "[DONE]"
 MEDIA_TYPE = "text/event-stream; charset=utf-8"
 
 
-def encode_event(data: Mapping[str, Any] | str) -> bytes:
-    """One SSE event: `data: ` + compact JSON (or the literal `[DONE]`) + a blank line."""
+KEEPALIVE_COMMENT = b": keep-alive\n\n"  # for the Responses API's streams only (see above)
+
+
+def encode_event(data: Mapping[str, Any] | str, event: str | None = None) -> bytes:
+    """One SSE event: `data: ` + compact JSON (or the literal `[DONE]`) + a blank line; with `event`, an
+    `event:` line first (the Responses API's streams only)."""
     text = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    if "\n" in text or "\r" in text:
-        raise ValueError("an SSE data line cannot contain a line break")
-    return b"data: " + text.encode() + b"\n\n"
+    if "\n" in text or "\r" in text or (event is not None and ("\n" in event or "\r" in event)):
+        raise ValueError("an SSE line cannot contain a line break")
+    name = b"event: " + event.encode() + b"\n" if event is not None else b""
+    return name + b"data: " + text.encode() + b"\n\n"
 
 
 class EventStreamResponse(Response):

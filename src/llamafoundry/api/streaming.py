@@ -18,9 +18,10 @@ from starlette.types import Receive
 
 from llamafoundry.api.drain import Drain, ServerStopping, stopping_error, until_deadline
 from llamafoundry.api.errors import from_service_exception
-from llamafoundry.api.sse import DONE, encode_event, wait_for_disconnect
+from llamafoundry.api.sse import DONE, KEEPALIVE_COMMENT, encode_event, wait_for_disconnect
 from llamafoundry.protocol.errors import ApiError, internal_error
 from llamafoundry.protocol.render import usage_body
+from llamafoundry.protocol.responses_render import Event, ResponseEvents
 from llamafoundry.service.types import ChatDelta, ChatStream, Usage
 
 logger = logging.getLogger(__name__)
@@ -95,6 +96,42 @@ async def chat_events(
     finally:
         if not finished:
             stream.abort()
+
+
+async def response_events(
+    stream: ChatStream, events: ResponseEvents, drain: Drain | None = None, keepalive_s: float | None = None
+) -> AsyncGenerator[bytes, None]:
+    """The SSE bytes of one streamed Responses API answer (`protocol.responses_render`): each event named by its
+    type; keep-alives are SSE comments; a failure after the start is a `response.failed` event. Aborts generation
+    when closed early (client gone) or on failure, as `chat_events` does."""
+    finished = False
+    try:
+        for event in events.start():
+            yield _named(event)
+        usage: Usage | None = None
+        async for update in until_deadline(stream, drain, keepalive_s):
+            if update is None:
+                yield KEEPALIVE_COMMENT
+                continue
+            usage, finished = update.usage, finished or update.finished
+            for delta in update.deltas:
+                for event in events.delta(delta):
+                    yield _named(event)
+        for event in events.finish(usage):
+            yield _named(event)
+    except ServerStopping:
+        for event in events.failed(stopping_error().body()["error"]):
+            yield _named(event)
+    except Exception as exc:
+        for event in events.failed(_stream_failure(exc).body()["error"]):
+            yield _named(event)
+    finally:
+        if not finished:
+            stream.abort()
+
+
+def _named(event: Event) -> bytes:
+    return encode_event(event, event=event["type"])
 
 
 def _stream_failure(exc: Exception) -> ApiError:

@@ -1,6 +1,7 @@
 """Per-request accounting of chat requests: rate-limit headers, settling reservations, metering, metrics.
 
-`AccountingMiddleware` wraps every `POST .../chat/completions`. It puts a `RequestUsage` in
+`AccountingMiddleware` wraps every `POST` that generates (`.../chat/completions`, `.../completions`,
+`.../responses`). It puts a `RequestUsage` in
 `request.state.usage` that the handler fills in (`limits.admit`, `track_stream`, `track_result`), with a
 `recording.Recorder` that journals the request as it goes; the request is recorded once (meter and metrics), its
 record on the disk before the client has the end of the answer (a stream: before its final chunk and `[DONE]`),
@@ -44,8 +45,9 @@ from llamafoundry.service.types import CONTENT_FILTER, ChatResult, ChatStream, C
 
 logger = logging.getLogger(__name__)
 
-_DEPLOYMENT_PATH = re.compile(r"^/deployments/([^/]+)/chat/completions$")
-METERED_ROUTES = ("/chat/completions", "/v1/completions")  # what generates tokens
+# `/deployments/<name>/chat/completions`, Azure OpenAI's `/openai/deployments/<name>/[chat/]completions`
+_DEPLOYMENT_PATH = re.compile(r"^(?:/openai)?/deployments/([^/]+)/(?:chat/)?completions$")
+METERED_ROUTES = ("/completions", "/responses")  # what generates tokens: chat and text completions, responses
 
 
 class AccountingMiddleware:

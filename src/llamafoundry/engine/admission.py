@@ -41,6 +41,10 @@ def check_request(prompt_ids: list[int], params: SamplingParams, ctx_size: int, 
         raise InvalidSamplingParams(
             "stop_token_ids", f"stop_token_ids must be below the vocabulary size ({runner.vocab_size})."
         )
+    if any(t >= runner.vocab_size for t in params.logit_bias):
+        raise InvalidSamplingParams(
+            "logit_bias", f"logit_bias names token ids that must be below the vocabulary size ({runner.vocab_size})."
+        )
     error = grammar_error(params.grammar) if params.grammar is not None else ""
     if error:  # checked now, so a bad one fails before output (the engine thread compiles it for the vocabulary)
         raise EngineError(

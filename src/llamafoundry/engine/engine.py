@@ -158,7 +158,9 @@ class LLMEngine:
         for index, seq_id in enumerate(slots):
             # every choice walks the grammar on its own: a fork gets its own copy of the state
             constraint = grammar.clone() if grammar is not None and index else grammar
-            sampler = TokenSampler(params, choice_seed(request.seed, index), banned, constraint, request.max_new_tokens)
+            sampler = TokenSampler(
+                params, choice_seed(request.seed, index), banned, constraint, request.max_new_tokens, request.prompt_ids
+            )
             drafter = NgramDrafter(self.speculative_tokens) if self.speculative_tokens else None
             detokenizer = IncrementalDetokenizer(params.stop)
             request.sequences.append(Sequence(index, seq_id, sampler, detokenizer, drafter=drafter))

@@ -48,7 +48,8 @@ def choice_seed(seed: int, index: int) -> int:
 class TokenSampler:
     """Per-sequence sampling state (penalty counts, RNG).
 
-    Order: penalties -> banned tokens -> temperature -> top_p -> sample, then, with a constraint, a grammar check
+    Order: logit_bias -> penalties (repetition, presence, frequency) -> banned tokens -> temperature -> min_p ->
+    top_k -> top_p -> sample, then, with a constraint, a grammar check
     of the choice (resampled from the masked logits if refused). The caller passes each step's raw logits to
     `sample` and then the chosen token to `accept`, so presence/frequency penalties see every generated token.
     Same params and seed give the same token sequence for the same logits.
@@ -61,6 +62,7 @@ class TokenSampler:
         banned_token_ids: Iterable[int] = (),
         constraint: GrammarConstraint | None = None,
         max_new_tokens: int | None = None,
+        prompt_ids: Iterable[int] = (),
     ) -> None:
         """Set up one sequence's sampler.
 
@@ -71,6 +73,7 @@ class TokenSampler:
             constraint: this sequence's own grammar state (`engine/constraint.py`), when the output must match one.
             max_new_tokens: the sequence's token budget; with a constraint, its last tokens close the match
                 (`closing_window`) so that output cut by the budget still parses.
+            prompt_ids: the prompt's tokens, which `repetition_penalty` penalizes too (as vLLM and transformers do).
         """
         self.constraint = constraint
         self._closing_from = (
@@ -84,6 +87,13 @@ class TokenSampler:
         self._presence_penalty = params.presence_penalty
         self._frequency_penalty = params.frequency_penalty
         self._banned_ids = np.unique(np.fromiter(banned_token_ids, dtype=np.int64))
+        self._top_k = params.top_k
+        self._min_p = params.min_p
+        self._bias_ids = np.fromiter(params.logit_bias.keys(), dtype=np.int64, count=len(params.logit_bias))
+        self._biases = np.fromiter(params.logit_bias.values(), dtype=np.float32, count=len(params.logit_bias))
+        self._repetition_penalty = params.repetition_penalty
+        self._repeated = set(prompt_ids) if params.repetition_penalty != 1.0 else set()
+        self._repeated_ids: np.ndarray | None = None  # `_repeated` as an array, rebuilt when it grows
         self._counts: dict[int, int] = {}  # generated token id -> times generated
         self._rng = np.random.default_rng(seed)
 
@@ -112,6 +122,13 @@ class TokenSampler:
         if self._temperature == 0.0:
             return int(np.argmax(adjusted))
         weights = unnormalized_probs(adjusted, self._temperature)
+        if self._min_p > 0.0:  # weights are probabilities over the most likely one's: min_p is a threshold on them
+            weights[weights < np.float32(self._min_p)] = 0.0
+        if 0 < self._top_k < weights.size:
+            kept = _top_k_ids(adjusted, self._top_k)
+            only = np.zeros_like(weights)
+            only[kept] = weights[kept]
+            weights = only
         if self._top_p < 1.0:
             return sample_nucleus(weights, self._top_p, self._rng)
         return draw(weights, block_cdf(weights), self._rng.random())
@@ -120,15 +137,27 @@ class TokenSampler:
         """Record a generated token for presence/frequency penalties (and advance the constraint past it)."""
         self._counts[token_id] = self._counts.get(token_id, 0) + 1
         self._num_generated += 1
+        if self._repetition_penalty != 1.0 and token_id not in self._repeated:
+            self._repeated.add(token_id)
+            self._repeated_ids = None
         if self.constraint is not None:
             self.constraint.accept(token_id)
 
     def _adjusted_logits(self, logits: np.ndarray) -> np.ndarray:
-        """Logits after penalties and bans: one copy when anything applies, else the input itself."""
+        """Logits after biases, penalties and bans: one copy when anything applies, else the input itself."""
         has_penalty = bool(self._counts) and (self._presence_penalty != 0.0 or self._frequency_penalty != 0.0)
-        if not has_penalty and self._banned_ids.size == 0:
+        has_repetition = self._repetition_penalty != 1.0 and bool(self._repeated)
+        if not (has_penalty or has_repetition or self._banned_ids.size or self._bias_ids.size):
             return logits
         adjusted = logits.copy()  # the input is llama.cpp's buffer: never write to it
+        adjusted[self._bias_ids] += self._biases
+        if has_repetition:
+            if self._repeated_ids is None:
+                self._repeated_ids = np.fromiter(self._repeated, dtype=np.int64, count=len(self._repeated))
+            seen = adjusted[self._repeated_ids]
+            # CTRL's rule, as vLLM and transformers apply it: divide positive logits, multiply negative ones
+            penalty = np.float32(self._repetition_penalty)
+            adjusted[self._repeated_ids] = np.where(seen > 0, seen / penalty, seen * penalty)
         if has_penalty:
             ids = np.fromiter(self._counts.keys(), dtype=np.int64, count=len(self._counts))
             counts = np.fromiter(self._counts.values(), dtype=np.float64, count=len(self._counts))

@@ -34,6 +34,10 @@ class SamplingParams:
     n: int = 1
     best_of: int | None = None
     use_beam_search: bool = False
+    top_k: int = 0  # sample among the k most likely tokens; 0 (or vLLM's -1): all
+    min_p: float = 0.0  # drop tokens less likely than min_p x the most likely one's probability
+    repetition_penalty: float = 1.0  # > 1 discourages tokens of the prompt and the output so far (vLLM's, CTRL's)
+    logit_bias: dict[int, float] = field(default_factory=dict)  # token id -> added to its logit (OpenAI's)
     grammar: str | None = None  # llguidance grammar the output must match, e.g. JSON of a schema (engine/constraint.py)
     grammar_param: str = "response_format"  # the request field the grammar comes from, for error messages
     closing_tokens: int = 0  # about how many tokens the shortest match of `grammar` takes (its closing window's floor)
@@ -57,6 +61,17 @@ class SamplingParams:
             raise InvalidSamplingParams(
                 "top_logprobs", f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}, got {self.top_logprobs}."
             )
+        if self.top_k < -1:
+            raise InvalidSamplingParams("top_k", f"top_k must be -1 or 0 (all tokens) or at least 1, got {self.top_k}.")
+        if not 0.0 <= self.min_p <= 1.0:
+            raise InvalidSamplingParams("min_p", f"min_p must be between 0 and 1, got {self.min_p}.")
+        if not 0.0 < self.repetition_penalty <= 2.0:
+            raise InvalidSamplingParams(
+                "repetition_penalty",
+                f"repetition_penalty must be greater than 0 and at most 2, got {self.repetition_penalty}.",
+            )
+        if any(not -100.0 <= bias <= 100.0 or token < 0 for token, bias in self.logit_bias.items()):
+            raise InvalidSamplingParams("logit_bias", "logit_bias maps token ids to biases between -100 and 100.")
         if self.n < 1:
             raise InvalidSamplingParams("n", f"n must be at least 1, got {self.n}.")
         if any(not isinstance(s, str) or s == "" for s in self.stop):

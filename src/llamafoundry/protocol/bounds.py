@@ -28,6 +28,7 @@ MAX_SCHEMA_CHARS = 65_536  # one JSON schema (response_format's, or a tool's par
 MAX_STOP_SEQUENCES = 16
 MAX_STOP_CHARS = 512  # one stop sequence (the detokenizer holds back text that could start one)
 MAX_STOP_TOKEN_IDS = 256
+MAX_LOGIT_BIAS = 1024  # tokens in one logit_bias (OpenAI allows 300)
 MAX_TOKEN_ID = 2**31 - 1  # a stop token id (the model's vocabulary is the tighter limit, checked by the engine)
 MAX_TOKENS = 131_072  # max_tokens: the longest Llama context
 MAX_CHOICES = 128  # n and best_of (the server's --parallel is the tighter limit for local models)

@@ -108,7 +108,8 @@ def check_extras(extras: list[str], mode: str) -> None:
 
 
 def _openai_max_tokens(body: dict[str, Any]) -> dict[str, Any]:
-    """`max_completion_tokens` as `max_tokens` (validated as it is); both, unequal, is a contradiction."""
+    """`max_completion_tokens` (OpenAI's newer name) as `max_tokens`, validated as it is, on every route; both,
+    unequal, is a contradiction."""
     if "max_completion_tokens" not in body:
         return body
     value = body["max_completion_tokens"]
@@ -128,31 +129,35 @@ def _reject_constant(name: str) -> Any:
 def parse_chat(
     body: dict[str, Any], mode: str, *, is_openai_route: bool = False, accepts_images: bool = False
 ) -> ChatRequest:
-    """Validate a chat body under `extra-parameters: mode` and build the service request.
+    """Validate a chat body and build the service request.
 
     Args:
         body: the JSON object.
-        mode: `error`, `drop` or `pass-through`.
-        is_openai_route: `/v1/chat/completions`, which also knows OpenAI's `max_completion_tokens` (as max_tokens)
-            and ignores its `stream_options`, `user`, `parallel_tool_calls`.
+        mode: the `extra-parameters` header's mode: `error`, `drop` or `pass-through`.
+        is_openai_route: an OpenAI route (`/v1`, `/openai/...`): OpenAI's fields and vLLM's sampling extensions
+            are ordinary fields there (`OPENAI_ROUTE_PARAMETERS`, `LlamaExtras`), and `mode` decides only about
+            keys nobody defines. On the Azure routes everything outside the spec is an extra parameter.
         accepts_images: the model takes `image_url` parts (Llama 3.2 Vision deployments); they are kept in
             `ChatMessage.content_parts`.
     """
-    known = SPEC_PARAMETERS | OPENAI_ROUTE_PARAMETERS if is_openai_route else SPEC_PARAMETERS
-    extras = [key for key in body if key not in known]
-    check_extras(extras, mode)
+    body = _openai_max_tokens(body)
     if is_openai_route:
-        body = _openai_max_tokens(body)
+        check_unserved(body, OPENAI_UNSERVED)
+        known = SPEC_PARAMETERS | OPENAI_ROUTE_PARAMETERS | LLAMA_EXTRA_PARAMETERS | frozenset(OPENAI_UNSERVED)
+        check_unknown([key for key in body if key not in known], mode)
+        passed = {k: v for k, v in body.items() if k in LLAMA_EXTRA_PARAMETERS}
+    else:
+        extras = [key for key in body if key not in SPEC_PARAMETERS]
+        check_extras(extras, mode)
+        passed = {k: body[k] for k in extras if k in LLAMA_EXTRA_PARAMETERS} if mode == "pass-through" else {}
+        if mode == "pass-through" and set(extras) - LLAMA_EXTRA_PARAMETERS:
+            logger.debug("ignoring extra parameters this model does not know: %s", set(extras) - LLAMA_EXTRA_PARAMETERS)
     try:
         options = ChatCompletionsOptions.model_validate({k: v for k, v in body.items() if k in SPEC_PARAMETERS})
-        passed = {k: body[k] for k in extras if k in LLAMA_EXTRA_PARAMETERS} if mode == "pass-through" else {}
         llama = LlamaExtras.model_validate(passed)
     except ValidationError as exc:
         raise validation_error(exc) from None
     check_request_bounds(options, llama)
-    if mode == "pass-through" and set(extras) - LLAMA_EXTRA_PARAMETERS:
-        logger.debug("ignoring extra parameters this model does not know: %s", set(extras) - LLAMA_EXTRA_PARAMETERS)
-
     _check_supported(options, accepts_images)
     _check_tool_choice(options)
     return ChatRequest(
@@ -163,6 +168,40 @@ def parse_chat(
         response_format=options.response_format.model_dump(by_alias=True) if options.response_format else None,
         stream=bool(options.stream),
     )
+
+
+# OpenAI chat fields that ask for what a Llama model here does not do: 422 when set (null is "not set").
+OPENAI_UNSERVED = {
+    "audio": "Audio output is not supported: this model answers in text.",
+    "prediction": "Predicted outputs are not supported; send the request without 'prediction'.",
+    "web_search_options": "Web search is not supported by this server.",
+    "functions": "The deprecated 'functions' field is not supported: send them as 'tools' "
+    '([{"type": "function", "function": {...}}]).',
+    "function_call": "The deprecated 'function_call' field is not supported: use 'tool_choice'.",
+}
+
+
+def check_unserved(body: dict[str, Any], unserved: dict[str, str]) -> None:
+    """422 for a field (not null) that asks for a feature this server does not have; `modalities` may be text."""
+    for key, why in unserved.items():
+        if body.get(key) is not None:
+            raise not_supported(key, why, key)
+    modalities = body.get("modalities")
+    if isinstance(modalities, list) and any(m != "text" for m in modalities):
+        raise not_supported("modalities", "This model answers in text only: send modalities ['text'].", modalities)
+
+
+def check_unknown(unknown: list[str], mode: str) -> None:
+    """On the OpenAI routes, a key that neither OpenAI nor vLLM defines is a 400, as OpenAI answers it (a typo must
+    not be silently ignored), unless `extra-parameters: drop` or `pass-through` asks to ignore such keys."""
+    if unknown and mode == "error":
+        raise ApiError(
+            400,
+            "unknown_parameter",
+            f"Unrecognized request argument supplied: {unknown[0]}. Remove it, or send the header "
+            "'extra-parameters: drop' to have parameters this server does not know ignored.",
+            unknown[0],
+        )
 
 
 def _check_supported(options: ChatCompletionsOptions, accepts_images: bool = False) -> None:
@@ -218,6 +257,10 @@ def generation_options(options: ChatCompletionsOptions, llama: LlamaExtras) -> G
         use_beam_search=llama.use_beam_search,
         stop_token_ids=list(llama.stop_token_ids) if llama.stop_token_ids is not None else None,
         skip_special_tokens=llama.skip_special_tokens,
+        top_k=llama.top_k,
+        min_p=llama.min_p,
+        repetition_penalty=llama.repetition_penalty,
+        logit_bias={int(k): v for k, v in llama.logit_bias.items()} if llama.logit_bias else None,
     )
 
 

@@ -18,7 +18,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from llamafoundry.engine.outputs import TokenLogprob
 from llamafoundry.protocol.bounds import check_request_bounds
-from llamafoundry.protocol.chat import check_extras, generation_options
+from llamafoundry.protocol.chat import check_unknown, generation_options
 from llamafoundry.protocol.errors import ApiError, invalid, not_supported
 from llamafoundry.protocol.render import answer_body, usage_body
 from llamafoundry.protocol.schemas import LLAMA_EXTRA_PARAMETERS, ChatCompletionsOptions, LlamaExtras
@@ -29,11 +29,10 @@ DEFAULT_MAX_TOKENS = 16  # OpenAI's default for text completions
 SAMPLING_FIELDS = (
     "max_tokens", "temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty", "stream",
 )  # fmt: skip
-OWN_FIELDS = ("n", "best_of", "logprobs")  # Llama extras on chat, standard fields here
-KNOWN_FIELDS = frozenset(
-    {"model", "prompt", "stream", "stream_options", "echo", "user", "suffix", "logit_bias", *SAMPLING_FIELDS}
-    | set(OWN_FIELDS)
-)
+IGNORED_FIELDS = ("model", "stream_options", "user", "store", "metadata", "service_tier")
+# An OpenAI route: OpenAI's fields (`n`, `best_of`, `logprobs`, `logit_bias`) and vLLM's sampling extensions are
+# ordinary fields; other keys are a 400 unless `extra-parameters: drop` or `pass-through` asks to ignore them.
+KNOWN_FIELDS = frozenset({"prompt", "echo", "suffix", *IGNORED_FIELDS, *SAMPLING_FIELDS}) | LLAMA_EXTRA_PARAMETERS
 MAX_LOGPROBS = 5  # OpenAI's limit for completions
 
 
@@ -44,17 +43,14 @@ class ParsedCompletion:
 
 
 def parse_completion(body: dict[str, Any], mode: str) -> ParsedCompletion:
-    """Validate a completions body under `extra-parameters: mode` (the Llama extras beyond OpenAI's fields need
-    pass-through, as on chat). Raises ApiError: 400 naming the field, 422 for what is not served."""
-    extras = [key for key in body if key not in KNOWN_FIELDS]
-    check_extras(extras, mode)
+    """Validate a completions body (`mode`, the `extra-parameters` header's, decides only about keys neither OpenAI
+    nor vLLM defines). Raises ApiError: 400 naming the field, 422 for what is not served."""
+    check_unknown([key for key in body if key not in KNOWN_FIELDS], mode)
     prompt = _prompt(body.get("prompt"))
     _check_not_served(body)
     chat_fields = {key: body[key] for key in SAMPLING_FIELDS if body.get(key) is not None}
     chat_fields.setdefault("max_tokens", DEFAULT_MAX_TOKENS)
-    llama_fields = {key: body[key] for key in OWN_FIELDS if body.get(key) is not None}
-    if mode == "pass-through":
-        llama_fields.update({k: body[k] for k in extras if k in LLAMA_EXTRA_PARAMETERS and k not in OWN_FIELDS})
+    llama_fields = {key: body[key] for key in LLAMA_EXTRA_PARAMETERS if body.get(key) is not None}
     try:
         options = ChatCompletionsOptions.model_validate(
             {"messages": [{"role": "user", "content": prompt}], **chat_fields}
@@ -97,8 +93,6 @@ def _prompt(value: Any) -> str:
 def _check_not_served(body: dict[str, Any]) -> None:
     if body.get("suffix"):
         raise not_supported("suffix", "suffix (insertion) is not supported by Llama models.", body["suffix"])
-    if body.get("logit_bias"):
-        raise not_supported("logit_bias", "logit_bias is not supported.", body["logit_bias"])
 
 
 # ---- the answer -------------------------------------------------------------------------------------------

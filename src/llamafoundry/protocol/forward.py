@@ -29,7 +29,8 @@ from llamafoundry.service.types import (
 
 PASS_THROUGH = {"extra-parameters": "pass-through"}  # llamafoundry and Azure upstreams read the extras only then
 STANDARD_FIELDS = ("max_tokens", "temperature", "top_p", "presence_penalty", "frequency_penalty", "seed", "stop")
-LLAMA_EXTRAS = ("n", "best_of", "ignore_eos", "use_beam_search", "stop_token_ids", "skip_special_tokens")
+LLAMA_EXTRAS = ("n", "best_of", "ignore_eos", "use_beam_search", "stop_token_ids", "skip_special_tokens", "top_k",
+                "min_p", "repetition_penalty")  # fmt: skip
 MAX_INT64 = 2**63
 
 
@@ -98,6 +99,8 @@ def _extras(options: GenerationOptions) -> dict[str, Any]:
         extras["logprobs"] = logprobs
     if top is not None:
         extras["top_logprobs"] = top
+    if options.logit_bias is not None:
+        extras["logit_bias"] = {str(token): bias for token, bias in options.logit_bias.items()}  # JSON's keys
     return extras
 
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from llamafoundry.protocol.bounds import (
     MAX_CHOICES,
+    MAX_LOGIT_BIAS,
     MAX_MESSAGES,
     MAX_SEED,
     MAX_STOP_CHARS,
@@ -215,14 +216,22 @@ class ChatCompletionsOptions(_Model):
 
 # Top-level keys of ChatCompletionsOptions: anything else is an extra parameter.
 SPEC_PARAMETERS = frozenset(ChatCompletionsOptions.model_fields)
-# OpenAI request keys that OpenAI-style clients send routinely; known on /v1 only. `max_completion_tokens` is
-# OpenAI's newer name for max_tokens (langchain-openai and recent SDK code send it); the others are ignored (a
-# Llama 3 turn holds one tool call, so `parallel_tool_calls: false` always holds).
-OPENAI_ROUTE_PARAMETERS = frozenset({"stream_options", "user", "max_completion_tokens", "parallel_tool_calls"})
+# OpenAI's newer name of max_tokens (langchain-openai, langchain-azure-ai and recent SDK code send it): taken as
+# max_tokens on every route, Azure's included.
+RENAMED_PARAMETERS = frozenset({"max_completion_tokens"})
+# OpenAI request keys that mean nothing for a Llama model here, accepted and ignored on the OpenAI routes (as vLLM
+# does): a Llama 3 turn holds one tool call, so `parallel_tool_calls: false` always holds; nothing is stored.
+OPENAI_IGNORED_PARAMETERS = frozenset(
+    {"stream_options", "user", "parallel_tool_calls", "store", "metadata", "service_tier", "prompt_cache_key",
+     "safety_identifier", "reasoning_effort", "verbosity", "modalities", "prompt_cache_retention"}
+)  # fmt: skip
+OPENAI_ROUTE_PARAMETERS = OPENAI_IGNORED_PARAMETERS | RENAMED_PARAMETERS
 
 
 class LlamaExtras(_Model):
-    """The Llama extra parameters (D-LLAMA), honoured under `extra-parameters: pass-through`.
+    """The parameters beyond the Azure spec that this server honours: OpenAI's `n`, `logprobs`, `top_logprobs`,
+    `logit_bias` and vLLM's sampling extensions. On the Azure routes they are extra parameters (honoured under
+    `extra-parameters: pass-through`); on the OpenAI routes (`/v1`, `/openai/...`) they are ordinary fields.
 
     `logprobs` is either OpenAI's boolean (with `top_logprobs`) or an integer N: log-probabilities of the
     sampled token and of the N most likely tokens.
@@ -238,6 +247,20 @@ class LlamaExtras(_Model):
         default=None, max_length=MAX_STOP_TOKEN_IDS
     )
     skip_special_tokens: bool | None = None
+    top_k: int | None = Field(default=None, ge=-1, le=MAX_TOKEN_ID)  # -1 and 0: every token (vLLM's "off")
+    min_p: FiniteFloat | None = Field(default=None, ge=0, le=1)
+    repetition_penalty: FiniteFloat | None = Field(default=None, gt=0, le=2)
+    logit_bias: dict[str, Annotated[FiniteFloat, Field(ge=-100, le=100)]] | None = Field(
+        default=None, max_length=MAX_LOGIT_BIAS
+    )
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _token_ids(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for key in value or {}:
+            if not key.strip().isdigit() or int(key) > MAX_TOKEN_ID:
+                raise ValueError(f"its keys must be token ids (non-negative integers), got {key!r}")
+        return value
 
 
 LLAMA_EXTRA_PARAMETERS = frozenset(LlamaExtras.model_fields)

@@ -45,6 +45,10 @@ def sampling_params(request: ChatRequest) -> SamplingParams:
         n=options.n or 1,
         best_of=options.best_of,
         use_beam_search=use_beam_search,
+        top_k=max(options.top_k or 0, 0),  # vLLM's -1 is "off", as 0
+        min_p=options.min_p or 0.0,
+        repetition_penalty=options.repetition_penalty if options.repetition_penalty is not None else 1.0,
+        logit_bias=dict(options.logit_bias or {}),
     )
     if request.stream and params.needs_all_before_output:
         param = "use_beam_search" if params.use_beam_search else "best_of"

@@ -48,7 +48,8 @@ class GenerationOptions:
     frequency_penalty: float | None = None
     seed: int | None = None
     stop: list[str] | None = None
-    # The Llama extra parameters (sent with `extra-parameters: pass-through`).
+    # Beyond the Azure spec: extra parameters on the Azure routes (`extra-parameters: pass-through`), OpenAI's
+    # and vLLM's own fields on the OpenAI routes.
     n: int | None = None
     best_of: int | None = None
     logprobs: bool | int | None = None  # OpenAI's `true` (with top_logprobs) or the Llama integer
@@ -57,6 +58,11 @@ class GenerationOptions:
     use_beam_search: bool | None = None
     stop_token_ids: list[int] | None = None
     skip_special_tokens: bool | None = None
+    # vLLM's sampling extensions and OpenAI's logit_bias ({token id: bias added to its logit})
+    top_k: int | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+    logit_bias: dict[int, float] | None = None
 
     @property
     def num_choices(self) -> int:
