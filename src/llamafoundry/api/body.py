@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
+from llamafoundry.api.context import context_of
 from llamafoundry.protocol.bounds import MAX_BODY_BYTES
 from llamafoundry.protocol.errors import ApiError
 
 
 async def read_body(request: Request) -> bytes:
-    """The request body, refused with 413 past MAX_BODY_BYTES (before it is all read when its length is declared)."""
+    """The request body, refused with 413 past MAX_BODY_BYTES (before it is all read when its length is declared);
+    kept in the request's context, so a second reader (the handler after authorization) gets it too."""
+    context = context_of(request)
+    if context.body is not None:
+        return context.body
     too_large_body = ApiError(
         413,
         "PayloadTooLarge",
@@ -24,4 +29,5 @@ async def read_body(request: Request) -> bytes:
         if size > MAX_BODY_BYTES:
             raise too_large_body
         chunks.append(chunk)
-    return b"".join(chunks)
+    context.body = b"".join(chunks)
+    return context.body

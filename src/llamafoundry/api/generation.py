@@ -16,6 +16,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from llamafoundry.api.body import read_body
+from llamafoundry.api.context import context_of
 from llamafoundry.api.drain import Drain, stopping_error
 from llamafoundry.api.errors import from_service_exception, json_response
 from llamafoundry.api.limits import admit, request_usage
@@ -59,7 +60,8 @@ def chunk_answer(renderer: StreamRenderer, body_of: Callable[[ChatResult], dict[
 def started(request: Request) -> Target:
     """The request's target, unless it failed to start: then a 503 without Retry-After (waiting cannot help; the
     cause is for the admin, in the server log and the management API's status)."""
-    target: Target = request.state.target
+    target = context_of(request).target
+    assert target is not None, "authorize_request runs before every generating route"
     lifecycle = getattr(request.app.state, "lifecycle", None)
     if target.deployment is None and lifecycle is not None and lifecycle.load_error is not None:
         raise ApiError(503, MODEL_LOAD_FAILED, lifecycle.load_error_message())  # no Retry-After: waiting cannot help
@@ -155,7 +157,11 @@ async def generate(request: Request, target: Target, chat: ChatRequest, answer: 
 
 
 def _count_filtered_prompt(request: Request, exc: Exception) -> None:
-    """A prompt blocked by the content filter was evaluated: its tokens are metered (Azure charges them)."""
+    """A prompt blocked by the content filter was evaluated: the request counts as filtered, and its tokens are
+    metered (Azure charges them)."""
     usage = request_usage(request)
-    if isinstance(exc, ContentFilteredError) and usage is not None and exc.num_prompt_tokens is not None:
+    if not isinstance(exc, ContentFilteredError) or usage is None:
+        return
+    usage.is_filtered = True
+    if exc.num_prompt_tokens is not None:
         usage.prompt_tokens = exc.num_prompt_tokens

@@ -9,6 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
+from llamafoundry.api.context import context_of
 from llamafoundry.api.errors import json_response
 from llamafoundry.api.generation import chat_response, handler
 from llamafoundry.api.openai_routes import openai_router
@@ -45,7 +46,9 @@ def inference_router(gateway: Gateway, settings: ServeSettings) -> APIRouter:
         return await chat_response(request, target, is_openai_route=False)
 
     async def info(request: Request) -> Response:
-        service = request.state.target.service
+        target = context_of(request).target
+        assert target is not None, "authorize_request runs before every generating route"
+        service = target.service
         return json_response(
             {"model_name": service.model_name, "model_type": MODEL_TYPE, "model_provider_name": service.model_provider}
         )

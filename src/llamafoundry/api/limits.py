@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.requests import Request
 
+from llamafoundry.api.context import context_of
 from llamafoundry.platform.keys import DEFAULT_KEY_ID
 from llamafoundry.platform.ratelimit import (
     LIMITED_BY_TOKENS,
@@ -180,7 +181,7 @@ class UsageRecorder(Protocol):
 
 @dataclass
 class RequestUsage:
-    """What one chat request used, filled in as it goes; kept in `request.state.usage`."""
+    """What one chat request used, filled in as it goes; kept in the request's context (`api/context.py`)."""
 
     request_id: str
     started_at: float  # unix seconds
@@ -205,7 +206,7 @@ class RequestUsage:
 
 
 def request_usage(request: Request) -> RequestUsage | None:
-    return getattr(request.state, "usage", None)
+    return context_of(request).usage
 
 
 def accounting_of(request: Request) -> Accounting | None:
@@ -232,7 +233,7 @@ async def admit(
         max_context: the backend's context (the reservation's completion budget is at most the rest of it).
         deployment: the deployment serving it (the name usage is recorded under).
         key_id: the id of the key the caller used (`primary`, `secondary`; never the key), if known; else
-            `request.state.key_id`, else `default` (the single key of `serve --api-key`).
+            the request context's, else `default` (the single key of `serve --api-key`).
     Raises:
         BudgetExceeded: a budget of the caller's project or key is spent (429); nothing was counted.
         RateLimitExceeded: over the key's or the deployment's limit; nothing was counted.
@@ -243,8 +244,9 @@ async def admit(
         return
     usage.deployment = deployment
     usage.is_stream = prepared.request.stream
-    usage.key_id = key_id or getattr(request.state, "key_id", None) or DEFAULT_KEY_ID
-    caller = getattr(request.state, "caller", None)  # `access.Caller`, set by `routing.authorize_request`
+    context = context_of(request)
+    usage.key_id = key_id or context.key_id or DEFAULT_KEY_ID
+    caller = context.caller  # set by `routing.authorize_request`
     if accounting.budgets is not None and caller is not None:
         exhausted = await accounting.budgets.check(caller.project, usage.key_id)
         if exhausted is not None:

@@ -7,7 +7,7 @@
   answer 403 saying that the admin key is needed.
 
 The route dependency leaves a `Principal` in `request.state.principal` (handlers filter lists by its project) and
-the caller's key id in `request.state.key_id` (the access log and the audit log name it; never the key).
+the caller's key id in the request's context (the access log and the audit log name it; never the key).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from llamafoundry.api.auth import AuthError, presented_keys
+from llamafoundry.api.context import context_of
 from llamafoundry.platform.keys import match_key
 from llamafoundry.platform.project_keys import active_keys, match_project_key
 from llamafoundry.platform.store import Store
@@ -65,7 +66,7 @@ def management_dependency(store: Store) -> Callable[[Request], Awaitable[None]]:
         if principal is None:
             raise AuthError()
         request.state.principal = principal
-        request.state.key_id = principal.actor
+        context_of(request).key_id = principal.actor
         name = request.path_params.get("name")
         if name is not None and request.method not in ("GET", "HEAD"):  # the audit entry's project, before a delete
             found = await asyncio.to_thread(store.get_deployment, name.lower())

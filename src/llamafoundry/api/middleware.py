@@ -13,6 +13,7 @@ import uuid
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from llamafoundry.api.context import context_in
 from llamafoundry.api.errors import error_response
 from llamafoundry.logs import request_id_var
 from llamafoundry.protocol.errors import internal_error
@@ -38,7 +39,7 @@ class RequestContextMiddleware:
             # prints as nothing and httpx does not follow
             scope = {**scope, "path": path.rstrip("/") or "/"}
         request_id = str(uuid.uuid4())
-        scope.setdefault("state", {})["request_id"] = request_id
+        context_in(scope).request_id = request_id
         extra = [(b"x-request-id", request_id.encode())]
         client_id = _header(scope, b"x-ms-client-request-id")
         if client_id is not None and len(client_id) <= _MAX_ECHOED_ID:
@@ -72,10 +73,9 @@ class RequestContextMiddleware:
 
 def _access_line(scope: Scope, status: int, seconds: float) -> None:
     """`POST /chat/completions 200 153 ms deployment=chat key=key-3f2a...`: never a key, a token or a prompt."""
-    state = scope.get("state", {})
-    target = state.get("target")
-    deployment = getattr(target, "name", None)
-    key_id = state.get("key_id")
+    context = context_in(scope)
+    deployment = context.target.name if context.target is not None else None
+    key_id = context.key_id
     fields = {"method": scope["method"], "path": scope["path"], "status": status,
               "duration_ms": round(seconds * 1000, 1), "deployment": deployment, "key_id": key_id}  # fmt: skip
     who = "".join(f" {label}={value}" for label, value in (("deployment", deployment), ("key", key_id)) if value)

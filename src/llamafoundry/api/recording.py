@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from typing import Any
 
+from llamafoundry.api.context import RequestContext
 from llamafoundry.api.limits import Accounting, RequestUsage
 from llamafoundry.platform.catalog import MANAGED
 from llamafoundry.platform.keys import DEFAULT_KEY_ID
@@ -25,10 +25,10 @@ class Recorder:
     progress as its stream goes, then its record (metrics and meter) when it ends, durable before the client has
     the end of the answer."""
 
-    def __init__(self, accounting: Accounting, usage: RequestUsage, state: dict[str, Any]) -> None:
+    def __init__(self, accounting: Accounting, usage: RequestUsage, context: RequestContext) -> None:
         self.accounting = accounting
         self.usage = usage
-        self.state = state
+        self.context = context
         self.status: int | None = None  # the response's, once it started
         self.is_recorded = False
         self._journaled: tuple[int, int] | None = None  # the tokens of the newest journal entry
@@ -42,7 +42,7 @@ class Recorder:
         meter = self._journal
         if meter is None:
             return
-        usage = with_context(self.usage, self.state)
+        usage = with_context(self.usage, self.context)
         record = usage_record(replace(usage, prompt_tokens=prompt_tokens or 0), STATUS_CUT_BY_CRASH)
         if record is not None:
             meter.begin(record)  # what it is recorded as if the server dies before it ends
@@ -80,7 +80,7 @@ class Recorder:
         if self.is_recorded:
             return False
         self.is_recorded = True
-        usage = with_context(self.usage, self.state)
+        usage = with_context(self.usage, self.context)
         record = usage_record(usage, status)
         if record is None:
             return False
@@ -117,11 +117,11 @@ def usage_record(usage: RequestUsage, status: int) -> UsageRecord | None:
     )
 
 
-def with_context(usage: RequestUsage, state: dict[str, Any]) -> RequestUsage:
+def with_context(usage: RequestUsage, context: RequestContext) -> RequestUsage:
     """`usage` with what the other layers learnt on the way: the request id, the key, the routed deployment."""
-    usage.request_id = str(state.get("request_id") or id(usage))
-    usage.key_id = usage.key_id or state.get("key_id") or DEFAULT_KEY_ID
-    target = state.get("target")  # set by routing once the deployment is known (header, body `model`)
+    usage.request_id = context.request_id or str(id(usage))
+    usage.key_id = usage.key_id or context.key_id or DEFAULT_KEY_ID
+    target = context.target  # set by routing once the deployment is known (header, body `model`)
     if target is not None:
         usage.deployment = target.name
         usage.pricing = pricing_for(target.deployment) if target.deployment is not None else None

@@ -9,8 +9,8 @@
   serves only one model") for a key that opens it; for a key that opens only deployments it is a 404 naming
   them, and without a model of the server's own (`serve --no-default`) a 404 too.
 
-`authorize_request` is the routes' dependency: it leaves the target in `request.state.target` and the caller's
-key id in `request.state.key_id` (what usage is recorded under; never the key).
+`authorize_request` is the routes' dependency: it sets the target, the caller and its key id (what usage is
+recorded under; never the key) in the request's context (`api/context.py`).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from starlette.requests import Request
 
 from llamafoundry.api.auth import AuthError, presented_keys
 from llamafoundry.api.body import read_body
+from llamafoundry.api.context import context_of
 from llamafoundry.platform.gateway import Gateway, Target
 from llamafoundry.protocol.errors import not_found
 
@@ -35,9 +36,10 @@ async def authorize_request(request: Request, gateway: Gateway) -> Target:
     caller = await target.authorize(presented_keys(request.headers))
     if caller is None:
         raise AuthError()
-    request.state.target = target
-    request.state.caller = caller  # its project and a project key's own limits, for `limits.admit`
-    request.state.key_id = caller.key_id or f"token:{caller.subject or 'unknown'}"
+    context = context_of(request)
+    context.target = target
+    context.caller = caller  # its project and a project key's own limits, for `limits.admit`
+    context.key_id = caller.key_id or f"token:{caller.subject or 'unknown'}"
     return target
 
 
@@ -104,8 +106,7 @@ async def _unknown_model(request: Request, gateway: Gateway, model: str) -> Targ
 
 async def _body_model(request: Request, read_body: BodyReader) -> str | None:
     """The body's `model` string, if the body is a JSON object that has one. The body is kept for the handler."""
-    raw = await read_body(request)
-    request._body = raw  # what Request.body() caches; stream() then replays it to the handler
+    raw = await read_body(request)  # kept in the request's context for the handler
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError):

@@ -1,8 +1,8 @@
 """Per-request accounting of chat requests: rate-limit headers, settling reservations, metering, metrics.
 
 `AccountingMiddleware` wraps every `POST` that generates (`.../chat/completions`, `.../completions`,
-`.../responses`). It puts a `RequestUsage` in
-`request.state.usage` that the handler fills in (`limits.admit`, `track_stream`, `track_result`), with a
+`.../responses`). It puts a `RequestUsage` in the request's context (`api/context.py`) that the handler fills in
+(`limits.admit`, `track_stream`, `track_result`), with a
 `recording.Recorder` that journals the request as it goes; the request is recorded once (meter and metrics), its
 record on the disk before the client has the end of the answer (a stream: before its final chunk and `[DONE]`),
 or when the client goes away; then the rate-limit reservation is settled to the tokens really used. Requests
@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from llamafoundry.api.context import context_in
 from llamafoundry.api.errors import from_service_exception, json_response
 from llamafoundry.api.limits import (
     Accounting,
@@ -61,19 +62,17 @@ class AccountingMiddleware:
         if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].endswith(METERED_ROUTES):
             await self.app(scope, receive, send)
             return
-        state = scope.setdefault("state", {})
+        context = context_in(scope)
         usage = RequestUsage.begin(request_id="")
         match = _DEPLOYMENT_PATH.match(scope["path"])
         usage.deployment = match.group(1) if match else self.accounting.default_deployment
-        recorder = usage.recorder = Recorder(self.accounting, usage, state)
-        state["usage"] = usage
+        recorder = usage.recorder = Recorder(self.accounting, usage, context)
+        context.usage = usage
 
         async def send_accounted(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status = recorder.status = int(message["status"])
                 headers = MutableHeaders(scope=message)
-                if headers.get("x-ms-error-code") == CONTENT_FILTER:
-                    usage.is_filtered = True
                 for name, value in (await self._headers(usage, status)).items():
                     if name not in headers:
                         headers[name] = value
