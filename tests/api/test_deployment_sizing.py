@@ -20,9 +20,10 @@ from tests.gguf_files import metadata_only_gguf
 MODEL = "Llama-3.2-1B-Instruct"  # trained for 128K tokens; the weights here are the tiny random model's
 
 
-def served_sizing(url: str, admin_key: str) -> dict[str, Any] | None:
-    body = httpx.get(f"{url}/management/deployments/sized", headers={"api-key": admin_key}, timeout=30).json()
-    return body["status"].get("sizing")
+def served_sizing(url: str, admin_key: str, name: str = "sized") -> dict[str, Any] | None:
+    """What the deployment's replicas run with, once they answer (not while new ones start beside them)."""
+    body = httpx.get(f"{url}/management/deployments/{name}", headers={"api-key": admin_key}, timeout=30).json()
+    return None if "changing" in body["status"] else body["status"].get("sizing")
 
 
 def test_sizes_reach_the_replicas_and_a_change_restarts_them(
@@ -55,7 +56,7 @@ def test_sizes_reach_the_replicas_and_a_change_restarts_them(
         patched = httpx.patch(f"{gateway.url}/management/deployments/sized", json={"parallel": 2, "ctx_size": 1024},
                               headers={"api-key": admin_key}, timeout=30)  # fmt: skip
         assert patched.status_code == 200, patched.text
-        wait_for(lambda: (served_sizing(gateway.url, admin_key) or {}).get("parallel") == 2, 30, "the new sizes")
+        wait_for(lambda: (served_sizing(gateway.url, admin_key) or {}).get("parallel") == 2, 60, "the new sizes")
         wait_ready(f"{url}/chat/completions", key)
         refused = chat(f"{url}/chat/completions", key, extra, n=6)
         assert refused.status_code == 400, refused.text  # six choices need six slots; the replicas have two
