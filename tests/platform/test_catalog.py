@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from llamafoundry.cli import main
 from llamafoundry.platform.catalog import CATALOG, MANAGED, SERVERLESS, UnknownModelError, WeightsSource, find_model
 from llamafoundry.platform.hub import CHUNK_BYTES, DownloadCancelled
 from llamafoundry.platform.weights import WeightsError, download, resolve_weights
+from tests.gguf_files import metadata_only_gguf
 from tests.platform.fake_hub import FakeHub, running_hub
 
 AZURE_LLAMA_NAMES = {
@@ -97,7 +99,14 @@ def test_models_show_prints_every_field(capsys: pytest.CaptureFixture[str]) -> N
 
 # ---- downloads ---------------------------------------------------------------------------------------------
 
-PAYLOAD = b"GGUF" + bytes(range(256)) * 4096  # ~1 MiB: several progress callbacks
+def _payload() -> bytes:
+    """A GGUF whose metadata a deployment's memory check reads (Llama 3.1 8B's, no tensors), padded to ~1 MiB so
+    that a download makes several progress callbacks."""
+    with tempfile.TemporaryDirectory() as folder:
+        return metadata_only_gguf(Path(folder) / "m.gguf").read_bytes() + bytes(range(256)) * 4096
+
+
+PAYLOAD = _payload()
 SOURCE = WeightsSource("meta-test/Tiny-GGUF", "tiny-Q4_K_M.gguf")
 
 
