@@ -220,6 +220,8 @@ class Gateway:
             current = self.targets.get(name)
             if current is not None and _same_backend(current.deployment, deployment):
                 current.deployment, current.auth = deployment, policy  # keys or settings changed
+                if current.previous is not None:  # still answering for it: a revoked key is refused there too
+                    current.previous.auth = policy
                 continue
             try:
                 launched = self._launch(deployment, policy)
@@ -230,6 +232,8 @@ class Gateway:
                 continue
             if current is not None:
                 stopped += _replace(self.targets.pop(name), launched)
+                if launched.previous is not None:
+                    launched.previous.auth = policy
             self.targets[name] = launched
         for target in stopped:
             asyncio.create_task(_stop(target))
