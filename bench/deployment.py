@@ -38,24 +38,16 @@ CATALOG_MODEL = "Llama-3.2-1B-Instruct"
 
 
 def create_deployment(home: Path, args: argparse.Namespace) -> str:
-    """A managed deployment of the GGUF, one replica with the bare route's settings; returns its key."""
+    """A managed deployment of the GGUF, one replica with the bare route's sizes; returns its key."""
     out = io.StringIO()
     argv = ["deploy", "create", DEPLOYMENT, "--model", args.catalog_model, "--weights", str(args.model), "--type",
             "managed", "--instances", "1", "--tpm", "0", "--rpm", "0", "--content-safety", "off", "--json",
-            "--data-dir", str(home)]  # fmt: skip
+            "--parallel", str(args.parallel), "--ctx-size", str(args.ctx_size), "--threads", str(args.threads),
+            "--data-dir", str(home), "--create"]  # fmt: skip
     with contextlib.redirect_stdout(out):
         if cli_main(argv) != 0:
             raise RuntimeError(f"llamafoundry {' '.join(argv)} failed")
-    key = str(json.loads(out.getvalue())["primary_key"])
-    from llamafoundry.platform.store import Store
-
-    store = Store.open(home, None)
-    try:
-        settings = {"parallel": args.parallel, "ctx_size": args.ctx_size, "threads": args.threads}
-        store.update_settings(DEPLOYMENT, settings)
-    finally:
-        store.close()
-    return key
+    return str(json.loads(out.getvalue())["primary_key"])
 
 
 def wait_deployment(endpoint: Endpoint, timeout_s: float = 600) -> None:
