@@ -124,8 +124,9 @@ def test_a_project_key_sees_only_its_project_and_changes_nothing(
         refused = client.post(path, data={"csrf_token": token})
         assert refused.status_code == 403, path
         assert "not change anything: changes need the admin key" in refused.text  # the API's sentence
-    create = client.post("/portal/deploy", data={"csrf_token": token, "name": "mine", "model": "Meta-Llama-3.1-8B",
-                                                 "source": "upstream", "upstream": "http://127.0.0.1:9/v1"})  # fmt: skip
+    fields = {"csrf_token": token, "name": "mine", "model": "Meta-Llama-3.1-8B", "source": "upstream",
+              "upstream": "http://127.0.0.1:9/v1"}  # fmt: skip
+    create = client.post("/portal/deploy", data=fields)
     assert create.status_code == 403 and "changes need the admin key" in create.text
     saved = client.post("/portal/deployments/team-chat/settings/limits", data={"csrf_token": token, "rpm": "5"},
                         follow_redirects=True)  # fmt: skip

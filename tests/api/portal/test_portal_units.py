@@ -22,10 +22,9 @@ from llamafoundry.api.portal.sessions import (
     project_principal,
 )
 from llamafoundry.api.portal.settings_forms import SettingsError, blocklist_body, content_safety_body, size_body
-from llamafoundry.api.portal.web import OwnModel, Portal
 from llamafoundry.api.portal.usage_pages import chart_data
 from llamafoundry.api.portal.views import status_view
-from llamafoundry.api.portal.web import dollars
+from llamafoundry.api.portal.web import OwnModel, Portal, dollars
 from llamafoundry.platform.catalog import CATALOG
 from llamafoundry.platform.deployments import describe_model
 
@@ -64,8 +63,9 @@ def test_the_deploy_form_becomes_the_management_body() -> None:
 
 
 def test_the_deploy_form_takes_the_project_and_the_sizes_with_the_platforms_sentences() -> None:
-    body = deployment_body(form(name="chat", model="M", project="team-a", ctx_size="512", parallel="2", threads="",
-                                kv_cache_type="q8_0", flash_attn="on", gpu_layers="0", speculative_tokens="4"))  # fmt: skip
+    sizes = form(ctx_size="512", parallel="2", threads="", kv_cache_type="q8_0", flash_attn="on", gpu_layers="0",
+                 speculative_tokens="4")  # fmt: skip
+    body = deployment_body({**form(name="chat", model="M", project="team-a"), **sizes})
     assert body == {"name": "chat", "model": "M", "type": "serverless", "project": "team-a", "ctx_size": 512,
                     "parallel": 2, "kv_cache_type": "q8_0", "flash_attn": "on", "gpu_layers": 0,
                     "speculative_tokens": 4}  # fmt: skip
