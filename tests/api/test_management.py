@@ -71,6 +71,9 @@ def test_management_needs_the_admin_key(client: TestClient, admin_key: str, home
         assert client.get("/management/deployments", headers={"api-key": key}).status_code == 401
     ok = client.get("/management/deployments", headers={"Authorization": f"Bearer {admin_key}"})
     assert ok.status_code == 200 and [d["name"] for d in ok.json()["data"]] == ["chat"]
+    whoami = client.get("/management/whoami", headers={"api-key": admin_key}).json()
+    assert whoami["actor_type"] == "admin" and whoami["project"] is None and whoami["actor"].startswith("key-")
+    assert client.get("/management/whoami", headers={"api-key": created["primary_key"]}).status_code == 401
 
 
 def test_a_regenerated_admin_key_replaces_the_old_one(client: TestClient, admin_key: str, store: Store) -> None:

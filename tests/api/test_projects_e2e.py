@@ -119,6 +119,8 @@ def _check_project_key_management(url: str, key: str, admin: dict[str, str]) -> 
         return httpx.get(f"{url}/management{path}", params=params, headers=own, timeout=30)
 
     assert [p["name"] for p in get("/projects").json()["data"]] == ["team-a"]
+    whoami = get("/whoami").json()
+    assert (whoami["actor_type"], whoami["project"]) == ("project-key", "team-a") and whoami["actor"].startswith("key-")
     assert get("/projects/team-a").json()["deployments"] == ["chat-a", "local-a"]
     assert get("/projects/team-b").status_code == 404
     assert {d["name"] for d in get("/deployments").json()["data"]} == {"chat-a", "local-a"}

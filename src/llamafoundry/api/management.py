@@ -68,6 +68,12 @@ def management_router(store: Store, home: Path, gateway: Gateway | None = None) 
     """The `/management` routes over `store` (deployments created here download weights into `home`)."""
     router = APIRouter(prefix="/management", dependencies=[Depends(management_dependency(store))])
 
+    async def whoami(request: Request) -> Response:
+        """Who the key is: the admin key (`project` null: every project) or a project key of `project`."""
+        principal = principal_of(request)
+        return json_response({"actor": principal.actor, "actor_type": principal.actor_type,
+                              "project": principal.project})  # fmt: skip
+
     async def list_models(request: Request) -> Response:
         return json_response({"data": [_model_body(m.name) for m in CATALOG]})
 
@@ -157,6 +163,7 @@ def management_router(store: Store, home: Path, gateway: Gateway | None = None) 
         return json_response({"id": list_id, "deleted": True})
 
     routes = [
+        ("/whoami", whoami, "GET", "principal.show"),
         ("/models", list_models, "GET", "model.list"),
         ("/models/{model}", get_model, "GET", "model.show"),
         ("/deployments", list_deployments, "GET", "deployment.list"),

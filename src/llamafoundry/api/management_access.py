@@ -29,7 +29,8 @@ from llamafoundry.protocol.errors import ApiError, not_found
 ADMIN = "admin"
 PROJECT_KEY = "project-key"
 # routes (by name) a project key may read (GET) beside those naming its own project or one of its deployments
-_PROJECT_READABLE = ("model.list", "model.show", "deployment.list", "usage.show", "audit.list", "project.list")
+_PROJECT_READABLE = ("principal.show", "model.list", "model.show", "deployment.list", "usage.show", "audit.list",
+                     "project.list")
 
 
 @dataclass(frozen=True)

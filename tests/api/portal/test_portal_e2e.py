@@ -1,7 +1,9 @@
-"""The portal in a real browser (headless Chromium through Playwright) on a real `llamafoundry serve`: a user signs
-in, finds a model, deploys it with a GGUF file, copies its key, chats in the playground and sees the text stream in,
-sees the request in the usage chart, regenerates the key (the old one is refused), and signs out (and is refused).
-Every page is screenshotted and checked for controls without an accessible name."""
+"""The portal in a real browser (headless Chromium through Playwright) on a real `llamafoundry serve`: the admin signs
+in, finds a model, deploys it into a project with a GGUF file and sizes, copies its key, scales it (Changing, then
+two replicas), chats in the playground and sees the text stream in, sees the request in the usage chart, regenerates
+the key (the old one is refused), and signs out (and is refused); then a project key signs in, sees its project only,
+read-only, and chats with its own key. Every page is screenshotted and checked for controls without an accessible
+name."""
 
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ pytestmark = pytest.mark.slow
 
 MODEL = "Meta-Llama-3.1-8B-Instruct"
 DEPLOYMENT = "portal-chat"
+PROJECT = "team-a"
+ELSEWHERE = "elsewhere"  # a deployment of the project `default`, which the project key must not see
 READY_TIMEOUT_S = 120
 CHARTED_REQUESTS_JS = """(name) => {
   const chart = Chart.getChart(document.getElementById('chart-requests'));
@@ -40,12 +44,13 @@ def nav(page: Any, name: str) -> None:
     page.wait_for_url(re.compile(re.escape(href) + r"(\?.*)?$"))
 
 
-def sign_in(page: Any, server: PortalServer, shoot: Any) -> None:
+def sign_in(page: Any, server: PortalServer, shoot: Any, key: str | None = None) -> None:
     page.goto(f"{server.url}/portal/deployments")
     assert "/portal/sign-in" in page.url  # no session: the sign-in page, which returns here afterwards
     expect_named_controls(page)
-    shoot(page, "sign-in")
-    page.get_by_label("API key").fill(server.admin_key)
+    if key is None:
+        shoot(page, "sign-in")
+    page.get_by_label("API key").fill(key or server.admin_key)
     page.get_by_label("API key").press("Enter")  # the keyboard signs in
     page.wait_for_url(re.compile(r"/portal/deployments$"))
 
@@ -69,12 +74,24 @@ def find_and_deploy(page: Any, weights: Path, shoot: Any) -> None:
     page.get_by_role("button", name="Deploy").click()
     assert "'x' is not a valid deployment name" in page.get_by_role("alert").inner_text()
     assert page.get_by_label("Deployment name").get_attribute("aria-invalid") == "true"
+    page.get_by_label("Deployment name").fill(DEPLOYMENT)
+    page.get_by_label("Project").select_option(PROJECT)
+    page.locator('input[name="type"][value="managed"]').check()
+    page.get_by_label("Content safety", exact=True).select_option("on")
+    page.get_by_label("Parallel sequences").fill("0")  # a size the platform refuses: its sentence, on the field
+    page.get_by_role("button", name="Deploy").click()
+    assert "parallel must be from 1 to 128" in page.get_by_role("alert").inner_text()
+    assert page.get_by_label("Parallel sequences").get_attribute("aria-invalid") == "true"
+    assert page.get_by_label("Project").input_value() == PROJECT  # the form keeps what was typed
     expect_named_controls(page)
     shoot(page, "deploy")
-    page.get_by_label("Deployment name").fill(DEPLOYMENT)
+    page.get_by_label("Parallel sequences").fill("2")
+    page.get_by_label("Context size").fill("512")
     page.get_by_role("button", name="Deploy").click()
     page.wait_for_url(re.compile(f"/portal/deployments/{DEPLOYMENT}$"))
     page.locator('#deployment-status [data-state="ready"]').wait_for(timeout=READY_TIMEOUT_S * 1000)  # polled
+    assert page.locator('#runs-with [data-size="ctx_size"]').inner_text() == "512"  # status.sizing
+    assert page.locator('#runs-with [data-size="parallel"]').inner_text() == "2"
 
 
 def copy_key(page: Any, server: PortalServer, shoot: Any) -> str:
@@ -104,7 +121,7 @@ def change_settings(page: Any, server: PortalServer, shoot: Any) -> None:
     page.get_by_label("Tokens per minute").fill("")
     page.get_by_label("Requests per minute").fill("600")
     page.get_by_role("button", name="Save rate limits").click()
-    assert "200,000 tokens and 600 requests per minute" in page.locator("main").inner_text()
+    assert "not limited tokens and 600 requests per minute" in page.locator("main").inner_text()  # managed
     page.get_by_label("Streaming mode").select_option("asynchronous")
     page.get_by_role("button", name="Save content safety").click()
     page.get_by_label("List name").fill("brands")
@@ -115,14 +132,41 @@ def change_settings(page: Any, server: PortalServer, shoot: Any) -> None:
                        headers={"api-key": server.admin_key}).json()["policy"]  # fmt: skip
     assert policy["streaming"] == "asynchronous" and policy["enabled"] is True
     assert policy["blocklists"][0]["items"][1] == {"pattern": "sku-\\d{4}", "is_regex": True}
+    resize(page)
     expect_named_controls(page)
     shoot(page, "settings")
+
+
+def resize(page: Any) -> None:
+    """A size that cannot work is refused with the platform's sentence; two instances start while one answers."""
+    page.get_by_label("Context size").fill("99999")
+    page.get_by_role("button", name="Save sizes").click()
+    assert "ctx_size 99999 is more than the 8192 tokens" in page.get_by_role("alert").inner_text()
+    assert page.get_by_label("Context size").input_value() == "512"  # nothing was changed
+    page.get_by_label("Instances", exact=True).fill("2")
+    page.get_by_role("button", name="Save sizes").click()
+    assert "Sizes saved" in page.get_by_role("status").first.inner_text()
+    assert page.locator("#deployment-status [data-state]").get_attribute("data-state") == "changing"
+    page.locator('#deployment-status [data-state="ready"]').wait_for(timeout=READY_TIMEOUT_S * 1000)  # polled
+    assert page.locator('#runs-with [data-size="replicas"]').inner_text() == "2"
 
 
 def chat_in_playground(page: Any, key: str, shoot: Any) -> None:
     nav(page, "Playground")
     page.get_by_label("Deployment", exact=True).select_option(DEPLOYMENT)
     assert page.get_by_label("API key").input_value() == key  # this session was shown the key
+    send_message(page)
+    assert page.evaluate("window.textUpdates") >= 3, "the answer arrived in one piece, not streamed"
+    assert int(page.locator('[data-stat="completion_tokens"]').inner_text()) > 0
+    assert page.locator('[data-stat="ttft"]').inner_text().endswith("ms")
+    assert "hate: safe" in page.locator("#pg-filter").inner_text()  # content safety on
+    page.get_by_text("View code").click()
+    assert f"/deployments/{DEPLOYMENT}/chat/completions" in page.locator("#pg-code-curl").inner_text()
+    expect_named_controls(page)
+    shoot(page, "playground")
+
+
+def send_message(page: Any) -> None:
     page.get_by_label("Max tokens").fill("40")
     page.get_by_label("Temperature").fill("1")
     page.evaluate("""() => { window.textUpdates = 0; new MutationObserver(() => window.textUpdates++)
@@ -132,14 +176,6 @@ def chat_in_playground(page: Any, key: str, shoot: Any) -> None:
     page.locator('[data-stat="finish_reason"]').filter(has_text=re.compile("length|stop")).wait_for()
     answer = page.locator(".msg-assistant .text").last.inner_text()
     assert answer.strip(), "no text streamed"
-    assert page.evaluate("window.textUpdates") >= 3, "the answer arrived in one piece, not streamed"
-    assert int(page.locator('[data-stat="completion_tokens"]').inner_text()) > 0
-    assert page.locator('[data-stat="ttft"]').inner_text().endswith("ms")
-    assert "hate: safe" in page.locator("#pg-filter").inner_text()  # serverless: content safety on
-    page.get_by_text("View code").click()
-    assert f"/deployments/{DEPLOYMENT}/chat/completions" in page.locator("#pg-code-curl").inner_text()
-    expect_named_controls(page)
-    shoot(page, "playground")
 
 
 def see_usage(page: Any, shoot: Any) -> None:
@@ -180,8 +216,50 @@ def sign_out(page: Any, server: PortalServer) -> None:
     assert replayed.status_code == 303 and "/portal/sign-in" in replayed.headers["location"]  # the session ended
 
 
+def as_project_key(page: Any, server: PortalServer, project_key: str, shoot: Any) -> None:
+    """A project key's session: its project's deployment only, read-only, and the playground chats with its key."""
+    sign_in(page, server, shoot, project_key)
+    assert "Signed in as project team-a" in page.locator("header").inner_text()
+    table = page.locator("table.data").inner_text()
+    assert DEPLOYMENT in table and ELSEWHERE not in table
+    assert page.get_by_role("link", name="Deploy a model").count() == 0
+    expect_named_controls(page)
+    shoot(page, "project-deployments")
+    page.get_by_role("link", name=DEPLOYMENT, exact=True).click()
+    assert page.locator("#read-only-note").is_visible()
+    assert page.get_by_role("button", name="Regenerate primary key").count() == 0
+    assert page.get_by_role("button", name="Delete deployment").count() == 0
+    page.get_by_role("link", name="Settings").click()
+    assert page.get_by_role("button", name="Save sizes").is_disabled()
+    assert page.get_by_label("Instances", exact=True).is_disabled()
+    expect_named_controls(page)
+    nav(page, "Playground")
+    assert page.get_by_label("Deployment", exact=True).input_value() == DEPLOYMENT  # the server's model is not offered
+    assert page.get_by_label("API key").input_value() == project_key  # the project key opens it
+    send_message(page)
+    nav(page, "Usage")
+    assert page.get_by_role("heading", name="Usage of project team-a").is_visible()
+    assert DEPLOYMENT in page.locator("#usage-table").inner_text()
+    expect_named_controls(page)
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(re.compile("/portal/sign-in"))
+
+
+@pytest.fixture
+def project_key(portal_server: PortalServer) -> str:
+    """Project `team-a` and a key of it; a deployment `elsewhere` in `default` (forwarding to nothing)."""
+    admin = {"api-key": portal_server.admin_key}
+    url = f"{portal_server.url}/management"
+    assert httpx.post(f"{url}/projects", json={"name": PROJECT}, headers=admin).status_code == 201
+    other = {"name": ELSEWHERE, "model": MODEL, "upstream": "http://127.0.0.1:9/v1"}
+    assert httpx.post(f"{url}/deployments", json=other, headers=admin).status_code == 201
+    created = httpx.post(f"{url}/projects/{PROJECT}/keys", json={"name": "portal"}, headers=admin)
+    assert created.status_code == 201, created.text
+    return str(created.json()["key"])
+
+
 def test_a_user_deploys_chats_and_rotates_a_key(
-    portal_server: PortalServer, browser_context: Any, screenshots: Any, tiny_model_path: Path
+    portal_server: PortalServer, browser_context: Any, screenshots: Any, tiny_model_path: Path, project_key: str
 ) -> None:
     page = browser_context.new_page()
     errors: list[str] = []
@@ -195,4 +273,5 @@ def test_a_user_deploys_chats_and_rotates_a_key(
     see_usage(page, screenshots)
     regenerate_key(page, portal_server, key)
     sign_out(page, portal_server)
+    as_project_key(page, portal_server, project_key, screenshots)
     assert errors == []  # no script errors, no CSP violations

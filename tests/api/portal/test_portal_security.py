@@ -1,6 +1,6 @@
 """The portal's protections on a real server: every route needs a session, state changes need this origin and the
-session's CSRF token (a forged cross-site POST is refused, in Chromium too), only the admin key signs in, and a
-session ends with its key."""
+session's CSRF token (a forged cross-site POST is refused, in Chromium too), only the admin key and project keys
+sign in (a project key sees its own project only and changes nothing), and a session ends with its key."""
 
 from __future__ import annotations
 
@@ -86,6 +86,62 @@ def test_a_deployment_key_or_the_servers_key_cannot_open_the_portal(
         assert "This key does not open the portal" in answer.text
         as_header = httpx.get(f"{portal_server.url}/portal/deployments", headers={"api-key": key})
         assert as_header.status_code == 303  # a key in a header is no session
+
+
+@pytest.fixture(scope="module")
+def project_key(portal_server: PortalServer, deployment_key: str) -> str:
+    """A project key of `team-a`, which holds one deployment (forwarding to nothing); `guarded` is in `default`."""
+    admin = {"api-key": portal_server.admin_key}
+    url = f"{portal_server.url}/management"
+    assert httpx.post(f"{url}/projects", json={"name": "team-a"}, headers=admin).status_code == 201
+    body = {"name": "team-chat", "model": "Meta-Llama-3.1-8B-Instruct", "upstream": "http://127.0.0.1:9/v1",
+            "project": "team-a"}  # fmt: skip
+    assert httpx.post(f"{url}/deployments", json=body, headers=admin).status_code == 201
+    created = httpx.post(f"{url}/projects/team-a/keys", json={"name": "portal"}, headers=admin)
+    assert created.status_code == 201, created.text
+    return str(created.json()["key"])
+
+
+def test_a_project_key_sees_only_its_project_and_changes_nothing(
+    portal_server: PortalServer, project_key: str
+) -> None:
+    client = signed_in(portal_server, project_key)
+    listing = client.get("/portal/deployments")
+    assert listing.status_code == 200 and "Signed in as project team-a" in listing.text
+    assert "team-chat" in listing.text and DEPLOYMENT not in listing.text  # `guarded` is another project's
+    assert "Deploy a model" not in listing.text
+    assert client.get(f"/portal/deployments/{DEPLOYMENT}").status_code == 404  # as if it did not exist
+    assert client.get(f"/portal/deployments/{DEPLOYMENT}/status").status_code == 404
+    page = client.get("/portal/deployments/team-chat")
+    assert page.status_code == 200 and "Read-only" in page.text
+    assert "Regenerate primary key" not in page.text and "Delete deployment" not in page.text
+    settings = client.get("/portal/deployments/team-chat?tab=settings").text
+    assert settings.count('<fieldset class="bare" disabled>') >= 3  # every form shown disabled
+    deploy = client.get("/portal/deploy")
+    assert deploy.status_code == 403 and "changes need the admin key" in deploy.text
+    token = csrf_token(client, "/portal/deployments/team-chat")
+    for path in ("/portal/deployments/team-chat/delete", "/portal/deployments/team-chat/keys/primary/regenerate"):
+        refused = client.post(path, data={"csrf_token": token})
+        assert refused.status_code == 403, path
+        assert "not change anything: changes need the admin key" in refused.text  # the API's sentence
+    fields = {"csrf_token": token, "name": "mine", "model": "Meta-Llama-3.1-8B", "source": "upstream",
+              "upstream": "http://127.0.0.1:9/v1"}  # fmt: skip
+    create = client.post("/portal/deploy", data=fields)
+    assert create.status_code == 403 and "changes need the admin key" in create.text
+    saved = client.post("/portal/deployments/team-chat/settings/limits", data={"csrf_token": token, "rpm": "5"},
+                        follow_redirects=True)  # fmt: skip
+    assert "changes need the admin key" in saved.text
+    names = [d["name"] for d in httpx.get(f"{portal_server.url}/management/deployments",
+                                          headers={"api-key": portal_server.admin_key}).json()["data"]]  # fmt: skip
+    assert "team-chat" in names and "mine" not in names and DEPLOYMENT in names
+    usage = client.get("/portal/usage")
+    assert usage.status_code == 200 and "Usage of project team-a" in usage.text and DEPLOYMENT not in usage.text
+    health = client.get("/portal/health")
+    assert health.status_code == 200 and DEPLOYMENT not in health.text
+    playground = client.get("/portal/playground").text
+    assert "this server&#39;s model" not in playground and "this server's model" not in playground
+    other = client.get("/portal/usage.csv", params={"deployment": DEPLOYMENT})
+    assert other.status_code == 200 and DEPLOYMENT not in other.text
 
 
 def test_forged_cross_site_posts_are_refused(portal_server: PortalServer, deployment_key: str) -> None:

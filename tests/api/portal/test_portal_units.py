@@ -10,11 +10,21 @@ from llamafoundry.api.portal.catalog_pages import matches
 from llamafoundry.api.portal.client import PortalApiError
 from llamafoundry.api.portal.deploy_pages import FormError, deployment_body, error_field
 from llamafoundry.api.portal.health import HealthReader
-from llamafoundry.api.portal.sessions import ADMIN, SessionStore
-from llamafoundry.api.portal.settings_forms import blocklist_body, content_safety_body
+from llamafoundry.api.portal.playground_pages import playground_targets
+from llamafoundry.api.portal.sessions import (
+    ADMIN,
+    READ_DEPLOYMENTS,
+    USE_SERVER_MODEL,
+    WRITE_DEPLOYMENTS,
+    WRITE_KEYS,
+    Session,
+    SessionStore,
+    project_principal,
+)
+from llamafoundry.api.portal.settings_forms import SettingsError, blocklist_body, content_safety_body, size_body
 from llamafoundry.api.portal.usage_pages import chart_data
 from llamafoundry.api.portal.views import status_view
-from llamafoundry.api.portal.web import dollars
+from llamafoundry.api.portal.web import OwnModel, Portal, dollars
 from llamafoundry.platform.catalog import CATALOG
 from llamafoundry.platform.deployments import describe_model
 
@@ -52,9 +62,52 @@ def test_the_deploy_form_becomes_the_management_body() -> None:
         assert refused.value.param == param
 
 
+def test_the_deploy_form_takes_the_project_and_the_sizes_with_the_platforms_sentences() -> None:
+    sizes = form(ctx_size="512", parallel="2", threads="", kv_cache_type="q8_0", flash_attn="on", gpu_layers="0",
+                 speculative_tokens="4")  # fmt: skip
+    body = deployment_body({**form(name="chat", model="M", project="team-a"), **sizes})
+    assert body == {"name": "chat", "model": "M", "type": "serverless", "project": "team-a", "ctx_size": 512,
+                    "parallel": 2, "kv_cache_type": "q8_0", "flash_attn": "on", "gpu_layers": 0,
+                    "speculative_tokens": 4}  # fmt: skip
+    with pytest.raises(FormError) as refused:
+        deployment_body(form(name="chat", model="M", parallel="two"))
+    assert refused.value.param == "parallel"  # the sentence of sizing.sizing_changes, as the CLI and the API say it
+    assert refused.value.message.startswith("parallel must be a whole number (sequences decoded together")
+    assert "project" not in deployment_body(form(name="chat", model="M", project=""))
+
+
+def test_the_size_form_sends_only_what_changes() -> None:
+    deployment = {"name": "d", "type": "managed", "instances": 1, "settings": {"parallel": 2, "tpm": 5}}
+    body = size_body(form(instances="2", parallel="2", ctx_size="1024", kv_cache_type="", threads=""), deployment)
+    assert body == {"instances": 2, "ctx_size": 1024}
+    for fields, sentence in (({"instances": "1", "parallel": "2"}, "Nothing to change"),
+                             ({"ctx_size": "big"}, "ctx_size must be a whole number"),
+                             ({"instances": "many"}, "--instances 'many': give a whole number")):  # fmt: skip
+        with pytest.raises(SettingsError, match=sentence):
+            size_body(form(**fields), deployment)
+
+
+def test_a_project_key_reads_and_the_playground_uses_it_where_it_opens() -> None:
+    principal = project_principal("team-a", "key-1")
+    assert principal.can(READ_DEPLOYMENTS) and principal.project == "team-a"
+    assert not any(principal.can(p) for p in (WRITE_DEPLOYMENTS, WRITE_KEYS, USE_SERVER_MODEL))
+    portal = Portal(OwnModel("server-model", "own-key"))
+    session = Session("id", "project-key", principal)
+    deployments = [{"name": "a", "model": "M"}, {"name": "b", "model": "M"}]
+    targets = playground_targets(portal, session, deployments, ["a"])
+    assert [(t["name"], t["key"]) for t in targets] == [("a", "project-key"), ("b", "")]  # no server model
+    admin = playground_targets(portal, Session("id2", "admin-key", ADMIN), deployments)
+    assert [(t["name"], t["key"]) for t in admin] == [("server-model", "own-key"), ("a", ""), ("b", "")]
+    assert [t["key"] for t in playground_targets(portal, session, deployments, "all")] == ["project-key"] * 2
+
+
 @pytest.mark.parametrize(
     ("message", "field"),
     [
+        ("This deployment needs 9.5 GiB: weights 0.0 + ...; 2.0 GiB free. Lower --ctx-size or --parallel, ...",
+         "ctx_size"),
+        ("kv_cache_type q8_0 stores heads in blocks of 32 numbers, and this model's ...", "kv_cache_type"),
+        ("Project 'nope' not found. `llamafoundry project list` shows the projects.", "project"),
         ("--instances applies to managed compute only; serverless ...", "instances"),
         ("Give either --weights or --upstream, not both: the model runs in one place.", "weights"),
         ("'x' is not a valid deployment name: use 3 to 32 letters ...", "name"),
@@ -77,6 +130,17 @@ def test_status_shows_whatever_state_the_api_reports() -> None:
     for progress, percent in ((0.25, 25.0), (40, 40.0), ({"done": 3, "total": 4}, 75.0),
                               ({"downloaded_bytes": 1, "total_bytes": 8}, 12.5), ({"total": 0}, None)):  # fmt: skip
         assert status_view({"state": "downloading", "progress": progress}).percent == percent
+    sizing = {"ctx_size": 512, "parallel": 2, "threads": 2, "kv_cache_type": "f16", "flash_attn": "auto",
+              "gpu_layers": 0, "speculative_tokens": 15}  # fmt: skip
+    ready = {"state": "ready", "replicas": [{"index": 0, "healthy": True}], "sizing": sizing}
+    deployment = {"name": "d", "instances": 1, "settings": {"parallel": 2}}
+    assert status_view(ready, deployment).is_terminal and status_view(ready, deployment).sizing == sizing
+    for changed in ({**deployment, "settings": {"parallel": 3}}, {**deployment, "instances": 2}):  # saved, not yet run
+        view = status_view(ready, changed)
+        assert (view.state, view.label, view.is_terminal) == ("changing", "Changing", False)
+    starting = status_view({**ready, "state": "starting", "changing": "the previous replicas answer"}, deployment)
+    assert starting.state == "changing" and "the previous replicas answer" in starting.sentence
+    assert status_view({**ready, "state": "failed", "changing": "x"}, deployment).state == "failed"
     odd = status_view({"state": "verifying checksum"})
     assert odd.label == "Verifying checksum" and not odd.is_terminal  # a state added later is shown and polled
     assert status_view(None).state == "unknown"

@@ -1,8 +1,8 @@
 """Signing in and out of the portal.
 
-A key signs in when the management API accepts it: today only the admin key does (a deployment key or the server's
-own `--api-key` is refused there). `identify` is where a project key (issue 19) will map to a narrower
-`Principal`; the pages already ask `principal.can(...)`.
+A key signs in when the management API accepts it: the admin key, or a project key (which then sees its own project
+only); a deployment key or the server's own `--api-key` is refused there. `identify` asks the API who the key is
+(`GET /management/whoami`); the pages ask `principal.can(...)`.
 """
 
 from __future__ import annotations
@@ -20,13 +20,14 @@ from llamafoundry.api.portal.sessions import (
     Principal,
     Session,
     is_same_origin,
+    project_principal,
 )
 from llamafoundry.api.portal.web import PREFIX, SIGN_IN, Portal, Route, field, form_data, redirect
 
 WRONG_KEY = (
     "This key does not open the portal. Sign in with the admin key of this server's management API "
-    "(`llamafoundry deploy admin-key --regenerate` prints a new one); deployment keys and the server's --api-key "
-    "open only their models."
+    "(`llamafoundry deploy admin-key --regenerate` prints a new one) or a project key (`llamafoundry project key "
+    "create`); deployment keys and the server's --api-key open only their models."
 )
 
 
@@ -34,10 +35,12 @@ async def identify(app: ASGIApp, api_key: str) -> Principal | None:
     """Who `api_key` is, by asking the API what it opens; None when it opens nothing the portal shows."""
     try:
         async with ApiClient(app, api_key) as api:
-            await api.get("/management/deployments")
+            who = await api.get("/management/whoami")
     except SignedOut:
         return None
-    return ADMIN
+    if who.get("project") is None:
+        return ADMIN
+    return project_principal(str(who["project"]), str(who["actor"]))
 
 
 def sign_in_routes(portal: Portal) -> list[Route]:

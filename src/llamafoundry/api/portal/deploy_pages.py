@@ -1,6 +1,7 @@
-"""The Deploy form: serverless or managed compute, weights (the catalog's download, a file on the server, or an
-upstream server), sizing, limits and content safety. It posts to `POST /management/deployments`, so every rule and
-sentence is the CLI's (`platform.deployments`); the form only turns fields into that body."""
+"""The Deploy form: the project, serverless or managed compute, weights (the catalog's download, a file on the server,
+or an upstream server), instances, sizes, limits and content safety. It posts to `POST /management/deployments`, so
+every rule and sentence is the CLI's (`platform.deployments`, `platform.sizing`); the form only turns fields into
+that body."""
 
 from __future__ import annotations
 
@@ -13,15 +14,23 @@ from starlette.responses import Response
 from llamafoundry.api.portal.client import PortalApiError
 from llamafoundry.api.portal.sessions import WRITE_DEPLOYMENTS, Session
 from llamafoundry.api.portal.web import PREFIX, Portal, Route, field, form_data, redirect, segment
+from llamafoundry.platform import sizing
 from llamafoundry.platform.catalog import DEFAULT_INSTANCE_TYPE, INSTANCE_TYPES
+from llamafoundry.platform.errors import DeploymentError
 
 INTEGER_FIELDS = {"instances": "--instances", "tpm": "--tpm", "rpm": "--rpm"}
+# the sizes (`platform.sizing.FIELDS`) as the form shows them: field -> label
+SIZE_LABELS = {"ctx_size": "Context size", "parallel": "Parallel sequences", "threads": "Threads",
+               "kv_cache_type": "KV cache type", "flash_attn": "Flash attention", "gpu_layers": "GPU layers",
+               "speculative_tokens": "Speculative tokens"}  # fmt: skip
 # the option a platform sentence starts with -> the form field it is about
 FIELD_OF_OPTION = {"--instances": "instances", "--instance-type": "instance_type", "--shared-quota": "shared_quota",
-                   "--weights": "weights", "--upstream": "upstream", "--tpm": "tpm", "--rpm": "rpm"}  # fmt: skip
+                   "--weights": "weights", "--upstream": "upstream", "--tpm": "tpm", "--rpm": "rpm",
+                   "--project": "project", **{"--" + f.replace("_", "-"): f for f in SIZE_LABELS}}  # fmt: skip
 FIELD_OF_PHRASE = (("valid deployment name", "name"), ("A deployment named", "name"), ("not in the catalog", "model"),
-                   ("cannot be deployed as", "type"), ("Deployment type", "type"),
-                   ("already holds the serverless deployment", "type"), ("GGUF", "weights"))  # fmt: skip
+                   ("cannot be deployed as", "type"), ("Deployment type", "type"), ("Project '", "project"),
+                   ("already holds the serverless deployment", "type"), ("GGUF", "weights"),
+                   *((f, f) for f in SIZE_LABELS))  # fmt: skip
 
 
 class FormError(Exception):
@@ -61,7 +70,35 @@ def deployment_body(form: dict[str, list[str]]) -> dict[str, Any]:
         body["shared_quota"] = True
     if field(form, "content_safety") in ("on", "off"):
         body["content_safety"] = field(form, "content_safety") == "on"
-    return body
+    if field(form, "project"):
+        body["project"] = field(form, "project")
+    return {**body, **size_fields(form)}
+
+
+def size_fields(form: dict[str, list[str]]) -> dict[str, Any]:
+    """The sizes given (blank: the default), whole numbers where the platform takes them. A number the form cannot
+    read is refused with the platform's sentence (`sizing.sizing_changes`, as the CLI and the API say it); values
+    are checked by the API."""
+    sizes: dict[str, Any] = {}
+    for name, (kind, *_) in sizing.FIELDS.items():
+        text = field(form, name)
+        if not text:
+            continue
+        try:
+            sizes[name] = int(text) if kind is int else text
+        except ValueError:
+            try:
+                sizing.sizing_changes({name: text})
+            except DeploymentError as exc:
+                raise FormError(name, exc.message) from None
+    return sizes
+
+
+def size_choices() -> list[dict[str, Any]]:
+    """The size fields as the forms show them: name, label, what it means, bounds or choices."""
+    return [{"name": name, "label": SIZE_LABELS[name], "meaning": meaning, "min": lowest, "max": highest,
+             "choices": sizing.CHOICES.get(name, ()) if kind is str else None}
+            for name, (kind, lowest, highest, meaning) in sizing.FIELDS.items()]  # fmt: skip
 
 
 def error_field(exc: PortalApiError | FormError) -> str | None:
@@ -79,13 +116,16 @@ def deploy_routes(portal: Portal) -> list[Route]:
                         error: PortalApiError | FormError | None = None, status: int = 200) -> Response:  # fmt: skip
         async with portal.api(request, session) as api:
             models = (await api.get("/management/models"))["data"]
-        chosen = values or {"model": request.query_params.get("model", ""), "source": "catalog"}
+            projects = [p["name"] for p in (await api.get("/management/projects"))["data"]]
+        chosen = values or {"model": request.query_params.get("model", ""), "source": "catalog",
+                            "project": request.query_params.get("project", "")}  # fmt: skip
         model = next((m for m in models if m["name"].lower() == chosen.get("model", "").lower()), None)
         if values is None and model is not None:
             chosen["type"] = model["deployment_types"][0]
             chosen["source"] = "catalog" if model["weights"] else "upstream"
         return portal.render(request, "deploy.html", session, status, models=models, model=model, values=chosen,
-                             instance_types=INSTANCE_TYPES, default_instance_type=DEFAULT_INSTANCE_TYPE,
+                             projects=projects, instance_types=INSTANCE_TYPES, sizes=size_choices(),
+                             default_instance_type=DEFAULT_INSTANCE_TYPE,
                              error=error.message if error else None,
                              error_field=error_field(error) if error else None)  # fmt: skip
 
@@ -113,5 +153,6 @@ def deploy_routes(portal: Portal) -> list[Route]:
 
     return [
         (f"{PREFIX}/deploy", portal.page(show_form, WRITE_DEPLOYMENTS), ["GET"]),
-        (f"{PREFIX}/deploy", portal.page(create, WRITE_DEPLOYMENTS, csrf=True), ["POST"]),
+        # no permission check of its own: the API refuses a project key with its sentence, shown on the form
+        (f"{PREFIX}/deploy", portal.page(create, csrf=True), ["POST"]),
     ]

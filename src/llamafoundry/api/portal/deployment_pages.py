@@ -1,6 +1,9 @@
-"""Deployments: the list, a deployment's page (Details with its live status and keys, Consume with code samples,
-Settings with rate limits, content safety and blocklists), regenerating keys and deleting, all through
-`/management/deployments/...`."""
+"""Deployments: the list, a deployment's page (Details with its live status, what its replicas run with and its keys,
+Consume with code samples, Settings with sizes and instances, rate limits, content safety and blocklists),
+regenerating keys and deleting, all through `/management/deployments/...`.
+
+The changes have no permission check of their own (beside the CSRF check): the management API refuses a project
+key's with its sentence, which the page shows. The pages hide the controls a principal cannot use."""
 
 from __future__ import annotations
 
@@ -10,8 +13,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from llamafoundry.api.portal.client import ApiClient, PortalApiError
-from llamafoundry.api.portal.sessions import READ_DEPLOYMENTS, WRITE_DEPLOYMENTS, WRITE_KEYS, Session
-from llamafoundry.api.portal.settings_forms import SettingsError, blocklist_body, content_safety_body, limits_body
+from llamafoundry.api.portal.deploy_pages import size_choices
+from llamafoundry.api.portal.sessions import READ_DEPLOYMENTS, Session
+from llamafoundry.api.portal.settings_forms import (
+    SettingsError,
+    blocklist_body,
+    content_safety_body,
+    limits_body,
+    size_body,
+)
 from llamafoundry.api.portal.views import limits_view, sample_context, status_view
 from llamafoundry.api.portal.web import PREFIX, Portal, Route, field, form_data, redirect, segment
 from llamafoundry.platform.content_safety import is_guard_model
@@ -26,7 +36,7 @@ def deployment_routes(portal: Portal) -> list[Route]:
     async def listing(request: Request, session: Session) -> Response:
         async with portal.api(request, session) as api:
             found = (await api.get("/management/deployments"))["data"]
-        rows = [{**d, "view": status_view(d.get("status"))} for d in found]
+        rows = [{**d, "view": status_view(d.get("status"), d)} for d in found]
         return portal.render(request, "deployments.html", session, deployments=rows)
 
     async def page(request: Request, session: Session) -> Response:
@@ -40,14 +50,15 @@ def deployment_routes(portal: Portal) -> list[Route]:
         samples = {key: portal.templates.get_template(f"samples/{key}.txt").render(**context)
                    for key, *_ in context["languages"]}  # fmt: skip
         return portal.render(request, "deployment.html", session, deployment=deployment, tab=tab, tabs=TABS,
-                             view=status_view(deployment.get("status")), known_keys=session.known_keys(
+                             view=status_view(deployment.get("status"), deployment), known_keys=session.known_keys(
                                  deployment["name"]), samples=samples, limits=limits_view(deployment),
                              categories=[c.value for c in CATEGORIES], **context, **extra)  # fmt: skip
 
     async def status(request: Request, session: Session) -> Response:
         async with portal.api(request, session) as api:
             deployment = await api.get(f"/management/deployments/{segment(request.path_params['name'])}")
-        return portal.fragment("_status.html", deployment=deployment, view=status_view(deployment.get("status")))
+        return portal.fragment("_status.html", deployment=deployment, prefix=PREFIX,
+                               view=status_view(deployment.get("status"), deployment))  # fmt: skip
 
     async def regenerate(request: Request, session: Session) -> Response:
         name, slot = request.path_params["name"], request.path_params["slot"]
@@ -89,9 +100,9 @@ def deployment_routes(portal: Portal) -> list[Route]:
         (base, portal.page(listing, READ_DEPLOYMENTS), ["GET"]),
         (f"{base}/{{name}}", portal.page(page, READ_DEPLOYMENTS), ["GET"]),
         (f"{base}/{{name}}/status", portal.page(status, READ_DEPLOYMENTS), ["GET"]),
-        (f"{base}/{{name}}/keys/{{slot}}/regenerate", portal.page(regenerate, WRITE_KEYS, csrf=True), ["POST"]),
-        (f"{base}/{{name}}/delete", portal.page(delete, WRITE_DEPLOYMENTS, csrf=True), ["POST"]),
-        (f"{base}/{{name}}/settings/{{what}}", portal.page(update, WRITE_DEPLOYMENTS, csrf=True), ["POST"]),
+        (f"{base}/{{name}}/keys/{{slot}}/regenerate", portal.page(regenerate, csrf=True), ["POST"]),
+        (f"{base}/{{name}}/delete", portal.page(delete, csrf=True), ["POST"]),
+        (f"{base}/{{name}}/settings/{{what}}", portal.page(update, csrf=True), ["POST"]),
     ]
 
 
@@ -103,11 +114,13 @@ async def _tab_data(api: ApiClient, tab: str, deployment: dict[str, Any]) -> dic
     blocklists = (await api.get(f"{path}/blocklists"))["data"]
     others = (await api.get("/management/deployments"))["data"]
     guards = [d["name"] for d in others if is_guard_model(d["model"]) and d["name"] != deployment["name"]]
-    return {"safety": safety["policy"], "blocklists": blocklists, "guards": guards}
+    return {"safety": safety["policy"], "blocklists": blocklists, "guards": guards, "sizes": size_choices()}
 
 
 async def _update(api: ApiClient, path: str, what: str, form: dict[str, list[str]]) -> None:
-    if what == "limits":
+    if what == "size":
+        await api.patch(path, size_body(form, await api.get(path)))
+    elif what == "limits":
         await api.patch(path, limits_body(form))
     elif what == "content-safety":
         await api.patch(f"{path}/content-safety", content_safety_body(form))
@@ -122,6 +135,8 @@ async def _update(api: ApiClient, path: str, what: str, form: dict[str, list[str
 
 def _saved_sentence(what: str, form: dict[str, list[str]]) -> str:
     return {
+        "size": "Sizes saved: new replicas start within a second or two, and the current ones answer until they are "
+                "ready.",
         "limits": "Rate limits saved; the server applies them within a second or two.",
         "content-safety": "Content safety saved; it applies to the next request after the server's store poll.",
         "blocklist": f"Blocklist {field(form, 'id')} saved.",

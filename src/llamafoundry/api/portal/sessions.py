@@ -27,8 +27,8 @@ IDLE_TIMEOUT_S = 2 * 3600  # an admin console left open: sign in again after two
 MAX_AGE_S = 12 * 3600  # and after twelve hours whatever happens
 MAX_SESSIONS = 1000  # sessions exist only after a successful sign-in; this bounds memory all the same
 
-# What a signed-in principal may do. The admin key may do everything; a project key (issue 19) will map to a
-# subset, and pages ask `can()` rather than "is this the admin".
+# What a signed-in principal may do. The admin key may do everything; a project key reads its own project (the
+# management API filters what it lists and refuses its changes), and pages ask `can()` rather than "is this the admin".
 READ_CATALOG = "catalog.read"
 READ_DEPLOYMENTS = "deployments.read"
 WRITE_DEPLOYMENTS = "deployments.write"
@@ -38,21 +38,30 @@ USE_SERVER_MODEL = "server-model.use"  # the playground may use the server's own
 ALL_PERMISSIONS = frozenset(
     {READ_CATALOG, READ_DEPLOYMENTS, WRITE_DEPLOYMENTS, WRITE_KEYS, READ_USAGE, USE_SERVER_MODEL}
 )
+PROJECT_PERMISSIONS = frozenset({READ_CATALOG, READ_DEPLOYMENTS, READ_USAGE})
 
 
 @dataclass(frozen=True)
 class Principal:
-    """Who a session is: `kind` "admin" (the management API's admin key), later "project"."""
+    """Who a session is: `kind` "admin" (the management API's admin key) or "project" (a project key of
+    `project`; `key_id` is its id)."""
 
     kind: str
     name: str
     permissions: frozenset[str]
+    project: str | None = None
+    key_id: str | None = None
 
     def can(self, permission: str) -> bool:
         return permission in self.permissions
 
 
 ADMIN = Principal("admin", "admin", ALL_PERMISSIONS)
+
+
+def project_principal(project: str, key_id: str) -> Principal:
+    """A project key's principal: it reads its project (deployments, usage) and the catalog, and changes nothing."""
+    return Principal("project", f"project {project}", PROJECT_PERMISSIONS, project, key_id)
 
 
 @dataclass

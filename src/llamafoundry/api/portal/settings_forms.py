@@ -1,4 +1,5 @@
-"""The Settings tab's forms as management API bodies: rate limits (`PATCH /management/deployments/{name}`),
+"""The Settings tab's forms as management API bodies: sizes and instances, rate limits
+(`PATCH /management/deployments/{name}`),
 content safety (`PATCH .../content-safety`) and blocklists (`PUT .../blocklists/{id}`). The API checks the values
 with the CLI's rules; these functions only read fields."""
 
@@ -6,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from llamafoundry.api.portal.deploy_pages import FormError, size_fields
 from llamafoundry.api.portal.web import field
 
 REGEX_PREFIX = "re:"  # as in `serve --content-safety-blocklist FILE`: one term a line, 're:' before a regex
@@ -13,6 +15,33 @@ REGEX_PREFIX = "re:"  # as in `serve --content-safety-blocklist FILE`: one term 
 
 class SettingsError(ValueError):
     """A field the form itself cannot read (the sentence is shown on the page)."""
+
+
+def size_body(form: dict[str, list[str]], deployment: dict[str, Any]) -> dict[str, Any]:
+    """The sizes and managed instances that differ from the deployment's (blank: left as they are), as the API takes
+    them; a number the form cannot read is refused with the platform's sentence."""
+    try:
+        given = size_fields(form)
+        instances = _whole(form, "instances", "--instances")
+    except FormError as exc:
+        raise SettingsError(exc.message) from None
+    settings = deployment.get("settings") or {}
+    body = {name: value for name, value in given.items() if settings.get(name) != value}
+    if instances is not None and instances != deployment.get("instances"):
+        body["instances"] = instances
+    if not body:
+        raise SettingsError("Nothing to change: give a size or a number of instances other than the current ones.")
+    return body
+
+
+def _whole(form: dict[str, list[str]], name: str, option: str) -> int | None:
+    text = field(form, name)
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise SettingsError(f"{option} {text!r}: give a whole number.") from None
 
 
 def limits_body(form: dict[str, list[str]]) -> dict[str, Any]:

@@ -60,7 +60,7 @@ def usage_routes(portal: Portal) -> list[Route]:
 
     async def health(request: Request, session: Session) -> Response:
         async with portal.api(request, session) as api:
-            lines = await _health(api, reader)
+            lines = await _health(api, reader, session.principal.project is not None)
         return portal.fragment("_health.html", lines=lines, prefix=PREFIX)
 
     return [
@@ -70,9 +70,12 @@ def usage_routes(portal: Portal) -> list[Route]:
     ]
 
 
-async def _health(api: ApiClient, reader: HealthReader) -> list[Any]:
+async def _health(api: ApiClient, reader: HealthReader, own_only: bool) -> list[Any]:
+    """The health lines; with `own_only` (a project key) those of the deployments the key sees, nothing else of the
+    server (`/metrics` names every deployment)."""
     metrics = await api.text("/metrics")
     deployments = (await api.get("/management/deployments"))["data"]
     urls = {d["name"]: [r["url"] for r in (d.get("status") or {}).get("replicas") or [] if r.get("url")]
             for d in deployments}  # fmt: skip
-    return reader.read(metrics, await reader.replica_texts({k: v for k, v in urls.items() if v}))
+    lines = reader.read(metrics, await reader.replica_texts({k: v for k, v in urls.items() if v}))
+    return [line for line in lines if line.name in urls] if own_only else lines

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llamafoundry.platform.ratelimit import UNLIMITED, deployment_limits
+from llamafoundry.platform.sizing import FIELDS as SIZE_FIELDS
 
 # known states -> (label, sentence); any other state the API reports is shown as it is
 STATES = {
@@ -17,6 +18,7 @@ STATES = {
     "ready": ("Ready", "Serving requests."),
     "failed": ("Failed", "It does not serve requests."),
     "not served": ("Not served", "This server does not serve it."),
+    "changing": ("Changing", "Saved; the server starts replicas with the new sizes within a second or two."),
 }
 TERMINAL_STATES = ("ready", "failed", "not served")
 SAMPLE_LANGUAGES = (
@@ -39,16 +41,39 @@ class StatusView:
     percent: float | None  # download progress, when the status carries it
     replicas: list[dict[str, Any]]
     is_terminal: bool
+    sizing: dict[str, Any] | None = None  # what the replicas run with (`status.sizing`)
 
 
-def status_view(status: dict[str, Any] | None) -> StatusView:
-    """How to show the `status` of `GET /management/deployments/{name}`, whatever state it carries."""
+def status_view(status: dict[str, Any] | None, deployment: dict[str, Any] | None = None) -> StatusView:
+    """How to show the `status` of `GET /management/deployments/{name}`, whatever state it carries.
+
+    A deployment whose new replicas are starting beside the current ones (`status.changing`), or whose stored sizes
+    or instances the running replicas do not have yet (saved, not picked up), is "changing" until the new ones are
+    ready: the page keeps polling."""
     status = status or {"state": "unknown"}
     state = str(status.get("state", "unknown"))
     label, sentence = STATES.get(state, (state.capitalize(), ""))
+    if state != "failed" and (status.get("changing") or is_pending_change(deployment, status)):
+        state, (label, sentence) = "changing", STATES["changing"]
+        if status.get("changing"):
+            sentence = f"New replicas are starting: {status['changing']}."
     error = status.get("error") or status.get("reason") or status.get("key_refused")
+    sizing = status.get("sizing")
     return StatusView(state, label, sentence, str(error) if error else None, _percent(status.get("progress")),
-                      list(status.get("replicas") or []), state in TERMINAL_STATES)  # fmt: skip
+                      list(status.get("replicas") or []), state in TERMINAL_STATES,
+                      dict(sizing) if isinstance(sizing, dict) else None)  # fmt: skip
+
+
+def is_pending_change(deployment: dict[str, Any] | None, status: dict[str, Any]) -> bool:
+    """Whether the deployment's stored sizes or managed instances differ from what its running replicas report."""
+    running = status.get("sizing")
+    if deployment is None or not isinstance(running, dict):
+        return False
+    settings = deployment.get("settings") or {}
+    if any(settings.get(f) is not None and settings[f] != running.get(f) for f in SIZE_FIELDS):
+        return True
+    replicas = status.get("replicas")
+    return "instances" in deployment and isinstance(replicas, list) and len(replicas) != deployment["instances"]
 
 
 def _percent(progress: Any) -> float | None:

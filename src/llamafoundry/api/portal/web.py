@@ -29,6 +29,8 @@ from llamafoundry.api.portal.sessions import (
     COOKIE_PATH,
     CSRF_FIELD,
     CSRF_HEADER,
+    WRITE_DEPLOYMENTS,
+    WRITE_KEYS,
     Session,
     SessionStore,
     is_same_origin,
@@ -72,7 +74,8 @@ class Portal:
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        self.templates.globals.update(prefix=PREFIX, version=__version__)
+        self.templates.globals.update(prefix=PREFIX, version=__version__, WRITE_DEPLOYMENTS=WRITE_DEPLOYMENTS,
+                                      WRITE_KEYS=WRITE_KEYS)  # fmt: skip
         self.templates.filters["dollars"] = dollars
         self.static = _static_files()
 
@@ -117,14 +120,14 @@ class Portal:
                            "Reload the page and try again.")  # fmt: skip
                 return self.error_page(request, session, 403, "Request refused", message)
             if permission is not None and not session.principal.can(permission):
-                return self.error_page(request, session, 403, "Not allowed", "Your key does not open this page.")
+                return self.error_page(request, session, 403, "Not allowed", not_allowed(session))
             try:
                 return await handler(request, session)
             except SignedOut:
                 self.sessions.end(session.id)
                 return sign_in_redirect(request, expired=True)
             except PortalApiError as exc:
-                title = "Not found" if exc.status == 404 else "The request failed"
+                title = {404: "Not found", 403: "Not allowed"}.get(exc.status, "The request failed")
                 return self.error_page(request, session, exc.status, title, exc.message)
 
         return endpoint
@@ -136,6 +139,15 @@ class Portal:
         headers = {"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"}
         return FileResponse(path, media_type=STATIC_TYPES.get(path.suffix, "application/octet-stream"),
                             headers=headers)  # fmt: skip
+
+
+def not_allowed(session: Session) -> str:
+    """Why a page is refused to this session's key."""
+    project = session.principal.project
+    if project is not None:
+        return (f"Your key is a project key of '{project}': it reads its project's deployments and usage but changes "
+                "nothing; changes need the admin key.")  # fmt: skip
+    return "Your key does not open this page."
 
 
 def sign_in_redirect(request: Request, expired: bool = False) -> Response:
