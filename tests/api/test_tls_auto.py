@@ -39,7 +39,10 @@ def start(home: Path, model: Path) -> TlsServer:
     port, log = free_port(), home / f"serve-{free_port()}.log"
     home.mkdir(parents=True, exist_ok=True)
     process = launch_serve(["--model", str(model), "--tls", "auto", "--port", str(port), "--api-key", API_KEY,
-                            "--data-dir", str(home), "--threads", "1", "--ctx-size", "512", "--parallel", "2"],
+                            "--data-dir", str(home), "--threads", "1", "--ctx-size", "512", "--parallel", "2",
+                            # the random model's text is now and then classified as harmful: the filter's tests
+                            # test that; the samples here must end with "stop" or "length"
+                            "--content-safety", "off"],
                            log)  # fmt: skip
     url = f"https://127.0.0.1:{port}"
     wait_healthy(url, process, log, 120)
