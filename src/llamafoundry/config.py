@@ -105,6 +105,7 @@ class ServeSettings:
     tokens_per_minute: int | None = None
     requests_per_minute: int | None = None
     redis_url: str | None = None  # rate-limit counters shared by several gateway processes
+    metrics_key: str | None = None  # what GET /metrics must present (None: open)
     # Seconds without output after which a stream gets an empty chunk (0: never). A prompt of thousands of tokens
     # takes minutes to compute on a CPU, and so can a wait for a free slot: proxies drop connections idle for
     # 60 s (nginx's default read timeout), the SDKs after 300 s; SSE comments (`: ping`) break the Azure SDK.

@@ -39,7 +39,7 @@ ENV_PREFIX = "LLAMAFOUNDRY_"
 CONFIG_ENV = "LLAMAFOUNDRY_CONFIG"
 # Older names still read, below the one-per-flag name: LLAMAFOUNDRY_DATA_DIR wins when both are set.
 LEGACY_ENV = {"data_dir": "LLAMAFOUNDRY_HOME"}
-SECRETS = ("api_key",)  # shown as their last 4 characters
+SECRETS = ("api_key", "metrics_key")  # shown as their last 4 characters
 SECRET_URLS = ("database_url", "redis_url", "jwks")  # shown without their password (and secret query values)
 MASK = "****"
 
@@ -116,6 +116,7 @@ class ServeOptions(StoreOptions):
     tpm: int | None = Field(None, ge=0)
     rpm: int | None = Field(None, ge=0)
     redis_url: str | None = None
+    metrics_key: str | None = None  # None: /metrics is open (it shows no keys or prompts)
     content_safety: Literal["on", "off"] = "on"
     content_safety_streaming: Literal["default", "asynchronous"] = "default"
     content_safety_blocklist: Annotated[list[Path], NoDecode] = []

@@ -12,10 +12,11 @@ refused by authentication (401) or addressed to no deployment (404) are not mete
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
@@ -24,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from llamafoundry.api.auth import AuthError, presented_keys
 from llamafoundry.api.context import context_in
 from llamafoundry.api.errors import from_service_exception, json_response
 from llamafoundry.api.limits import (
@@ -261,10 +263,25 @@ def install_accounting(
         accounting.limits.resolve = gateway_limits(gateway)
     app.state.accounting = accounting
     app.add_middleware(AccountingMiddleware, accounting=accounting)
-    app.add_api_route("/metrics", accounting.metrics.endpoint, methods=["GET"], include_in_schema=False)
+    endpoint: Callable[[Request], Awaitable[Response]] = accounting.metrics.endpoint
+    if settings.metrics_key:
+        endpoint = _keyed(endpoint, settings.metrics_key)
+    app.add_api_route("/metrics", endpoint, methods=["GET"], include_in_schema=False)
     if service is not None:
         accounting.metrics.watch(settings.model_name, service.status)
     return accounting
+
+
+def _keyed(endpoint: Callable[[Request], Awaitable[Response]], key: str) -> Callable[[Request], Awaitable[Response]]:
+    """`endpoint` for requests that present `key` (`serve --metrics-key`); others get the 401 of a wrong key."""
+    expected = key.encode()
+
+    async def metrics(request: Request) -> Response:
+        if not any(hmac.compare_digest(k.encode(), expected) for k in presented_keys(request.headers)):
+            raise AuthError()
+        return await endpoint(request)
+
+    return metrics
 
 
 def gateway_limits(gateway: Any) -> Callable[[str], RateLimits | None]:

@@ -120,6 +120,7 @@ def _settings_and_service(options: ServeOptions, home: Path) -> tuple[ServeSetti
         requests_per_minute=options.rpm,
         stream_keepalive_s=options.stream_keepalive,
         redis_url=options.redis_url,
+        metrics_key=options.metrics_key,
     )
     if options.no_default:
         return settings, None

@@ -94,6 +94,8 @@ def _add_server_options(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--tpm", type=int, help="tokens per minute for the model (default 200000; 0: no limit)")
     serve.add_argument("--rpm", type=int, help="requests per minute for the model (default 1000; 0: no limit)")
     serve.add_argument("--redis-url", help="redis://HOST:PORT: rate-limit counters shared by several servers")
+    serve.add_argument("--metrics-key", help="/metrics answers only requests that send this key (Prometheus: "
+                       "`authorization: {credentials: KEY}`; or an api-key header); default: open")  # fmt: skip
     serve.add_argument("--content-safety", choices=choices("content_safety"), help="filter prompts and completions "
                        "of the model with the built-in classifier (default: on, like a serverless deployment; "
                        "deployments have their own setting)")  # fmt: skip
