@@ -169,6 +169,8 @@ class Gateway:
         heartbeat every RUNTIME_HEARTBEAT_S."""
         assert self.store is not None
         statuses = {name: self.status(name) for name in [*self.targets, *self.unserved]}
+        if self.default is not None:  # `llamafoundry ps` lists it too; no deployment has its name (name_conflict)
+            statuses[self.default.name] = {**self.default.service.status(), "server_model": True}
         now = time.time()
         if self._reported is not None:
             last, at = self._reported

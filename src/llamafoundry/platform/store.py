@@ -298,6 +298,15 @@ class Store:
                 for row in conn.execute(query).mappings()
             ]
 
+    def runtime_reports(self) -> list[RuntimeReport]:
+        """Every server's last reports, by server then name (`llamafoundry ps`)."""
+        query = sa.select(deployment_runtime).order_by(deployment_runtime.c.server, deployment_runtime.c.deployment)
+        with self.engine.connect() as conn:
+            return [
+                RuntimeReport(row["deployment"], row["server"], _json(row["status"]), row["updated_at"])
+                for row in conn.execute(query).mappings()
+            ]
+
     # ---- writes ----
 
     def report_runtime(self, server: str, statuses: Mapping[str, Mapping[str, Any]], now: float | None = None) -> None:
