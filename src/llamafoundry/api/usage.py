@@ -12,7 +12,6 @@ refused by authentication (401) or addressed to no deployment (404) are not mete
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import re
 import time
@@ -39,6 +38,7 @@ from llamafoundry.api.metrics import Metrics
 from llamafoundry.api.recording import NOT_METERED, Recorder, final_status
 from llamafoundry.config import ServeSettings
 from llamafoundry.platform.catalog import SERVERLESS
+from llamafoundry.platform.keys import StoredKey, hash_key, match_key
 from llamafoundry.platform.metering import Meter
 from llamafoundry.platform.ratelimit import RateLimits, RateLimitStoreUnavailable, deployment_limits, resolve_limits
 from llamafoundry.platform.ratelimit_redis import build_limiter
@@ -274,10 +274,10 @@ def install_accounting(
 
 def _keyed(endpoint: Callable[[Request], Awaitable[Response]], key: str) -> Callable[[Request], Awaitable[Response]]:
     """`endpoint` for requests that present `key` (`serve --metrics-key`); others get the 401 of a wrong key."""
-    expected = key.encode()
+    expected = [StoredKey("metrics", hash_key(key), 0.0)]
 
     async def metrics(request: Request) -> Response:
-        if not any(hmac.compare_digest(k.encode(), expected) for k in presented_keys(request.headers)):
+        if match_key(presented_keys(request.headers), expected) is None:  # the API keys' constant-time check
             raise AuthError()
         return await endpoint(request)
 
