@@ -101,7 +101,7 @@ def management_router(store: Store, home: Path, gateway: Gateway | None = None) 
         deployment = await _call(ops.get_deployment, store, request.path_params["name"])
         keys = await asyncio.to_thread(store.keys, deployment.name)
         body = _describe(deployment, gateway)
-        body["keys"] = {k.slot: {"id": k.key_id, "created_at": ops._iso(k.created_at)} for k in keys}
+        body["keys"] = {k.slot: {"id": k.key_id, "created_at": ops.iso_time(k.created_at)} for k in keys}
         return json_response(body)
 
     async def update(request: Request) -> Response:
@@ -124,7 +124,7 @@ def management_router(store: Store, home: Path, gateway: Gateway | None = None) 
     async def list_keys(request: Request) -> Response:
         deployment = await _call(ops.get_deployment, store, request.path_params["name"])
         keys = await asyncio.to_thread(store.keys, deployment.name)
-        return json_response({k.slot: {"id": k.key_id, "created_at": ops._iso(k.created_at)} for k in keys})
+        return json_response({k.slot: {"id": k.key_id, "created_at": ops.iso_time(k.created_at)} for k in keys})
 
     async def regenerate(request: Request) -> Response:
         body = parse_json_object(await read_body(request), request.headers.get("content-type"))

@@ -6,20 +6,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llamafoundry.commands.common import console, download_bar, print_error
+from llamafoundry.commands.runtime_view import print_runtime, runtime_entry
 from llamafoundry.commands.store_options import add_store_options, home_of, open_store
 from llamafoundry.platform.ratelimit import limit_settings
 
 if TYPE_CHECKING:
     from llamafoundry.platform.deployments import DeploymentError
-    from llamafoundry.platform.store import RuntimeReport
 
-RUNTIME_STALE_S = 60.0  # a server re-reports at least every 15 s (Gateway.report_runtime)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -259,7 +257,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from llamafoundry.platform.deployments import describe, get_deployment
+    from llamafoundry.platform.deployments import describe, get_deployment, iso_time
 
     with open_store(args) as store:
         deployment = _run(lambda: get_deployment(store, args.name))
@@ -269,51 +267,17 @@ def _show(args: argparse.Namespace) -> int:
         keys = store.keys(deployment.name)
         reports = store.runtime(deployment.name)
     body = describe(deployment)
-    body["keys"] = {k.slot: {"id": k.key_id, "created_at": _iso(k.created_at)} for k in keys}
+    body["keys"] = {k.slot: {"id": k.key_id, "created_at": iso_time(k.created_at)} for k in keys}
     body["runtime"] = [runtime_entry(r) for r in reports]
     if args.json:
         print(json.dumps(body, indent=2))
         return 0
     _print_fields({k: v for k, v in body.items() if k != "runtime"})
-    _print_runtime(body["runtime"])
+    print_runtime(body["runtime"])
     if deployment.expires_at is not None:
         console.print(f"Shared quota: this deployment is deleted automatically at {body['expires_at']} "
                       f"(in {body['expires_in_hours']} hours).", soft_wrap=True)  # fmt: skip
     return 0
-
-
-def runtime_entry(report: RuntimeReport, now: float | None = None) -> dict[str, Any]:
-    """A server's report as `deploy show` gives it: its status, when it was made, and whether it is stale."""
-    age = (time.time() if now is None else now) - report.updated_at
-    return {"server": report.server, "updated_at": _iso(report.updated_at), "age_s": round(age, 1),
-            "stale": age > RUNTIME_STALE_S, **report.status}  # fmt: skip
-
-
-def _print_runtime(entries: list[dict[str, Any]]) -> None:
-    if not entries:
-        console.print("Runtime: no running server has reported this deployment (start `llamafoundry serve`).")
-        return
-    for entry in entries:
-        stale = " [yellow](stale: that server stopped reporting)[/yellow]" if entry["stale"] else ""
-        console.print(f"Runtime on {entry['server']}, {entry['age_s']:.0f} s ago{stale}: [bold]{entry['state']}"
-                      f"[/bold]" + (f": {entry['error']}" if entry.get("error") else ""), soft_wrap=True)  # fmt: skip
-        if entry.get("sizing"):
-            console.print(f"  runs with: {_sizing_line(entry['sizing'])}", soft_wrap=True, highlight=False)
-        for replica in entry.get("replicas") or []:
-            health = "healthy" if replica.get("healthy") else "not healthy"
-            line = f"  replica {replica['index']} (pid {replica['pid']}, {replica['url']}): {health}, " \
-                   f"{replica['restarts']} restart(s)"
-            if replica.get("last_exit"):
-                line += f"; last exit at {replica['last_exit_at']}: it {replica['last_exit']}"
-            console.print(line, soft_wrap=True, highlight=False)
-
-
-def _sizing_line(sizing: dict[str, Any]) -> str:
-    return (
-        f"context {sizing['ctx_size']} tokens x {sizing['parallel']} parallel, {sizing['threads']} thread(s), KV "
-        f"{sizing['kv_cache_type']}, flash attention {sizing['flash_attn']}, {sizing['gpu_layers']} GPU layer(s), "
-        f"{sizing['speculative_tokens']} speculative token(s)"
-    )
 
 
 def _delete(args: argparse.Namespace) -> int:
@@ -327,7 +291,7 @@ def _delete(args: argparse.Namespace) -> int:
 
 
 def _keys(args: argparse.Namespace) -> int:
-    from llamafoundry.platform.deployments import get_deployment, regenerate_key
+    from llamafoundry.platform.deployments import get_deployment, iso_time, regenerate_key
 
     with open_store(args) as store:
         if args.regenerate is None:
@@ -338,7 +302,7 @@ def _keys(args: argparse.Namespace) -> int:
             if deployment is None:
                 return 1
             keys = store.keys(deployment.name)
-            body = {k.slot: {"id": k.key_id, "created_at": _iso(k.created_at)} for k in keys}
+            body = {k.slot: {"id": k.key_id, "created_at": iso_time(k.created_at)} for k in keys}
             print(json.dumps(body, indent=2)) if args.json else _print_fields(body)
             if not args.json:
                 console.print(
@@ -359,7 +323,7 @@ def _keys(args: argparse.Namespace) -> int:
 
 
 def _admin_key(args: argparse.Namespace) -> int:
-    from llamafoundry.platform.deployments import regenerate_admin_key
+    from llamafoundry.platform.deployments import iso_time, regenerate_admin_key
 
     with open_store(args) as store:
         if args.regenerate:
@@ -373,7 +337,7 @@ def _admin_key(args: argparse.Namespace) -> int:
         console.print("No admin key yet: `llamafoundry deploy admin-key --regenerate` creates one (so does the "
                       "first `llamafoundry serve`).")  # fmt: skip
         return 1
-    body = {"id": stored.key_id, "created_at": _iso(stored.created_at)}
+    body = {"id": stored.key_id, "created_at": iso_time(stored.created_at)}
     print(json.dumps(body) if args.json else f"admin key {body['id']}, created {body['created_at']}")
     return 0
 
@@ -424,6 +388,3 @@ def _stdout() -> Any:
 
     return Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 
-
-def _iso(timestamp: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))

@@ -12,9 +12,9 @@ import time
 from typing import Any
 
 from llamafoundry.commands.common import console
+from llamafoundry.commands.runtime_view import RUNTIME_STALE_S
 from llamafoundry.commands.store_options import add_store_options, open_store
 
-STALE_S = 60.0  # a server re-reports at least every 15 s; older reports are from a server that stopped
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -37,7 +37,7 @@ def _ps(args: argparse.Namespace) -> int:
         return 0
     if not rows:
         console.print("Nothing is running: no `llamafoundry serve` on this data directory has reported in the last "
-                      f"{STALE_S:.0f} s.")  # fmt: skip
+                      f"{RUNTIME_STALE_S:.0f} s.")  # fmt: skip
         return 0
     _print(rows)
     return 0
@@ -66,7 +66,7 @@ def _row(server: str, name: str, status: dict[str, Any], age_s: float) -> dict[s
         "up_s": round(time.time() - min(s for s in started if s is not None)) if started and None not in started
         else None,
         "reported_s_ago": round(age_s, 1),
-        "stale": age_s > STALE_S,
+        "stale": age_s > RUNTIME_STALE_S,
     }  # fmt: skip
 
 

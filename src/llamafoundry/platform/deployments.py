@@ -295,7 +295,7 @@ def describe(deployment: Deployment, now: float | None = None) -> dict[str, Any]
         "project": deployment.project,
         "model": deployment.model,
         "type": deployment.type,
-        "created_at": _iso(deployment.created_at),
+        "created_at": iso_time(deployment.created_at),
         "auth": "key" if deployment.type == SERVERLESS else "key, token",
         "billing": "per token" if deployment.type == SERVERLESS else "core-hours",
         "input_modalities": list(model.input_modalities),
@@ -311,7 +311,7 @@ def describe(deployment: Deployment, now: float | None = None) -> dict[str, Any]
         body["instance_type"] = deployment.instance_type
         body["shared_quota"] = deployment.shared_quota
     if deployment.expires_at is not None:
-        body["expires_at"] = _iso(deployment.expires_at)
+        body["expires_at"] = iso_time(deployment.expires_at)
         body["expires_in_hours"] = round(max(0.0, deployment.expires_at - now) / 3600, 1)
     if deployment.settings:
         body["settings"] = dict(deployment.settings)
@@ -332,5 +332,6 @@ def describe_model(model: CatalogModel) -> dict[str, Any]:
     return body
 
 
-def _iso(timestamp: float) -> str:
+def iso_time(timestamp: float) -> str:
+    """A time as the API and the CLI show it: ISO 8601 in UTC, to the second."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
