@@ -96,8 +96,9 @@ class Platform:
     def build(self, service: ChatBackend | None, settings: ServeSettings) -> tuple[Gateway, APIRouter]:
         """The gateway (the server's own model, if any, and the deployments) and the management routes."""
         from llamafoundry.api.management import management_router
+        from llamafoundry.platform.backends import local_backend_factory
         from llamafoundry.platform.content_safety import with_content_safety
-        from llamafoundry.platform.gateway import Gateway, Target, local_backend_factory, single_key_policy
+        from llamafoundry.platform.gateway import Gateway, Target, single_key_policy
 
         default = None
         if service is not None:

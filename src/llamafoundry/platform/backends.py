@@ -1,0 +1,63 @@
+"""What serves a deployment: forwarding to its `--upstream` server, or replica processes of its local weights,
+sized by its settings (`platform/sizing.py`) with the gateway's prefix-cache tiers. `Gateway` calls the factory
+built here for every deployment it starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from llamafoundry.config import EngineSettings
+from llamafoundry.platform import sizing
+from llamafoundry.platform.catalog import find_instance_type, find_model
+from llamafoundry.platform.gateway import BackendFactory
+from llamafoundry.platform.replicas import ReplicaSet, ReplicaSpec
+from llamafoundry.platform.store import Deployment
+from llamafoundry.platform.upstream import FixedUpstream, UpstreamChatService
+from llamafoundry.service.backend import ChatBackend
+
+
+def local_backend_factory(
+    home: Path, verify_tls: bool | str = True, engine: EngineSettings | None = None
+) -> BackendFactory:
+    """Services for deployments: forwarding to `--upstream`, or to replica processes of the local weights (with the
+    KV cache options of the gateway's `engine` settings: its cache type and disk tier, its host-memory budget
+    shared out among a deployment's replicas)."""
+
+    def build(deployment: Deployment) -> ChatBackend:
+        model = find_model(deployment.model)
+        if deployment.upstream_url:
+            provider: FixedUpstream | ReplicaSet = FixedUpstream(deployment.upstream_url, deployment.upstream_api_key)
+            max_context = model.context_length
+        else:
+            assert deployment.weights_path is not None
+            weights = Path(deployment.weights_path)
+            cores = find_instance_type(deployment.instance_type).num_cores if deployment.instance_type else None
+            settings = {"kv_cache_type": engine.kv_cache_type, **deployment.settings} if engine else deployment.settings
+            spec = ReplicaSpec(
+                name=deployment.name,
+                weights_path=weights,
+                model_name=model.name,
+                model_provider=model.provider,
+                num_replicas=deployment.instances,
+                sizing=sizing.resolve(settings, sizing.model_shape(weights), deployment.instances, cores),
+                log_dir=home / "logs",
+                **_replica_prefix_cache(engine, deployment.instances),
+            )
+            provider = ReplicaSet(spec)
+            max_context = spec.sizing.ctx_size
+        return UpstreamChatService(
+            provider, model.name, model.provider, max_context, deployment.upstream_model, verify_tls
+        )
+
+    return build
+
+
+def _replica_prefix_cache(engine: EngineSettings | None, num_replicas: int) -> dict[str, Any]:
+    if engine is None:
+        return {}
+    return {
+        "prefix_cache_ram": engine.prefix_cache_ram // max(1, num_replicas),
+        "prefix_cache_dir": engine.prefix_cache_dir,
+        "prefix_cache_disk": engine.prefix_cache_disk,
+    }
