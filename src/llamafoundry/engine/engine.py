@@ -18,7 +18,7 @@ from llamafoundry.engine.beam_search import BeamSearcher
 from llamafoundry.engine.constraint import ConstraintVocab
 from llamafoundry.engine.detokenizer import IncrementalDetokenizer
 from llamafoundry.engine.kv_tiers import KvTiers
-from llamafoundry.engine.outputs import ChoiceDelta, FinishReason, RequestOutput, TokenLogprob, TopLogprob
+from llamafoundry.engine.outputs import FinishReason, RequestOutput, TokenLogprob, TopLogprob
 from llamafoundry.engine.prefix_cache import PrefixCache
 from llamafoundry.engine.sampler import TokenSampler, choice_seed, token_logprob
 from llamafoundry.engine.sampling_params import SamplingParams
@@ -340,8 +340,8 @@ class LLMEngine:
             return
         sequences = request.sequences
         if finished and request.params.num_candidates > request.params.n and not request.params.use_beam_search:
-            sequences = self._best_of(request)
-        deltas = [self._take_delta(seq, index) for index, seq in enumerate(sequences) if self._has_news(seq)]
+            sequences = request.best_candidates()
+        deltas = [seq.take_delta(index) for index, seq in enumerate(sequences) if seq.has_news]
         output = RequestOutput(
             request.request_id, deltas, request.num_prompt_tokens, request.num_completion_tokens, finished
         )
@@ -350,27 +350,6 @@ class LLMEngine:
             self.scheduler.remove(request)
         if deltas or finished:
             request.emit(output)
-
-    def _best_of(self, request: Request) -> list[Sequence]:
-        ranked = sorted(request.sequences, key=lambda s: s.mean_logprob, reverse=True)
-        return ranked[: request.params.n]
-
-    @staticmethod
-    def _has_news(seq: Sequence) -> bool:
-        return bool(seq.pending_text or seq.pending_token_ids or (seq.is_finished and not seq.reported))
-
-    @staticmethod
-    def _take_delta(seq: Sequence, index: int) -> ChoiceDelta:
-        delta = ChoiceDelta(
-            index=index,
-            text=seq.pending_text,
-            token_ids=seq.pending_token_ids,
-            logprobs=seq.pending_logprobs or None,
-            finish_reason=seq.finish_reason,
-        )
-        seq.pending_text, seq.pending_token_ids, seq.pending_logprobs = "", [], []
-        seq.reported = seq.finish_reason is not None
-        return delta
 
     # ---- failure and release ---------------------------------------------------------------------
 

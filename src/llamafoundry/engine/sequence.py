@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from llamafoundry.engine.constraint import GrammarConstraint
 from llamafoundry.engine.detokenizer import IncrementalDetokenizer
-from llamafoundry.engine.outputs import FinishReason, TokenLogprob
+from llamafoundry.engine.outputs import ChoiceDelta, FinishReason, TokenLogprob
 from llamafoundry.engine.sampler import TokenSampler
 from llamafoundry.engine.sampling_params import SamplingParams
 from llamafoundry.engine.speculative import NgramDrafter
@@ -47,6 +47,24 @@ class Sequence:
     @property
     def mean_logprob(self) -> float:
         return self.sum_logprob / max(1, len(self.output_ids))
+
+    @property
+    def has_news(self) -> bool:
+        """Text, tokens or a finish not yet handed to the caller."""
+        return bool(self.pending_text or self.pending_token_ids or (self.is_finished and not self.reported))
+
+    def take_delta(self, index: int) -> ChoiceDelta:
+        """Hand what is pending to the caller as choice `index` and clear it."""
+        delta = ChoiceDelta(
+            index=index,
+            text=self.pending_text,
+            token_ids=self.pending_token_ids,
+            logprobs=self.pending_logprobs or None,
+            finish_reason=self.finish_reason,
+        )
+        self.pending_text, self.pending_token_ids, self.pending_logprobs = "", [], []
+        self.reported = self.finish_reason is not None
+        return delta
 
 
 @dataclass
@@ -93,3 +111,8 @@ class Request:
     def seq_ids(self) -> list[int]:
         """Every KV sequence id the request holds (live sequences and spares)."""
         return [s.seq_id for s in self.sequences if s.seq_id >= 0] + self.spare_seq_ids
+
+    def best_candidates(self) -> list[Sequence]:
+        """`best_of`: the `n` candidates with the highest mean log-probability."""
+        ranked = sorted(self.sequences, key=lambda s: s.mean_logprob, reverse=True)
+        return ranked[: self.params.n]
