@@ -24,6 +24,7 @@ _SUBCOMMANDS = {
     "retokenize": ("bench.retokenize", "do streamed answers re-tokenize to their generated ids (kept or not)"),
     "kv-soak": ("bench.kv_soak", "thousands of turns through the prefix cache's tiers under small budgets"),
     "multiturn": ("bench.multiturn", "returning users: multi-turn conversations, TTFT by turn, vs llama-server"),
+    "prefix-restart": ("bench.prefix_restart", "returning users after a restart: the disk tier against recomputing"),
     "sampler": ("bench.sampler_cost", "microseconds per sampled token over a 128k vocabulary, per setting"),
     "journal": ("bench.usage_journal", "what the usage journal costs a request: progress entries, synced ends"),
     "restart": ("bench.replica_restart", "how long a deployment's replica killed under load is away, and why"),
