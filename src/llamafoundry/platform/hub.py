@@ -256,6 +256,7 @@ def _save(
             if cancel is not None and cancel.is_set():
                 raise DownloadCancelled(f"The download was cancelled at {done} bytes; it resumes from there.")
             out.write(chunk)
+            out.flush()  # on disk (the OS's cache) as it arrives: progress readers and a resume see every byte
             digest.update(chunk)
             done += len(chunk)
             progress(done, total)
@@ -311,6 +312,6 @@ def _offline(repo: str, path: str, exc: Exception) -> HubError:
     url = resolve_url(repo, path)
     return HubError(
         f"Could not download {path} from {url} ({type(exc).__name__}: {exc}). This machine may be offline: on a "
-        f"machine that is online run `huggingface-cli download {repo} {path} --local-dir .` (or `curl -L -O {url}`), "
-        f"copy the file here and {LOCAL_FILE}."
+        f"machine that is online run `huggingface-cli download {repo} {path} --local-dir .` (or `curl -L -o "
+        f"{path.rsplit('/', 1)[-1]} {url}`), copy the file here and {LOCAL_FILE}."
     )
