@@ -78,7 +78,7 @@ def test_the_api_creates_at_once_follows_cancels_and_resumes_a_download(
 
         resumed = httpx.post(f"{url}/management/deployments/dl-chat/resume-download", headers=admin, timeout=10)
         assert resumed.status_code == 200 and resumed.json()["status"]["state"] == "downloading"
-        wait_ready(f"{url}/deployments/dl-chat", key)
+        wait_ready(chat_url, key)
         assert hub.blob_requests() == [None, f"bytes={kept}-"]  # resumed from the kept bytes, not from 0
         shown = httpx.get(f"{url}/management/deployments/dl-chat", headers=admin, timeout=10).json()
         assert shown["status"]["state"] == "ready" and Path(shown["weights"]).read_bytes() == tiny_model_path.read_bytes()
@@ -113,7 +113,7 @@ def test_a_cli_created_download_waits_for_a_server_and_resumes_after_a_restart(
     second = start_gateway(home, tiny_model_path)
     try:
         key = cli_json(home, "deploy", "keys", "dl-cli", "--regenerate", "primary")["primary_key"]
-        wait_ready(f"{second.url}/deployments/dl-cli", key, START_TIMEOUT_S)
+        wait_ready(f"{second.url}/deployments/dl-cli/chat/completions", key, START_TIMEOUT_S)
         assert hub.blob_requests() == [None, f"bytes={size // 3}-"]  # resumed where the first server stopped
         shown = cli_json(home, "deploy", "show", "dl-cli")
         assert "status" not in shown and Path(shown["weights"]).read_bytes() == tiny_model_path.read_bytes()

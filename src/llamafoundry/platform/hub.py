@@ -173,8 +173,9 @@ def download(
 
 
 def _offset(progress: Progress | None, before: int, total: int | None) -> Progress:
-    """One file's progress as progress of the whole download: the files before it count too."""
-    return lambda done, _: _report(progress, before + done, total)
+    """One file's progress as progress of the whole download: the files before it count too. Without the sizes
+    from a listing (one file named directly), the total is the file's own, from the response."""
+    return lambda done, size: _report(progress, before + done, before + size if total is None and size else total)
 
 
 def _report(progress: Progress | None, done: int, total: int | None) -> None:
