@@ -159,8 +159,8 @@ def download_lines(job: DownloadJob) -> list[str]:
     lines = [line]
     if body.get("downloading_on"):
         lines.append(f"  downloading on {body['downloading_on']}")
-    if body.get("waiting"):
-        lines.append(f"  waiting {body['waiting']}")
+    if body.get("queued"):
+        lines.append(f"  {body['queued']}")
     if body.get("error"):
         lines.append(f"  reason: {body['error']}")
     if job.state != "downloading":

@@ -172,7 +172,7 @@ def status(job: DownloadJob, now: float | None = None) -> dict[str, Any]:
         if job.is_held(now):
             body["downloading_on"] = job.owner
         else:
-            body["waiting"] = "for a running server to download it (`llamafoundry serve` picks it up)"
+            body["queued"] = "no server is downloading it yet: a running `llamafoundry serve` picks it up"
     elif job.is_held(now):
         body["stopping_on"] = job.owner  # that server has not seen the cancellation yet (within a second)
     return body

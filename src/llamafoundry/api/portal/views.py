@@ -62,8 +62,8 @@ def status_view(status: dict[str, Any] | None, deployment: dict[str, Any] | None
             sentence = f"New replicas are starting: {status['changing']}."
     error = status.get("error") or status.get("reason") or status.get("key_refused")
     sizing = status.get("sizing")
-    if state == "downloading" and status.get("waiting"):
-        sentence = f"Waiting {status['waiting']}."
+    if state == "downloading" and isinstance(status.get("queued"), str):
+        sentence = f"Queued: {status['queued']}."
     return StatusView(state, label, sentence, str(error) if error else None, _percent(status.get("progress")),
                       list(status.get("replicas") or []), state in TERMINAL_STATES,
                       dict(sizing) if isinstance(sizing, dict) else None, _progress_text(status.get("progress")),
