@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 DOWNLOADING, FAILED, CANCELLED = "downloading", "failed", "cancelled"
 LEASE_S = 30.0  # a server that stopped renewing its lease this long ago is gone: another takes the job over
+STOP_WAIT_S = 2.0  # how long a stopping server waits for its download threads, together
 RATE_SMOOTHING = 0.3  # weight of the newest sample in the rate (bytes/s) shown
 
 # The table as migration 0008 leaves it.
@@ -230,9 +231,10 @@ class DownloadWorker:
         resumes them from their `.part` files)."""
         for running in self.running.values():
             running.cancel.set()
+        deadline = time.monotonic() + STOP_WAIT_S
         for running in self.running.values():
-            if running.thread is not None:
-                running.thread.join(timeout=2)  # at most one chunk; a stalled connection ends with the process
+            if running.thread is not None:  # a chunk's time; a stalled connection ends with the process
+                running.thread.join(timeout=max(0.0, deadline - time.monotonic()))
         for name in list(self.running):
             self._release(name)
         self.running.clear()
