@@ -92,16 +92,17 @@ def wait_until_ready(store: Store, name: str, home: Path) -> int:
 
     worker = DownloadWorker(store, home / "models", process_id("deploy --wait"))
     try:
-        job = _follow_download(store, name, worker)
+        try:
+            job = _follow_download(store, name, worker)
+        finally:
+            worker.stop()
+        if job is not None:
+            print_error(f"The download of {name} is {job.state}: {job.error or ''}")
+            return 1
+        return _wait_served(store, name) if get_job(store, name) is None else 1
     except KeyboardInterrupt:
-        console.print(f"Stopped waiting; `llamafoundry deploy show {name}` shows where the download is.")
+        console.print(f"Stopped waiting; `llamafoundry deploy show {name}` shows where it is.", highlight=False)
         return 130
-    finally:
-        worker.stop()
-    if job is not None:
-        print_error(f"The download of {name} is {job.state}: {job.error or ''}")
-        return 1
-    return _wait_served(store, name) if get_job(store, name) is None else 1
 
 
 def _follow_download(store: Store, name: str, worker: Any) -> DownloadJob | None:
@@ -137,9 +138,10 @@ def _wait_served(store: Store, name: str) -> int:
         if "ready" in states:
             console.print(f"Deployment {name} is [bold]ready[/bold].")
             return 0
-        if "failed" in states:
-            print_error(f"Deployment {name} failed to start: {states['failed'].get('error')}")
-            return 1
+        for state in ("failed", "not served"):
+            if state in states:
+                print_error(f"Deployment {name} is {state}: {states[state].get('error')}")
+                return 1
         time.sleep(WAIT_POLL_S)
 
 
