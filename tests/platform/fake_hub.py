@@ -4,7 +4,8 @@ over HTTP (a test process or a `serve` subprocess reaches it through `HF_ENDPOIN
 - `GET /<repo>/resolve/main/<path>`: a 302 to the blob, carrying `X-Linked-Etag: "<sha256>"` as the hub does for LFS
   files;
 - `GET /blob/<repo>/<path>`: the bytes, honouring `Range: bytes=N-` with a 206 (unless `ignores_ranges`), and
-  cutting the connection after `drop_after` bytes once when asked (an interrupted download);
+  cutting the connection after `drop_after` bytes once when asked (an interrupted download), and pausing every
+  response at byte `hold_at` of the file until `release()` or `hold(next)` (a download in progress, to watch);
 - `GET /api/models/<repo>/tree/main/<folder>`: the folder's files with `size` and `lfs.oid`, and its folders.
 """
 
@@ -27,7 +28,21 @@ class FakeHub:
     requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range header)
     drop_after: int | None = None  # cut the next blob response after this many bytes
     ignores_ranges: bool = False
+    hold_at: int | None = None  # blob responses pause when they reach this offset of the file
+    paused: threading.Event = field(default_factory=threading.Event)  # set while a response is paused
+    _go_on: threading.Event = field(default_factory=threading.Event)
     url: str = ""
+
+    def hold(self, offset: int | None) -> None:
+        """Pause responses at `offset` from now on (None: not at all); a paused response goes on to it."""
+        self.hold_at = offset
+        self._go_on.set()
+
+    def release(self) -> None:
+        self.hold(None)
+
+    def wait_paused(self, timeout_s: float = 60) -> None:
+        assert self.paused.wait(timeout_s), "no download reached the hub's hold point"
 
     def add(self, repo: str, path: str, payload: bytes) -> None:
         self.files[f"{repo}/{path}"] = payload
@@ -50,11 +65,13 @@ def running_hub() -> Iterator[FakeHub]:
     state = FakeHub()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
     state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    server.daemon_threads = True  # a response paused for a client that went away must not hold the shutdown
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         yield state
     finally:
+        state.release()
         server.shutdown()
         server.server_close()
 
@@ -111,7 +128,27 @@ def _handler(state: FakeHub) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 self.connection.shutdown(2)  # the peer sees the body end short: a dropped download
                 return
-            self.wfile.write(body)
+            try:
+                self._write_holding(body, len(payload) - len(body))
+            except OSError:  # the client went away (a cancelled download, a stopped server)
+                self.close_connection = True
+
+        def _write_holding(self, body: bytes, offset: int) -> None:
+            """Write `body` (which starts at `offset` of the file), pausing at `state.hold_at`."""
+            sent = 0
+            while sent < len(body):
+                hold = state.hold_at
+                if hold is not None and offset + sent >= hold:
+                    state._go_on.clear()
+                    state.paused.set()
+                    state._go_on.wait(120)
+                    state.paused.clear()
+                    continue
+                end = len(body) if hold is None or hold <= offset else min(len(body), hold - offset)
+                end = min(end, sent + 64 * 1024)
+                self.wfile.write(body[sent:end])
+                self.wfile.flush()
+                sent = end
 
         def _tree(self, rest: str) -> None:
             repo_part, _, folder = rest.partition("/tree/main")

@@ -108,6 +108,7 @@ def _payload() -> bytes:
 
 PAYLOAD = _payload()
 SOURCE = WeightsSource("meta-test/Tiny-GGUF", "tiny-Q4_K_M.gguf")
+SOURCE_1B = "Llama-3.2-1B-Q4_K_M.gguf"
 
 
 @pytest.fixture
@@ -253,7 +254,9 @@ def test_deploy_create_downloads_the_catalog_weights(
     home = tmp_path / "home"
     argv = ["deploy", "create", "small", "--model", "Llama-3.2-1B", "--type", "managed", "--data-dir", str(home),
             "--create"]
-    assert main([*argv, "--json"]) == 0
+    assert main([*argv, "--json", "--wait"]) == 0  # no server: --wait downloads here
+    assert json.loads(capsys.readouterr().out)["status"]["state"] == "downloading"
+    assert main(["deploy", "show", "small", "--json", "--data-dir", str(home)]) == 0
     weights = Path(json.loads(capsys.readouterr().out)["weights"])
     assert weights == home / "models/bartowski/Llama-3.2-1B-GGUF/Llama-3.2-1B-Q4_K_M.gguf"
     assert weights.read_bytes() == PAYLOAD
@@ -264,8 +267,12 @@ def test_deploy_create_offline_fails_with_a_sentence(
 ) -> None:
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: connection refused
     argv = ["deploy", "create", "small", "--model", "Llama-3.2-1B", "--type", "managed", "--data-dir", str(tmp_path)]
-    assert main(argv) == 1
+    assert main([*argv, "--wait"]) == 1
     err = capsys.readouterr().err
     assert "may be offline" in err and "--weights PATH.gguf" in err
-    assert main(["deploy", "list", "--json", "--data-dir", str(tmp_path)]) == 0
-    assert json.loads(capsys.readouterr().out) == []  # nothing half-created
+    url = f"http://127.0.0.1:9/bartowski/Llama-3.2-1B-GGUF/resolve/main/{SOURCE_1B}"
+    assert f"huggingface-cli download bartowski/Llama-3.2-1B-GGUF {SOURCE_1B} --local-dir ." in err.replace("\n", "")
+    assert f"curl -L -o {SOURCE_1B} {url}" in err.replace("\n", "")
+    assert main(["deploy", "show", "small", "--json", "--data-dir", str(tmp_path)]) == 0
+    status = json.loads(capsys.readouterr().out)["status"]  # the deployment stays, failed with the reason
+    assert status["state"] == "failed" and "may be offline" in status["error"]

@@ -76,7 +76,7 @@ def test_upgrading_a_0006_store_with_data_moves_everything_into_default(store_ur
     engine.dispose()
     upgraded = Store(store_url)
     try:
-        assert upgraded.schema_revision() == latest_schema_revision() == "0007"
+        assert upgraded.schema_revision() == latest_schema_revision() >= "0007"
         legacy = upgraded.get_deployment("legacy")
         assert legacy is not None and legacy.project == "default" and legacy.settings == {"tokens_per_minute": 7}
         assert [k.key_hash for k in upgraded.keys("legacy")] == [hash_key("k")]

@@ -25,7 +25,7 @@ from llamafoundry.api.management_audit import audit_router
 from llamafoundry.api.management_projects import projects_router
 from llamafoundry.api.management_safety import content_safety_router
 from llamafoundry.platform import deployments as ops
-from llamafoundry.platform import sizing
+from llamafoundry.platform import downloads, sizing
 from llamafoundry.platform.catalog import CATALOG, UnknownModelError, find_model
 from llamafoundry.platform.content_safety import (
     SETTING_CONTENT_SAFETY,
@@ -86,7 +86,9 @@ def management_router(store: Store, home: Path, gateway: Gateway | None = None) 
     async def list_deployments(request: Request) -> Response:
         project = principal_of(request).scope(request.query_params.get("project") or None)
         found = await _call(ops.list_deployments, store)
-        return json_response({"data": [_describe(d, gateway) for d in found if project in (None, d.project)]})
+        jobs = await asyncio.to_thread(downloads.list_jobs, store)
+        return json_response({"data": [_describe(d, gateway, jobs.get(d.name)) for d in found
+                                       if project in (None, d.project)]})  # fmt: skip
 
     async def create(request: Request) -> Response:
         spec = _spec(parse_json_object(await read_body(request), request.headers.get("content-type")))
@@ -94,13 +96,14 @@ def management_router(store: Store, home: Path, gateway: Gateway | None = None) 
         if conflict is not None:
             raise ApiError(409, ops.DeploymentConflict.code, conflict, "name")
         deployment, keys = await _call(ops.create_deployment, store, spec, home)
-        body = {**_describe(deployment, gateway), "primary_key": keys.primary, "secondary_key": keys.secondary}
-        return json_response(body, 201)
+        job = await asyncio.to_thread(downloads.get_job, store, deployment.name)
+        body = {**_describe(deployment, gateway, job), "primary_key": keys.primary, "secondary_key": keys.secondary}
+        return json_response(body, 201)  # with `status.state` "downloading" when the weights are on their way
 
     async def get_deployment(request: Request) -> Response:
         deployment = await _call(ops.get_deployment, store, request.path_params["name"])
         keys = await asyncio.to_thread(store.keys, deployment.name)
-        body = _describe(deployment, gateway)
+        body = _describe(deployment, gateway, await asyncio.to_thread(downloads.get_job, store, deployment.name))
         body["keys"] = {k.slot: {"id": k.key_id, "created_at": ops.iso_time(k.created_at)} for k in keys}
         return json_response(body)
 
@@ -114,12 +117,26 @@ def management_router(store: Store, home: Path, gateway: Gateway | None = None) 
         if body.get("instances") is not None:
             await _call(ops.scale, store, deployment.name, body["instances"])
         updated = await _call(ops.update_settings, store, deployment.name, changes)
-        return json_response(_describe(updated, gateway))
+        job = await asyncio.to_thread(downloads.get_job, store, updated.name)
+        return json_response(_describe(updated, gateway, job))
 
     async def delete(request: Request) -> Response:
         name = request.path_params["name"].lower()
         await _call(ops.delete_deployment, store, name)
         return json_response({"name": name, "deleted": True})
+
+    async def cancel_download(request: Request) -> Response:
+        """Stop the download of a deployment's weights; the bytes so far are kept for `resume-download`."""
+        return await _download_change(downloads.cancel, request.path_params["name"])
+
+    async def resume_download(request: Request) -> Response:
+        """Download again, from the bytes it has, a deployment whose download failed or was cancelled."""
+        return await _download_change(downloads.resume, request.path_params["name"])
+
+    async def _download_change(change: Callable[..., downloads.DownloadJob], name: str) -> Response:
+        deployment = await _call(ops.get_deployment, store, name)
+        job = await _call(change, store, deployment.name)
+        return json_response(_describe(deployment, gateway, job))
 
     async def list_keys(request: Request) -> Response:
         deployment = await _call(ops.get_deployment, store, request.path_params["name"])
@@ -171,6 +188,8 @@ def management_router(store: Store, home: Path, gateway: Gateway | None = None) 
         ("/deployments/{name}", get_deployment, "GET", "deployment.show"),
         ("/deployments/{name}", update, "PATCH", "deployment.update"),
         ("/deployments/{name}", delete, "DELETE", "deployment.delete"),
+        ("/deployments/{name}/cancel-download", cancel_download, "POST", "deployment.download.cancel"),
+        ("/deployments/{name}/resume-download", resume_download, "POST", "deployment.download.resume"),
         ("/deployments/{name}/keys", list_keys, "GET", "deployment.key.list"),
         ("/deployments/{name}/keys/regenerate", regenerate, "POST", "deployment.key.regenerate"),
         ("/deployments/{name}/blocklists", list_blocklists, "GET", "deployment.blocklist.list"),
@@ -247,9 +266,13 @@ def _spec(body: dict[str, Any]) -> ops.DeploymentSpec:
     )
 
 
-def _describe(deployment: Any, gateway: Gateway | None) -> dict[str, Any]:
+def _describe(deployment: Any, gateway: Gateway | None, job: downloads.DownloadJob | None = None) -> dict[str, Any]:
+    """The deployment with its `status`: its download's (state and progress, from the store: fresher than the
+    gateway's last poll) while its weights are not there, else what the gateway reports of its replicas."""
     body = ops.describe(deployment)
-    if gateway is not None:
+    if job is not None:
+        body["status"] = downloads.status(job)
+    elif gateway is not None:
         body["status"] = gateway.status(deployment.name)
     return body
 

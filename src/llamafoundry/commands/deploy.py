@@ -10,14 +10,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llamafoundry.commands.common import console, download_bar, print_error
+from llamafoundry.commands import deploy_downloads
+from llamafoundry.commands.common import console, print_error
 from llamafoundry.commands.runtime_view import print_runtime, runtime_entry
 from llamafoundry.commands.store_options import add_store_options, home_of, open_store
 from llamafoundry.platform.ratelimit import limit_settings
 
 if TYPE_CHECKING:
     from llamafoundry.platform.deployments import DeploymentError
-
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -39,6 +39,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     _add_content_safety_options(create)
     _add_sizing_options(create)
     create.add_argument("--project", help="the project it belongs to (default: default)")
+    create.add_argument("--wait", action="store_true", help="weights to download: follow the download with a "
+                        "progress bar until the deployment is ready (default: return at once)")  # fmt: skip
     create.set_defaults(handler=_create, audit_action="deployment.create")
 
     update = sub.add_parser("update", help="change a deployment's rate limits, content safety or sizes")
@@ -72,6 +74,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     admin.add_argument("--regenerate", action="store_true", help="create a new admin key (the old one stops working)")
     admin.set_defaults(handler=_admin_key, audit_action="admin_key.regenerate", audit_if="regenerate")
 
+    deploy_downloads.register(sub)  # cancel, resume
     for parser in (create, update, listing, show, delete, keys, admin):
         add_store_options(parser)
         parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -79,6 +82,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def _create(args: argparse.Namespace) -> int:
     from llamafoundry.platform.deployments import DeploymentSpec, create_deployment, describe
+    from llamafoundry.platform.downloads import get_job, status
 
     sizes = _run(lambda: _sizing(args))
     if sizes is None:
@@ -97,23 +101,30 @@ def _create(args: argparse.Namespace) -> int:
         settings={**limit_settings(args.tpm, args.rpm), **_content_safety_changes(args, None), **sizes},
         project=args.project or "default",
     )
-    with open_store(args) as store, download_bar() as progress:
+    with open_store(args) as store:
         _check_guard(store, args.content_safety_guard)
-        created = _run(lambda: create_deployment(store, spec, home_of(args), progress))
-    if created is None:
-        return 1
-    deployment, keys = created
-    body = {**describe(deployment), "primary_key": keys.primary, "secondary_key": keys.secondary}
-    if args.json:
-        print(json.dumps(body, indent=2))
-        return 0
-    _print_fields(body)
-    console.print(
-        "The keys are shown only now; `llamafoundry deploy keys "
-        f"{deployment.name} --regenerate primary` replaces a lost one.\n"
-        f"Endpoint: http://HOST:PORT/deployments/{deployment.name} (served by `llamafoundry serve`)",
-        soft_wrap=True,
-    )
+        created = _run(lambda: create_deployment(store, spec, home_of(args)))
+        if created is None:
+            return 1
+        deployment, keys = created
+        job = get_job(store, deployment.name)  # weights to download: returned at once, `status` downloading
+        body = {**describe(deployment), "primary_key": keys.primary, "secondary_key": keys.secondary}
+        if job is not None:
+            body["status"] = status(job)
+        if args.json:
+            print(json.dumps(body, indent=2))
+        else:
+            _print_fields({k: v for k, v in body.items() if k != "status"})
+            console.print(
+                "The keys are shown only now; `llamafoundry deploy keys "
+                f"{deployment.name} --regenerate primary` replaces a lost one.\n"
+                f"Endpoint: http://HOST:PORT/deployments/{deployment.name} (served by `llamafoundry serve`)",
+                soft_wrap=True,
+            )
+            if job is not None and not args.wait:
+                deploy_downloads.print_queued(deployment.name, store)
+        if job is not None and args.wait:
+            return deploy_downloads.wait_until_ready(store, deployment.name, home_of(args))
     return 0
 
 
@@ -258,6 +269,7 @@ def _list(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     from llamafoundry.platform.deployments import describe, get_deployment, iso_time
+    from llamafoundry.platform.downloads import get_job, status
 
     with open_store(args) as store:
         deployment = _run(lambda: get_deployment(store, args.name))
@@ -266,13 +278,18 @@ def _show(args: argparse.Namespace) -> int:
         store.delete_expired()
         keys = store.keys(deployment.name)
         reports = store.runtime(deployment.name)
+        job = get_job(store, deployment.name)
     body = describe(deployment)
+    if job is not None:  # the download's own record: there with no server running too
+        body["status"] = status(job)
     body["keys"] = {k.slot: {"id": k.key_id, "created_at": iso_time(k.created_at)} for k in keys}
     body["runtime"] = [runtime_entry(r) for r in reports]
     if args.json:
         print(json.dumps(body, indent=2))
         return 0
-    _print_fields({k: v for k, v in body.items() if k != "runtime"})
+    _print_fields({k: v for k, v in body.items() if k not in ("runtime", "status")})
+    for line in deploy_downloads.download_lines(job) if job is not None else []:
+        console.print(line, soft_wrap=True, highlight=False)
     print_runtime(body["runtime"])
     if deployment.expires_at is not None:
         console.print(f"Shared quota: this deployment is deleted automatically at {body['expires_at']} "

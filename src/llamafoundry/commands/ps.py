@@ -56,7 +56,7 @@ def _row(server: str, name: str, status: dict[str, Any], age_s: float) -> dict[s
         "server": server,
         "name": name,
         "kind": "server model" if status.get("server_model") else "deployment",
-        "state": status.get("state", "?"),
+        "state": _state(status),
         "replicas": f"{sum(1 for r in replicas if r.get('healthy'))}/{len(replicas)}" if replicas else "-",
         "pids": pids,
         "memory_bytes": sum(b for b in rss if b is not None) if rss and None not in rss else None,
@@ -68,6 +68,13 @@ def _row(server: str, name: str, status: dict[str, Any], age_s: float) -> dict[s
         "reported_s_ago": round(age_s, 1),
         "stale": age_s > RUNTIME_STALE_S,
     }  # fmt: skip
+
+
+def _state(status: dict[str, Any]) -> str:
+    """The state, with a download's percentage (`downloading 42.0%`)."""
+    state = str(status.get("state", "?"))
+    percent = (status.get("progress") or {}).get("percent") if state == "downloading" else None
+    return f"{state} {percent}%" if percent is not None else state
 
 
 def _print(rows: list[dict[str, Any]]) -> None:

@@ -98,6 +98,7 @@ class Platform:
         from llamafoundry.api.management import management_router
         from llamafoundry.platform.backends import local_backend_factory
         from llamafoundry.platform.content_safety import with_content_safety
+        from llamafoundry.platform.downloads import DownloadWorker
         from llamafoundry.platform.gateway import Gateway, Target, single_key_policy
 
         default = None
@@ -106,7 +107,8 @@ class Platform:
         # each deployment's content filter, by its policy; guards are looked up in this gateway
         factory = local_backend_factory(self.home, engine=settings.engine)
         backends = with_content_safety(factory, lambda name: gateway.resolve(name), self.home)
-        gateway = Gateway(default, self.store, backends, self.verifier)
+        downloads = DownloadWorker(self.store, self.home / "models")  # the deployments' weights, in the background
+        gateway = Gateway(default, self.store, backends, self.verifier, downloads=downloads)
         return gateway, management_router(self.store, self.home, gateway)
 
     def print_banner(self) -> None:

@@ -23,15 +23,17 @@ from llamafoundry.platform.catalog import (
     SERVERLESS,
     CatalogModel,
     UnknownModelError,
+    WeightsSource,
     find_instance_type,
     find_model,
 )
+from llamafoundry.platform.downloads import add_job
 from llamafoundry.platform.errors import DeploymentConflict, DeploymentError, DeploymentNotFound
 from llamafoundry.platform.project_keys import project_key_holder
 from llamafoundry.platform.projects import check_project
 from llamafoundry.platform.server_keys import server_key_holder
 from llamafoundry.platform.store import DEFAULT_PROJECT, Deployment, Store, StoreConflict
-from llamafoundry.platform.weights import Progress, WeightsError, hub_url, resolve_weights
+from llamafoundry.platform.weights import WeightsError, hub_url, resolve_weights
 
 SHARED_QUOTA_LIFETIME_S = 168 * 3600  # Azure deletes shared-quota deployments 168 hours after creation
 MAX_INSTANCES = 16
@@ -66,16 +68,18 @@ class NewKeys:
 
 
 def create_deployment(
-    store: Store, spec: DeploymentSpec, home: Path, progress: Progress | None = None, now: float | None = None
+    store: Store, spec: DeploymentSpec, home: Path, now: float | None = None
 ) -> tuple[Deployment, NewKeys]:
-    """Validate `spec`, fetch weights if needed, store the deployment with two new keys, return both keys."""
+    """Validate `spec`, store the deployment with two new keys, return both keys. Weights that must be downloaded
+    are not waited for: the deployment is stored without them and with a download job (`platform.downloads`), which
+    the server that owns the deployments runs (its `weights_path` is set when they are there)."""
     now = time.time() if now is None else now
     name = check_name(spec.name)
     model = _catalog_model(spec.model)
     _check_type(spec, model)
     project = check_project(store, spec.project)
     _check_not_taken(store, name, model, spec.type, project)
-    weights_path, upstream = None, None
+    weights_path, upstream, source = None, None, None
     is_managed = spec.type == MANAGED
     instances = (spec.instances or 1) if is_managed else 1
     instance_type = find_instance_type(spec.instance_type or DEFAULT_INSTANCE_TYPE).name if is_managed else None
@@ -83,11 +87,10 @@ def create_deployment(
         upstream = check_upstream_url(spec.upstream_url)
         _refuse_sizing_of_upstream(spec.settings, name)
     else:
-        try:
-            weights_path = str(resolve_weights(model, spec.weights, home, progress))
-        except WeightsError as exc:
-            raise DeploymentError(str(exc)) from None
-        sizing.plan(spec.settings, Path(weights_path), instances, _cores(instance_type))
+        found, source = _local_weights(model, spec.weights, home)
+        if found is not None:
+            weights_path = str(found)
+            sizing.plan(spec.settings, found, instances, _cores(instance_type))
     deployment = Deployment(
         name=name,
         model=model.name,
@@ -106,12 +109,27 @@ def create_deployment(
     )
     primary, secondary = keys_mod.generate_key(), keys_mod.generate_key()
     hashes = {keys_mod.PRIMARY: keys_mod.hash_key(primary), keys_mod.SECONDARY: keys_mod.hash_key(secondary)}
+    queue = (lambda conn: add_job(conn, name, source, now)) if source is not None else None
     try:
-        store.add_deployment(deployment, hashes)
+        store.add_deployment(deployment, hashes, queue)
     except StoreConflict:  # another process won a race since the checks above
         _check_not_taken(store, name, model, spec.type, project)
         raise DeploymentConflict(f"Deployment '{name}' could not be created; it conflicts with another.") from None
     return deployment, NewKeys(primary, secondary)
+
+
+def _local_weights(model: CatalogModel, weights: Path | None, home: Path) -> tuple[Path | None, WeightsSource | None]:
+    """The GGUF to serve, when it is here (`weights`, or the catalog's file downloaded before); else the catalog
+    source to download. Raises DeploymentError for a wrong file or a model with nothing to download."""
+    if weights is None and model.weights is not None:
+        cached = home / "models" / model.weights.hf_repo / model.weights.hf_file
+        if not cached.is_file():  # (a split source names a folder or a first part: its job finds every part)
+            return None, model.weights
+        weights = cached
+    try:
+        return resolve_weights(model, weights, home), None
+    except WeightsError as exc:
+        raise DeploymentError(str(exc)) from None
 
 
 def scale(store: Store, name: str, instances: int) -> Deployment:
@@ -125,8 +143,8 @@ def scale(store: Store, name: str, instances: int) -> Deployment:
         )
     if not 1 <= instances <= MAX_INSTANCES:
         raise DeploymentError(f"--instances must be between 1 and {MAX_INSTANCES}, got {instances}.")
-    assert deployment.weights_path is not None
-    sizing.plan(deployment.settings, Path(deployment.weights_path), instances, _cores(deployment.instance_type))
+    if deployment.weights_path is not None:  # (still downloading: checked when the weights are there)
+        sizing.plan(deployment.settings, Path(deployment.weights_path), instances, _cores(deployment.instance_type))
     return store.set_instances(deployment.name, instances)
 
 

@@ -24,6 +24,8 @@ from llamafoundry.outage import RepeatedFailure
 from llamafoundry.platform import sizing
 from llamafoundry.platform.access import Access, AuthPolicy, Caller, load_access
 from llamafoundry.platform.catalog import MANAGED, find_model
+from llamafoundry.platform.downloads import DownloadJob, DownloadWorker, list_jobs
+from llamafoundry.platform.downloads import status as download_status
 from llamafoundry.platform.errors import DeploymentError
 from llamafoundry.platform.keys import DEFAULT_KEY_ID, StoredKey, hash_key
 from llamafoundry.platform.server_keys import forget_server_key, record_server_key
@@ -85,6 +87,8 @@ class Gateway:
         store: where deployments live; None serves the default only.
         backend_factory: builds a deployment's service (`backends.local_backend_factory` in production).
         verifier: checks bearer tokens for managed deployments; None refuses every token.
+        downloads: runs the store's weight downloads (`platform.downloads`) in this process; None leaves them to
+            other servers (their progress is shown all the same).
     """
 
     def __init__(
@@ -94,12 +98,15 @@ class Gateway:
         backend_factory: BackendFactory | None = None,
         verifier: TokenVerifier | None = None,
         poll_interval_s: float = POLL_INTERVAL_S,
+        downloads: DownloadWorker | None = None,
     ) -> None:
         self.default = default
         self.store = store
         self.backend_factory = backend_factory
         self.verifier = verifier
         self.poll_interval_s = poll_interval_s
+        self.downloads = downloads
+        self.jobs: dict[str, DownloadJob] = {}  # deployments whose weights are being downloaded (or failed to)
         self.targets: dict[str, Target] = {}
         self.unserved: dict[str, str] = {}  # deployment name -> why it is not served
         self.refused_keys: dict[str, str] = {}  # deployment name -> why one of its keys is not accepted
@@ -134,6 +141,7 @@ class Gateway:
         if self.own_key_hash is not None:  # so that no deployment key can be set to it (platform/server_keys.py)
             await asyncio.to_thread(record_server_key, self.store, self.server_id, self.own_key_hash)
         await self.sync()
+        await self.run_downloads()
         self._poll_task = asyncio.create_task(self._poll())
 
     async def stop(self) -> None:
@@ -143,6 +151,8 @@ class Gateway:
                 await self._poll_task
         targets, self.targets = list(self.targets.values()), {}
         await asyncio.gather(*(_stop(t) for t in targets))
+        if self.downloads is not None:  # released, not cancelled: the next server resumes them
+            await asyncio.to_thread(self.downloads.stop)
         if self.store is not None:
             with contextlib.suppress(Exception):  # a store that is down cannot be told; its rows go stale
                 await asyncio.to_thread(self.store.report_runtime, self.server_id, {})
@@ -154,17 +164,25 @@ class Gateway:
             await asyncio.sleep(self.poll_interval_s)
             try:
                 await self.sync()
+                await self.run_downloads()
                 await self.report_runtime()
             except Exception as exc:  # a database hiccup must not end the poll
                 failures.failed(exc)
             else:
                 failures.succeeded()
 
+    async def run_downloads(self) -> None:
+        """Take, renew and stop downloads (with a worker), and read every job's progress for `status`."""
+        assert self.store is not None
+        if self.downloads is not None:
+            await asyncio.to_thread(self.downloads.tick)
+        self.jobs = await asyncio.to_thread(list_jobs, self.store)
+
     async def report_runtime(self) -> None:
         """Write each served deployment's `status()` to the store (for `deploy show`) when it changed, or as a
         heartbeat every RUNTIME_HEARTBEAT_S."""
         assert self.store is not None
-        statuses = {name: self.status(name) for name in [*self.targets, *self.unserved]}
+        statuses = {name: self.status(name) for name in [*self.targets, *self.unserved, *self.jobs]}
         if self.default is not None:  # `llamafoundry ps` lists it too; no deployment has its name (name_conflict)
             statuses[self.default.name] = {**self.default.service.status(), "server_model": True}
         now = time.time()
@@ -214,6 +232,8 @@ class Gateway:
                     logger.error("deployment %s is not served: %s", name, conflict)
                 unserved[name] = conflict
                 continue
+            if deployment.weights_path is None and not deployment.upstream_url:
+                continue  # its weights are being downloaded: started once they are there (a new revision)
             policy = self._policy(deployment, snapshot.keys.get(name, []), access)
             current = self.targets.get(name)
             if current is not None and _same_backend(current.deployment, deployment):
@@ -269,6 +289,9 @@ class Gateway:
     def status(self, name: str) -> dict[str, Any]:
         """Runtime state of a served deployment, for the management API."""
         target = self.targets.get(name)
+        job = self.jobs.get(name)
+        if target is None and job is not None:
+            return download_status(job)
         if target is None:
             reason = self.unserved.get(name)
             if reason is not None:

@@ -173,8 +173,9 @@ def download(
 
 
 def _offset(progress: Progress | None, before: int, total: int | None) -> Progress:
-    """One file's progress as progress of the whole download: the files before it count too."""
-    return lambda done, _: _report(progress, before + done, total)
+    """One file's progress as progress of the whole download: the files before it count too. Without the sizes
+    from a listing (one file named directly), the total is the file's own, from the response."""
+    return lambda done, size: _report(progress, before + done, before + size if total is None and size else total)
 
 
 def _report(progress: Progress | None, done: int, total: int | None) -> None:
@@ -256,6 +257,7 @@ def _save(
             if cancel is not None and cancel.is_set():
                 raise DownloadCancelled(f"The download was cancelled at {done} bytes; it resumes from there.")
             out.write(chunk)
+            out.flush()  # on disk (the OS's cache) as it arrives: progress readers and a resume see every byte
             digest.update(chunk)
             done += len(chunk)
             progress(done, total)
@@ -311,6 +313,6 @@ def _offline(repo: str, path: str, exc: Exception) -> HubError:
     url = resolve_url(repo, path)
     return HubError(
         f"Could not download {path} from {url} ({type(exc).__name__}: {exc}). This machine may be offline: on a "
-        f"machine that is online run `huggingface-cli download {repo} {path} --local-dir .` (or `curl -L -O {url}`), "
-        f"copy the file here and {LOCAL_FILE}."
+        f"machine that is online run `huggingface-cli download {repo} {path} --local-dir .` (or `curl -L -o "
+        f"{path.rsplit('/', 1)[-1]} {url}`), copy the file here and {LOCAL_FILE}."
     )

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -318,12 +318,16 @@ class Store:
                 row = {"deployment": name, "server": server, "status": dict(status), "updated_at": now}
                 conn.execute(deployment_runtime.insert().values(**row))
 
-    def add_deployment(self, deployment: Deployment, key_hashes: Mapping[str, str]) -> None:
-        """Insert a deployment and its keys (slot -> hash). Raises StoreConflict if the name (or, for
-        serverless, the model) is taken."""
+    def add_deployment(
+        self, deployment: Deployment, key_hashes: Mapping[str, str], also: Callable[[Connection], None] | None = None
+    ) -> None:
+        """Insert a deployment and its keys (slot -> hash), and what `also` writes in the same transaction (its
+        download job). Raises StoreConflict if the name (or, for serverless, the model) is taken."""
         values = {**deployment.__dict__, "settings": dict(deployment.settings)}
         with self._write() as conn:
             conn.execute(deployments.insert().values(**values))
+            if also is not None:
+                also(conn)
             for slot, key_hash in key_hashes.items():
                 conn.execute(
                     deployment_keys.insert().values(

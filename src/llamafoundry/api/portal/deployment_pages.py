@@ -57,8 +57,25 @@ def deployment_routes(portal: Portal) -> list[Route]:
     async def status(request: Request, session: Session) -> Response:
         async with portal.api(request, session) as api:
             deployment = await api.get(f"/management/deployments/{segment(request.path_params['name'])}")
-        return portal.fragment("_status.html", deployment=deployment, prefix=PREFIX,
+        return portal.fragment("_status.html", deployment=deployment, prefix=PREFIX, csrf_token=session.csrf_token,
                                view=status_view(deployment.get("status"), deployment))  # fmt: skip
+
+    async def download(request: Request, session: Session) -> Response:
+        """Cancel a deployment's weight download (its bytes are kept), or resume it."""
+        name, action = request.path_params["name"], request.path_params["action"]
+        if action not in ("cancel", "resume"):
+            return portal.error_page(request, session, 404, "Not found", "Downloads are cancelled or resumed.")
+        try:
+            async with portal.api(request, session) as api:
+                await api.post(f"/management/deployments/{segment(name)}/{action}-download", {})
+        except PortalApiError as exc:
+            if exc.status == 404 or exc.status >= 500:
+                raise
+            session.flash(exc.message, "error")
+        else:
+            session.flash("The download was cancelled; the bytes downloaded are kept: Resume download continues it."
+                          if action == "cancel" else "The download resumes from the bytes it has.")  # fmt: skip
+        return redirect(f"{base}/{segment(name)}")
 
     async def regenerate(request: Request, session: Session) -> Response:
         name, slot = request.path_params["name"], request.path_params["slot"]
@@ -102,6 +119,7 @@ def deployment_routes(portal: Portal) -> list[Route]:
         (f"{base}/{{name}}/status", portal.page(status, READ_DEPLOYMENTS), ["GET"]),
         (f"{base}/{{name}}/keys/{{slot}}/regenerate", portal.page(regenerate, csrf=True), ["POST"]),
         (f"{base}/{{name}}/delete", portal.page(delete, csrf=True), ["POST"]),
+        (f"{base}/{{name}}/download/{{action}}", portal.page(download, csrf=True), ["POST"]),
         (f"{base}/{{name}}/settings/{{what}}", portal.page(update, csrf=True), ["POST"]),
     ]
 

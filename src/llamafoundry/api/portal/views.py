@@ -19,8 +19,9 @@ STATES = {
     "failed": ("Failed", "It does not serve requests."),
     "not served": ("Not served", "This server does not serve it."),
     "changing": ("Changing", "Saved; the server starts replicas with the new sizes within a second or two."),
+    "cancelled": ("Cancelled", "The download was cancelled; the bytes downloaded are kept for a resume."),
 }
-TERMINAL_STATES = ("ready", "failed", "not served")
+TERMINAL_STATES = ("ready", "failed", "not served", "cancelled")
 SAMPLE_LANGUAGES = (
     ("python", "Python", "azure-ai-inference", "pip install azure-ai-inference"),
     ("javascript", "JavaScript", "@azure-rest/ai-inference", "npm install @azure-rest/ai-inference @azure/core-auth "
@@ -42,6 +43,8 @@ class StatusView:
     replicas: list[dict[str, Any]]
     is_terminal: bool
     sizing: dict[str, Any] | None = None  # what the replicas run with (`status.sizing`)
+    progress_text: str | None = None  # "12.3 of 24.4 MB (50.4%), 3.1 MB/s, about 4 s left"
+    is_download: bool = False  # the status is a weight download's (it can be cancelled or resumed)
 
 
 def status_view(status: dict[str, Any] | None, deployment: dict[str, Any] | None = None) -> StatusView:
@@ -59,9 +62,25 @@ def status_view(status: dict[str, Any] | None, deployment: dict[str, Any] | None
             sentence = f"New replicas are starting: {status['changing']}."
     error = status.get("error") or status.get("reason") or status.get("key_refused")
     sizing = status.get("sizing")
+    if state == "downloading" and isinstance(status.get("queued"), str):
+        sentence = f"Queued: {status['queued']}."
     return StatusView(state, label, sentence, str(error) if error else None, _percent(status.get("progress")),
                       list(status.get("replicas") or []), state in TERMINAL_STATES,
-                      dict(sizing) if isinstance(sizing, dict) else None)  # fmt: skip
+                      dict(sizing) if isinstance(sizing, dict) else None, _progress_text(status.get("progress")),
+                      "source" in status)  # fmt: skip
+
+
+def _progress_text(progress: Any) -> str | None:
+    """A download's progress as a sentence: bytes, percent, rate and time left (what the API reports of them)."""
+    if not isinstance(progress, dict) or not isinstance(progress.get("downloaded_bytes"), int):
+        return None
+    done, total = progress["downloaded_bytes"], progress.get("total_bytes")
+    text = f"{done / 1e6:,.1f} MB" + (f" of {total / 1e6:,.1f} MB ({progress.get('percent')}%)" if total else "")
+    if progress.get("rate_bytes_per_s"):
+        text += f", {progress['rate_bytes_per_s'] / 1e6:,.1f} MB/s"
+        if progress.get("eta_s") is not None:
+            text += f", about {progress['eta_s']} s left"
+    return text
 
 
 def is_pending_change(deployment: dict[str, Any] | None, status: dict[str, Any]) -> bool:
