@@ -47,7 +47,8 @@ REQUEST_MODELS: list[type[BaseModel]] = [
 ]  # fmt: skip
 SECURITY_SCHEMES = {
     "api-key": {"type": "apiKey", "in": "header", "name": "api-key"},
-    "bearer": {"type": "http", "scheme": "bearer", "description": "The same key (or a project key) as a Bearer token."},
+    "bearer": {"type": "http", "scheme": "bearer",
+               "description": "The key as a Bearer token (management: the admin key or a project key)."},
 }
 DESCRIPTION = (
     "The Azure AI Model Inference API (`/chat/completions`, `/info`, also under `/models` and "
@@ -92,7 +93,7 @@ def _swagger_page(root: str) -> HTMLResponse:
         swagger_css_url=f"{root}{ASSETS_PATH}/swagger-ui.css",
         swagger_favicon_url=f"{root}{ASSETS_PATH}/favicon.png",
         # validatorUrl: Swagger UI would fetch a badge from validator.swagger.io; nothing leaves the server's host
-        swagger_ui_parameters={"validatorUrl": None, "persistAuthorization": True},
+        swagger_ui_parameters={"validatorUrl": None},  # and no persistAuthorization: keys stay out of localStorage
     )
 
 
@@ -104,7 +105,10 @@ def openapi_document(app: FastAPI, version: str) -> dict[str, Any]:
     names = {(path, method.lower()): name for path, methods, name in schema_routes(app) for method in methods}
     for path, operations in spec["paths"].items():
         for method, operation in operations.items():
-            deep_dict_update(operation, operation_extra(path, names.get((path, method), ""), {method.upper()}))
+            extra = operation_extra(path, names.get((path, method), ""), {method.upper()})
+            answers = extra.pop("responses")
+            deep_dict_update(operation, extra)
+            operation["responses"] = answers  # instead of FastAPI's "200: Successful Response", an empty schema
             # unique (FastAPI's are not for a GET+POST route), and what client generators name methods after
             operation["operationId"] = re.sub(r"\W+", "_", f"{method} {path}").strip("_")
     components = spec.setdefault("components", {})
@@ -179,14 +183,22 @@ def operation_extra(path: str, name: str, methods: set[str]) -> dict[str, Any]:
     in_path = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
                for name in re.findall(r"{(\w+)}", path)]  # fmt: skip
     if path.startswith("/management"):
-        return {**_management(name, methods), "parameters": in_path}
+        return {**_management(name, methods), "parameters": in_path, "summary": name}
     is_openai = path.startswith(("/v1/", "/openai/"))
     extra: dict[str, Any] = {"tags": [_tag(path)], "parameters": in_path + _parameters(path, is_openai, methods)}
+    summary = next((text for suffix, text in SUMMARIES.items() if path.endswith(suffix)), None)
+    if summary is not None:
+        extra["summary"] = summary
     body = _request_body(path, is_openai) if "POST" in methods else None
     if body is not None:
         extra["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(body)}}}
     extra["responses"] = {**_answers(path), **ERRORS}
     return extra
+
+
+SUMMARIES = {"/chat/completions": "Chat completions", "/completions": "Text completions", "/responses": "Responses",
+             "/info": "The served model", "/models": "List models", "/models/{model_id}": "Get a model",
+             "embeddings": "Embeddings (not served)"}  # fmt: skip
 
 
 def _tag(path: str) -> str:
@@ -242,7 +254,8 @@ def _answers(path: str) -> dict[str, Any]:
         return _ok("The models the key opens.", "ModelList")
     if path.endswith("/models/{model_id}"):
         return _ok("A model the key opens.", "Model")
-    return {"200": {"description": "Not served: embeddings answer 404, as a chat deployment does on Azure."}}
+    return {"404": {"description": "Always: a chat deployment serves no embeddings, as on Azure.",
+                    "content": {"application/json": {"schema": _ref("ErrorEnvelope")}}}}
 
 
 def _ok(description: str, model: str) -> dict[str, Any]:
