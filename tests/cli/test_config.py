@@ -129,7 +129,7 @@ def test_serve_takes_its_settings_from_a_config_file_and_the_environment(tiny_mo
         assert re.search(rf"Azure AI Inference endpoint: +{url}\n", printed)
         assert re.search(rf"OpenAI base_url: +{url}/v1\n", printed)
         assert re.search(rf"Prometheus metrics: +{url}/metrics\n", printed)
-        assert "/docs" not in printed  # no OpenAPI route yet: no line for it
+        assert re.search(rf"API reference \(OpenAPI\): +{url}/docs\n", printed)
         assert "API key: the value of $LLAMAFOUNDRY_API_KEY" in printed and KEY not in printed
     finally:
         stop_process(process)

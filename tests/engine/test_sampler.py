@@ -361,6 +361,14 @@ def test_repetition_penalty_discourages_prompt_and_output_tokens() -> None:
     assert ignored.sample(logits) == 3  # 1.0 is off
 
 
+@pytest.mark.parametrize("penalty", [5e-324, 1e-40])
+def test_a_vanishing_repetition_penalty_still_samples_a_token(penalty: float) -> None:
+    logits = np.zeros(100, dtype=np.float32)
+    logits[[3, 4]] = [2.0, 1.9]
+    sampler = TokenSampler(SamplingParams(temperature=1.0, repetition_penalty=penalty), seed=0, prompt_ids=[4])
+    assert sampler.sample(logits) == 4  # 1.9 / penalty: the repeated token, not an infinite logit (found by fuzzing)
+
+
 @pytest.mark.parametrize(
     ("field", "value"), [("top_k", -2), ("min_p", 1.5), ("repetition_penalty", 0.0), ("logit_bias", {1: 101.0})]
 )

@@ -20,12 +20,14 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from llamafoundry import __version__
 from llamafoundry.api.auth import AuthError
 from llamafoundry.api.drain import Drain
 from llamafoundry.api.errors import error_response, json_response, unauthorized_response
 from llamafoundry.api.inference import inference_router
 from llamafoundry.api.management_audit import AuditMiddleware
 from llamafoundry.api.middleware import RequestContextMiddleware
+from llamafoundry.api.openapi import install_docs
 from llamafoundry.api.portal import OwnModel, portal_router
 from llamafoundry.api.usage import install_accounting
 from llamafoundry.config import ServeSettings
@@ -144,6 +146,7 @@ def create_app(
             await lifecycle.shutdown()
             await accounting_.stop()  # after the drain: the last streams are metered too
 
+    # /openapi.json and /docs are `install_docs`' own (Swagger UI served offline, bodies described by hand)
     app = FastAPI(title="llamafoundry", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.lifecycle = lifecycle
     app.state.gateway = gateway
@@ -164,6 +167,7 @@ def create_app(
         app.include_router(management)
         own_model = OwnModel(settings.model_name, settings.api_key) if service is not None else None
         app.include_router(portal_router(own_model))  # /portal: a client of /management and the inference routes
+    install_docs(app, __version__)
     return app
 
 

@@ -34,6 +34,9 @@ _CLOSING_MARGIN = 4  # tokens beyond the shortest match's estimate: the greedy c
 # Below this a temperature samples as 0 (argmax), as vLLM's _SAMPLING_EPS: 1/temperature overflows float32 from
 # ~3e-39 on (and inf * 0 gives NaN weights), and long before that every token but the most likely weighs 0 anyway.
 MIN_TEMPERATURE = 1e-5
+# A smaller penalty (any float above 0 is valid) would divide a positive logit to infinity, or by float32's 0:
+# no token could be sampled. Below this floor every penalty means the same (repeat), so it is one.
+MIN_REPETITION_PENALTY = 1e-6
 
 
 def choice_seed(seed: int, index: int) -> int:
@@ -91,7 +94,7 @@ class TokenSampler:
         self._min_p = params.min_p
         self._bias_ids = np.fromiter(params.logit_bias.keys(), dtype=np.int64, count=len(params.logit_bias))
         self._biases = np.fromiter(params.logit_bias.values(), dtype=np.float32, count=len(params.logit_bias))
-        self._repetition_penalty = params.repetition_penalty
+        self._repetition_penalty = max(params.repetition_penalty, MIN_REPETITION_PENALTY)
         self._repeated = set(prompt_ids) if params.repetition_penalty != 1.0 else set()
         self._repeated_ids: np.ndarray | None = None  # `_repeated` as an array, rebuilt when it grows
         self._counts: dict[int, int] = {}  # generated token id -> times generated
