@@ -77,6 +77,8 @@ def test_langchain_chat_stream_and_tool_call(platform: Platform, make: Any, mode
     assert answer.response_metadata["finish_reason"] in ("stop", "length") and isinstance(answer.content, str)
     chunks = list(llm.stream(PROMPT))
     assert "".join(str(c.content) for c in chunks) == answer.content  # temperature 0: the same text
+    streamed = sum(chunks[1:], chunks[0])
+    assert streamed.usage_metadata == answer.usage_metadata, type(llm).__name__
     tools = make(platform, 48).bind_tools([WEATHER], tool_choice="get_weather")
     called = tools.invoke("Weather in Paris?")
     (call,) = called.tool_calls
@@ -111,8 +113,10 @@ def test_litellm_chat_stream_and_tool_call(platform: Platform, litellm: Any, tar
     answer = litellm.completion(**where, messages=messages, max_tokens=4, temperature=0, num_retries=0)
     assert answer.usage.completion_tokens <= 4 and answer.choices[0].finish_reason in ("stop", "length")
     assert model in answer.model
-    chunks = list(litellm.completion(**where, messages=messages, max_tokens=4, temperature=0, stream=True))
-    assert "".join(c.choices[0].delta.content or "" for c in chunks) == answer.choices[0].message.content
+    chunks = list(litellm.completion(**where, messages=messages, max_tokens=4, temperature=0, stream=True,
+                                     stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == answer.choices[0].message.content and chunks[-1].usage.total_tokens == answer.usage.total_tokens
     called = litellm.completion(**where, messages=[{"role": "user", "content": "Weather in Paris?"}],
                                 tools=[WEATHER], tool_choice=FORCE_WEATHER, max_tokens=48,
                                 # LiteLLM itself refuses `tool_choice` for a model missing from its price list
@@ -153,6 +157,7 @@ def test_pydantic_ai_agent_text_stream_and_tool_output(platform: Platform, make:
     assert isinstance(result.output, str) and 0 < result.usage.output_tokens <= 4
     streamed = agent.run_stream_sync(PROMPT)
     assert "".join(streamed.stream_text(delta=True)) == result.output
+    assert streamed.usage.output_tokens == result.usage.output_tokens
     # a structured output is a tool the model must call (`tool_choice: required`): the agent's tool-call path
     typed = Agent(make(platform), output_type=City, model_settings={"max_tokens": 32, "temperature": 0})
     city = typed.run_sync("Which city is the capital of France?").output
