@@ -47,10 +47,10 @@ class Colour(BaseModel):
 # ---- langchain-openai and langchain-azure-ai ----------------------------------------------------------------
 
 
-def azure_chat_openai(platform: Platform, max_tokens: int, **options: Any) -> Any:
+def azure_chat_openai(platform: Platform, max_tokens: int, api_version: str = API_VERSION, **options: Any) -> Any:
     from langchain_openai import AzureChatOpenAI
 
-    return AzureChatOpenAI(azure_endpoint=platform.url, azure_deployment="chat", api_version=API_VERSION,
+    return AzureChatOpenAI(azure_endpoint=platform.url, azure_deployment="chat", api_version=api_version,
                            api_key=platform.deployment_key, max_tokens=max_tokens, temperature=0, max_retries=0,
                            **options)  # fmt: skip
 
@@ -120,6 +120,28 @@ def test_langchain_structured_output_a_tool_result_and_stream_usage(platform: Pl
     result = ToolMessage("Sunny, 21 C", tool_call_id=asked.tool_calls[0]["id"])
     answer = make(platform, 4).bind_tools([WEATHER]).invoke([question, asked, result])
     assert answer.response_metadata["finish_reason"] in ("stop", "length", "tool_calls")
+
+
+@pytest.mark.parametrize(
+    ("make", "model", "options"),
+    [
+        (azure_chat_openai, DEPLOYED, {"api_version": "2025-04-01-preview"}),
+        (chat_openai_on_foundry_v1, "tiny-llama", {}),
+    ],
+    ids=["AzureChatOpenAI-openai-responses", "ChatOpenAI-openai-v1-responses"],
+)
+def test_langchain_on_the_responses_api(platform: Platform, make: Any, model: str, options: dict[str, str]) -> None:
+    """`use_responses_api=True` (langchain-azure-ai's default with a Foundry project): `/openai/responses` with an
+    api-version (a deployment), and `/openai/v1/responses`."""
+    llm = make(platform, 16, use_responses_api=True, **options)
+    answer = llm.invoke(PROMPT)
+    assert answer.response_metadata["model_name"] == model and 0 < answer.usage_metadata["output_tokens"] <= 16
+    chunks = list(llm.stream(PROMPT))
+    assert sum(chunks[1:], chunks[0]).usage_metadata["output_tokens"] == answer.usage_metadata["output_tokens"]
+    tools = make(platform, 48, use_responses_api=True, **options).bind_tools([WEATHER], tool_choice="get_weather")
+    called = tools.invoke("Weather in Paris?")
+    assert [call["name"] for call in called.tool_calls] == ["get_weather"]
+    assert isinstance(llm.with_structured_output(Colour).invoke("A colour?"), Colour)
 
 
 # ---- LiteLLM --------------------------------------------------------------------------------------------------
