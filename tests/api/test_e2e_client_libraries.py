@@ -1,10 +1,11 @@
 """The client libraries of docs/api.md's table beyond the SDKs, run unchanged against a real server: langchain-openai
-(`AzureChatOpenAI` on `/openai/deployments/<name>`, `ChatOpenAI` on Foundry's `/openai/v1`), langchain-azure-ai
-(`AzureAIChatCompletionsModel` given the server as its endpoint, which is langchain-openai's `ChatOpenAI` on the Azure
-route `/chat/completions`), LiteLLM (`azure/`, `azure_ai/`) and pydantic-ai (`AzureProvider`, `OpenAIProvider` on
-`/v1`). Each: a plain chat, a streamed one (same text at temperature 0, same usage), and a tool call forced with
-`tool_choice` (the model has random weights; a forced call is constrained to the tool's schema). The Azure clients go
-through the deployment `chat` (a local replica); the others to the server's own model.
+(`AzureChatOpenAI` on `/openai/deployments/<name>` and `/openai/responses`, `ChatOpenAI` on Foundry's `/openai/v1`),
+langchain-azure-ai (`AzureAIChatCompletionsModel` given the server as its endpoint, which is langchain-openai's
+`ChatOpenAI` on the Azure route `/chat/completions`), LiteLLM (`azure/`, `azure_ai/`) and pydantic-ai (`AzureProvider`
+with its chat and Responses models, `OpenAIProvider` on `/v1`). Each: a plain chat, a streamed one (same text at
+temperature 0, same usage), and a tool call forced with `tool_choice` (the model has random weights; a forced call is
+constrained to the tool's schema). Most Azure clients go through the deployment `chat` (a local replica); the others
+to the server's own model.
 
 The libraries are imported inside the tests: importing them costs 2-11 s, which every test run would pay at
 collection.
@@ -200,6 +201,14 @@ def pydantic_ai_azure(platform: Platform) -> Any:
     return OpenAIChatModel("chat", provider=provider)
 
 
+def pydantic_ai_azure_responses(platform: Platform) -> Any:
+    from pydantic_ai.models.openai import OpenAIResponsesModel
+    from pydantic_ai.providers.azure import AzureProvider
+
+    provider = AzureProvider(azure_endpoint=platform.url, api_version="2025-04-01-preview", api_key=API_KEY)
+    return OpenAIResponsesModel("tiny-llama", provider=provider)
+
+
 def pydantic_ai_openai_v1(platform: Platform) -> Any:
     from pydantic_ai.models.openai import OpenAIChatModel
     from pydantic_ai.providers.openai import OpenAIProvider
@@ -207,7 +216,11 @@ def pydantic_ai_openai_v1(platform: Platform) -> Any:
     return OpenAIChatModel("tiny-llama", provider=OpenAIProvider(base_url=f"{platform.url}/v1", api_key=API_KEY))
 
 
-@pytest.mark.parametrize("make", [pydantic_ai_azure, pydantic_ai_openai_v1], ids=["AzureProvider", "OpenAIProvider"])
+@pytest.mark.parametrize(
+    "make",
+    [pydantic_ai_azure, pydantic_ai_azure_responses, pydantic_ai_openai_v1],
+    ids=["AzureProvider", "AzureProvider-responses", "OpenAIProvider"],
+)
 def test_pydantic_ai_agent_text_stream_and_tool_output(platform: Platform, make: Any) -> None:
     from pydantic_ai import Agent
 
