@@ -127,7 +127,7 @@ def test_pass_through_applies_llama_extras_and_ignores_unknown_ones() -> None:
 def test_openai_route_knows_stream_options_and_user() -> None:
     body = {"messages": USER, "stream": True, "stream_options": {"include_usage": True}, "user": "u1"}
     assert parse_chat(body, "error", is_openai_route=True).stream
-    assert rejected(body).code == "extra_parameters_not_allowed"
+    assert rejected(body).code == "extra_parameters_not_allowed"  # `user`, on the Azure routes
 
 
 def test_openai_route_takes_max_completion_tokens_as_max_tokens() -> None:
@@ -138,7 +138,16 @@ def test_openai_route_takes_max_completion_tokens_as_max_tokens() -> None:
     with pytest.raises(ApiError) as caught:
         parse_chat({**body, "max_tokens": 8}, "error", is_openai_route=True)
     assert (caught.value.status, caught.value.param) == (400, "max_completion_tokens")
-    assert rejected(body).code == "extra_parameters_not_allowed"  # the Azure routes keep the contract's rule
+
+
+def test_azure_routes_ignore_parallel_tool_calls_and_stream_options() -> None:
+    """langchain-azure-ai 1.2.12 (ChatOpenAI on /chat/completions) sends `parallel_tool_calls: false` for structured
+    output and agents, `stream_options` with `stream_usage=True`: each was 400 extra_parameters_not_allowed. Other
+    OpenAI fields keep the contract's rule."""
+    body = {"messages": USER, "max_completion_tokens": 7, "parallel_tool_calls": False,
+            "stream": True, "stream_options": {"include_usage": True}}  # fmt: skip
+    assert params_of(body, "error").max_tokens == 7
+    assert rejected({**body, "user": "u1"}).code == "extra_parameters_not_allowed"
 
 
 def test_azure_routes_take_max_completion_tokens_too() -> None:

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from llamafoundry.protocol.bounds import check_nesting, check_request_bounds
 from llamafoundry.protocol.errors import ApiError, invalid, not_supported
 from llamafoundry.protocol.schemas import (
+    AZURE_IGNORED_PARAMETERS,
     LLAMA_EXTRA_PARAMETERS,
     OPENAI_ROUTE_PARAMETERS,
     SPEC_PARAMETERS,
@@ -147,7 +148,7 @@ def parse_chat(
         check_unknown([key for key in body if key not in known], mode)
         passed = {k: v for k, v in body.items() if k in LLAMA_EXTRA_PARAMETERS}
     else:
-        extras = [key for key in body if key not in SPEC_PARAMETERS]
+        extras = [key for key in body if key not in SPEC_PARAMETERS and key not in AZURE_IGNORED_PARAMETERS]
         check_extras(extras, mode)
         passed = {k: body[k] for k in extras if k in LLAMA_EXTRA_PARAMETERS} if mode == "pass-through" else {}
         if mode == "pass-through" and set(extras) - LLAMA_EXTRA_PARAMETERS:

@@ -226,6 +226,12 @@ OPENAI_IGNORED_PARAMETERS = frozenset(
      "safety_identifier", "reasoning_effort", "verbosity", "modalities", "prompt_cache_retention"}
 )  # fmt: skip
 OPENAI_ROUTE_PARAMETERS = OPENAI_IGNORED_PARAMETERS | RENAMED_PARAMETERS
+# The OpenAI fields that clients built on the openai SDK send to the Azure routes too (langchain-azure-ai's
+# AzureAIChatCompletionsModel is langchain-openai's ChatOpenAI pointed at /chat/completions; its structured output
+# and agents send `parallel_tool_calls: false`, `stream_usage=True` sends `stream_options: {"include_usage": true}`).
+# They ask for what the server does anyway (a Llama 3 turn holds one tool call; a stream's last chunk carries its
+# usage), so the Azure routes ignore them as well instead of refusing them as extra parameters.
+AZURE_IGNORED_PARAMETERS = frozenset({"parallel_tool_calls", "stream_options"})
 
 
 class LlamaExtras(_Model):
