@@ -97,11 +97,14 @@ class UpstreamPool:
         if self.client is None or any(_is_up(u) for u in self.client.upstreams):
             return None
         states = "; ".join(f"{u.base_url}: {u.last_error or 'down'}" for u in self.client.upstreams)
-        servers = "The upstream server" if len(self.client.upstreams) == 1 else "None of the upstream servers"
-        verb = "is not answering" if len(self.client.upstreams) == 1 else "is answering"
+        if len(self.client.upstreams) == 1:  # the sentence of an unreachable server (upstream.engine_error)
+            return (
+                f"The model's server cannot be reached ({states}); retry in a few seconds, and check that the "
+                "upstream server is running if it keeps failing."
+            )
         return (
-            f"{servers} of deployment '{self.name}' {verb} ({states}). Retry in a few seconds; if it keeps "
-            "failing, check that the upstream servers are running."
+            f"None of the upstream servers of deployment '{self.name}' is answering ({states}). Retry in a few "
+            "seconds; if it keeps failing, check that the upstream servers are running."
         )
 
 
