@@ -142,6 +142,22 @@ def test_no_upstream_up_is_a_503_naming_each(setup: Setup) -> None:
     assert "None of the upstream servers of deployment 'down'" in message and all(url in message for url in dead)
 
 
+def test_management_api_changes_the_servers_of_a_deployment(setup: Setup) -> None:
+    admin = cli_json(setup.gateway.home, "deploy", "admin-key", "--regenerate")["admin_key"]
+    url = f"{setup.gateway.url}/management/deployments/down"
+    wrong = httpx.patch(url, headers={"api-key": admin}, json={"upstream": [1]}, timeout=10)
+    assert wrong.status_code == 400 and wrong.json()["error"]["param"] == "upstream"
+    changed = httpx.patch(url, headers={"api-key": admin}, json={"upstream": [setup.single.url]}, timeout=10)
+    assert changed.status_code == 200 and changed.json()["upstream"] == setup.single.url
+    chat = f"{setup.gateway.url}/deployments/down/chat/completions"
+
+    def answers() -> bool:
+        body = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+        return httpx.post(chat, headers={"api-key": setup.keys["down"]}, json=body, timeout=60).status_code == 200
+
+    wait_for(answers, 10, "the deployment forwarding to its new upstream")
+
+
 def metric(setup: Setup, name: str, upstream: LlamaServer) -> float:
     text = httpx.get(f"{setup.gateway.url}/metrics", timeout=10).text
     found = re.search(rf'^llamafoundry_{name}{{deployment="pool",upstream="{re.escape(upstream.url)}"}} (\S+)$', text,
@@ -174,8 +190,9 @@ async def one_request(setup: Setup, client: httpx.AsyncClient, stream: bool) -> 
             return outcome
         async for line in answer.aiter_lines():
             data = line.removeprefix("data: ")
+            if data == "[DONE]":
+                outcome.completed = outcome.error is None
             if not line.startswith("data: ") or data == "[DONE]":
-                outcome.completed = outcome.error is None and data == "[DONE]"
                 continue
             chunk = json.loads(data)
             if "error" in chunk:
