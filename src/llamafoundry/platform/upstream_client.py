@@ -28,7 +28,8 @@ FAILED_BACKOFF_S = 2.0
 PROBE_TIMEOUT_S = 3.0
 RETRIED_STATUSES = (502, 503)  # a proxy with nothing behind it, a server loading or stopping: nothing was done
 # Failures before any byte of the answer: the server took no request (connect) or died with it (closed, reset).
-UNANSWERED = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+UNSENT = (httpx.ConnectError, httpx.ConnectTimeout)
+UNANSWERED = (*UNSENT, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 
 class UpstreamError(Exception):
@@ -39,6 +40,8 @@ class UpstreamError(Exception):
         message: the upstream's own error message when it sent one.
         param: the request field the upstream blamed, if it said.
         is_unsent: the request never reached the server (no connection).
+        is_unanswered: no byte of an answer came (no connection, or one closed or reset first): the request may
+            go to another server.
     """
 
     def __init__(
@@ -48,12 +51,14 @@ class UpstreamError(Exception):
         param: str | None = None,
         is_unsent: bool = False,
         code: str | None = None,
+        is_unanswered: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.param = param
-        self.is_unsent = is_unsent  # no connection was made: another server may take the request
+        self.is_unsent = is_unsent  # no connection was made
+        self.is_unanswered = is_unanswered or is_unsent  # nothing came back: another server may take the request
         self.code = code  # the upstream's own error code (`generation_failed`, `context_length_exceeded`, ...)
 
 
@@ -187,7 +192,7 @@ class RemoteChatClient:
                 response = await self._send(upstream, request)
             except UpstreamError as exc:
                 upstream.num_in_flight -= 1
-                if exc.is_unsent and can_go_elsewhere:
+                if exc.is_unanswered and can_go_elsewhere:
                     upstream.num_retries += 1
                     continue
                 raise
@@ -208,7 +213,8 @@ class RemoteChatClient:
         except httpx.TransportError as exc:
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             upstream.failed(error)
-            raise UpstreamError(None, error, is_unsent=isinstance(exc, UNANSWERED)) from None
+            unsent, unanswered = isinstance(exc, UNSENT), isinstance(exc, UNANSWERED)
+            raise UpstreamError(None, error, is_unsent=unsent, is_unanswered=unanswered) from None
         if response.status_code not in RETRIED_STATUSES:
             upstream.answered()
         return response
