@@ -150,8 +150,8 @@ def hanging_up() -> Iterator[str]:
         listener.close()
 
 
-async def pool_over(urls: list[str]) -> tuple[UpstreamPool, RemoteChatClient]:
-    pool = UpstreamPool(urls, name="pool", interval_s=0.05)
+async def pool_over(urls: list[str], interval_s: float = 0.05) -> tuple[UpstreamPool, RemoteChatClient]:
+    pool = UpstreamPool(urls, name="pool", interval_s=interval_s)
     client = RemoteChatClient((await pool.start())[0])
     pool.attach(client)
     await pool.check()
@@ -223,5 +223,27 @@ def test_a_server_that_comes_back_is_up_at_the_next_check() -> None:
         finally:
             await pool.stop()
             await client.aclose()
+
+    asyncio.run(run())
+
+
+class Bare(Answering):
+    """Answers chat requests but has neither /health nor /v1/models."""
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._send(404, {"error": {"message": "not found"}})
+
+
+def test_a_server_without_health_routes_is_up_once_it_answers_a_request() -> None:
+    async def run() -> None:
+        with http_server(Bare) as bare:
+            pool, client = await pool_over([bare], interval_s=60)  # no check between the request and the assert
+            try:
+                assert pool.status()["upstreams"][0]["last_error"] == "health check: models answered 404"
+                await client.complete({"messages": []})
+                assert client.upstreams[0].is_up
+            finally:
+                await pool.stop()
+                await client.aclose()
 
     asyncio.run(run())

@@ -174,8 +174,8 @@ class RemoteChatClient:
     ) -> tuple[Upstream, httpx.Response]:
         """Send the request to a server, counted in flight there (the caller ends the count), and return once the
         answer's headers came (its body unread). A server that did not accept the request (`UNANSWERED`, or a
-        502 or 503: loading, restarting, shutting down) goes down, and the request to the next server, until
-        each was tried once."""
+        502 or 503: loading, restarting, shutting down) is set aside, and the request goes to the next server,
+        until each was tried once; a server that answers 200 is up, whatever its last health check said."""
         tried: list[Upstream] = []
         keys = conversation_keys(body)
         preferred = self.affinity.preferred(keys)
@@ -204,6 +204,7 @@ class RemoteChatClient:
                 await response.aclose()
                 continue
             if response.status_code == 200:
+                upstream.is_up = True
                 self.affinity.record(keys, upstream.base_url)
             return upstream, response
 
@@ -222,7 +223,7 @@ class RemoteChatClient:
     async def probe(self, upstream: Upstream) -> None:
         """A health check: GET `/health` at the server's root (llama-server, vLLM, llamafoundry), else
         `<base>/models` for a server without one; up on a 200, down otherwise (llama-server answers 503 while it
-        loads)."""
+        loads: no second try then)."""
         root = upstream.base_url.rstrip("/").removesuffix("/v1")
         error = "no answer"
         for url in (f"{root}/health", api_url(upstream.base_url, "models")):
@@ -236,7 +237,7 @@ class RemoteChatClient:
                 upstream.is_up, upstream.failed_at = True, None
                 return
             error = f"health check: {url.rsplit('/', 1)[-1]} answered {response.status_code}"
-            if response.status_code != 404:
+            if response.status_code == 503:
                 break
         upstream.is_up = False
         upstream.failed(error)
