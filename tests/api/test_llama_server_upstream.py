@@ -225,7 +225,9 @@ def test_pool_survives_an_upstream_killed_under_load(setup: Setup, capsys: pytes
     async def run() -> list[Outcome]:
         async with httpx.AsyncClient(timeout=120) as client:
             tasks = [asyncio.create_task(one_request(setup, client, stream=i % 2 == 1)) for i in range(num_requests)]
+            deadline = asyncio.get_running_loop().time() + 60
             while await asyncio.to_thread(metric, setup, "upstream_in_flight", doomed) < 4:  # busy, some queued
+                assert asyncio.get_running_loop().time() < deadline, "the load never reached the doomed server"
                 await asyncio.sleep(0.02)
             doomed.kill()
             return await asyncio.gather(*tasks)

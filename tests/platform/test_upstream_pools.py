@@ -137,8 +137,9 @@ def hanging_up() -> Iterator[str]:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError, OSError):
                 conn, _ = listener.accept()
-                conn.recv(65536)
-                conn.close()
+                with conn:
+                    conn.settimeout(0.5)  # a client that sends nothing must not hold the loop (nor stop's join)
+                    conn.recv(65536)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -146,14 +147,17 @@ def hanging_up() -> Iterator[str]:
         yield f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
     finally:
         stop.set()
-        thread.join()
+        thread.join(timeout=5)
         listener.close()
 
 
-async def pool_over(urls: list[str], interval_s: float = 0.05) -> tuple[UpstreamPool, RemoteChatClient]:
-    pool = UpstreamPool(urls, name="pool", interval_s=interval_s)
+async def pool_over(urls: list[str], checking: bool = False) -> tuple[UpstreamPool, RemoteChatClient]:
+    """A pool checked once; `checking`: and every 0.05 s after (else no check races the test's own steps)."""
+    pool = UpstreamPool(urls, name="pool", interval_s=0.05)
     client = RemoteChatClient((await pool.start())[0])
-    pool.attach(client)
+    if checking:
+        pool.attach(client)
+    pool.client = client
     await pool.check()
     return pool, client
 
@@ -206,7 +210,7 @@ def test_a_server_that_comes_back_is_up_at_the_next_check() -> None:
 
     async def run() -> None:
         url = f"http://127.0.0.1:{port}/v1"
-        pool, client = await pool_over([url])
+        pool, client = await pool_over([url], checking=True)
         try:
             assert not pool.status()["upstreams"][0]["up"]
             server = ThreadingHTTPServer(("127.0.0.1", port), Answering)
@@ -237,7 +241,7 @@ class Bare(Answering):
 def test_a_server_without_health_routes_is_up_once_it_answers_a_request() -> None:
     async def run() -> None:
         with http_server(Bare) as bare:
-            pool, client = await pool_over([bare], interval_s=60)  # no check between the request and the assert
+            pool, client = await pool_over([bare])
             try:
                 assert pool.status()["upstreams"][0]["last_error"] == "health check: models answered 404"
                 await client.complete({"messages": []})
