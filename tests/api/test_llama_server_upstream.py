@@ -45,21 +45,24 @@ class Setup:
 @pytest.fixture(scope="module")
 def setup(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     logs = tmp_path_factory.mktemp("llama-servers")
-    servers = [start_llama_server(tiny_model_path, logs) for _ in range(3)]
-    home = tmp_path_factory.mktemp("llama-upstream-home")
-    dead = [f"http://127.0.0.1:{free_port()}/v1" for _ in range(2)]  # nothing listens there
-    specs = {
-        "llama": ["--model", MODEL, "--upstream", servers[0].url],
-        "pool": ["--model", "Llama-3.2-1B-Instruct", "--type", "managed", "--upstream", servers[1].url,
-                 "--upstream", servers[2].url],
-        "down": ["--model", "Llama-3.2-3B-Instruct", "--type", "managed", "--upstream", ",".join(dead)],
-    }
-    keys = {name: cli_json(home, "deploy", "create", name, *args)["primary_key"] for name, args in specs.items()}
-    gateway = start_gateway(home, tiny_model_path, "--no-default")
-    yield Setup(gateway, keys, servers[0], servers[1:])
-    gateway.stop()
-    for server in servers:
-        server.stop()
+    servers: list[LlamaServer] = []
+    try:
+        servers += [start_llama_server(tiny_model_path, logs) for _ in range(3)]
+        home = tmp_path_factory.mktemp("llama-upstream-home")
+        dead = [f"http://127.0.0.1:{free_port()}/v1" for _ in range(2)]  # nothing listens there
+        specs = {
+            "llama": ["--model", MODEL, "--upstream", servers[0].url],
+            "pool": ["--model", "Llama-3.2-1B-Instruct", "--type", "managed", "--upstream", servers[1].url,
+                     "--upstream", servers[2].url],
+            "down": ["--model", "Llama-3.2-3B-Instruct", "--type", "managed", "--upstream", ",".join(dead)],
+        }  # fmt: skip
+        keys = {name: cli_json(home, "deploy", "create", name, *args)["primary_key"] for name, args in specs.items()}
+        gateway = start_gateway(home, tiny_model_path, "--no-default")
+        yield Setup(gateway, keys, servers[0], servers[1:])
+        gateway.stop()
+    finally:  # a failed setup leaves no server behind
+        for server in servers:
+            server.stop()
 
 
 def sdk(setup: Setup, name: str = "llama") -> openai.OpenAI:
