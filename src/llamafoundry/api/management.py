@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +48,12 @@ SETTING_FIELDS: dict[str, type] = {
     "tpm": int, "rpm": int, "content_safety": bool,
     **{name: kind for name, (kind, *_) in sizing.FIELDS.items()},  # deploy create/update --ctx-size ...
 }  # fmt: skip
-CREATE_FIELDS: dict[str, type] = {
+CREATE_FIELDS: dict[str, type | tuple[type, ...]] = {
     "name": str,
     "model": str,
     "type": str,
     "weights": str,
-    "upstream": str,
+    "upstream": (str, list),  # one base URL, or a pool's several
     "upstream_model": str,
     "upstream_key": str,
     "instances": int,
@@ -109,13 +109,16 @@ def management_router(store: Store, home: Path, gateway: Gateway | None = None) 
 
     async def update(request: Request) -> Response:
         body = parse_json_object(await read_body(request), request.headers.get("content-type"))
-        _check_fields(body, {**SETTING_FIELDS, "instances": int})
+        _check_fields(body, {**SETTING_FIELDS, "instances": int, "upstream": (str, list)})
         deployment = await _call(ops.get_deployment, store, request.path_params["name"])
         changes = _settings(body, deployment.settings)
-        if not changes and body.get("instances") is None:
-            raise ApiError(400, "missing_value", f"Nothing to change: send instances, {', '.join(SETTING_FIELDS)}.")
+        if not changes and body.get("instances") is None and body.get("upstream") is None:
+            raise ApiError(400, "missing_value", "Nothing to change: send instances, upstream, "
+                           f"{', '.join(SETTING_FIELDS)}.")  # fmt: skip
         if body.get("instances") is not None:
             await _call(ops.scale, store, deployment.name, body["instances"])
+        if body.get("upstream") is not None:
+            await _call(ops.set_upstream, store, deployment.name, _upstream(body))
         updated = await _call(ops.update_settings, store, deployment.name, changes)
         job = await asyncio.to_thread(downloads.get_job, store, updated.name)
         return json_response(_describe(updated, gateway, job))
@@ -218,14 +221,23 @@ async def _call(function: Callable[..., Any], *args: Any) -> Any:
         raise ApiError(exc.status, exc.code, exc.message) from None
 
 
-def _check_fields(body: dict[str, Any], allowed: dict[str, type]) -> None:
+def _check_fields(body: dict[str, Any], allowed: Mapping[str, type | tuple[type, ...]]) -> None:
     for key, value in body.items():
         expected = allowed.get(key)
         if expected is None:
             fields = ", ".join(allowed)
             raise ApiError(400, "invalid_value", f"Unknown field '{key}'. Send only: {fields}.", key)
         if value is not None and (not isinstance(value, expected) or (expected is int and isinstance(value, bool))):
-            raise ApiError(400, "invalid_value", f"'{key}' must be a {expected.__name__}.", key)
+            kinds = expected if isinstance(expected, tuple) else (expected,)
+            raise ApiError(400, "invalid_value", f"'{key}' must be a {' or '.join(k.__name__ for k in kinds)}.", key)
+
+
+def _upstream(body: dict[str, Any]) -> str | list[str] | None:
+    """`upstream`: one base URL, or a list of them (a pool)."""
+    value = body.get("upstream")
+    if isinstance(value, list) and not all(isinstance(url, str) for url in value):
+        raise ApiError(400, "invalid_value", "'upstream' must be a URL or a list of URLs.", "upstream")
+    return value
 
 
 def _settings(body: dict[str, Any], current: dict[str, Any] | None) -> dict[str, Any]:
@@ -255,7 +267,7 @@ def _spec(body: dict[str, Any]) -> ops.DeploymentSpec:
         model=body["model"],
         type=body.get("type") or "serverless",
         weights=Path(body["weights"]) if body.get("weights") else None,
-        upstream_url=body.get("upstream"),
+        upstream_url=_upstream(body),
         upstream_model=body.get("upstream_model"),
         upstream_api_key=body.get("upstream_key"),
         instances=body.get("instances"),

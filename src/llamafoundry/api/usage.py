@@ -35,6 +35,7 @@ from llamafoundry.api.limits import (
     request_usage,
 )
 from llamafoundry.api.metrics import Metrics
+from llamafoundry.api.metrics_pools import UpstreamPoolCollector
 from llamafoundry.api.recording import NOT_METERED, Recorder, final_status
 from llamafoundry.config import ServeSettings
 from llamafoundry.platform.catalog import SERVERLESS
@@ -261,6 +262,8 @@ def install_accounting(
     gateway = getattr(app.state, "gateway", None)
     if accounting.limits.resolve is None and gateway is not None:
         accounting.limits.resolve = gateway_limits(gateway)
+    if gateway is not None:  # the health of --upstream pools (api/metrics_pools.py)
+        accounting.metrics.registry.register(UpstreamPoolCollector(gateway))
     app.state.accounting = accounting
     app.add_middleware(AccountingMiddleware, accounting=accounting)
     endpoint: Callable[[Request], Awaitable[Response]] = accounting.metrics.endpoint

@@ -29,7 +29,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     create.add_argument("--model", required=True, help="catalog model name (`llamafoundry models list`)")
     create.add_argument("--type", default="serverless", choices=["serverless", "managed"])
     create.add_argument("--weights", type=Path, help="local GGUF file (default: download the catalog's GGUF)")
-    create.add_argument("--upstream", help="base URL of an OpenAI-compatible server already running the model")
+    create.add_argument("--upstream", action="append", help="base URL of an OpenAI-compatible server already "
+                        "running the model; repeat it (or separate URLs by commas) for a pool")  # fmt: skip
     create.add_argument("--upstream-model", help="model name the upstream serves (default: the catalog name)")
     create.add_argument("--upstream-key", help="key the upstream wants (stored in the data directory)")
     create.add_argument("--instances", type=int, help="managed compute: replicas of the model (default 1)")
@@ -50,6 +51,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     _add_sizing_options(update)
     update.add_argument("--instances", type=int, help="managed compute: replicas (the current ones answer until "
                         "the new set is ready)")  # fmt: skip
+    update.add_argument("--upstream", action="append", help="an --upstream deployment's servers, all of them "
+                        "(repeat it, or separate URLs by commas)")  # fmt: skip
     update.set_defaults(handler=_update, audit_action="deployment.update")
 
     listing = sub.add_parser("list", help="list deployments")
@@ -219,7 +222,7 @@ def _check_guard(store: Any, guard: str | None) -> None:
 
 def _update(args: argparse.Namespace) -> int:
     from llamafoundry.platform.content_safety import SETTING_CONTENT_SAFETY
-    from llamafoundry.platform.deployments import describe, get_deployment, scale, update_settings
+    from llamafoundry.platform.deployments import describe, get_deployment, scale, set_upstream, update_settings
 
     changes = limit_settings(args.tpm, args.rpm)
     with open_store(args) as store:
@@ -232,11 +235,13 @@ def _update(args: argparse.Namespace) -> int:
         if sizes is None:
             return 1
         changes.update(sizes)
-        if not changes and args.instances is None:
+        if not changes and args.instances is None and not args.upstream:
             console.print("[red]error:[/red] nothing to change: give --tpm N, --rpm N, --content-safety*, sizing "
-                          "options (--ctx-size, --parallel, ...) or --instances N.")  # fmt: skip
+                          "options (--ctx-size, --parallel, ...), --instances N or --upstream URL.")  # fmt: skip
             return 2
         if args.instances is not None and _run(lambda: scale(store, args.name.lower(), args.instances)) is None:
+            return 1
+        if args.upstream and _run(lambda: set_upstream(store, args.name.lower(), args.upstream)) is None:
             return 1
         updated = _run(lambda: update_settings(store, args.name.lower(), changes))
         if updated is None:
@@ -261,7 +266,8 @@ def _list(args: argparse.Namespace) -> int:
         table.add_column(column)
     for d in found:
         where = d.get("upstream") or d.get("weights") or ""
-        table.add_row(d["name"], d["project"], d["model"], d["type"], str(where), str(d.get("instances", "-")),
+        table.add_row(d["name"], d["project"], d["model"], d["type"], where if isinstance(where, str) else
+                      ", ".join(where), str(d.get("instances", "-")),
                       d["created_at"], d.get("expires_at", "-"))  # fmt: skip
     _stdout().print(table)
     return 0

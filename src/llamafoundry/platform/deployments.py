@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,19 +38,20 @@ from llamafoundry.platform.weights import WeightsError, hub_url, resolve_weights
 
 SHARED_QUOTA_LIFETIME_S = 168 * 3600  # Azure deletes shared-quota deployments 168 hours after creation
 MAX_INSTANCES = 16
+MAX_UPSTREAMS = 16
 _NAME = re.compile(r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$")
 
 
 @dataclass
 class DeploymentSpec:
     """What `deploy create` asks for. `weights` and `upstream_url` are exclusive; with neither, the catalog's
-    GGUF is downloaded."""
+    GGUF is downloaded. `upstream_url` is one base URL, several (a pool) in a list or separated by commas."""
 
     name: str
     model: str
     type: str = SERVERLESS
     weights: Path | None = None
-    upstream_url: str | None = None
+    upstream_url: str | Sequence[str] | None = None
     upstream_model: str | None = None
     upstream_api_key: str | None = None
     instances: int | None = None
@@ -84,7 +86,7 @@ def create_deployment(
     instances = (spec.instances or 1) if is_managed else 1
     instance_type = find_instance_type(spec.instance_type or DEFAULT_INSTANCE_TYPE).name if is_managed else None
     if spec.upstream_url:
-        upstream = check_upstream_url(spec.upstream_url)
+        upstream = check_upstream_urls(spec.upstream_url)
         _refuse_sizing_of_upstream(spec.settings, name)
     else:
         found, source = _local_weights(model, spec.weights, home)
@@ -162,6 +164,18 @@ def update_settings(store: Store, name: str, changes: dict[str, Any]) -> Deploym
     return store.update_settings(deployment.name, changes)
 
 
+def set_upstream(store: Store, name: str, urls: str | Sequence[str]) -> Deployment:
+    """Change the servers an `--upstream` deployment forwards to; a gateway starts forwarding to the new pool
+    while requests in flight finish on the old one."""
+    deployment = get_deployment(store, name)
+    if not deployment.upstream_url:
+        raise DeploymentError(
+            f"Deployment '{deployment.name}' serves local weights; --upstream changes the servers of a deployment "
+            "created with --upstream. Create a new deployment to forward to a server."
+        )
+    return store.set_upstream(deployment.name, check_upstream_urls(urls))
+
+
 def _refuse_sizing_of_upstream(settings: dict[str, Any], name: str) -> None:
     given = [field for field in sizing.FIELDS if settings.get(field) is not None]
     if given:
@@ -188,12 +202,29 @@ def check_name(name: str) -> str:
 
 def check_upstream_url(url: str) -> str:
     parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+    if parsed.scheme not in ("http", "https") or not parsed.netloc or "," in url or any(c.isspace() for c in url):
         raise DeploymentError(
             f"--upstream {url} is not an http(s) URL. Give the base URL of an OpenAI-compatible server, such as "
             "http://10.0.0.5:8000/v1."
         )
     return url.rstrip("/")
+
+
+def check_upstream_urls(urls: str | Sequence[str]) -> str:
+    """One or several base URLs (a list, or a string separated by commas) as the store keeps them: checked,
+    without duplicates, joined by commas (a single URL stays as it was stored before pools)."""
+    given = upstream_urls(urls) if isinstance(urls, str) else [u for url in urls for u in upstream_urls(url)]
+    checked = list(dict.fromkeys(check_upstream_url(url) for url in given))
+    if not checked:
+        raise DeploymentError("--upstream needs at least one base URL, such as http://10.0.0.5:8000/v1.")
+    if len(checked) > MAX_UPSTREAMS:
+        raise DeploymentError(f"--upstream takes at most {MAX_UPSTREAMS} servers, got {len(checked)}.")
+    return ",".join(checked)
+
+
+def upstream_urls(stored: str | None) -> list[str]:
+    """The base URLs of a stored (or given) `upstream_url`: one, or several separated by commas."""
+    return [url.strip() for url in (stored or "").split(",") if url.strip()]
 
 
 def _catalog_model(name: str) -> CatalogModel:
@@ -319,7 +350,8 @@ def describe(deployment: Deployment, now: float | None = None) -> dict[str, Any]
         "input_modalities": list(model.input_modalities),
     }
     if deployment.upstream_url:
-        body["upstream"] = deployment.upstream_url
+        urls = upstream_urls(deployment.upstream_url)
+        body["upstream"] = urls[0] if len(urls) == 1 else urls  # as it was given: one URL, or a pool
         if deployment.upstream_model:
             body["upstream_model"] = deployment.upstream_model
     else:

@@ -135,7 +135,14 @@ class ReplicaSet:
         if not crashed:
             return None
         latest = max(crashed, key=lambda r: r.last_exit_at or 0.0)
-        return f"Replica {latest.index} of deployment '{self.spec.name}' {latest.last_exit}"
+        return (
+            f"Replica {latest.index} of deployment '{self.spec.name}' {latest.last_exit} It is being restarted; "
+            "retry in a few seconds."
+        )
+
+    def attach(self, client: Any) -> None:
+        """Nothing to watch through the client: the replicas' own processes say when one fails."""
+        return None
 
     async def _launch(self, replica: Replica) -> None:
         spec = self.spec

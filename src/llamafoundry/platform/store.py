@@ -92,7 +92,8 @@ class StoreConflict(Exception):
 
 @dataclass(frozen=True)
 class Deployment:
-    """A deployment as stored. `weights_path` xor `upstream_url` says where the model runs.
+    """A deployment as stored. `weights_path` xor `upstream_url` says where the model runs; `upstream_url` holds
+    one base URL, or a pool's several separated by commas (`deployments.upstream_urls` reads them).
 
     `settings` holds per-deployment options that other parts of the platform own (rate limits, content
     safety, price overrides), as JSON; read them with `.settings.get(...)`.
@@ -358,6 +359,16 @@ class Store:
         with self._write() as conn:
             done = conn.execute(deployments.update().where(deployments.c.name == name).values(instances=instances))
             if done.rowcount == 0:
+                raise KeyError(name)
+        found = self.get_deployment(name)
+        assert found is not None
+        return found
+
+    def set_upstream(self, name: str, upstream_url: str) -> Deployment:
+        """The servers an `--upstream` deployment forwards to (base URLs separated by commas)."""
+        with self._write() as conn:
+            changed = deployments.update().where(deployments.c.name == name).values(upstream_url=upstream_url)
+            if conn.execute(changed).rowcount == 0:
                 raise KeyError(name)
         found = self.get_deployment(name)
         assert found is not None

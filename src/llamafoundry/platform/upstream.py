@@ -1,7 +1,8 @@
-"""A chat backend whose model runs behind OpenAI-compatible servers: an `--upstream` URL, or the replica
-processes of a local deployment. It satisfies `service.backend.ChatBackend`, so the API serves it as it serves the
-server's own model; requests and answers go through the one codec of the wire format (`protocol.forward`), so
-tools, tool calls, `response_format`, logprobs and the Llama extras survive the hop.
+"""A chat backend whose model runs behind OpenAI-compatible servers: the `--upstream` URLs (a pool,
+`upstream_pool.py`), or the replica processes of a local deployment. It satisfies `service.backend.ChatBackend`,
+so the API serves it as it serves the server's own model; requests and answers go through the one codec of the
+wire format (`protocol.forward`), so tools, tool calls, `response_format`, logprobs and the Llama extras survive
+the hop.
 
 A request is prepared as a local one is (`service.sampling`, `service.structured`: the same checks, the same
 errors), and its prompt counted with the Llama 3 tokenizer (`service.prompt_counter`) for the rate limits; the
@@ -55,33 +56,14 @@ class UpstreamProvider(Protocol):
         """What the deployment's runtime status shows of the servers (a replica set: its replicas)."""
         ...
 
-    def failure_note(self) -> str | None:
-        """A sentence on why the servers may not be answering (a replica that crashed), or None."""
+    def attach(self, client: RemoteChatClient) -> None:
+        """The client that forwards to the servers, once the service made it (a pool health-checks them)."""
         ...
 
-
-class FixedUpstream:
-    """An existing server at `base_url` (a `deploy create --upstream` deployment)."""
-
-    def __init__(self, base_url: str, api_key: str | None = None) -> None:
-        self.base_url = base_url
-        self.api_key = api_key
-
-    async def start(self) -> tuple[list[str], str | None]:
-        return [self.base_url], self.api_key
-
-    async def stop(self) -> None:
-        return None
-
-    @property
-    def is_ready(self) -> bool:
-        return True
-
-    def status(self) -> dict[str, Any]:
-        return {}
-
     def failure_note(self) -> str | None:
-        return None
+        """Sentences on why the servers may not be answering (a replica that crashed, a pool that is down), or
+        None."""
+        ...
 
 
 class UpstreamChatService:
@@ -118,12 +100,12 @@ class UpstreamChatService:
         return self.client is not None and self.provider.is_ready
 
     def failure_note(self) -> str | None:
-        note = self.provider.failure_note()
-        return None if note is None else f"{note} It is being restarted; retry in a few seconds."
+        return self.provider.failure_note()
 
     async def start(self) -> None:
         base_urls, api_key = await self.provider.start()
         self.client = RemoteChatClient(base_urls, api_key, self.verify_tls)
+        self.provider.attach(self.client)
         # Load the tokenizer (~0.25 s) now rather than on a first request; the service is ready meanwhile.
         await asyncio.to_thread(llama_prompt_counter)
 

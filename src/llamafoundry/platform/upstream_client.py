@@ -3,8 +3,10 @@
 `RemoteChatClient` posts OpenAI chat-completions bodies to `<base>/chat/completions` and hands back the JSON
 answer, or, when streaming, each `data:` chunk as a dict until `[DONE]`. It knows nothing of the service's
 records: the platform's `UpstreamChatService` builds the bodies and reads the answers. Several base URLs
-(replicas of one model) are balanced by the fewest requests in flight, skipping a server that just failed to
-connect; a request no server has taken yet (no connection, or a 503) goes to the next one.
+(replicas of one model, or an `--upstream` pool) are balanced by the fewest requests in flight, skipping a server
+that is down (a failed connection, or a failed health check, `probe`); a request no server has accepted yet (no
+connection, a connection closed before any byte of an answer, a 502 or 503) goes to the next one. Nothing is
+retried once an answer has begun: a stream whose server breaks ends with an error.
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ from llamafoundry.model.prefix_routing import PrefixAffinity, conversation_keys
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 600.0  # a long completion on CPU sends nothing until it is done
 FAILED_BACKOFF_S = 2.0
+PROBE_TIMEOUT_S = 3.0
+RETRIED_STATUSES = (502, 503)  # a proxy with nothing behind it, a server loading or stopping: nothing was done
+# Failures before any byte of the answer: the server took no request (connect) or died with it (closed, reset).
+UNSENT = (httpx.ConnectError, httpx.ConnectTimeout)
+UNANSWERED = (*UNSENT, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 
 class UpstreamError(Exception):
@@ -33,6 +40,8 @@ class UpstreamError(Exception):
         message: the upstream's own error message when it sent one.
         param: the request field the upstream blamed, if it said.
         is_unsent: the request never reached the server (no connection).
+        is_unanswered: no byte of an answer came (no connection, or one closed or reset first): the request may
+            go to another server.
     """
 
     def __init__(
@@ -42,12 +51,14 @@ class UpstreamError(Exception):
         param: str | None = None,
         is_unsent: bool = False,
         code: str | None = None,
+        is_unanswered: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.param = param
-        self.is_unsent = is_unsent  # no connection was made: another server may take the request
+        self.is_unsent = is_unsent  # no connection was made
+        self.is_unanswered = is_unanswered or is_unsent  # nothing came back: another server may take the request
         self.code = code  # the upstream's own error code (`generation_failed`, `context_length_exceeded`, ...)
 
 
@@ -65,12 +76,25 @@ def api_url(base_url: str, path: str = CHAT) -> str:
 
 @dataclass
 class Upstream:
-    """One server, and what the balancer knows about it."""
+    """One server, and what the balancer knows about it: a failed request keeps it aside for FAILED_BACKOFF_S;
+    `is_up` is what the last health check said (`probe`; never checked: True); `num_retries` counts requests it
+    did not accept that went on to another server."""
 
     base_url: str
     num_in_flight: int = 0
     num_requests: int = 0
+    num_retries: int = 0
     failed_at: float | None = None
+    is_up: bool = True
+    last_error: str | None = None
+    last_error_at: float | None = None
+
+    def failed(self, error: str) -> None:
+        self.last_error, self.last_error_at = error, time.time()
+        self.failed_at = time.monotonic()
+
+    def answered(self) -> None:
+        self.failed_at = None
 
 
 class RemoteChatClient:
@@ -95,12 +119,12 @@ class RemoteChatClient:
         await self._http.aclose()
 
     def pick(self, tried: Sequence[Upstream] = (), preferred: str | None = None) -> Upstream:
-        """The server with the fewest requests in flight, not one of `tried`; one that failed in the last 2 s only
-        if all the others did. `preferred` (the base URL that holds the conversation's history) wins unless it is
-        overloaded (prefix_routing.py)."""
+        """The server with the fewest requests in flight, not one of `tried`; one that is down (or failed in the
+        last 2 s) only if all the others are. `preferred` (the base URL that holds the conversation's history)
+        wins unless it is overloaded (prefix_routing.py)."""
         now = time.monotonic()
         untried = [u for u in self.upstreams if u not in tried] or self.upstreams
-        healthy = [u for u in untried if u.failed_at is None or now - u.failed_at > FAILED_BACKOFF_S]
+        healthy = [u for u in untried if u.is_up and (u.failed_at is None or now - u.failed_at > FAILED_BACKOFF_S)]
         candidates = healthy or untried
         least = min(candidates, key=lambda u: (u.num_in_flight, u.num_requests))
         return self.affinity.choose(candidates, least, preferred)
@@ -110,12 +134,18 @@ class RemoteChatClient:
     ) -> dict[str, Any]:
         """POST a non-streaming request to `path` (chat or text completions); the answer's JSON. Raises
         UpstreamError."""
-        upstream, response = await self._open({**body, "stream": False}, headers, path, stream=False)
+        upstream, response = await self._open({**body, "stream": False}, headers, path)
         try:
-            if response.status_code != 200:
-                raise _error_from(response.status_code, response.content)
             try:
-                return dict(response.json())
+                content = await response.aread()
+            except httpx.TransportError as exc:  # the answer had begun: not retried
+                raise UpstreamError(None, f"the upstream connection broke during the answer ({exc})") from None
+            finally:
+                await response.aclose()
+            if response.status_code != 200:
+                raise _error_from(response.status_code, content)
+            try:
+                return dict(json.loads(content))
             except ValueError:
                 raise UpstreamError(502, "The upstream server answered with a body that is not JSON.") from None
         finally:
@@ -129,7 +159,7 @@ class RemoteChatClient:
         Close the returned generator (`aclose()`) to abandon the request: the connection is closed, which
         makes the upstream abort generation.
         """
-        upstream, response = await self._open({**body, "stream": True}, headers, path, stream=True)
+        upstream, response = await self._open({**body, "stream": True}, headers, path)
         if response.status_code != 200:
             try:
                 content = await response.aread()
@@ -140,11 +170,12 @@ class RemoteChatClient:
         return _chunks(response, upstream)
 
     async def _open(
-        self, body: dict[str, Any], headers: dict[str, str] | None, path: str, *, stream: bool
+        self, body: dict[str, Any], headers: dict[str, str] | None, path: str
     ) -> tuple[Upstream, httpx.Response]:
-        """Send the request to a server, counted in flight there (the caller ends the count). A server that could
-        not be connected to, or that answered 503 (loading, restarting, shutting down), has done nothing with
-        the request: it goes to the next server, until each was tried once."""
+        """Send the request to a server, counted in flight there (the caller ends the count), and return once the
+        answer's headers came (its body unread). A server that did not accept the request (`UNANSWERED`, or a
+        502 or 503: loading, restarting, shutting down) is set aside, and the request goes to the next server,
+        until each was tried once; a server that answers 200 is up, whatever its last health check said."""
         tried: list[Upstream] = []
         keys = conversation_keys(body)
         preferred = self.affinity.preferred(keys)
@@ -158,30 +189,58 @@ class RemoteChatClient:
                 "POST", api_url(upstream.base_url, path), json=body, headers={**self.headers, **(headers or {})}
             )
             try:
-                response = await self._send(upstream, request, stream=stream)
+                response = await self._send(upstream, request)
             except UpstreamError as exc:
                 upstream.num_in_flight -= 1
-                if exc.is_unsent and can_go_elsewhere:
+                if exc.is_unanswered and can_go_elsewhere:
+                    upstream.num_retries += 1
                     continue
                 raise
-            if response.status_code == 503 and can_go_elsewhere:
-                upstream.failed_at = time.monotonic()
+            if response.status_code in RETRIED_STATUSES:
+                upstream.failed(f"answered {response.status_code}")
+            if response.status_code in RETRIED_STATUSES and can_go_elsewhere:
                 upstream.num_in_flight -= 1
+                upstream.num_retries += 1
                 await response.aclose()
                 continue
             if response.status_code == 200:
+                upstream.is_up = True
                 self.affinity.record(keys, upstream.base_url)
             return upstream, response
 
-    async def _send(self, upstream: Upstream, request: httpx.Request, *, stream: bool) -> httpx.Response:
+    async def _send(self, upstream: Upstream, request: httpx.Request) -> httpx.Response:
         try:
-            response = await self._http.send(request, stream=stream)
+            response = await self._http.send(request, stream=True)
         except httpx.TransportError as exc:
-            upstream.failed_at = time.monotonic()
-            unsent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
-            raise UpstreamError(None, f"{type(exc).__name__}: {exc}", is_unsent=unsent) from None
-        upstream.failed_at = None
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            upstream.failed(error)
+            unsent, unanswered = isinstance(exc, UNSENT), isinstance(exc, UNANSWERED)
+            raise UpstreamError(None, error, is_unsent=unsent, is_unanswered=unanswered) from None
+        if response.status_code not in RETRIED_STATUSES:
+            upstream.answered()
         return response
+
+    async def probe(self, upstream: Upstream) -> None:
+        """A health check: GET `/health` at the server's root (llama-server, vLLM, llamafoundry), else
+        `<base>/models` for a server without one; up on a 200, down otherwise (llama-server answers 503 while it
+        loads: no second try then)."""
+        root = upstream.base_url.rstrip("/").removesuffix("/v1")
+        error = "no answer"
+        for url in (f"{root}/health", api_url(upstream.base_url, "models")):
+            try:
+                response = await self._http.get(url, headers=self.headers, timeout=PROBE_TIMEOUT_S)
+            except httpx.TransportError as exc:
+                upstream.is_up = False
+                upstream.failed(f"health check: {type(exc).__name__}: {exc}".rstrip(": "))
+                return
+            if response.status_code == 200:
+                upstream.is_up, upstream.failed_at = True, None
+                return
+            error = f"health check: {url.rsplit('/', 1)[-1]} answered {response.status_code}"
+            if response.status_code == 503:
+                break
+        upstream.is_up = False
+        upstream.failed(error)
 
 
 async def _chunks(response: httpx.Response, upstream: Upstream) -> AsyncGenerator[dict[str, Any], None]:
