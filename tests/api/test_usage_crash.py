@@ -19,8 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from llamafoundry.platform.database import database_url
 from llamafoundry.platform.metering import STATUS_CUT_BY_CRASH, UsageRecord, query_usage
-from llamafoundry.platform.store import Store, database_url
+from llamafoundry.platform.store import Store
 from tests.api.conftest import Server, start_server, stop_server
 from tests.platform.postgres_server import fresh_database, running_postgres
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from llamafoundry.platform.database import database_url
 from llamafoundry.platform.metering import Meter, UsageRecord, query_usage, record_all
-from llamafoundry.platform.store import Deployment, Store, database_url
+from llamafoundry.platform.store import Deployment, Store
 from llamafoundry.platform.usage import Pricing, percentile, pricing_for, report, summarize
 from tests.platform.postgres_server import fresh_database, running_postgres
 

@@ -12,13 +12,14 @@ import sqlalchemy as sa
 
 from llamafoundry.platform import audit, budgets
 from llamafoundry.platform.access import load_access
+from llamafoundry.platform.database import MIGRATIONS_DIR, create_engine, database_url, latest_schema_revision
 from llamafoundry.platform.deployments import DeploymentSpec, create_deployment
 from llamafoundry.platform.errors import DeploymentConflict, DeploymentError, ProjectNotFound
 from llamafoundry.platform.keys import hash_key
 from llamafoundry.platform.metering import UsageRecord, query_usage, record_all
 from llamafoundry.platform.project_keys import create_key, list_keys, match_project_key, revoke_key
 from llamafoundry.platform.projects import add_grant, create_project, delete_project, list_grants, list_projects
-from llamafoundry.platform.store import MIGRATIONS_DIR, Store, _create_engine, database_url, latest_schema_revision
+from llamafoundry.platform.store import Store
 from llamafoundry.platform.usage import report, store_pricing
 from tests.platform.postgres_server import fresh_database, running_postgres
 
@@ -55,7 +56,7 @@ def test_upgrading_a_0006_store_with_data_moves_everything_into_default(store_ur
     from alembic import command
     from alembic.config import Config
 
-    engine = _create_engine(store_url)
+    engine = create_engine(store_url)
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     with engine.begin() as conn:

@@ -9,15 +9,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from llamafoundry.platform.database import SQLITE_FILE, database_url, latest_schema_revision
 from llamafoundry.platform.keys import hash_key
-from llamafoundry.platform.store import (
-    SQLITE_FILE,
-    Deployment,
-    Store,
-    StoreConflict,
-    database_url,
-    latest_schema_revision,
-)
+from llamafoundry.platform.store import Deployment, Store, StoreConflict
 from tests.platform.postgres_server import fresh_database, running_postgres
 
 MODEL = "Meta-Llama-3.1-8B-Instruct"
@@ -192,9 +186,9 @@ def test_upgrading_an_old_schema_keeps_its_rows(store_url: str) -> None:
     from alembic import command
     from alembic.config import Config
 
-    from llamafoundry.platform.store import MIGRATIONS_DIR, _create_engine
+    from llamafoundry.platform.database import MIGRATIONS_DIR, create_engine
 
-    engine = _create_engine(store_url)
+    engine = create_engine(store_url)
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     with engine.begin() as conn:

@@ -6,15 +6,12 @@ migrations in `platform/migrations/versions`, applied when a store is opened (a 
 a drop and re-create). Every write bumps `store_state.revision` in the same transaction, so a running server
 notices any change by polling one integer (`revision()`).
 
-SQLite runs in WAL mode (readers never wait for a writer) and every transaction starts with `BEGIN IMMEDIATE`,
-so two processes that write at once (a `deploy` command and a server) queue on the lock instead of failing, and
-migrations are serialised the same way. On PostgreSQL, migrations take an advisory lock.
+How the database is opened and migrated (SQLite shared by several processes, PostgreSQL): `database.py`.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -23,15 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine, RowMapping
+from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import IntegrityError
 
+from llamafoundry.platform.database import StoreUnavailable, create_engine, database_url, migrate
 from llamafoundry.platform.keys import StoredKey
 
-SQLITE_FILE = "llamafoundry.db"
 DEFAULT_PROJECT = "default"  # every store has it (migration 0007); deployments go there unless told otherwise
-MIGRATIONS_DIR = Path(__file__).with_name("migrations")
-_PG_MIGRATION_LOCK = 0x6C6C616D  # any constant shared by every llamafoundry process
 
 metadata = sa.MetaData()
 # The tables as the latest migration leaves them; queries are written against these. Migrations never use them.
@@ -134,37 +129,6 @@ class Snapshot:
     keys: dict[str, list[StoredKey]]
 
 
-def latest_schema_revision() -> str:
-    """The revision the newest migration leaves a database at."""
-    from alembic.script import ScriptDirectory
-
-    head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
-    assert head is not None
-    return head
-
-
-class StoreUnavailable(ValueError):
-    """The database cannot be reached or opened (a ValueError: the CLI prints its sentence, no traceback)."""
-
-    def __init__(self, url: str, exc: Exception) -> None:
-        shown = sa.engine.make_url(url).render_as_string(hide_password=True)
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        super().__init__(
-            f"The database {shown} cannot be opened ({reason}). Check --database-url (or $LLAMAFOUNDRY_DATABASE_URL) "
-            "and that the database server is running."
-        )
-
-
-def database_url(home: Path, url: str | None = None) -> str:
-    """The SQLAlchemy URL: `url` (postgresql://... uses psycopg 3), else the SQLite file in `home`."""
-    if url:
-        for prefix in ("postgresql://", "postgres://"):
-            if url.startswith(prefix):
-                return "postgresql+psycopg://" + url[len(prefix) :]
-        return url
-    return f"sqlite:///{home / SQLITE_FILE}"
-
-
 class Store:
     """Deployments, keys and the admin key.
 
@@ -174,7 +138,7 @@ class Store:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.engine = _create_engine(url)
+        self.engine = create_engine(url)
         try:
             self.migrate()
         except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
@@ -196,16 +160,7 @@ class Store:
         return self.engine.dialect.name == "postgresql"
 
     def migrate(self) -> None:
-        from alembic import command
-        from alembic.config import Config
-
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS_DIR))
-        with self.engine.begin() as conn:
-            if self.is_postgresql:
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _PG_MIGRATION_LOCK})
-            config.attributes["connection"] = conn
-            command.upgrade(config, "head")
+        migrate(self.engine)
 
     def schema_revision(self) -> str | None:
         """The alembic revision the database is at."""
@@ -402,27 +357,6 @@ class Store:
             conn.execute(admin_keys.insert().values(id=1, key_hash=key_hash, created_at=now))
 
 
-def _create_engine(url: str) -> Engine:
-    if not url.startswith("sqlite"):
-        return sa.create_engine(url, pool_pre_ping=True)
-    engine = sa.create_engine(url, connect_args={"timeout": 30})
-
-    @sa.event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, record: Any) -> None:
-        dbapi_connection.isolation_level = None  # SQLAlchemy issues BEGIN itself (below)
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA busy_timeout=30000")
-        _use_wal(cursor)
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
-
-    @sa.event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-    return engine
-
-
 def _json(value: Any) -> dict[str, Any]:
     if isinstance(value, str):
         value = json.loads(value)
@@ -438,20 +372,3 @@ def _deployment(row: RowMapping) -> Deployment:
 
 def _key(row: RowMapping) -> StoredKey:
     return StoredKey(row["slot"], row["key_hash"], row["created_at"])
-
-
-def _use_wal(cursor: sqlite3.Cursor, attempts: int = 100) -> None:
-    """Put the database in WAL mode (readers and one writer at once). The mode is kept in the file, so only the
-    first connection to a new database switches it; but switching needs the file to itself, and SQLite answers
-    "database is locked" at once, without its busy wait, while another connection is switching too (servers and
-    `deploy` commands opening a new store together failed this way). Such a connection retries briefly."""
-    for attempt in range(attempts):
-        try:
-            if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
-                return
-            if cursor.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() == "wal":
-                return  # (a switch SQLite cannot make returns the old mode instead of failing)
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or attempt == attempts - 1:
-                raise
-        time.sleep(0.02)
