@@ -12,6 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 from llamafoundry.commands import deploy_downloads
 from llamafoundry.commands.common import console, print_error
+from llamafoundry.commands.deploy_options import (
+    add_content_safety_options,
+    add_limit_options,
+    add_sizing_options,
+    check_guard,
+    content_safety_changes,
+    sizing_changes_from,
+)
 from llamafoundry.commands.runtime_view import print_runtime, runtime_entry
 from llamafoundry.commands.store_options import add_store_options, home_of, open_store
 from llamafoundry.platform.ratelimit import limit_settings
@@ -36,9 +44,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     create.add_argument("--instances", type=int, help="managed compute: replicas of the model (default 1)")
     create.add_argument("--instance-type", help="managed compute: instance size (cores per replica)")
     create.add_argument("--shared-quota", action="store_true", help="managed compute: deleted after 168 hours")
-    _add_limit_options(create)
-    _add_content_safety_options(create)
-    _add_sizing_options(create)
+    add_limit_options(create)
+    add_content_safety_options(create)
+    add_sizing_options(create)
     create.add_argument("--project", help="the project it belongs to (default: default)")
     create.add_argument("--wait", action="store_true", help="weights to download: follow the download with a "
                         "progress bar until the deployment is ready (default: return at once)")  # fmt: skip
@@ -46,9 +54,9 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     update = sub.add_parser("update", help="change a deployment's rate limits, content safety or sizes")
     update.add_argument("name")
-    _add_limit_options(update)
-    _add_content_safety_options(update)
-    _add_sizing_options(update)
+    add_limit_options(update)
+    add_content_safety_options(update)
+    add_sizing_options(update)
     update.add_argument("--instances", type=int, help="managed compute: replicas (the current ones answer until "
                         "the new set is ready)")  # fmt: skip
     update.add_argument("--upstream", action="append", help="an --upstream deployment's servers, all of them "
@@ -87,7 +95,7 @@ def _create(args: argparse.Namespace) -> int:
     from llamafoundry.platform.deployments import DeploymentSpec, create_deployment, describe
     from llamafoundry.platform.downloads import get_job, status
 
-    sizes = _run(lambda: _sizing(args))
+    sizes = _run(lambda: sizing_changes_from(args))
     if sizes is None:
         return 1
     spec = DeploymentSpec(
@@ -101,11 +109,11 @@ def _create(args: argparse.Namespace) -> int:
         instances=args.instances,
         instance_type=args.instance_type,
         shared_quota=args.shared_quota,
-        settings={**limit_settings(args.tpm, args.rpm), **_content_safety_changes(args, None), **sizes},
+        settings={**limit_settings(args.tpm, args.rpm), **content_safety_changes(args, None), **sizes},
         project=args.project or "default",
     )
     with open_store(args) as store:
-        _check_guard(store, args.content_safety_guard)
+        check_guard(store, args.content_safety_guard)
         created = _run(lambda: create_deployment(store, spec, home_of(args)))
         if created is None:
             return 1
@@ -131,95 +139,6 @@ def _create(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_sizing_options(parser: argparse.ArgumentParser) -> None:
-    """What the replicas of a deployment of local weights run with (default: from the model and the machine)."""
-    parser.add_argument("--ctx-size", type=int, help="tokens of one request, prompt + completion (default: the "
-                        "model's trained context, at most 8192, less when memory is short)")  # fmt: skip
-    parser.add_argument("--parallel", type=int, help="sequences each replica decodes together: requests in "
-                        "flight, and the most n/best_of one may ask (default 4)")  # fmt: skip
-    parser.add_argument("--threads", type=int, help="CPU threads per replica (default: the instance type's cores, "
-                        "else the machine's shared by the replicas)")  # fmt: skip
-    parser.add_argument("--kv-cache-type", choices=sizing_choices("kv_cache_type"), help="KV cache element type "
-                        "(q8_0: ~half the memory of f16, q4_0: ~a quarter)")  # fmt: skip
-    parser.add_argument("--flash-attn", choices=sizing_choices("flash_attn"), help="llama.cpp flash attention")
-    parser.add_argument("--gpu-layers", type=int, help="layers offloaded to a GPU (default 0)")
-    parser.add_argument("--speculative-tokens", type=int, help="prompt-lookup draft tokens (default 15; 0: off)")
-
-
-def sizing_choices(field: str) -> list[str]:
-    from llamafoundry.platform.sizing import CHOICES
-
-    return list(CHOICES[field])
-
-
-def _sizing(args: argparse.Namespace) -> dict[str, Any]:
-    from llamafoundry.platform.sizing import sizing_changes
-
-    return sizing_changes(vars(args))
-
-
-def _add_limit_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tpm", type=int, help="tokens per minute (serverless default 200000; 0: no limit)")
-    parser.add_argument("--rpm", type=int, help="requests per minute (serverless default 1000; 0: no limit)")
-
-
-def _add_content_safety_options(parser: argparse.ArgumentParser) -> None:
-    on_off = ["on", "off"]
-    parser.add_argument("--content-safety", choices=on_off, help="filter prompts and completions (default: on for "
-                        "serverless, off for managed compute)")  # fmt: skip
-    parser.add_argument("--content-safety-threshold", choices=["low", "medium", "high"],
-                        help="the lowest severity that is filtered (default medium)")  # fmt: skip
-    parser.add_argument("--content-safety-categories", help="comma-separated categories that may block "
-                        "(default: hate,sexual,violence,self_harm; the others are only annotated)")  # fmt: skip
-    parser.add_argument("--content-safety-jailbreak", choices=on_off, help="block detected jailbreak attempts "
-                        "(default on)")  # fmt: skip
-    parser.add_argument("--content-safety-guard", metavar="DEPLOYMENT", help="classify with this Llama Guard 3 "
-                        "deployment instead of the built-in classifier ('none': the built-in one again)")  # fmt: skip
-    parser.add_argument("--content-safety-indirect-attack", choices=on_off, help="block instructions aimed at the "
-                        "model in tool results and <documents> (default on)")  # fmt: skip
-    parser.add_argument("--content-safety-streaming", choices=["default", "asynchronous"], help="default: streamed "
-                        "text is released after a check; asynchronous: text streams at once, checks run beside it and "
-                        "a violation ends the stream (Azure's Asynchronous Filter)")  # fmt: skip
-
-
-def _content_safety_changes(args: argparse.Namespace, current: Any) -> dict[str, Any]:
-    """The settings change of the --content-safety* options over the deployment's stored overrides."""
-    from llamafoundry.platform.content_safety import content_safety_settings
-
-    def on(value: str | None) -> bool | None:
-        return None if value is None else value == "on"
-
-    categories = args.content_safety_categories
-    guard = args.content_safety_guard
-    return content_safety_settings(
-        current,
-        enabled=on(args.content_safety),
-        threshold=args.content_safety_threshold,
-        categories=[c.strip() for c in categories.split(",") if c.strip()] if categories is not None else None,
-        jailbreak=on(args.content_safety_jailbreak),
-        guard=("" if guard.lower() == "none" else guard) if guard is not None else None,
-        indirect_attack=on(args.content_safety_indirect_attack),
-        streaming=args.content_safety_streaming,
-    )
-
-
-def _check_guard(store: Any, guard: str | None) -> None:
-    """A guard named with --content-safety-guard must be a Llama Guard 3 deployment: a misspelt name would leave
-    the deployment unfiltered (the filter fails open, answering with `content_filter_error`)."""
-    from llamafoundry.platform.content_safety import is_guard_model
-
-    if guard is None or guard.lower() == "none":
-        return
-    found = store.get_deployment(guard.lower())
-    if found is None:
-        raise ValueError(
-            f"--content-safety-guard {guard}: no deployment has that name. Deploy Llama Guard 3 first (deploy create "
-            f"NAME --model Llama-Guard-3-1B --type managed ...), or give 'none' for the built-in classifier."
-        )
-    if not is_guard_model(found.model):
-        raise ValueError(f"--content-safety-guard {guard}: that deployment serves {found.model}, not Llama Guard 3.")
-
-
 def _update(args: argparse.Namespace) -> int:
     from llamafoundry.platform.content_safety import SETTING_CONTENT_SAFETY
     from llamafoundry.platform.deployments import describe, get_deployment, scale, set_upstream, update_settings
@@ -229,9 +148,9 @@ def _update(args: argparse.Namespace) -> int:
         deployment = _run(lambda: get_deployment(store, args.name))
         if deployment is None:
             return 1
-        _check_guard(store, args.content_safety_guard)
-        changes.update(_content_safety_changes(args, deployment.settings.get(SETTING_CONTENT_SAFETY)))
-        sizes = _run(lambda: _sizing(args))
+        check_guard(store, args.content_safety_guard)
+        changes.update(content_safety_changes(args, deployment.settings.get(SETTING_CONTENT_SAFETY)))
+        sizes = _run(lambda: sizing_changes_from(args))
         if sizes is None:
             return 1
         changes.update(sizes)
