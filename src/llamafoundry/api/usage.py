@@ -156,10 +156,16 @@ def note_finish(usage: RequestUsage, finish_reason: str, filter_results: Mapping
 
 
 def blocked_categories(filter_results: Mapping[str, Any] | None) -> list[str]:
-    """The categories an Azure content-filter annotation marks `filtered` ("unknown" when it names none)."""
-    results = filter_results or {}
-    found = [name for name, result in results.items() if isinstance(result, dict) and result.get("filtered")]
+    """The categories an Azure content-filter annotation marks `filtered` (`custom_blocklists` is a list, one
+    entry per list; "unknown" when it names none)."""
+    found = [name for name, result in (filter_results or {}).items() if _is_filtered(result)]
     return found or ["unknown"]
+
+
+def _is_filtered(result: Any) -> bool:
+    if isinstance(result, list):
+        return any(_is_filtered(item) for item in result)
+    return isinstance(result, dict) and bool(result.get("filtered"))
 
 
 class _TrackedStream:
