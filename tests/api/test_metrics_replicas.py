@@ -111,7 +111,7 @@ def test_the_replicas_engine_series_are_at_the_gateway_under_the_deployments_nam
     assert len(build) == 1 and {"version", "llama_cpp_python", "cpu_build"} <= set(dict(next(iter(build))))
 
 
-def test_the_bare_route_reports_the_same_series_with_the_same_help(setup: Setup) -> None:
+def test_the_bare_route_and_the_replicas_share_one_family_per_series(setup: Setup) -> None:
     bare = f"{setup.gateway.url}/chat/completions"
     assert chat(bare, API_KEY, **TO_LENGTH).status_code == 200
     text = httpx.get(f"{setup.gateway.url}/metrics", timeout=30).text
