@@ -134,9 +134,9 @@ def model_info(target: Target) -> Mapping[str, str]:
     deployment = target.deployment
     return {
         "deployment": target.name,
-        "model": deployment.model if deployment is not None else str(service.model_name),
-        "provider": str(service.model_provider),
-        "context": str(service.max_context),
+        "model": deployment.model if deployment is not None else str(getattr(service, "model_name", "")),
+        "provider": str(getattr(service, "model_provider", "")),
+        "context": str(getattr(service, "max_context", "")),
         "type": deployment.type if deployment is not None else "server",
         "instances": str(deployment.instances) if deployment is not None else "1",
         "upstream": "yes" if deployment is not None and deployment.upstream_url else "no",
