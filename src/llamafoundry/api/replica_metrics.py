@@ -107,7 +107,7 @@ async def _scrape(http: httpx.AsyncClient, view: ReplicaView) -> list[Metric] | 
 
 
 def _relabel_into(relabelled: dict[str, Metric], family: Metric, view: ReplicaView) -> None:
-    if family.name in GATEWAY_COUNTED:
+    if family.name.removesuffix("_created") in GATEWAY_COUNTED:  # the text parser gives `_created` its own family
         return
     found = relabelled.get(family.name)
     if found is None:
