@@ -28,13 +28,22 @@ def ask(server: Server, messages: list[dict[str, str]]) -> dict[str, Any]:
 
 
 def reused_tokens(server: Server) -> dict[str, float]:
+    return {labels["source"]: value for labels, value in prefix_cache(server, "reused_tokens_total")}
+
+
+def requests_by_tier(server: Server) -> dict[str, float]:
+    """Finished requests by the tier their prompt's head came from ("none": a miss)."""
+    return {labels["tier"]: value for labels, value in prefix_cache(server, "requests_total")}
+
+
+def prefix_cache(server: Server, name: str) -> list[tuple[dict[str, str], float]]:
     text = httpx.get(f"{server.url}/metrics", headers={"api-key": server.key}).text
-    return {
-        s.labels["source"]: s.value
+    return [
+        (s.labels, s.value)
         for family in text_string_to_metric_families(text)
         for s in family.samples
-        if s.name == "llamafoundry_prefix_cache_reused_tokens_total"
-    }
+        if s.name == f"llamafoundry_prefix_cache_{name}"
+    ]
 
 
 def test_a_conversation_returning_after_a_restart_restores_its_history_from_disk(
@@ -57,6 +66,7 @@ def test_a_conversation_returning_after_a_restart_restores_its_history_from_disk
         assert reused_tokens(after).get("disk", 0) == 0
         second = ask(after, turn_2)
         assert reused_tokens(after)["disk"] >= first["usage"]["prompt_tokens"]
+        assert requests_by_tier(after) == {"slot": 0, "ram": 0, "disk": 1, "none": 0}
         assert second["choices"][0]["message"] == ask(plain, turn_2)["choices"][0]["message"]
         assert reused_tokens(plain).get("disk", 0) == 0
     finally:

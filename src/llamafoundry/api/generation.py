@@ -22,7 +22,7 @@ from llamafoundry.api.errors import from_service_exception, json_response
 from llamafoundry.api.limits import admit, request_usage
 from llamafoundry.api.sse import EventStreamResponse
 from llamafoundry.api.streaming import StreamRenderer, chat_events, until_disconnect
-from llamafoundry.api.usage import track_result, track_stream
+from llamafoundry.api.usage import blocked_categories, track_result, track_stream
 from llamafoundry.platform.gateway import Target
 from llamafoundry.platform.replicas import MODEL_LOAD_FAILED
 from llamafoundry.protocol.chat import extra_parameters_mode, parse_chat, parse_json_object
@@ -163,5 +163,6 @@ def _count_filtered_prompt(request: Request, exc: Exception) -> None:
     if not isinstance(exc, ContentFilteredError) or usage is None:
         return
     usage.is_filtered = True
+    usage.filter_blocks += [(category, "prompt") for category in blocked_categories(exc.content_filter_result)]
     if exc.num_prompt_tokens is not None:
         usage.prompt_tokens = exc.num_prompt_tokens

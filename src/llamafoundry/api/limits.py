@@ -193,6 +193,8 @@ class RequestUsage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     is_filtered: bool = False
+    finish_reasons: list[str] = field(default_factory=list)  # of each choice that ended
+    filter_blocks: list[tuple[str, str]] = field(default_factory=list)  # (category, prompt|completion) blocked
     first_token_at: float | None = None  # monotonic
     decision: Decision | None = None
     key_decision: Decision | None = None  # a project key's own limits (settled as `decision` is)

@@ -89,6 +89,7 @@ class Recorder:
             record.deployment, status, usage.prompt_tokens, usage.completion_tokens, record.latency_ms / 1000,
             ttft_ms / 1000 if ttft_ms is not None else None,
         )  # fmt: skip
+        self.accounting.metrics.outcomes(record.deployment, usage.finish_reasons, usage.filter_blocks)
         if self.accounting.meter is not None:
             self.accounting.meter.record(record)
         return True

@@ -37,6 +37,7 @@ from llamafoundry.api.limits import (
 from llamafoundry.api.metrics import Metrics
 from llamafoundry.api.metrics_pools import UpstreamPoolCollector
 from llamafoundry.api.recording import NOT_METERED, Recorder, final_status
+from llamafoundry.api.replica_metrics import watch_gateway
 from llamafoundry.config import ServeSettings
 from llamafoundry.platform.catalog import SERVERLESS
 from llamafoundry.platform.keys import StoredKey, hash_key, match_key
@@ -136,12 +137,36 @@ def track_result(request: Request, result: ChatResult) -> None:
     usage.prompt_tokens = result.usage.prompt_tokens
     usage.completion_tokens = result.usage.completion_tokens
     usage.is_filtered = usage.is_filtered or any(c.finish_reason == CONTENT_FILTER for c in result.choices)
+    for choice in result.choices:
+        note_finish(usage, choice.finish_reason, choice.content_filter_results)
 
 
 def track_stream(request: Request, stream: ChatStream) -> ChatStream:
     """`stream`, counting tokens (so far, for a stream that is aborted) and the time to the first token."""
     usage = request_usage(request)
     return stream if usage is None else _TrackedStream(stream, usage)
+
+
+def note_finish(usage: RequestUsage, finish_reason: str, filter_results: Mapping[str, Any] | None) -> None:
+    """A choice ended with `finish_reason`; a choice the content filter blocked counts as a block of each
+    category its annotation says was filtered."""
+    usage.finish_reasons.append(finish_reason)
+    if finish_reason == CONTENT_FILTER:
+        usage.is_filtered = True
+        usage.filter_blocks += [(category, "completion") for category in blocked_categories(filter_results)]
+
+
+def blocked_categories(filter_results: Mapping[str, Any] | None) -> list[str]:
+    """The categories an Azure content-filter annotation marks `filtered` (`custom_blocklists` is a list, one
+    entry per list; "unknown" when it names none)."""
+    found = [name for name, result in (filter_results or {}).items() if _is_filtered(result)]
+    return found or ["unknown"]
+
+
+def _is_filtered(result: Any) -> bool:
+    if isinstance(result, list):
+        return any(_is_filtered(item) for item in result)
+    return isinstance(result, dict) and bool(result.get("filtered"))
 
 
 class _TrackedStream:
@@ -162,8 +187,9 @@ class _TrackedStream:
                 usage.completion_tokens = update.usage.completion_tokens
                 if usage.first_token_at is None and any(d.text for d in update.deltas):
                     usage.first_token_at = time.monotonic()
-                if any(d.finish_reason == CONTENT_FILTER for d in update.deltas):
-                    usage.is_filtered = True
+                for delta in update.deltas:
+                    if delta.finish_reason is not None:
+                        note_finish(usage, delta.finish_reason, delta.content_filter_results)
                 if recorder is not None:
                     recorder.progress()  # journaled before the chunk goes out: the journal has what the client has
                 yield update
@@ -272,6 +298,8 @@ def install_accounting(
     app.add_api_route("/metrics", endpoint, methods=["GET"], include_in_schema=False)
     if service is not None:
         accounting.metrics.watch(settings.model_name, service.status)
+    if gateway is not None:
+        watch_gateway(accounting.metrics, gateway)
     return accounting
 
 

@@ -184,6 +184,18 @@ class AsyncEngine:
         return dict(cache.num_reused_tokens) if cache else None
 
     @property
+    def prefix_cache_computed_tokens(self) -> int | None:
+        """Prompt tokens of finished requests computed because no cache held them (the prefix cache's misses)."""
+        cache = self._engine.prefix_cache if self._engine else None
+        return cache.num_computed_tokens if cache else None
+
+    @property
+    def prefix_cache_requests(self) -> dict[str, int] | None:
+        """Finished requests by where their prompt's head came from (slot, ram, disk), or "miss"."""
+        cache = self._engine.prefix_cache if self._engine else None
+        return dict(cache.num_requests) if cache else None
+
+    @property
     def prefix_cache_ram_bytes(self) -> int | None:
         """Bytes of saved KV states held in host memory, when the engine has that tier."""
         ram = self._kv_tiers.ram if self._kv_tiers else None

@@ -35,6 +35,8 @@ from llamafoundry.engine.prefix_index import common_prefix_len
 from llamafoundry.engine.sequence import Request, RequestStatus
 from llamafoundry.model.base import ModelRunner
 
+MISS = "miss"  # a request none of whose prompt was found in a cache
+
 TokenIds = Sequence[int]
 __all__ = ["Holder", "PrefixCache", "common_prefix_len", "match_len"]
 
@@ -78,6 +80,9 @@ class PrefixCache:
         self._idle: OrderedDict[int, TokenIds] = OrderedDict()  # free slot -> tokens its cells hold, LRU first
         # prompt tokens taken from a cache instead of computed, by where they came from
         self.num_reused_tokens: dict[str, int] = {"slot": 0, RAM: 0, DISK: 0}
+        self.num_computed_tokens = 0  # prompt tokens computed: not found in any cache (the misses)
+        # finished requests by where the head of their prompt came from (a tier, a slot) or "miss" (nowhere)
+        self.num_requests: dict[str, int] = {"slot": 0, RAM: 0, DISK: 0, MISS: 0}
 
     def cached_length(self, seq_id: int) -> int:
         """Positions an idle slot's cells hold (0 for a slot holding nothing)."""
@@ -148,6 +153,7 @@ class PrefixCache:
         request.num_cached_tokens += length - request.num_computed
         request.num_computed = length
         self.num_reused_tokens[hit.tier] += length
+        request.prefix_tier = hit.tier
         return True
 
     def _vacate(self, seq_id: int, free: list[int], protected: int, keep_cells: bool) -> None:
@@ -244,6 +250,8 @@ class PrefixCache:
         """A finished sequence's slot goes back to the free list holding prompt + output (all but the last token,
         which was sampled but never computed). Idle slots holding a prefix of it are wiped: it holds them too.
         With a disk tier the state is saved at once (kv_tiers.py)."""
+        if request.sequences and request.sequences[0].seq_id == seq_id:  # once a request: its prompt's sequence
+            self._count(request)
         tokens = request.prompt_ids + output_ids[:-1]
         for other, held in list(self._idle.items()):
             if other != seq_id and len(held) <= len(tokens) and common_prefix_len(tokens, held) == len(held):
@@ -253,6 +261,13 @@ class PrefixCache:
         self._idle[seq_id] = tokens
         if self.tiers is not None and self.tiers.writes_through:
             self.tiers.keep(tokens, lambda: self.runner.seq_save(seq_id))
+
+    def _count(self, request: Request) -> None:
+        """A finished request's hit or miss: the tier its prompt's state was loaded from, else "slot" when part
+        of its prompt was shared from the KV cache, else a miss."""
+        reused = request.num_cached_tokens
+        self.num_computed_tokens += request.num_prompt_tokens - reused
+        self.num_requests[request.prefix_tier or ("slot" if reused else MISS)] += 1
 
     def clear(self) -> None:
         """Wipe every idle slot (after a failed decode, when the cache state is in doubt; states saved in the

@@ -88,6 +88,7 @@ class Request:
     spare_seq_ids: list[int] = field(default_factory=list)  # beam search: slots holding no live beam
     finished_beams: list[Sequence] = field(default_factory=list)  # beam search: completed hypotheses
     num_cached_tokens: int = 0  # prompt tokens shared from the KV cache (prefix caching), not computed
+    prefix_tier: str | None = None  # where a saved state of its prompt was loaded from (ram, disk), if one was
     waits_for_prefix: bool = False  # prefill paused: an earlier request is computing a prefix of this prompt
     is_prefix_searched: bool = False  # prefix caching has looked for this prompt's cached prefix
 
