@@ -113,3 +113,8 @@ def platform(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory) ->
     wait_ready(f"{gateway.url}/deployments/chat/chat/completions", deployment["primary_key"])
     yield Platform(gateway.url, home, deployment["primary_key"], admin_key)
     gateway.stop()
+
+
+# ---- parity targets: bare, local deployment, upstream deployment (tests/api/targets.py) -------------------------
+
+from tests.api.targets import bare_target, local_target, parity_gateway, target, upstream_server, upstream_target  # noqa: E402,F401,I001

@@ -1,5 +1,7 @@
 """Byte-level checks with raw httpx against a real server: SSE framing (contract §5.2), plain-REST forms
-(no api-version, bare `Authorization`, `/v1`), client disconnects and the 429 of a full queue."""
+(no api-version, bare `Authorization`, `/v1`), client disconnects and the 429 of a full queue. The framing, forms
+and errors are checked on the bare route and through `/deployments/<name>` of a local replica deployment and of
+an upstream deployment (`target`, tests/api/targets.py)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from azure.core.credentials import AzureKeyCredential
 from azure.core.exceptions import HttpResponseError
 
 from tests.api.conftest import Server, start_server, stop_server
+from tests.api.targets import Target
 
 pytestmark = pytest.mark.slow
 
@@ -35,15 +38,15 @@ def split_events(raw: bytes) -> list[bytes]:
     return [block[len(b"data: ") :] for block in blocks]
 
 
-def stream_raw(server: Server, body: dict[str, Any], headers: dict[str, str] | None = None) -> httpx.Response:
-    headers = {"api-key": server.key, **(headers or {})}
-    response = httpx.post(f"{server.url}/chat/completions", json={**body, "stream": True}, headers=headers, timeout=60)
+def stream_raw(target: Target, body: dict[str, Any], headers: dict[str, str] | None = None) -> httpx.Response:
+    headers = {"api-key": target.key, **(headers or {})}
+    response = httpx.post(f"{target.url}/chat/completions", json={**body, "stream": True}, headers=headers, timeout=60)
     assert response.status_code == 200, response.text
     return response
 
 
-def test_stream_bytes(server: Server) -> None:
-    response = stream_raw(server, BODY)
+def test_stream_bytes(target: Target) -> None:
+    response = stream_raw(target, BODY)
     assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
     assert response.headers["transfer-encoding"] == "chunked" and response.headers["x-request-id"]
     payloads = split_events(response.content)
@@ -62,9 +65,9 @@ def test_stream_bytes(server: Server) -> None:
     assert chunks[-1]["usage"]["completion_tokens"] == 6
 
 
-def test_stream_of_several_choices(server: Server) -> None:
+def test_stream_of_several_choices(target: Target) -> None:
     body = {**BODY, "n": 3, "logprobs": True, "seed": 5}  # seeded: random text is now and then filtered
-    chunks = [json.loads(p) for p in split_events(stream_raw(server, body, PASS_THROUGH).content)[:-1]]
+    chunks = [json.loads(p) for p in split_events(stream_raw(target, body, PASS_THROUGH).content)[:-1]]
     assert all(len(c["choices"]) == 1 for c in chunks)
     for index in range(3):
         mine = [c["choices"][0] for c in chunks if c["choices"][0]["index"] == index]
@@ -73,45 +76,46 @@ def test_stream_of_several_choices(server: Server) -> None:
     assert "usage" in chunks[-1] and chunks[-1]["usage"]["completion_tokens"] == 18
 
 
-def test_plain_rest_forms(server: Server) -> None:
-    # No api-version, the key as a bare Authorization header (MaaS curl examples), on the bare route and /v1.
-    for path in ("/chat/completions", "/v1/chat/completions"):
-        response = httpx.post(f"{server.url}{path}", json=BODY, headers={"authorization": server.key}, timeout=60)
+def test_plain_rest_forms(target: Target) -> None:
+    # No api-version, the key as a bare Authorization header (MaaS curl examples), on the Azure route and /v1.
+    for url in (f"{target.url}/chat/completions", f"{target.openai_url}/chat/completions"):
+        body = {**BODY, "model": target.openai_model}
+        response = httpx.post(url, json=body, headers={"authorization": target.key}, timeout=60)
         assert response.status_code == 200 and response.json()["usage"]["completion_tokens"] == 6
         assert response.headers["content-type"] == "application/json"
     # an assistant turn without content (the contract's list of what clients send)
     turns = [{"role": "user", "content": "a"}, {"role": "assistant"}, {"role": "user", "content": "b"}]
-    response = httpx.post(f"{server.url}/chat/completions", json={**BODY, "messages": turns},
-                          headers={"api-key": server.key}, timeout=60)  # fmt: skip
+    response = httpx.post(f"{target.url}/chat/completions", json={**BODY, "messages": turns},
+                          headers={"api-key": target.key}, timeout=60)  # fmt: skip
     assert response.status_code == 200, response.text
 
 
-def test_errors_before_the_first_byte_are_json(server: Server) -> None:
+def test_errors_before_the_first_byte_are_json(target: Target) -> None:
     response = httpx.post(
-        f"{server.url}/chat/completions",
+        f"{target.url}/chat/completions",
         json={**BODY, "stream": True, "messages": [{"role": "user", "content": "x " * 2000}]},
-        headers={"api-key": server.key},
+        headers={"api-key": target.key},
         timeout=60,
     )
     assert response.status_code == 400 and response.json()["error"]["code"] == "context_length_exceeded"
     # far past the context (the largest max_tokens the API takes): the context is what the client must change
-    response = httpx.post(f"{server.url}/chat/completions", json={**BODY, "max_tokens": 131_072},
-                          headers={"api-key": server.key}, timeout=60)  # fmt: skip
+    response = httpx.post(f"{target.url}/chat/completions", json={**BODY, "max_tokens": 131_072},
+                          headers={"api-key": target.key}, timeout=60)  # fmt: skip
     assert response.status_code == 400 and response.json()["error"]["code"] == "context_length_exceeded"
     assert response.json()["error"]["param"] == "max_tokens"
     lone_surrogate = b'{"messages": [{"role": "user", "content": "\\ud800 hi"}], "max_tokens": 2}'
-    response = httpx.post(f"{server.url}/chat/completions", content=lone_surrogate,
-                          headers={"api-key": server.key, "content-type": "application/json"}, timeout=60)  # fmt: skip
+    response = httpx.post(f"{target.url}/chat/completions", content=lone_surrogate,
+                          headers={"api-key": target.key, "content-type": "application/json"}, timeout=60)  # fmt: skip
     assert response.status_code == 400 and "lone surrogate" in response.json()["error"]["message"]
 
 
-def test_control_token_text_in_a_message_is_text_to_the_model(server: Server) -> None:
+def test_control_token_text_in_a_message_is_text_to_the_model(target: Target) -> None:
     """ "<|eot_id|>" written by a user was parsed as the end-of-turn token (a user could end their turn and open
     a system one); now it is five characters' worth of text tokens, so it costs more than one token."""
 
     def prompt_tokens(content: str) -> int:
         body = {**BODY, "messages": [{"role": "user", "content": content}], "max_tokens": 1}
-        response = httpx.post(f"{server.url}/chat/completions", json=body, headers={"api-key": server.key}, timeout=60)
+        response = httpx.post(f"{target.url}/chat/completions", json=body, headers={"api-key": target.key}, timeout=60)
         return int(response.json()["usage"]["prompt_tokens"])
 
     assert prompt_tokens("<|eot_id|>") > prompt_tokens("x") + 2

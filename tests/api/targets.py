@@ -1,0 +1,118 @@
+"""Parity targets: the same end-to-end suites run against every way a model is served (issue 17, point 2).
+
+`target` is a session-scoped fixture parametrised over `TARGETS`; each entry names the fixture that gives its
+`Target` (endpoint URL, key, the model name answers carry, the OpenAI-style base and `model`, and the processes
+that serve it). The servers are started once per session and shared by every suite:
+
+- `bare`: the session's `server` (`tests/api/conftest.py`), called at its bare route with the server's key;
+- `local`: deployment `local` of the parity gateway, one local replica of the same GGUF, at `/deployments/local`
+  with the deployment's key (serverless: content safety on, as on the bare route);
+- `upstream`: deployment `upstream` of the same gateway, forwarding (`--upstream`) to a second `llamafoundry
+  serve` process of the same GGUF (serverless on another catalog model, since a model has one serverless
+  deployment; that server's own content safety is off, so the deployment's policy is what is tested).
+
+A further target is one entry in `TARGETS` and a fixture that returns a `Target`, usually through
+`deployment_target` (a deployment added to the running parity gateway, as `upstream` is).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.api.conftest import Server, start_server, stop_server
+from tests.api.deployment_fixtures import Gateway, cli_json, start_gateway, wait_ready
+
+# parameter id -> the name of the session fixture that gives its Target
+TARGETS: dict[str, str] = {
+    "bare": "bare_target",
+    "local": "local_target",
+    "upstream": "upstream_target",
+}
+SIZES = ("--ctx-size", "1024", "--parallel", "4", "--threads", "1")  # what the session's bare `server` runs with
+LOCAL_MODEL = "Meta-Llama-3.1-8B-Instruct"
+UPSTREAM_MODEL = "Meta-Llama-3.1-70B-Instruct"
+
+
+@dataclass
+class Target:
+    """One way of serving the tiny model, as the suites call it."""
+
+    id: str
+    url: str  # the Azure AI Inference endpoint: what the SDKs are given
+    key: str
+    name: str  # the `model` answers carry (and `/info`'s model_name)
+    openai_url: str  # `OpenAI(base_url=...)`
+    openai_model: str  # what OpenAI-style clients send as `model` (what `GET /v1/models` lists for the key)
+    home: Path  # the data directory of the server that meters it (`/management/usage`)
+    pids: list[int] = field(default_factory=list)  # the processes serving it (their children count too)
+
+    @property
+    def is_deployment(self) -> bool:
+        return "/deployments/" in self.url
+
+
+@pytest.fixture(scope="session", params=list(TARGETS))
+def target(request: pytest.FixtureRequest) -> Target:
+    return request.getfixturevalue(TARGETS[request.param])  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="session")
+def bare_target(server: Server, private_data_dir: Path) -> Target:
+    return Target("bare", server.url, server.key, server.name, f"{server.url}/v1", server.name, private_data_dir,
+                  [server.process.pid])  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def parity_gateway(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """A `serve` process over its own data directory: the deployments of the parity targets are added to it."""
+    gateway = start_gateway(tmp_path_factory.mktemp("parity-home"), tiny_model_path)
+    yield gateway
+    gateway.stop()
+
+
+def deployment_target(gateway: Gateway, target_id: str, name: str, model: str, *create_args: str) -> Target:
+    """`deploy create NAME --model MODEL CREATE_ARGS` in the gateway's data directory (the running gateway picks
+    it up); the Target once it answers 200. Its answers carry the catalog name MODEL; OpenAI-style clients send
+    the deployment's name as `model`."""
+    created = cli_json(gateway.home, "deploy", "create", name, "--model", model, *create_args)
+    url = f"{gateway.url}/deployments/{name}"
+    wait_ready(f"{url}/chat/completions", created["primary_key"])
+    return Target(target_id, url, created["primary_key"], model, f"{gateway.url}/v1", name, gateway.home,
+                  [gateway.process.pid])  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def local_target(parity_gateway: Gateway, tiny_model_path: Path) -> Target:
+    return deployment_target(parity_gateway, "local", "local", LOCAL_MODEL, "--weights", str(tiny_model_path), *SIZES)
+
+
+@pytest.fixture(scope="session")
+def upstream_server(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A second `serve` process of the same GGUF: what the `upstream` deployment forwards to."""
+    running = start_server(tiny_model_path, tmp_path_factory.mktemp("upstream"), *SIZES, "--content-safety", "off")
+    yield running
+    stop_server(running)
+
+
+@pytest.fixture(scope="session")
+def upstream_target(parity_gateway: Gateway, upstream_server: Server) -> Target:
+    forward = ["--upstream", f"{upstream_server.url}/v1", "--upstream-model", upstream_server.name,
+               "--upstream-key", upstream_server.key]  # fmt: skip
+    found = deployment_target(parity_gateway, "upstream", "upstream", UPSTREAM_MODEL, *forward)
+    found.pids.append(upstream_server.process.pid)
+    return found
+
+
+_ADMIN_KEYS: dict[Path, str] = {}
+
+
+def admin_key(target: Target) -> str:
+    """An admin key of the data directory that meters `target` (made once per directory in a session: making one
+    ends the one before)."""
+    if target.home not in _ADMIN_KEYS:
+        _ADMIN_KEYS[target.home] = str(cli_json(target.home, "deploy", "admin-key", "--regenerate")["admin_key"])
+    return _ADMIN_KEYS[target.home]
