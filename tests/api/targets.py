@@ -11,7 +11,10 @@ that serve it). The servers are started once per session and shared by every sui
   serve` process of the same GGUF (serverless on another catalog model, since a model has one serverless
   deployment; that server's own content safety is off, so the deployment's policy is what is tested).
 
-A further target is one entry in `TARGETS` and a fixture that returns a `Target`, usually through
+Each also has a one-slot form (`one_slot_target`: one slot, one queue place, a 32K context) for the cases of
+disconnects and back-pressure.
+
+A further target is one entry in `TARGETS` and the fixtures that return its `Target`s, usually through
 `deployment_target` (a deployment added to the running parity gateway, as `upstream` is).
 """
 
@@ -26,13 +29,33 @@ import pytest
 from tests.api.conftest import Server, start_server, stop_server
 from tests.api.deployment_fixtures import Gateway, cli_json, start_gateway, wait_ready
 
-# parameter id -> the name of the session fixture that gives its Target
-TARGETS: dict[str, str] = {
-    "bare": "bare_target",
-    "local": "local_target",
-    "upstream": "upstream_target",
+
+@dataclass(frozen=True)
+class TargetFixtures:
+    """The names of the session fixtures that give one target's `Target`s."""
+
+    sized: str  # sized as the session's bare `server`: 4 slots, 1024-token context
+    one_slot: str  # one slot and one queue place, a 32K context
+
+
+# parameter id -> its fixtures
+TARGETS: dict[str, TargetFixtures] = {
+    "bare": TargetFixtures("bare_target", "one_slot_bare_target"),
+    "local": TargetFixtures("local_target", "one_slot_local_target"),
+    "upstream": TargetFixtures("upstream_target", "one_slot_upstream_target"),
+}
+# (test function, target id) -> why that feature cannot hold on that target: the case runs as xfail(strict=True),
+# so it fails the suite the day the feature starts to hold there (`mark_known_gaps`, called by conftest).
+KNOWN_GAPS: dict[tuple[str, str], str] = {
+    ("test_full_queue_is_429_with_retry_after", "local"): (
+        "a deployment's queue cannot be sized (deploy create has no --max-queue): its replica queues serve's "
+        "default 64 requests, so two waiting behind one busy slot are not refused with 429 queue_full"
+    ),
 }
 SIZES = ("--ctx-size", "1024", "--parallel", "4", "--threads", "1")  # what the session's bare `server` runs with
+ONE_SLOT = ("--parallel", "1", "--threads", "1")
+ONE_SLOT_CTX = 32768  # minutes of generation fit in it
+TRAINED_CTX = 8192  # the tiny model's: the most a deployment's replica may be sized to (serve itself takes more)
 LOCAL_MODEL = "Meta-Llama-3.1-8B-Instruct"
 UPSTREAM_MODEL = "Meta-Llama-3.1-70B-Instruct"
 
@@ -49,6 +72,7 @@ class Target:
     openai_model: str  # what OpenAI-style clients send as `model` (what `GET /v1/models` lists for the key)
     home: Path  # the data directory of the server that meters it (`/management/usage`)
     pids: list[int] = field(default_factory=list)  # the processes serving it (their children count too)
+    ctx_size: int = 1024  # the context of the engine that answers
 
     @property
     def is_deployment(self) -> bool:
@@ -57,7 +81,12 @@ class Target:
 
 @pytest.fixture(scope="session", params=list(TARGETS))
 def target(request: pytest.FixtureRequest) -> Target:
-    return request.getfixturevalue(TARGETS[request.param])  # type: ignore[no-any-return]
+    return request.getfixturevalue(TARGETS[request.param].sized)  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="session", params=list(TARGETS))
+def one_slot_target(request: pytest.FixtureRequest) -> Target:
+    return request.getfixturevalue(TARGETS[request.param].one_slot)  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="session")
@@ -116,3 +145,59 @@ def admin_key(target: Target) -> str:
     if target.home not in _ADMIN_KEYS:
         _ADMIN_KEYS[target.home] = str(cli_json(target.home, "deploy", "admin-key", "--regenerate")["admin_key"])
     return _ADMIN_KEYS[target.home]
+
+
+# ---- one slot, one queue place: disconnects and back-pressure -------------------------------------------------
+
+
+def one_slot_server(model: Path, log_dir: Path, *extra: str) -> Server:
+    return start_server(model, log_dir, *ONE_SLOT, "--ctx-size", str(ONE_SLOT_CTX), "--max-queue", "1", *extra)
+
+
+@pytest.fixture(scope="session")
+def one_slot_bare_server(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    running = one_slot_server(tiny_model_path, tmp_path_factory.mktemp("one-slot"))
+    yield running
+    stop_server(running)
+
+
+@pytest.fixture(scope="session")
+def one_slot_bare_target(one_slot_bare_server: Server, private_data_dir: Path) -> Target:
+    running = one_slot_bare_server
+    return Target("bare", running.url, running.key, running.name, f"{running.url}/v1", running.name,
+                  private_data_dir, [running.process.pid], ONE_SLOT_CTX)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def one_slot_local_target(parity_gateway: Gateway, tiny_model_path: Path) -> Target:
+    found = deployment_target(parity_gateway, "local", "local-1", LOCAL_MODEL, "--type", "managed",
+                              "--weights", str(tiny_model_path), *ONE_SLOT, "--ctx-size", str(TRAINED_CTX))  # fmt: skip
+    found.ctx_size = TRAINED_CTX
+    return found
+
+
+@pytest.fixture(scope="session")
+def one_slot_upstream_server(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    running = one_slot_server(tiny_model_path, tmp_path_factory.mktemp("one-slot-upstream"), "--content-safety", "off")
+    yield running
+    stop_server(running)
+
+
+@pytest.fixture(scope="session")
+def one_slot_upstream_target(parity_gateway: Gateway, one_slot_upstream_server: Server) -> Target:
+    running = one_slot_upstream_server
+    forward = ["--upstream", f"{running.url}/v1", "--upstream-model", running.name, "--upstream-key", running.key]
+    found = deployment_target(parity_gateway, "upstream", "upstream-1", UPSTREAM_MODEL, "--type", "managed", *forward)
+    found.pids.append(running.process.pid)
+    found.ctx_size = ONE_SLOT_CTX
+    return found
+
+
+def mark_known_gaps(items: list[pytest.Item]) -> None:
+    """xfail(strict=True, reason) on each case that `KNOWN_GAPS` names for its target."""
+    for item in items:
+        params = getattr(item, "callspec", None)
+        target_id = params and (params.params.get("target") or params.params.get("one_slot_target"))
+        reason = KNOWN_GAPS.get((getattr(item, "originalname", item.name), str(target_id)))
+        if reason is not None:
+            item.add_marker(pytest.mark.xfail(strict=True, reason=reason))

@@ -245,7 +245,9 @@ def test_errors_carry_code_and_param(
     ("kwargs", "status", "code", "param"),
     [
         ({"max_tokens": 5000}, 400, "context_length_exceeded", "max_tokens"),  # the serving engine's context
-        ({"model_extras": {"n": 64}}, 400, "too_many_sequences", "n"),  # and its slots
+        # and its slots (max_tokens keeps n x max_tokens under the tokens-per-minute limit, which an upstream
+        # deployment, sized by its catalog model's 128K context, meets first with the default max_tokens)
+        ({"model_extras": {"n": 64}, "max_tokens": 4}, 400, "too_many_sequences", "n"),
     ],
 )
 def test_the_serving_engines_limits_are_errors_with_code_and_param(

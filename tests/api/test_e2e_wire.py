@@ -10,7 +10,6 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,13 +18,20 @@ from azure.ai.inference import ChatCompletionsClient
 from azure.core.credentials import AzureKeyCredential
 from azure.core.exceptions import HttpResponseError
 
-from tests.api.conftest import Server, start_server, stop_server
+from tests.api.conftest import Server
 from tests.api.targets import Target
 
 pytestmark = pytest.mark.slow
 
 BODY: dict[str, Any] = {"messages": [{"role": "user", "content": "Tell me a story."}], "max_tokens": 6}
-LONG = {**BODY, "max_tokens": 30000, "ignore_eos": True}  # minutes of generation unless aborted
+
+
+def long_body(target: Target) -> dict[str, Any]:
+    """Minutes of generation unless aborted: as many tokens as the target's context takes (8000 tokens take
+    ~90 s on a busy 2-core machine, 30000 several minutes)."""
+    return {**BODY, "max_tokens": target.ctx_size - 192, "ignore_eos": True}
+
+
 PASS_THROUGH = {"extra-parameters": "pass-through"}
 
 
@@ -128,26 +134,15 @@ def test_health(server: Server) -> None:
 # ---- one slot, one queue place: disconnects and back-pressure ------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def one_slot_server(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = start_server(
-        tiny_model_path,
-        tmp_path_factory.mktemp("one-slot"),
-        "--parallel", "1", "--max-queue", "1", "--ctx-size", "32768",
-    )  # fmt: skip
-    yield running
-    stop_server(running)
-
-
-def start_long_stream(server: Server) -> tuple[httpx.Client, httpx.Response, Iterator[str]]:
+def start_long_stream(target: Target) -> tuple[httpx.Client, httpx.Response, Iterator[str]]:
     """A stream that would run for minutes; returns once its first content chunk has arrived.
 
     Keep the returned line iterator referenced: closing it (garbage collection does) closes the connection.
     """
     client = httpx.Client(timeout=60)
     request = client.build_request(
-        "POST", f"{server.url}/chat/completions", json={**LONG, "stream": True},
-        headers={"api-key": server.key, **PASS_THROUGH},
+        "POST", f"{target.url}/chat/completions", json={**long_body(target), "stream": True},
+        headers={"api-key": target.key, **PASS_THROUGH},
     )  # fmt: skip
     response = client.send(request, stream=True)
     assert response.status_code == 200
@@ -156,35 +151,35 @@ def start_long_stream(server: Server) -> tuple[httpx.Client, httpx.Response, Ite
     return client, response, lines
 
 
-def quick_request(server: Server, timeout: float) -> httpx.Response:
-    return httpx.post(f"{server.url}/chat/completions", json={**BODY, "max_tokens": 2},
-                      headers={"api-key": server.key}, timeout=timeout)  # fmt: skip
+def quick_request(target: Target, timeout: float) -> httpx.Response:
+    return httpx.post(f"{target.url}/chat/completions", json={**BODY, "max_tokens": 2},
+                      headers={"api-key": target.key}, timeout=timeout)  # fmt: skip
 
 
-def test_disconnect_mid_stream_frees_the_slot(one_slot_server: Server) -> None:
-    client, response, lines = start_long_stream(one_slot_server)
+def test_disconnect_mid_stream_frees_the_slot(one_slot_target: Target) -> None:
+    client, response, lines = start_long_stream(one_slot_target)
     assert next(lines) == "" and next(lines).startswith("data: ")  # still streaming
     response.close()
     client.close()
-    # The only slot had about a minute of generation left (30000 tokens at < 600 tokens/s on this model): the
+    # The only slot had a minute or more of generation left (`long_body`): the
     # next request gets it in time only if the stream was aborted.
-    assert quick_request(one_slot_server, timeout=20).status_code == 200
+    assert quick_request(one_slot_target, timeout=20).status_code == 200
 
 
-def test_disconnect_while_waiting_for_a_non_streaming_answer_frees_the_slot(one_slot_server: Server) -> None:
+def test_disconnect_while_waiting_for_a_non_streaming_answer_frees_the_slot(one_slot_target: Target) -> None:
     with pytest.raises(httpx.ReadTimeout):  # gives up on a completion that would take minutes
-        httpx.post(f"{one_slot_server.url}/chat/completions", json=LONG,
-                   headers={"api-key": one_slot_server.key, **PASS_THROUGH}, timeout=2)  # fmt: skip
-    assert quick_request(one_slot_server, timeout=20).status_code == 200
+        httpx.post(f"{one_slot_target.url}/chat/completions", json=long_body(one_slot_target),
+                   headers={"api-key": one_slot_target.key, **PASS_THROUGH}, timeout=2)  # fmt: skip
+    assert quick_request(one_slot_target, timeout=20).status_code == 200
 
 
-def test_full_queue_is_429_with_retry_after(one_slot_server: Server) -> None:
+def test_full_queue_is_429_with_retry_after(one_slot_target: Target) -> None:
     """One slot busy, two more requests: one takes the queue place, the other gets an immediate 429."""
-    client, response, lines = start_long_stream(one_slot_server)  # holds the slot
+    client, response, lines = start_long_stream(one_slot_target)  # holds the slot
     outcomes: list[object] = []
 
     def call_with_sdk() -> None:
-        sdk = ChatCompletionsClient(one_slot_server.url, AzureKeyCredential(one_slot_server.key), retry_total=0)
+        sdk = ChatCompletionsClient(one_slot_target.url, AzureKeyCredential(one_slot_target.key), retry_total=0)
         with sdk:
             try:
                 outcomes.append(sdk.complete(messages=[{"role": "user", "content": "Hi"}], max_tokens=2))
