@@ -46,12 +46,7 @@ TARGETS: dict[str, TargetFixtures] = {
 }
 # (test function, target id) -> why that feature cannot hold on that target: the case runs as xfail(strict=True),
 # so it fails the suite the day the feature starts to hold there (`mark_known_gaps`, called by conftest).
-KNOWN_GAPS: dict[tuple[str, str], str] = {
-    ("test_full_queue_is_429_with_retry_after", "local"): (
-        "a deployment's queue cannot be sized (deploy create has no --max-queue): its replica queues serve's "
-        "default 64 requests, so two waiting behind one busy slot are not refused with 429 queue_full"
-    ),
-}
+KNOWN_GAPS: dict[tuple[str, str], str] = {}
 SIZES = ("--ctx-size", "1024", "--parallel", "4", "--threads", "1")  # what the session's bare `server` runs with
 ONE_SLOT = ("--parallel", "1", "--threads", "1")
 ONE_SLOT_CTX = 32768  # minutes of generation fit in it
@@ -73,6 +68,7 @@ class Target:
     home: Path  # the data directory of the server that meters it (`/management/usage`)
     pids: list[int] = field(default_factory=list)  # the processes serving it (their children count too)
     ctx_size: int = 1024  # the context of the engine that answers
+    max_queue: int = 64  # the requests it queues when its slots are busy (serve's default)
 
     @property
     def is_deployment(self) -> bool:
@@ -165,11 +161,12 @@ def one_slot_bare_server(tiny_model_path: Path, tmp_path_factory: pytest.TempPat
 def one_slot_bare_target(one_slot_bare_server: Server, private_data_dir: Path) -> Target:
     running = one_slot_bare_server
     return Target("bare", running.url, running.key, running.name, f"{running.url}/v1", running.name,
-                  private_data_dir, [running.process.pid], ONE_SLOT_CTX)  # fmt: skip
+                  private_data_dir, [running.process.pid], ONE_SLOT_CTX, max_queue=1)  # fmt: skip
 
 
 @pytest.fixture(scope="session")
 def one_slot_local_target(parity_gateway: Gateway, tiny_model_path: Path) -> Target:
+    # no --max-queue for a deployment: its replica queues serve's default (Target.max_queue)
     found = deployment_target(parity_gateway, "local", "local-1", LOCAL_MODEL, "--type", "managed",
                               "--weights", str(tiny_model_path), *ONE_SLOT, "--ctx-size", str(TRAINED_CTX))  # fmt: skip
     found.ctx_size = TRAINED_CTX
@@ -189,7 +186,7 @@ def one_slot_upstream_target(parity_gateway: Gateway, one_slot_upstream_server: 
     forward = ["--upstream", f"{running.url}/v1", "--upstream-model", running.name, "--upstream-key", running.key]
     found = deployment_target(parity_gateway, "upstream", "upstream-1", UPSTREAM_MODEL, "--type", "managed", *forward)
     found.pids.append(running.process.pid)
-    found.ctx_size = ONE_SLOT_CTX
+    found.ctx_size, found.max_queue = ONE_SLOT_CTX, 1
     return found
 
 
