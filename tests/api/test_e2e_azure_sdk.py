@@ -160,6 +160,16 @@ def test_model_extras_are_passed_through(target: Target) -> None:
     assert len(logprobs) == 3 and all(len(t["top_logprobs"]) == 2 for t in logprobs)
 
 
+def test_several_choices_without_max_tokens_reserve_the_engines_context(target: Target) -> None:
+    """With no max_tokens, each choice reserves the rest of the context against the tokens-per-minute limit: the
+    context of the engine that answers. An upstream deployment reserved its catalog model's (2 x 131K tokens for
+    Llama 3.1 70B, over the 200K limit: a 400) until the gateway read the upstream's own from its /v1/models."""
+    eot = {"128009": 100}  # <|eot_id|>: every choice ends at once, so the case costs no generation
+    with make_client(target) as client:
+        result = client.complete(messages=MESSAGES, model_extras={"n": 2, "logit_bias": eot})
+    assert [c.finish_reason for c in result.choices] == ["stop", "stop"]
+
+
 def test_raw_dict_body_gets_no_header_so_extras_are_refused(server: Server) -> None:
     body = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "n": 1}
     with make_client(server) as client:

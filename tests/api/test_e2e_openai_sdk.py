@@ -101,7 +101,9 @@ def test_vllm_sampling_extensions_need_no_header(target: Target) -> None:
 
 def test_models(target: Target) -> None:
     with make_client(target) as client:
-        assert [m.id for m in client.models.list()] == [target.openai_model]
+        listed = list(client.models.list())
+        assert [m.id for m in listed] == [target.openai_model]
+        assert listed[0].model_extra == {"max_model_len": target.ctx_size}  # vLLM's field; a gateway reads it
         assert client.models.retrieve(target.openai_model).id == target.openai_model
 
 

@@ -124,6 +124,9 @@ class UpstreamChatService:
     async def start(self) -> None:
         base_urls, api_key = await self.provider.start()
         self.client = RemoteChatClient(base_urls, api_key, self.verify_tls)
+        if isinstance(self.provider, FixedUpstream):  # replicas run as sized here; an upstream has its own context
+            reported = await self.client.max_model_len(self.upstream_model)
+            self.max_context = min(self.max_context, reported or self.max_context)
         # Load the tokenizer (~0.25 s) now rather than on a first request; the service is ready meanwhile.
         await asyncio.to_thread(llama_prompt_counter)
 
