@@ -1,4 +1,5 @@
-"""The JS SDK (`@azure-rest/ai-inference` with `@azure/core-sse`) under Node against a real server.
+"""The JS SDK (`@azure-rest/ai-inference` with `@azure/core-sse`) under Node against a real server: its bare
+route and `/deployments/<name>` of a local replica and an upstream deployment (`target`, tests/api/targets.py).
 
 `tests/js/chat.mjs` makes the calls the SDK samples make and prints a JSON summary; this test checks it.
 `make test` installs the Node packages (`npm install` in tests/js) when npm is available.
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.api.conftest import Server
+from tests.api.targets import Target
 
 pytestmark = pytest.mark.slow
 
@@ -23,23 +24,23 @@ JS_DIR = Path(__file__).resolve().parents[1] / "js"
 
 
 @pytest.fixture(scope="module")
-def js_summary(server: Server) -> dict[str, Any]:
+def js_summary(target: Target) -> dict[str, Any]:
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not installed: the JS SDK test needs Node.js 18 or later")
     if not (JS_DIR / "node_modules" / "@azure-rest" / "ai-inference").is_dir():
         pytest.skip(f"the JS SDK packages are not installed: run `npm install` in {JS_DIR} (make test does)")
-    env = {**os.environ, "LF_ENDPOINT": server.url, "LF_KEY": server.key}
+    env = {**os.environ, "LF_ENDPOINT": target.url, "LF_KEY": target.key}
     done = subprocess.run([node, "chat.mjs"], cwd=JS_DIR, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, f"node failed:\n{done.stderr}\n{done.stdout}"
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_non_streaming(js_summary: dict[str, Any], server: Server) -> None:
+def test_non_streaming(js_summary: dict[str, Any], target: Target) -> None:
     result = js_summary["complete"]
     assert result["status"] == "200" and result["headers"]["requestId"]
     body = result["body"]
-    assert body["model"] == server.name and isinstance(body["created"], int) and len(body["id"]) == 32
+    assert body["model"] == target.name and isinstance(body["created"], int) and len(body["id"]) == 32
     assert body["choices"][0]["message"]["role"] == "assistant" and body["choices"][0]["finish_reason"] == "length"
     assert body["usage"]["completion_tokens"] == 5
 
@@ -57,7 +58,7 @@ def test_streaming(js_summary: dict[str, Any]) -> None:
     assert 2 <= len(chunks) <= 6
 
 
-def test_info_and_errors(js_summary: dict[str, Any], server: Server) -> None:
+def test_info_and_errors(js_summary: dict[str, Any], target: Target) -> None:
     assert js_summary["info"]["model_type"] == "chat-completions"
     assert js_summary["wrongKey"]["status"] == "401" and js_summary["wrongKey"]["unexpected"]
     assert "Auth token validation failed" in js_summary["wrongKey"]["body"]["message"]

@@ -1,5 +1,7 @@
 """Byte-level checks with raw httpx against a real server: SSE framing (contract §5.2), plain-REST forms
-(no api-version, bare `Authorization`, `/v1`), client disconnects and the 429 of a full queue."""
+(no api-version, bare `Authorization`, `/v1`), client disconnects and the 429 of a full queue. The framing, forms
+and errors are checked on the bare route and through `/deployments/<name>` of a local replica deployment and of
+an upstream deployment (`target`, tests/api/targets.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,6 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,12 +18,20 @@ from azure.ai.inference import ChatCompletionsClient
 from azure.core.credentials import AzureKeyCredential
 from azure.core.exceptions import HttpResponseError
 
-from tests.api.conftest import Server, start_server, stop_server
+from tests.api.conftest import Server
+from tests.api.targets import Target
 
 pytestmark = pytest.mark.slow
 
 BODY: dict[str, Any] = {"messages": [{"role": "user", "content": "Tell me a story."}], "max_tokens": 6}
-LONG = {**BODY, "max_tokens": 30000, "ignore_eos": True}  # minutes of generation unless aborted
+
+
+def long_body(target: Target) -> dict[str, Any]:
+    """Minutes of generation unless aborted: as many tokens as the target's context takes (8000 tokens take
+    ~90 s on a busy 2-core machine, 30000 several minutes)."""
+    return {**BODY, "max_tokens": target.ctx_size - 192, "ignore_eos": True}
+
+
 PASS_THROUGH = {"extra-parameters": "pass-through"}
 
 
@@ -35,15 +44,15 @@ def split_events(raw: bytes) -> list[bytes]:
     return [block[len(b"data: ") :] for block in blocks]
 
 
-def stream_raw(server: Server, body: dict[str, Any], headers: dict[str, str] | None = None) -> httpx.Response:
-    headers = {"api-key": server.key, **(headers or {})}
-    response = httpx.post(f"{server.url}/chat/completions", json={**body, "stream": True}, headers=headers, timeout=60)
+def stream_raw(target: Target, body: dict[str, Any], headers: dict[str, str] | None = None) -> httpx.Response:
+    headers = {"api-key": target.key, **(headers or {})}
+    response = httpx.post(f"{target.url}/chat/completions", json={**body, "stream": True}, headers=headers, timeout=60)
     assert response.status_code == 200, response.text
     return response
 
 
-def test_stream_bytes(server: Server) -> None:
-    response = stream_raw(server, BODY)
+def test_stream_bytes(target: Target) -> None:
+    response = stream_raw(target, BODY)
     assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
     assert response.headers["transfer-encoding"] == "chunked" and response.headers["x-request-id"]
     payloads = split_events(response.content)
@@ -62,9 +71,9 @@ def test_stream_bytes(server: Server) -> None:
     assert chunks[-1]["usage"]["completion_tokens"] == 6
 
 
-def test_stream_of_several_choices(server: Server) -> None:
+def test_stream_of_several_choices(target: Target) -> None:
     body = {**BODY, "n": 3, "logprobs": True, "seed": 5}  # seeded: random text is now and then filtered
-    chunks = [json.loads(p) for p in split_events(stream_raw(server, body, PASS_THROUGH).content)[:-1]]
+    chunks = [json.loads(p) for p in split_events(stream_raw(target, body, PASS_THROUGH).content)[:-1]]
     assert all(len(c["choices"]) == 1 for c in chunks)
     for index in range(3):
         mine = [c["choices"][0] for c in chunks if c["choices"][0]["index"] == index]
@@ -73,45 +82,46 @@ def test_stream_of_several_choices(server: Server) -> None:
     assert "usage" in chunks[-1] and chunks[-1]["usage"]["completion_tokens"] == 18
 
 
-def test_plain_rest_forms(server: Server) -> None:
-    # No api-version, the key as a bare Authorization header (MaaS curl examples), on the bare route and /v1.
-    for path in ("/chat/completions", "/v1/chat/completions"):
-        response = httpx.post(f"{server.url}{path}", json=BODY, headers={"authorization": server.key}, timeout=60)
+def test_plain_rest_forms(target: Target) -> None:
+    # No api-version, the key as a bare Authorization header (MaaS curl examples), on the Azure route and /v1.
+    for url in (f"{target.url}/chat/completions", f"{target.openai_url}/chat/completions"):
+        body = {**BODY, "model": target.openai_model}
+        response = httpx.post(url, json=body, headers={"authorization": target.key}, timeout=60)
         assert response.status_code == 200 and response.json()["usage"]["completion_tokens"] == 6
         assert response.headers["content-type"] == "application/json"
     # an assistant turn without content (the contract's list of what clients send)
     turns = [{"role": "user", "content": "a"}, {"role": "assistant"}, {"role": "user", "content": "b"}]
-    response = httpx.post(f"{server.url}/chat/completions", json={**BODY, "messages": turns},
-                          headers={"api-key": server.key}, timeout=60)  # fmt: skip
+    response = httpx.post(f"{target.url}/chat/completions", json={**BODY, "messages": turns},
+                          headers={"api-key": target.key}, timeout=60)  # fmt: skip
     assert response.status_code == 200, response.text
 
 
-def test_errors_before_the_first_byte_are_json(server: Server) -> None:
+def test_errors_before_the_first_byte_are_json(target: Target) -> None:
     response = httpx.post(
-        f"{server.url}/chat/completions",
+        f"{target.url}/chat/completions",
         json={**BODY, "stream": True, "messages": [{"role": "user", "content": "x " * 2000}]},
-        headers={"api-key": server.key},
+        headers={"api-key": target.key},
         timeout=60,
     )
     assert response.status_code == 400 and response.json()["error"]["code"] == "context_length_exceeded"
     # far past the context (the largest max_tokens the API takes): the context is what the client must change
-    response = httpx.post(f"{server.url}/chat/completions", json={**BODY, "max_tokens": 131_072},
-                          headers={"api-key": server.key}, timeout=60)  # fmt: skip
+    response = httpx.post(f"{target.url}/chat/completions", json={**BODY, "max_tokens": 131_072},
+                          headers={"api-key": target.key}, timeout=60)  # fmt: skip
     assert response.status_code == 400 and response.json()["error"]["code"] == "context_length_exceeded"
     assert response.json()["error"]["param"] == "max_tokens"
     lone_surrogate = b'{"messages": [{"role": "user", "content": "\\ud800 hi"}], "max_tokens": 2}'
-    response = httpx.post(f"{server.url}/chat/completions", content=lone_surrogate,
-                          headers={"api-key": server.key, "content-type": "application/json"}, timeout=60)  # fmt: skip
+    response = httpx.post(f"{target.url}/chat/completions", content=lone_surrogate,
+                          headers={"api-key": target.key, "content-type": "application/json"}, timeout=60)  # fmt: skip
     assert response.status_code == 400 and "lone surrogate" in response.json()["error"]["message"]
 
 
-def test_control_token_text_in_a_message_is_text_to_the_model(server: Server) -> None:
+def test_control_token_text_in_a_message_is_text_to_the_model(target: Target) -> None:
     """ "<|eot_id|>" written by a user was parsed as the end-of-turn token (a user could end their turn and open
     a system one); now it is five characters' worth of text tokens, so it costs more than one token."""
 
     def prompt_tokens(content: str) -> int:
         body = {**BODY, "messages": [{"role": "user", "content": content}], "max_tokens": 1}
-        response = httpx.post(f"{server.url}/chat/completions", json=body, headers={"api-key": server.key}, timeout=60)
+        response = httpx.post(f"{target.url}/chat/completions", json=body, headers={"api-key": target.key}, timeout=60)
         return int(response.json()["usage"]["prompt_tokens"])
 
     assert prompt_tokens("<|eot_id|>") > prompt_tokens("x") + 2
@@ -124,26 +134,15 @@ def test_health(server: Server) -> None:
 # ---- one slot, one queue place: disconnects and back-pressure ------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def one_slot_server(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = start_server(
-        tiny_model_path,
-        tmp_path_factory.mktemp("one-slot"),
-        "--parallel", "1", "--max-queue", "1", "--ctx-size", "32768",
-    )  # fmt: skip
-    yield running
-    stop_server(running)
-
-
-def start_long_stream(server: Server) -> tuple[httpx.Client, httpx.Response, Iterator[str]]:
+def start_long_stream(target: Target) -> tuple[httpx.Client, httpx.Response, Iterator[str]]:
     """A stream that would run for minutes; returns once its first content chunk has arrived.
 
     Keep the returned line iterator referenced: closing it (garbage collection does) closes the connection.
     """
     client = httpx.Client(timeout=60)
     request = client.build_request(
-        "POST", f"{server.url}/chat/completions", json={**LONG, "stream": True},
-        headers={"api-key": server.key, **PASS_THROUGH},
+        "POST", f"{target.url}/chat/completions", json={**long_body(target), "stream": True},
+        headers={"api-key": target.key, **PASS_THROUGH},
     )  # fmt: skip
     response = client.send(request, stream=True)
     assert response.status_code == 200
@@ -152,49 +151,50 @@ def start_long_stream(server: Server) -> tuple[httpx.Client, httpx.Response, Ite
     return client, response, lines
 
 
-def quick_request(server: Server, timeout: float) -> httpx.Response:
-    return httpx.post(f"{server.url}/chat/completions", json={**BODY, "max_tokens": 2},
-                      headers={"api-key": server.key}, timeout=timeout)  # fmt: skip
+def quick_request(target: Target, timeout: float) -> httpx.Response:
+    return httpx.post(f"{target.url}/chat/completions", json={**BODY, "max_tokens": 2},
+                      headers={"api-key": target.key}, timeout=timeout)  # fmt: skip
 
 
-def test_disconnect_mid_stream_frees_the_slot(one_slot_server: Server) -> None:
-    client, response, lines = start_long_stream(one_slot_server)
+def test_disconnect_mid_stream_frees_the_slot(one_slot_target: Target) -> None:
+    client, response, lines = start_long_stream(one_slot_target)
     assert next(lines) == "" and next(lines).startswith("data: ")  # still streaming
     response.close()
     client.close()
-    # The only slot had about a minute of generation left (30000 tokens at < 600 tokens/s on this model): the
+    # The only slot had a minute or more of generation left (`long_body`): the
     # next request gets it in time only if the stream was aborted.
-    assert quick_request(one_slot_server, timeout=20).status_code == 200
+    assert quick_request(one_slot_target, timeout=20).status_code == 200
 
 
-def test_disconnect_while_waiting_for_a_non_streaming_answer_frees_the_slot(one_slot_server: Server) -> None:
+def test_disconnect_while_waiting_for_a_non_streaming_answer_frees_the_slot(one_slot_target: Target) -> None:
     with pytest.raises(httpx.ReadTimeout):  # gives up on a completion that would take minutes
-        httpx.post(f"{one_slot_server.url}/chat/completions", json=LONG,
-                   headers={"api-key": one_slot_server.key, **PASS_THROUGH}, timeout=2)  # fmt: skip
-    assert quick_request(one_slot_server, timeout=20).status_code == 200
+        httpx.post(f"{one_slot_target.url}/chat/completions", json=long_body(one_slot_target),
+                   headers={"api-key": one_slot_target.key, **PASS_THROUGH}, timeout=2)  # fmt: skip
+    assert quick_request(one_slot_target, timeout=20).status_code == 200
 
 
-def test_full_queue_is_429_with_retry_after(one_slot_server: Server) -> None:
-    """One slot busy, two more requests: one takes the queue place, the other gets an immediate 429."""
-    client, response, lines = start_long_stream(one_slot_server)  # holds the slot
+def test_full_queue_is_429_with_retry_after(one_slot_target: Target) -> None:
+    """One slot busy, one request more than the queue takes: those fill the queue, the last gets an immediate 429.
+    (A deployment's queue cannot be sized: a local replica's is serve's default, 64 places.)"""
+    client, response, lines = start_long_stream(one_slot_target)  # holds the slot
     outcomes: list[object] = []
 
     def call_with_sdk() -> None:
-        sdk = ChatCompletionsClient(one_slot_server.url, AzureKeyCredential(one_slot_server.key), retry_total=0)
+        sdk = ChatCompletionsClient(one_slot_target.url, AzureKeyCredential(one_slot_target.key), retry_total=0)
         with sdk:
             try:
                 outcomes.append(sdk.complete(messages=[{"role": "user", "content": "Hi"}], max_tokens=2))
             except HttpResponseError as exc:
                 outcomes.append(exc)
 
-    callers = [threading.Thread(target=call_with_sdk) for _ in range(2)]
+    callers = [threading.Thread(target=call_with_sdk) for _ in range(one_slot_target.max_queue + 1)]
     for caller in callers:
         caller.start()
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 15  # a refusal is immediate; the wait is for a busy machine
         while not outcomes and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert len(outcomes) == 1, "one request should have been refused at once, the other should wait"
+        assert len(outcomes) == 1, "one request should have been refused at once, the others should wait"
         refused = outcomes[0]
         assert isinstance(refused, HttpResponseError)
         assert refused.status_code == 429 and refused.error.code == "queue_full"
@@ -205,7 +205,8 @@ def test_full_queue_is_429_with_retry_after(one_slot_server: Server) -> None:
         client.close()
         for caller in callers:
             caller.join(timeout=60)
-    assert len(outcomes) == 2 and not isinstance(outcomes[1], Exception)  # the waiting one got the freed slot
+    assert len(outcomes) == len(callers)
+    assert not any(isinstance(outcome, Exception) for outcome in outcomes[1:])  # the waiting ones got the slot
 
 
 def test_an_idle_keep_alive_connection_outlives_a_retry_after(server: Server) -> None:

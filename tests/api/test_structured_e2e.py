@@ -1,14 +1,13 @@
 """Structured output end to end: schemas written by Pydantic (unions, numeric bounds, enums, `$defs`) through the real
-`azure-ai-inference` SDK, on the bare route and through a local replica deployment, and the issue's schema bomb
-answered in bounded memory by every process involved.
+`azure-ai-inference` SDK, on the bare route and through `/deployments/<name>` of a local replica deployment and of an
+upstream deployment (`target`, tests/api/targets.py), and the issue's schema bomb answered in bounded memory by
+every process involved.
 
 The model has random weights: only constrained decoding makes its output JSON, so every answer must validate.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,8 +25,8 @@ from azure.core.credentials import AzureKeyCredential
 from azure.core.exceptions import HttpResponseError
 from pydantic import BaseModel, Field
 
-from tests.api.conftest import API_KEY
-from tests.api.deployment_fixtures import Gateway, chat, cli_json, start_gateway, wait_ready
+from tests.api.deployment_fixtures import chat
+from tests.api.targets import Target
 
 pytestmark = pytest.mark.slow
 
@@ -59,53 +58,17 @@ class Forecast(BaseModel):
     days: int = Field(ge=1, le=14)
 
 
-@dataclass
-class Endpoint:
-    url: str
-    key: str
-    gateway: Gateway
-
-    def client(self) -> ChatCompletionsClient:
-        return ChatCompletionsClient(self.url, AzureKeyCredential(self.key), retry_total=0)
+def client(target: Target) -> ChatCompletionsClient:
+    return ChatCompletionsClient(target.url, AzureKeyCredential(target.key), retry_total=0)
 
 
-@pytest.fixture(scope="module")
-def gateway(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, str]]:
-    home = tmp_path_factory.mktemp("structured-home")
-    deployment = cli_json(home, "deploy", "create", "pets", "--model", "Meta-Llama-3.1-8B-Instruct",
-                          "--weights", str(tiny_model_path))  # fmt: skip
-    running = start_gateway(home, tiny_model_path)
-    wait_ready(f"{running.url}/deployments/pets/chat/completions", deployment["primary_key"])
-    yield running, deployment["primary_key"]
-    running.stop()
-
-
-@pytest.fixture(params=["bare", "deployment"])
-def endpoint(request: pytest.FixtureRequest, gateway: tuple[Gateway, str]) -> Endpoint:
-    return endpoint_of(gateway, request.param)
-
-
-def endpoint_of(gateway: tuple[Gateway, str], route: str) -> Endpoint:
-    running, key = gateway
-    if route == "bare":
-        return Endpoint(running.url, API_KEY, running)
-    return Endpoint(f"{running.url}/deployments/pets", key, running)
-
-
-# Both routes: a local replica deployment is reached through the forwarding codec (protocol/forward.py), which
-# sends response_format and tools on and reads tool_calls back.
-ROUTES = ["bare", "deployment"]
-
-
-@pytest.mark.parametrize("route", ROUTES)
-def test_a_forced_call_of_a_pydantic_function_keeps_to_its_bounds(gateway: tuple[Gateway, str], route: str) -> None:
-    endpoint = endpoint_of(gateway, route)
+def test_a_forced_call_of_a_pydantic_function_keeps_to_its_bounds(target: Target) -> None:
     tool = ChatCompletionsToolDefinition(
         function=FunctionDefinition(name="forecast", description="Weather", parameters=Forecast.model_json_schema())
     )
     force = ChatCompletionsNamedToolChoice(function=ChatCompletionsNamedToolChoiceFunction(name="forecast"))
-    with endpoint.client() as client:
-        response = client.complete(
+    with client(target) as sdk:
+        response = sdk.complete(
             messages=[UserMessage("Weather in Oslo?")], tools=[tool], tool_choice=force, max_tokens=48,
             temperature=1.0, seed=3, model_extras={"n": 2},
         )  # fmt: skip
@@ -115,33 +78,33 @@ def test_a_forced_call_of_a_pydantic_function_keeps_to_its_bounds(gateway: tuple
         Forecast.model_validate_json(call.function.arguments)  # 1 <= days <= 14, a city of at most 20 characters
 
 
-def pet_answers(endpoint: Endpoint) -> list[str]:
+def pet_answers(target: Target) -> list[str]:
     fmt = JsonSchemaFormat(name="pet", schema=Pet.model_json_schema(), strict=True)
-    with endpoint.client() as client:
-        response = client.complete(
+    with client(target) as sdk:
+        response = sdk.complete(
             messages=[UserMessage("Describe a pet.")], response_format=fmt, max_tokens=96, temperature=1.0,
             top_p=0.95, seed=11, model_extras={"n": 2, "logprobs": True},
         )  # fmt: skip
         streamed = list(
-            client.complete(messages=[UserMessage("A pet?")], response_format=fmt, max_tokens=96, temperature=0,
-                            stream=True)  # fmt: skip
+            sdk.complete(
+                messages=[UserMessage("A pet?")], response_format=fmt, max_tokens=96, temperature=0, stream=True
+            )  # fmt: skip
         )
     assert all(c.finish_reason == "stop" for c in response.choices)
     assert streamed[-1].choices[0].finish_reason == "stop"
     return [c.message.content for c in response.choices] + ["".join(u.choices[0].delta.content or "" for u in streamed)]
 
 
-@pytest.mark.parametrize("route", ROUTES)
-def test_a_pydantic_response_format_always_validates(gateway: tuple[Gateway, str], route: str) -> None:
-    for content in pet_answers(endpoint_of(gateway, route)):
+def test_a_pydantic_response_format_always_validates(target: Target) -> None:
+    for content in pet_answers(target):
         Pet.model_validate_json(content)
 
 
-def test_beam_search_under_a_schema_returns_n_valid_answers(gateway: tuple[Gateway, str]) -> None:
+def test_beam_search_under_a_schema_returns_n_valid_answers(target: Target) -> None:
     """Beam search with a response_format was a 400; every returned beam now validates."""
     fmt = JsonSchemaFormat(name="pet", schema=Pet.model_json_schema(), strict=True)
-    with endpoint_of(gateway, "bare").client() as client:
-        response = client.complete(
+    with client(target) as sdk:
+        response = sdk.complete(
             messages=[UserMessage("Describe a pet.")], response_format=fmt, max_tokens=96,
             model_extras={"use_beam_search": True, "best_of": 2, "n": 2},
         )  # fmt: skip
@@ -151,10 +114,10 @@ def test_beam_search_under_a_schema_returns_n_valid_answers(gateway: tuple[Gatew
         Pet.model_validate_json(choice.message.content)
 
 
-def test_a_keyword_that_cannot_be_enforced_is_422_naming_it(endpoint: Endpoint) -> None:
+def test_a_keyword_that_cannot_be_enforced_is_422_naming_it(target: Target) -> None:
     fmt = JsonSchemaFormat(name="n", schema={"type": "array", "items": {"type": "integer"}, "uniqueItems": True})
-    with endpoint.client() as client, pytest.raises(HttpResponseError) as caught:
-        client.complete(messages=[UserMessage("Numbers.")], response_format=fmt)
+    with client(target) as sdk, pytest.raises(HttpResponseError) as caught:
+        sdk.complete(messages=[UserMessage("Numbers.")], response_format=fmt)
     assert caught.value.status_code == 422 and "'uniqueItems'" in caught.value.error.message
 
 
@@ -166,20 +129,20 @@ BOMBS: list[dict[str, Any]] = [
 
 @pytest.mark.parametrize("schema", BOMBS, ids=["minLength", "maxLength"])
 def test_the_schema_bomb_is_answered_within_max_tokens_in_bounded_memory(
-    endpoint: Endpoint, schema: dict[str, Any]
+    target: Target, schema: dict[str, Any]
 ) -> None:
     """The issue: minLength 1e9 made the grammar builder allocate until the OOM killer ended the gateway (22 GB)
     and every replica with it; maxLength 1e7 built an 80 MB grammar. Now a string the length of max_tokens."""
     fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
     for stream in (False, True):
-        answer = chat(f"{endpoint.url}/chat/completions", endpoint.key, response_format=fmt, max_tokens=24,
+        answer = chat(f"{target.url}/chat/completions", target.key, response_format=fmt, max_tokens=24,
                       stream=stream)  # fmt: skip
         assert answer.status_code == 200, answer.text
-    usage = chat(f"{endpoint.url}/chat/completions", endpoint.key, response_format=fmt, max_tokens=24).json()
+    usage = chat(f"{target.url}/chat/completions", target.key, response_format=fmt, max_tokens=24).json()
     assert usage["usage"]["completion_tokens"] <= 24
-    for pid in [endpoint.gateway.process.pid, *descendants(endpoint.gateway.process.pid)]:
+    for pid in [*target.pids, *(child for parent in target.pids for child in descendants(parent))]:
         assert rss_mib(pid) < MAX_RSS_MIB, f"process {pid} holds {rss_mib(pid)} MiB"
-    healthy = chat(f"{endpoint.url}/chat/completions", endpoint.key, response_format={"type": "json_object"})
+    healthy = chat(f"{target.url}/chat/completions", target.key, response_format={"type": "json_object"})
     assert healthy.status_code == 200
 
 

@@ -4,7 +4,8 @@ The tests follow the SDK's tool samples (`sample_chat_completions_with_tools.py`
 `sample_chat_completions_streaming_with_tools.py`): a flight-information function, the call, the function's
 result sent back as a tool message, and the model's next answer. The model has random weights, so only
 constrained decoding (a named or required tool_choice, a JSON response_format) makes its output a call or JSON:
-those outputs must always parse and validate against their schemas.
+those outputs must always parse and validate against their schemas. Every case runs on the bare route and through
+`/deployments/<name>` of a local replica deployment and of an upstream deployment (`target`, tests/api/targets.py).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from azure.ai.inference.models import (
 )
 from azure.core.exceptions import HttpResponseError
 
-from tests.api.conftest import Server
+from tests.api.targets import Target
 from tests.api.test_e2e_azure_sdk import make_client
 
 pytestmark = pytest.mark.slow
@@ -74,9 +75,9 @@ def question() -> list[Any]:
     ]
 
 
-def test_a_named_tool_choice_returns_a_call_that_validates_then_the_tool_result_round_trips(server: Server) -> None:
+def test_a_named_tool_choice_returns_a_call_that_validates_then_the_tool_result_round_trips(target: Target) -> None:
     messages = question()
-    with make_client(server) as client:
+    with make_client(target) as client:
         response = client.complete(messages=messages, tools=[FLIGHT_INFO], tool_choice=FORCE_FLIGHT, **LIMITS)
         choice = response.choices[0]
         assert choice.finish_reason == "tool_calls" and not choice.message.content
@@ -92,9 +93,9 @@ def test_a_named_tool_choice_returns_a_call_that_validates_then_the_tool_result_
     assert answer.usage.prompt_tokens > response.usage.prompt_tokens  # the call and its result are in the prompt
 
 
-def test_streamed_tool_call_deltas_read_the_way_the_sdk_sample_reads_them(server: Server) -> None:
+def test_streamed_tool_call_deltas_read_the_way_the_sdk_sample_reads_them(target: Target) -> None:
     messages = question()
-    with make_client(server) as client:
+    with make_client(target) as client:
         response = client.complete(
             messages=messages, tools=[FLIGHT_INFO], tool_choice=FORCE_FLIGHT, stream=True, **LIMITS
         )
@@ -129,8 +130,8 @@ def test_streamed_tool_call_deltas_read_the_way_the_sdk_sample_reads_them(server
     assert finals and finals[-1] in ("stop", "length", "tool_calls")
 
 
-def test_required_tool_choice_gives_every_choice_a_valid_call(server: Server) -> None:
-    with make_client(server) as client:
+def test_required_tool_choice_gives_every_choice_a_valid_call(target: Target) -> None:
+    with make_client(target) as client:
         response = client.complete(
             messages=question(),
             tools=[FLIGHT_INFO, WEATHER],
@@ -146,8 +147,8 @@ def test_required_tool_choice_gives_every_choice_a_valid_call(server: Server) ->
         jsonschema.validate(json.loads(call.function.arguments), SCHEMAS[call.function.name])
 
 
-def test_tool_choice_none_answers_in_text(server: Server) -> None:
-    with make_client(server) as client:
+def test_tool_choice_none_answers_in_text(target: Target) -> None:
+    with make_client(target) as client:
         response = client.complete(
             messages=question(), tools=[FLIGHT_INFO], tool_choice=ChatCompletionsToolChoicePreset.NONE, **LIMITS
         )
@@ -156,8 +157,8 @@ def test_tool_choice_none_answers_in_text(server: Server) -> None:
     assert isinstance(choice.message.content, str)
 
 
-def test_json_object_content_always_parses(server: Server) -> None:
-    with make_client(server) as client:
+def test_json_object_content_always_parses(target: Target) -> None:
+    with make_client(target) as client:
         response = client.complete(
             messages=[UserMessage("Describe Paris as JSON.")],
             response_format="json_object",
@@ -184,9 +185,9 @@ CITY = {
 }
 
 
-def test_streamed_json_schema_content_validates(server: Server) -> None:
+def test_streamed_json_schema_content_validates(target: Target) -> None:
     fmt = JsonSchemaFormat(name="city", schema=CITY, strict=True)
-    with make_client(server) as client:
+    with make_client(target) as client:
         updates = list(
             client.complete(
                 messages=[UserMessage("Describe Paris.")],
@@ -202,10 +203,10 @@ def test_streamed_json_schema_content_validates(server: Server) -> None:
     jsonschema.validate(json.loads(content), CITY)
 
 
-def test_a_schema_keyword_the_grammar_cannot_enforce_is_422_naming_it(server: Server) -> None:
+def test_a_schema_keyword_the_grammar_cannot_enforce_is_422_naming_it(target: Target) -> None:
     schema = {"type": "object", "properties": {"n": {"type": "integer", "not": {"const": 3}}}}
     fmt = JsonSchemaFormat(name="n", schema=schema)
-    with make_client(server) as client, pytest.raises(HttpResponseError) as caught:
+    with make_client(target) as client, pytest.raises(HttpResponseError) as caught:
         client.complete(messages=[UserMessage("Pick a number.")], response_format=fmt)
     assert caught.value.status_code == 422 and "'not'" in caught.value.error.message
     assert caught.value.error.code == "parameter_not_supported"

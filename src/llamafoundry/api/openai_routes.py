@@ -146,6 +146,8 @@ _STARTED_AT = int(time.time())
 
 
 def _openai_model(target: Target) -> dict[str, object]:
-    """A served model for `/v1/models`: its id is what to send as `model` (a deployment's name)."""
-    owner = target.service.model_provider
-    return {"id": target.name, "object": "model", "created": _STARTED_AT, "owned_by": owner}
+    """A served model for `/v1/models`: its id is what to send as `model` (a deployment's name); `max_model_len`
+    (vLLM's field) the tokens one request may use, which a gateway forwarding here reads as the model's context."""
+    service = target.service
+    return {"id": target.name, "object": "model", "created": _STARTED_AT, "owned_by": service.model_provider,
+            "max_model_len": service.max_context}  # fmt: skip

@@ -91,6 +91,7 @@ class ReplicaSet:
     replicas: list[Replica] = field(default_factory=list)
     _watchers: list[asyncio.Task[None]] = field(default_factory=list)
     _is_stopping: bool = False
+    sizes_itself = False  # the replicas run with the deployment's sizes
 
     @property
     def is_ready(self) -> bool:

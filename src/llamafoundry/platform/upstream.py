@@ -52,6 +52,11 @@ class UpstreamProvider(Protocol):
     @property
     def is_ready(self) -> bool: ...
 
+    @property
+    def sizes_itself(self) -> bool:
+        """The servers were started elsewhere with a context of their own (read from them), not sized here."""
+        ...
+
     def status(self) -> dict[str, Any]:
         """What the deployment's runtime status shows of the servers (a replica set: its replicas)."""
         ...
@@ -106,6 +111,9 @@ class UpstreamChatService:
         base_urls, api_key = await self.provider.start()
         self.client = RemoteChatClient(base_urls, api_key, self.verify_tls)
         self.provider.attach(self.client)
+        if self.provider.sizes_itself:  # replicas run as sized here; other servers have their own context
+            reported = await self.client.max_model_len(self.upstream_model)
+            self.max_context = min(self.max_context, reported or self.max_context)
         # Load the tokenizer (~0.25 s) now rather than on a first request; the service is ready meanwhile.
         await asyncio.to_thread(llama_prompt_counter)
 

@@ -129,6 +129,18 @@ class RemoteChatClient:
         least = min(candidates, key=lambda u: (u.num_in_flight, u.num_requests))
         return self.affinity.choose(candidates, least, preferred)
 
+    async def max_model_len(self, model: str) -> int | None:
+        """The context the servers give `model` in `GET /v1/models` (`max_model_len`, as vLLM and llamafoundry
+        report it), the smallest over the servers; None when none answers with one."""
+        found: list[int] = []
+        for upstream in self.upstreams:
+            with contextlib.suppress(httpx.HTTPError, ValueError, TypeError, AttributeError):
+                response = await self._http.get(api_url(upstream.base_url, "models"), headers=self.headers, timeout=5)
+                entries = response.json()["data"] if response.status_code == 200 else []
+                lengths = [e.get("max_model_len") for e in entries if e.get("id") == model or len(entries) == 1]
+                found += [n for n in lengths if isinstance(n, int) and n > 0]
+        return min(found, default=None)
+
     async def complete(
         self, body: dict[str, Any], headers: dict[str, str] | None = None, path: str = CHAT
     ) -> dict[str, Any]:

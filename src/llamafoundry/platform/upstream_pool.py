@@ -33,6 +33,8 @@ class UpstreamPool:
         interval_s: seconds between health checks.
     """
 
+    sizes_itself = True  # started elsewhere: their context is read from them
+
     def __init__(
         self,
         base_urls: Sequence[str],

@@ -36,6 +36,7 @@ class FilteredChatBackend:
 
     async def start(self) -> None:
         await self.inner.start()
+        self.max_context = self.inner.max_context  # an upstream's, once it has said what it is
 
     async def stop(self) -> None:
         await self.inner.stop()
