@@ -115,10 +115,12 @@ def platform(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory) ->
     gateway.stop()
 
 
-# ---- parity targets: bare, local deployment, upstream deployment (tests/api/targets.py) -------------------------
+# ---- parity targets: bare, local deployment, upstream deployments (tests/api/targets.py) -------------------------
 
 from tests.api.targets import (  # noqa: E402,F401,I001  (the fixtures, for every module here)
     bare_target,
+    llama_server_target,
+    llama_server_upstream,
     local_target,
     one_slot_bare_server,
     one_slot_bare_target,

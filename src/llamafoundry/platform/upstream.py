@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
+from llamafoundry.engine.sampling_params import SamplingParams
 from llamafoundry.errors import (
     EngineError,
     EngineUnavailableError,
@@ -26,7 +27,13 @@ from llamafoundry.errors import (
     QueueFullError,
     RequestTooLargeError,
 )
-from llamafoundry.platform.upstream_client import CHAT, TEXT_COMPLETIONS, RemoteChatClient, UpstreamError
+from llamafoundry.platform.upstream_client import (
+    CHAT,
+    TEXT_COMPLETIONS,
+    RemoteChatClient,
+    ServerLimits,
+    UpstreamError,
+)
 from llamafoundry.protocol.forward import deltas_from_chunk, request_body, result_from_body, usage_from_body
 from llamafoundry.service import structured
 from llamafoundry.service.prompt_counter import llama_prompt_counter
@@ -99,6 +106,7 @@ class UpstreamChatService:
         self.upstream_model = upstream_model or model_name
         self.verify_tls = verify_tls
         self.client: RemoteChatClient | None = None
+        self.limits = ServerLimits()  # what servers sized elsewhere say they hold (checked before forwarding)
 
     @property
     def is_ready(self) -> bool:
@@ -111,9 +119,9 @@ class UpstreamChatService:
         base_urls, api_key = await self.provider.start()
         self.client = RemoteChatClient(base_urls, api_key, self.verify_tls)
         self.provider.attach(self.client)
-        if self.provider.sizes_itself:  # replicas run as sized here; other servers have their own context
-            reported = await self.client.max_model_len(self.upstream_model)
-            self.max_context = min(self.max_context, reported or self.max_context)
+        if self.provider.sizes_itself:  # replicas run as sized here and check their own limits
+            self.limits = await self.client.server_limits(self.upstream_model)
+            self.max_context = min(self.max_context, self.limits.context or self.max_context)
         # Load the tokenizer (~0.25 s) now rather than on a first request; the service is ready meanwhile.
         await asyncio.to_thread(llama_prompt_counter)
 
@@ -136,6 +144,7 @@ class UpstreamChatService:
         params = structured.with_grammar(request, sampling_params(request))
         counter = await asyncio.to_thread(llama_prompt_counter)
         num_tokens = await asyncio.to_thread(counter.count, request, self.model_name)
+        check_server_limits(self.limits, num_tokens, params)
         return PreparedRequest(request, params, num_tokens)
 
     def _client(self) -> RemoteChatClient:
@@ -249,6 +258,25 @@ _KNOWN_CODES: dict[str, type[EngineError]] = {
     PromptTooLongError.code: PromptTooLongError,
     RequestTooLargeError.code: RequestTooLargeError,
 }
+
+
+def check_server_limits(limits: ServerLimits, num_prompt: int, params: SamplingParams) -> None:
+    """Refuse, as the bare route does, what the upstream servers said they cannot hold: llama-server would
+    otherwise cut the completion short at its context, and answer `n` above its slots with a bare 500."""
+    if limits.context is not None and params.max_tokens is not None and num_prompt + params.max_tokens > limits.context:
+        raise PromptTooLongError(
+            f"This deployment's servers hold {limits.context} tokens per request, but {num_prompt + params.max_tokens}"
+            f" were requested ({num_prompt} in the messages, {params.max_tokens} in the completion). Lower max_tokens "
+            "or shorten the messages.",
+            param="max_tokens",
+        )
+    if limits.slots is not None and params.num_candidates > limits.slots:
+        param = "best_of" if params.best_of is not None else "n"
+        raise RequestTooLargeError(
+            f"{param}={params.num_candidates} needs {params.num_candidates} parallel sequences, but this "
+            f"deployment's servers run {limits.slots}. Lower {param}.",
+            param=param,
+        )
 
 
 def engine_error(exc: UpstreamError, failure_note: str | None = None) -> EngineError:

@@ -74,6 +74,18 @@ def api_url(base_url: str, path: str = CHAT) -> str:
     return f"{base}/{path}"
 
 
+@dataclass(frozen=True)
+class ServerLimits:
+    """What upstream servers hold, where they say: tokens of one sequence, and sequences at once."""
+
+    context: int | None = None
+    slots: int | None = None
+
+
+def _positive(value: Any) -> list[int]:
+    return [value] if isinstance(value, int) and not isinstance(value, bool) and value > 0 else []
+
+
 @dataclass
 class Upstream:
     """One server, and what the balancer knows about it: a failed request keeps it aside for FAILED_BACKOFF_S;
@@ -129,17 +141,35 @@ class RemoteChatClient:
         least = min(candidates, key=lambda u: (u.num_in_flight, u.num_requests))
         return self.affinity.choose(candidates, least, preferred)
 
-    async def max_model_len(self, model: str) -> int | None:
-        """The context the servers give `model` in `GET /v1/models` (`max_model_len`, as vLLM and llamafoundry
-        report it), the smallest over the servers; None when none answers with one."""
-        found: list[int] = []
+    async def server_limits(self, model: str) -> ServerLimits:
+        """What the servers say they hold, the smallest over them: the context of one sequence of `model`
+        (`max_model_len` in `GET /v1/models`, as vLLM and llamafoundry report it, else llama-server's context per
+        slot, `default_generation_settings.n_ctx` in `GET /props`) and llama-server's slots (`total_slots`)."""
+        contexts: list[int] = []
+        slots: list[int] = []
         for upstream in self.upstreams:
-            with contextlib.suppress(httpx.HTTPError, ValueError, TypeError, AttributeError):
-                response = await self._http.get(api_url(upstream.base_url, "models"), headers=self.headers, timeout=5)
-                entries = response.json()["data"] if response.status_code == 200 else []
-                lengths = [e.get("max_model_len") for e in entries if e.get("id") == model or len(entries) == 1]
-                found += [n for n in lengths if isinstance(n, int) and n > 0]
-        return min(found, default=None)
+            props = await self._props(upstream)
+            n_ctx = props.get("default_generation_settings", {}).get("n_ctx")
+            contexts += await self._models_max_len(upstream, model) or _positive(n_ctx)
+            slots += _positive(props.get("total_slots"))
+        return ServerLimits(min(contexts, default=None), min(slots, default=None))
+
+    async def _models_max_len(self, upstream: Upstream, model: str) -> list[int]:
+        with contextlib.suppress(httpx.HTTPError, ValueError, TypeError, AttributeError, KeyError):
+            response = await self._http.get(api_url(upstream.base_url, "models"), headers=self.headers, timeout=5)
+            entries = response.json()["data"] if response.status_code == 200 else []
+            return [n for e in entries if e.get("id") == model or len(entries) == 1 for n in _positive(
+                e.get("max_model_len"))]  # fmt: skip
+        return []
+
+    async def _props(self, upstream: Upstream) -> dict[str, Any]:
+        """llama-server's `GET /props` at the server's root ({} from servers without it)."""
+        root = upstream.base_url.rstrip("/").removesuffix("/v1")
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            response = await self._http.get(f"{root}/props", headers=self.headers, timeout=5)
+            body = response.json() if response.status_code == 200 else {}
+            return body if isinstance(body, dict) else {}
+        return {}
 
     async def complete(
         self, body: dict[str, Any], headers: dict[str, str] | None = None, path: str = CHAT
