@@ -3,7 +3,6 @@ processes on loopback serving the tiny random-weight GGUF (end-to-end tests)."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +14,7 @@ from starlette.testclient import TestClient
 from llamafoundry.api.app import create_app
 from llamafoundry.config import EngineSettings, ServeSettings
 from tests.api.fakes import FakeChatService
-from tests.serve_process import free_port, launch_serve, stop_process, wait_healthy
-
-API_KEY = "0123456789abcdef0123456789abcdef"
-MODEL_NAME = "tiny-llama"
-SERVER_START_TIMEOUT_S = 90
-
+from tests.api.servers import API_KEY, MODEL_NAME, Server, start_server, stop_server  # noqa: F401 (for the tests)
 
 # ---- in-process app over a fake service ------------------------------------------------------------------
 
@@ -41,33 +35,6 @@ def client(fake_service: FakeChatService) -> Iterator[TestClient]:
 
 
 # ---- real server processes -------------------------------------------------------------------------------
-
-
-@dataclass
-class Server:
-    url: str
-    key: str
-    name: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-def start_server(model: Path, log_dir: Path, *extra_args: str) -> Server:
-    """`python -m llamafoundry serve` on a free loopback port; returns once GET /health answers 200."""
-    port = free_port()
-    log_path = log_dir / f"server-{port}.log"
-    args = ["--model", str(model), "--port", str(port), "--api-key", API_KEY, "--name", MODEL_NAME,
-            "--threads", "1", *extra_args]  # fmt: skip
-    server = Server(f"http://127.0.0.1:{port}", API_KEY, MODEL_NAME, launch_serve(args, log_path), log_path)
-    wait_healthy(server.url, server.process, log_path, SERVER_START_TIMEOUT_S)
-    return server
-
-
-def stop_server(server: Server) -> None:
-    stop_process(server.process, timeout_s=20)
 
 
 def module_server(*extra_args: str) -> Any:

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from llamafoundry.cli import main
-from tests.api.conftest import API_KEY
+from tests.api.servers import API_KEY
 from tests.serve_process import free_port, launch_serve, stop_process, wait_healthy
 
 START_TIMEOUT_S = 120

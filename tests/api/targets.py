@@ -33,9 +33,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.api.conftest import Server, start_server, stop_server
 from tests.api.deployment_fixtures import Gateway, cli_json, start_gateway, wait_ready
 from tests.api.llama_server_fixtures import LlamaServer, start_llama_server
+from tests.api.servers import Server, start_server, stop_server
 
 
 @dataclass(frozen=True)

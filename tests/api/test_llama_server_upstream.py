@@ -19,9 +19,9 @@ from azure.ai.inference import ChatCompletionsClient
 from azure.ai.inference.models import UserMessage
 from azure.core.credentials import AzureKeyCredential
 
-from tests.api.conftest import free_port
 from tests.api.deployment_fixtures import Gateway, cli_json, start_gateway, wait_for
 from tests.api.llama_server_fixtures import LlamaServer, start_llama_server
+from tests.serve_process import free_port
 
 pytestmark = pytest.mark.slow
 

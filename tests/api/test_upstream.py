@@ -18,8 +18,9 @@ from azure.ai.inference.models import ImageContentItem, ImageUrl, TextContentIte
 from azure.core.credentials import AzureKeyCredential
 from azure.core.exceptions import HttpResponseError
 
-from tests.api.conftest import API_KEY, Server, free_port
+from tests.api.conftest import API_KEY, Server
 from tests.api.deployment_fixtures import Gateway, chat, cli_json, start_gateway
+from tests.serve_process import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -133,7 +133,9 @@ def test_deploy_cancel_resume_and_delete_from_the_cli(hub: FakeHub, tmp_path: Pa
     assert "cannot resume its download: it is downloading" in refused
     _cli(home, "deploy", "delete", "dl-del")  # a downloading deployment: its job goes with it
     assert cli_json(home, "deploy", "list") == []
-    _cli(home, "deploy", "create", "dl-del", "--model", MODEL, "--type", "managed", "--wait")  # downloads here
+    created = _cli(home, "deploy", "create", "dl-del", "--model", MODEL, "--type", "managed")
+    assert "`llamafoundry deploy resume dl-del --wait` downloads it now" in created  # no server runs
+    _cli(home, "deploy", "resume", "dl-del", "--wait")  # a queued download no server holds: made here
     shown = cli_json(home, "deploy", "show", "dl-del")
     assert "status" not in shown and Path(shown["weights"]).is_file() and hub.blob_requests() == [None]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                             "bytes already downloaded")  # fmt: skip
     resume.add_argument("name")
     resume.add_argument("--wait", action="store_true", help="follow the download with a progress bar until the "
-                        "deployment is ready")  # fmt: skip
+                        "deployment is ready (downloading it here when no server does; a download under way is "
+                        "followed)")  # fmt: skip
     resume.set_defaults(handler=_resume, audit_action="deployment.download.resume")
     for parser in (cancel, resume):
         add_store_options(parser)
@@ -43,13 +45,19 @@ def _cancel(args: argparse.Namespace) -> int:
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from llamafoundry.platform.downloads import resume
+    from llamafoundry.platform.downloads import DOWNLOADING, get_job, resume
 
+    name = args.name.lower()
+    if args.wait:  # a download that is under way (or waits for a server) is followed, and made here if no one does
+        with open_store(args) as store:
+            job = get_job(store, name)
+            if job is not None and job.state == DOWNLOADING:
+                return wait_until_ready(store, name, home_of(args))
     code = _change(args, resume, "The download of {name} resumes from the bytes it has.")
     if code != 0 or not args.wait:
         return code
     with open_store(args) as store:
-        return wait_until_ready(store, args.name.lower(), home_of(args))
+        return wait_until_ready(store, name, home_of(args))
 
 
 def _change(args: argparse.Namespace, change: Any, sentence: str) -> int:
@@ -76,7 +84,8 @@ def print_queued(name: str, store: Store) -> None:
                   "continues).", soft_wrap=True, highlight=False)  # fmt: skip
     if not live_servers(store):
         console.print("No server is running on this data directory: the next `llamafoundry serve` downloads it "
-                      "(or give --wait to download it now).", soft_wrap=True, highlight=False)  # fmt: skip
+                      f"(or `llamafoundry deploy resume {name} --wait` downloads it now).", soft_wrap=True,
+                      highlight=False)  # fmt: skip
 
 
 def live_servers(store: Store) -> set[str]:
@@ -88,8 +97,10 @@ def wait_until_ready(store: Store, name: str, home: Path) -> int:
     """Follow a deployment's download with a progress bar (downloading it here when no server does: whoever holds
     the job's lease downloads it), then until a running server reports it ready. Ctrl-C stops waiting; a download
     made here stops too, its bytes kept for whoever resumes it."""
-    from llamafoundry.platform.downloads import DownloadWorker, get_job, process_id
+    from llamafoundry.platform.downloads import FAILED, DownloadWorker, get_job, process_id
 
+    # the worker's log line of a failure would repeat the sentence printed below
+    logging.getLogger("llamafoundry.platform.downloads").setLevel(logging.CRITICAL)
     worker = DownloadWorker(store, home / "models", process_id("deploy --wait"))
     try:
         try:
@@ -97,7 +108,8 @@ def wait_until_ready(store: Store, name: str, home: Path) -> int:
         finally:
             worker.stop()
         if job is not None:
-            print_error(f"The download of {name} is {job.state}: {job.error or ''}")
+            ended = "failed" if job.state == FAILED else f"was {job.state}"
+            print_error(f"The download of {name} {ended}: {job.error or ''}".rstrip(": "))
             return 1
         return _wait_served(store, name) if get_job(store, name) is None else 1
     except KeyboardInterrupt:
