@@ -54,6 +54,8 @@ def test_the_deploy_form_becomes_the_management_body() -> None:
                     "content_safety": True}  # fmt: skip
     upstream = deployment_body(form(name="u", model="M", source="upstream", upstream="http://h/v1", upstream_key=""))
     assert upstream == {"name": "u", "model": "M", "type": "serverless", "upstream": "http://h/v1"}
+    pool = deployment_body(form(name="u", model="M", source="upstream", upstream="http://a/v1, http://b/v1"))
+    assert pool["upstream"] == ["http://a/v1", "http://b/v1"]  # a pool, as the management API takes it
     assert "weights" not in deployment_body(form(name="d", model="M", source="catalog", weights="/ignored"))
     for fields, param in ((form(source="file"), "weights"), (form(source="upstream"), "upstream"),
                           (form(instances="two"), "instances")):  # fmt: skip

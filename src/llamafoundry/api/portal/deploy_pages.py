@@ -54,7 +54,9 @@ def deployment_body(form: dict[str, list[str]]) -> dict[str, Any]:
         if not field(form, "upstream"):
             raise FormError("upstream", "Give the base URL of an OpenAI-compatible server, such as "
                             "http://10.0.0.5:8000/v1, or choose another weights source.")  # fmt: skip
-        for name in ("upstream", "upstream_model", "upstream_key"):
+        urls = [url.strip() for url in field(form, "upstream").split(",") if url.strip()]
+        body["upstream"] = urls if len(urls) > 1 else field(form, "upstream")  # several: a pool
+        for name in ("upstream_model", "upstream_key"):
             if field(form, name):
                 body[name] = field(form, name)
     for name, option in INTEGER_FIELDS.items():
