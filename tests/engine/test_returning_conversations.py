@@ -77,3 +77,22 @@ def test_more_conversations_than_slots_come_back_from_host_memory() -> None:
     assert_histories_reused_and_answers_cold(turns, runner_8)
     assert tiers.stats.num_loads >= 12 and runner.loads
     assert tiers.ram is not None and tiers.ram.used_bytes <= tiers.ram.budget_bytes
+
+
+def test_a_saved_state_evicted_while_its_slot_is_vacated_is_looked_up_again_not_a_failure() -> None:
+    # Found by `bench multiturn --workload 48x5@8`: admitting a returning turn vacated its slot, whose idle history
+    # went to host memory and evicted (budget full) the very state just found for the turn; loading it raised
+    # KeyError and the request failed with a 500. Now the tiers are searched again, and the turn is computed.
+    runner = FakeRunner(max_seqs=1, max_batch_tokens=64, ctx_size=256)
+    tiers = KvTiers(HostCache(budget_bytes=500), None)  # one 43-token state (~350 bytes), not two
+    engine = LLMEngine(runner, ctx_size=256, max_queue=8, prefix_caching=True, kv_tiers=tiers)
+    first = list(range(100, 140))
+    _, answer = submit(engine, first, temperature=0.0, max_tokens=4, ignore_eos=True)
+    run_until_done(engine)
+    submit(engine, list(range(200, 240)), temperature=0.0, max_tokens=4, ignore_eos=True)  # `first` to host memory
+    run_until_done(engine)
+    returning = first + answer.token_ids()[0] + [150, 151]
+    _, again = submit(engine, returning, temperature=0.0, max_tokens=4, ignore_eos=True)
+    run_until_done(engine)
+    assert not again.errors
+    assert again.token_ids()[0] == cold_answer(returning, 4, lambda: FakeRunner(max_seqs=1, ctx_size=256))

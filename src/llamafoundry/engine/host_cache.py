@@ -74,9 +74,12 @@ class HostCache:
         """Some entry holds all of `tokens` (and maybe more)."""
         return self._index.longest(tokens)[1] == len(tokens) > 0
 
-    def take(self, key: int) -> CachedState:
-        """The entry to load into a slot; counts a use, which raises its priority."""
-        entry = self._entries[key]
+    def take(self, key: int) -> CachedState | None:
+        """The entry to load into a slot, or None when it was evicted since it was found; counts a use, which
+        raises its priority."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
         entry.hits += 1
         entry.priority = self._priority(entry)
         self.num_hits += 1

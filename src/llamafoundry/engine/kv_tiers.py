@@ -94,11 +94,12 @@ class KvTiers:
 
     @contextlib.contextmanager
     def open(self, hit: TierHit) -> Iterator[StateBytes | None]:
-        """The saved state of a hit, to load into a slot (None when it is gone, as a file deleted by another
-        process)."""
+        """The saved state of a hit, to load into a slot (None when it is gone: a file deleted by another process,
+        an entry evicted to make room for the state of the slot it was to load into)."""
         if hit.tier == RAM:
             assert self.ram is not None and isinstance(hit.key, int)
-            yield self.ram.take(hit.key).data
+            entry = self.ram.take(hit.key)
+            yield None if entry is None else entry.data
             return
         assert self.disk is not None
         with self.disk.open_state(str(hit.key)) as state:

@@ -115,7 +115,7 @@ class PrefixCache:
         in_place = hit is None and best_len > 0 and best_seq == first
         if first in self._idle:
             self._vacate(first, free, protected=best_seq, keep_cells=in_place)
-        if hit is None or not self._load(hit, first, request):
+        if hit is None or not (self._load(hit, first, request) or self._load_found_again(request, best_len, first)):
             if in_place:
                 self.runner.seq_remove(first, best_len, -1)
                 request.num_computed = request.num_cached_tokens = best_len
@@ -138,6 +138,12 @@ class PrefixCache:
         if hit is None or min(hit.length, request.num_prompt_tokens - 1) <= slot_len:
             return None
         return hit
+
+    def _load_found_again(self, request: Request, slot_len: int, seq_id: int) -> bool:
+        """After a hit could not be loaded: vacating the slot may have saved a state that replaced it (a longer one,
+        or one that evicted it from a full budget); search the tiers once more."""
+        hit = self._tier_hit(request, slot_len)
+        return hit is not None and self._load(hit, seq_id, request)
 
     def _load(self, hit: TierHit, seq_id: int, request: Request) -> bool:
         """Load a tier's state into `seq_id` and keep the prompt's part of it; False when it could not be loaded."""
