@@ -288,8 +288,6 @@ def install_accounting(
     gateway = getattr(app.state, "gateway", None)
     if accounting.limits.resolve is None and gateway is not None:
         accounting.limits.resolve = gateway_limits(gateway)
-    if gateway is not None:  # the health of --upstream pools (api/metrics_pools.py)
-        accounting.metrics.registry.register(UpstreamPoolCollector(gateway))
     app.state.accounting = accounting
     app.add_middleware(AccountingMiddleware, accounting=accounting)
     endpoint: Callable[[Request], Awaitable[Response]] = accounting.metrics.endpoint
@@ -300,6 +298,7 @@ def install_accounting(
         accounting.metrics.watch(settings.model_name, service.status)
     if gateway is not None:
         watch_gateway(accounting.metrics, gateway)
+        accounting.metrics.add_collector(UpstreamPoolCollector(gateway))  # --upstream pools' health
     return accounting
 
 
