@@ -36,7 +36,7 @@ from llamafoundry.platform.content_safety import (
 )
 from llamafoundry.platform.gateway import Gateway
 from llamafoundry.platform.ratelimit import limit_settings
-from llamafoundry.platform.store import Store
+from llamafoundry.platform.store import Store, iso_time
 from llamafoundry.protocol.chat import parse_json_object
 from llamafoundry.protocol.errors import ApiError, not_found
 from llamafoundry.safety.blocklists import Blocklist, BlocklistError
@@ -104,7 +104,7 @@ def management_router(store: Store, home: Path, gateway: Gateway | None = None) 
         deployment = await _call(ops.get_deployment, store, request.path_params["name"])
         keys = await asyncio.to_thread(store.keys, deployment.name)
         body = _describe(deployment, gateway, await asyncio.to_thread(downloads.get_job, store, deployment.name))
-        body["keys"] = {k.slot: {"id": k.key_id, "created_at": ops.iso_time(k.created_at)} for k in keys}
+        body["keys"] = {k.slot: {"id": k.key_id, "created_at": iso_time(k.created_at)} for k in keys}
         return json_response(body)
 
     async def update(request: Request) -> Response:
@@ -144,7 +144,7 @@ def management_router(store: Store, home: Path, gateway: Gateway | None = None) 
     async def list_keys(request: Request) -> Response:
         deployment = await _call(ops.get_deployment, store, request.path_params["name"])
         keys = await asyncio.to_thread(store.keys, deployment.name)
-        return json_response({k.slot: {"id": k.key_id, "created_at": ops.iso_time(k.created_at)} for k in keys})
+        return json_response({k.slot: {"id": k.key_id, "created_at": iso_time(k.created_at)} for k in keys})
 
     async def regenerate(request: Request) -> Response:
         body = parse_json_object(await read_body(request), request.headers.get("content-type"))

@@ -193,8 +193,9 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from llamafoundry.platform.deployments import describe, get_deployment, iso_time
+    from llamafoundry.platform.deployments import describe, get_deployment
     from llamafoundry.platform.downloads import get_job, status
+    from llamafoundry.platform.store import iso_time
 
     with open_store(args) as store:
         deployment = _run(lambda: get_deployment(store, args.name))
@@ -233,7 +234,8 @@ def _delete(args: argparse.Namespace) -> int:
 
 
 def _keys(args: argparse.Namespace) -> int:
-    from llamafoundry.platform.deployments import get_deployment, iso_time, regenerate_key
+    from llamafoundry.platform.deployments import get_deployment, regenerate_key
+    from llamafoundry.platform.store import iso_time
 
     with open_store(args) as store:
         if args.regenerate is None:
@@ -265,7 +267,8 @@ def _keys(args: argparse.Namespace) -> int:
 
 
 def _admin_key(args: argparse.Namespace) -> int:
-    from llamafoundry.platform.deployments import iso_time, regenerate_admin_key
+    from llamafoundry.platform.deployments import regenerate_admin_key
+    from llamafoundry.platform.store import iso_time
 
     with open_store(args) as store:
         if args.regenerate:

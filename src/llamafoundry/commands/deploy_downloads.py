@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llamafoundry.commands.common import console, print_error
-from llamafoundry.commands.runtime_view import RUNTIME_STALE_S
+from llamafoundry.commands.runtime_view import is_stale
 from llamafoundry.commands.store_options import add_store_options, home_of, open_store
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ def print_queued(name: str, store: Store) -> None:
 
 def live_servers(store: Store) -> set[str]:
     now = time.time()
-    return {r.server for r in store.runtime_reports() if now - r.updated_at <= RUNTIME_STALE_S}
+    return {r.server for r in store.runtime_reports() if not is_stale(now - r.updated_at)}
 
 
 def wait_until_ready(store: Store, name: str, home: Path) -> int:

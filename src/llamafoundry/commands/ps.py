@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from llamafoundry.commands.common import console
-from llamafoundry.commands.runtime_view import RUNTIME_STALE_S
+from llamafoundry.commands.runtime_view import RUNTIME_STALE_S, is_stale
 from llamafoundry.commands.store_options import add_store_options, open_store
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -66,7 +66,7 @@ def _row(server: str, name: str, status: dict[str, Any], age_s: float) -> dict[s
         "up_s": round(time.time() - min(s for s in started if s is not None)) if started and None not in started
         else None,
         "reported_s_ago": round(age_s, 1),
-        "stale": age_s > RUNTIME_STALE_S,
+        "stale": is_stale(age_s),
     }  # fmt: skip
 
 

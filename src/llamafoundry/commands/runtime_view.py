@@ -14,13 +14,18 @@ if TYPE_CHECKING:  # the store (SQLAlchemy) is imported by the commands that ope
 RUNTIME_STALE_S = 60.0  # a server re-reports at least every 15 s (Gateway.report_runtime); older: it stopped
 
 
+def is_stale(age_s: float) -> bool:
+    """A report this old comes from a server that stopped."""
+    return age_s > RUNTIME_STALE_S
+
+
 def runtime_entry(report: RuntimeReport, now: float | None = None) -> dict[str, Any]:
     """A server's report as `deploy show` gives it: its status, when it was made, and whether it is stale."""
-    from llamafoundry.platform.deployments import iso_time
+    from llamafoundry.platform.store import iso_time
 
     age = (time.time() if now is None else now) - report.updated_at
     return {"server": report.server, "updated_at": iso_time(report.updated_at), "age_s": round(age, 1),
-            "stale": age > RUNTIME_STALE_S, **report.status}  # fmt: skip
+            "stale": is_stale(age), **report.status}  # fmt: skip
 
 
 def print_runtime(entries: list[dict[str, Any]]) -> None:

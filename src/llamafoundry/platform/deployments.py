@@ -33,7 +33,7 @@ from llamafoundry.platform.errors import DeploymentConflict, DeploymentError, De
 from llamafoundry.platform.project_keys import project_key_holder
 from llamafoundry.platform.projects import check_project
 from llamafoundry.platform.server_keys import server_key_holder
-from llamafoundry.platform.store import DEFAULT_PROJECT, Deployment, Store, StoreConflict
+from llamafoundry.platform.store import DEFAULT_PROJECT, Deployment, Store, StoreConflict, iso_time
 from llamafoundry.platform.weights import WeightsError, hub_url, resolve_weights
 
 SHARED_QUOTA_LIFETIME_S = 168 * 3600  # Azure deletes shared-quota deployments 168 hours after creation
@@ -380,8 +380,3 @@ def describe_model(model: CatalogModel) -> dict[str, Any]:
         else None
     )
     return body
-
-
-def iso_time(timestamp: float) -> str:
-    """A time as the API and the CLI show it: ISO 8601 in UTC, to the second."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))

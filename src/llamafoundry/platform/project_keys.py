@@ -23,7 +23,7 @@ from llamafoundry.platform.errors import DeploymentConflict, ProjectError, Proje
 from llamafoundry.platform.keys import generate_key, hash_key, key_id_of
 from llamafoundry.platform.projects import check_deployments, get_project
 from llamafoundry.platform.ratelimit import UNLIMITED, RateLimits
-from llamafoundry.platform.store import Store, StoreConflict, metadata
+from llamafoundry.platform.store import Store, StoreConflict, iso_time, metadata
 
 _KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -76,9 +76,9 @@ class ProjectKey:
         return {
             "id": self.id, "name": self.name, "project": self.project, "state": state,
             "deployments": list(self.deployments) if self.deployments is not None else "all",
-            "tpm": self.tokens_per_minute, "rpm": self.requests_per_minute, "created_at": _iso(self.created_at),
-            "expires_at": _iso(self.expires_at) if self.expires_at is not None else None,
-            "revoked_at": _iso(self.revoked_at) if self.revoked_at is not None else None,
+            "tpm": self.tokens_per_minute, "rpm": self.requests_per_minute, "created_at": iso_time(self.created_at),
+            "expires_at": iso_time(self.expires_at) if self.expires_at is not None else None,
+            "revoked_at": iso_time(self.revoked_at) if self.revoked_at is not None else None,
         }  # fmt: skip
 
 
@@ -194,6 +194,3 @@ def _key(row: sa.RowMapping) -> ProjectKey:
     values["deployments"] = tuple(names) if names is not None else None
     return ProjectKey(**values)
 
-
-def _iso(timestamp: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))

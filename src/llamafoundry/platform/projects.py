@@ -21,7 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from llamafoundry.platform.errors import DeploymentConflict, ProjectError, ProjectNotFound
-from llamafoundry.platform.store import DEFAULT_PROJECT, Store, StoreConflict, deployments, metadata
+from llamafoundry.platform.store import DEFAULT_PROJECT, Store, StoreConflict, deployments, iso_time, metadata
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$")
 GRANT_KINDS = ("subject", "group", "app_role", "any")
@@ -75,7 +75,7 @@ class Grant:
         return isinstance(listed, list) and self.value in listed
 
     def describe(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"kind": self.kind, "value": self.value, "created_at": _iso(self.created_at)}
+        body: dict[str, Any] = {"kind": self.kind, "value": self.value, "created_at": iso_time(self.created_at)}
         body["deployments"] = list(self.deployments) if self.deployments is not None else "all"
         return body
 
@@ -215,9 +215,6 @@ def _grant(row: sa.RowMapping) -> Grant:
 
 
 def describe_project(project: Project, deployment_names: list[str]) -> dict[str, Any]:
-    return {"name": project.name, "description": project.description, "created_at": _iso(project.created_at),
+    return {"name": project.name, "description": project.description, "created_at": iso_time(project.created_at),
             "deployments": deployment_names}  # fmt: skip
 
-
-def _iso(timestamp: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))

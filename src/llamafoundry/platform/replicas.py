@@ -28,6 +28,7 @@ from llamafoundry.config import generate_api_key
 from llamafoundry.hardware.decode_check import explain_exit
 from llamafoundry.platform.replica_process import ReplicaProcess, spawn_replica
 from llamafoundry.platform.sizing import Sizing
+from llamafoundry.platform.store import iso_time
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ class ReplicaSet:
         replicas = [
             {"index": r.index, "url": r.url, "pid": r.process.pid if r.process else None, "healthy": r.is_healthy,
              "restarts": r.num_restarts, "last_exit": r.last_exit,
-             "last_exit_at": _iso(r.last_exit_at) if r.last_exit_at else None}
+             "last_exit_at": iso_time(r.last_exit_at) if r.last_exit_at else None}
             for r in self.replicas
         ]  # fmt: skip
         return {"replicas": replicas, "sizing": self.spec.sizing.as_dict()}
@@ -215,9 +216,6 @@ class ReplicaSet:
                         "%.2f s later)", self.spec.name, replica.index, now - exited, forked - exited,
                         now - forked)  # fmt: skip
 
-
-def _iso(timestamp: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
 
 
 def _error_message(response: httpx.Response) -> str:

@@ -357,6 +357,11 @@ class Store:
             conn.execute(admin_keys.insert().values(id=1, key_hash=key_hash, created_at=now))
 
 
+def iso_time(timestamp: float) -> str:
+    """A stored time as the API and the CLI show it: ISO 8601 in UTC, to the second."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
 def _json(value: Any) -> dict[str, Any]:
     if isinstance(value, str):
         value = json.loads(value)

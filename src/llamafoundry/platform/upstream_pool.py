@@ -15,7 +15,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from llamafoundry.platform.deployments import iso_time
+from llamafoundry.platform.store import iso_time
 from llamafoundry.platform.upstream_client import RemoteChatClient, Upstream
 
 logger = logging.getLogger(__name__)
