@@ -26,6 +26,7 @@ import re
 import shlex
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from statistics import median
@@ -187,6 +188,18 @@ def measure(servers: dict[str, RunningServer], args: argparse.Namespace, run: di
         run["servers"][name].setdefault("workloads", {})[workload_name] = summarize(runs)
 
 
+def prefix_cache_counts(server: RunningServer) -> dict[str, float]:
+    """llamafoundry's prefix-cache counters after the run (requests by the tier their prefix came from, tokens
+    reused by tier, tokens computed), from its /metrics: where the returning turns' histories were found."""
+    counts = {}
+    with urllib.request.urlopen(f"{server.endpoint.base_url}/metrics", timeout=30) as response:
+        for line in response.read().decode().splitlines():
+            name, _, value = line.rpartition(" ")
+            if name.startswith("llamafoundry_prefix_cache_") and "_created" not in name:
+                counts[name.removeprefix("llamafoundry_prefix_cache_")] = float(value)
+    return counts
+
+
 def run(args: argparse.Namespace) -> int:
     if args.report is not None:  # render an earlier run's results again
         return write_report(json.loads(args.report.read_text()), args)
@@ -215,6 +228,8 @@ def run(args: argparse.Namespace) -> int:
         measure(servers, args, run_data)
         for name, server in servers.items():
             run_data["servers"][name]["peak_rss_mib"] = server.peak_rss_mib()
+        if "llamafoundry" in servers:
+            run_data["servers"]["llamafoundry"]["prefix_cache"] = prefix_cache_counts(servers["llamafoundry"])
     finally:
         for server in servers.values():
             server.stop()

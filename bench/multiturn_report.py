@@ -74,6 +74,11 @@ def markdown(run: dict[str, Any], plot_names: list[str]) -> str:
         lines += workload_table(run, workload)
     lines += ["", "| server | peak RSS (MiB) |", "|---|---|"]
     lines += [f"| {name} | {d.get('peak_rss_mib') or 0:.0f} |" for name, d in run["servers"].items()]
+    counts = run["servers"].get("llamafoundry", {}).get("prefix_cache")
+    if counts:  # where llamafoundry found the histories, over the whole run
+        lines += ["", "llamafoundry's prefix cache over the run (its /metrics):", ""]
+        lines += ["| counter | value |", "|---|---|"]
+        lines += [f"| `{name}` | {value:.0f} |" for name, value in sorted(counts.items())]
     lines += [""] + [f"![{name}]({name})" for name in plot_names]
     return "\n".join(lines) + "\n"
 

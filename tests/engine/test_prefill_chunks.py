@@ -116,9 +116,88 @@ def test_a_prompt_beside_few_decoding_streams_takes_a_larger_chunk() -> None:
         for i in range(num_decoding):
             submit(engine, [i + 1, 2], temperature=0.0, max_tokens=40)
         engine.step()
-        _, late = submit(engine, [30] * 40, temperature=0.0, max_tokens=2)
+        _, late = submit(engine, [30] * 120, temperature=0.0, max_tokens=2)  # over 4x the share: not taken whole
         engine.step()
         seq = num_decoding  # the lowest free slot
         assert sum(1 for tok in runner.batches[-1] if tok[2] == (seq,)) == chunk, num_decoding
         run_until_done(engine)
         assert late.finish_reasons() == {0: "length"}
+
+
+def test_a_short_prompt_goes_before_a_long_one_being_computed() -> None:
+    """A returning conversation's few new tokens must not wait behind another conversation's long first turn:
+    prompts are computed shortest remaining first (48 conversations with 2,000-token histories waited 9 s a
+    returning turn against llama-server's 2.8 s when the long prompts went first)."""
+    runner = FakeRunner(max_seqs=4, max_batch_tokens=64)
+    engine = LLMEngine(runner, ctx_size=256, max_queue=8, max_prefill_tokens=16, max_prefill_tokens_while_decoding=16)
+    _, long_prompt = submit(engine, [7] * 160, temperature=0.0, max_tokens=2)
+    engine.step()  # the long prompt's first chunk
+    _, short_prompt = submit(engine, [8] * 12, temperature=0.0, max_tokens=2)
+    engine.step()
+    assert sum(1 for tok in runner.batches[-1] if tok[2] == (1,)) == 12, "the short prompt whole, in one step"
+    assert any(isinstance(o, RequestOutput) and o.deltas for o in short_prompt.outputs)
+    assert not any(isinstance(o, RequestOutput) and o.deltas for o in long_prompt.outputs)
+    run_until_done(engine)
+    assert long_prompt.finish_reasons() == {0: "length"} and short_prompt.finish_reasons() == {0: "length"}
+
+
+def test_a_long_prompt_is_not_passed_over_for_ever() -> None:
+    """Short prompts arriving one after another would starve a long one under pure shortest-first; waiting ages
+    it forward."""
+    runner = FakeRunner(max_seqs=2, max_batch_tokens=64)
+    engine = LLMEngine(runner, ctx_size=256, max_queue=64, max_prefill_tokens=8, max_prefill_tokens_while_decoding=8)
+    _, long_prompt = submit(engine, [7] * 200, temperature=0.0, max_tokens=1)
+    for step in range(400):
+        if not any(r.num_prompt_tokens == 8 for r in engine.scheduler.waiting):  # always a short one queued,
+            submit(engine, [9, step % 50 + 10, 3, 4, 5, 6, 7, 8], temperature=0.0, max_tokens=1)  # a step's budget
+        engine.step()
+        if long_prompt.finished:
+            break
+    assert long_prompt.finished, "the long prompt was computed although short ones kept coming"
+
+
+def test_a_prompt_beside_streams_about_to_finish_is_spread_over_their_steps() -> None:
+    """Beside streams with 8 tokens left, a 40-token prompt takes 5 a step (done when they are), not the
+    4-token minimum chunk: each extra step carrying a chunk beside decoding streams is another pass over the
+    weights."""
+    runner = FakeRunner(max_seqs=8, max_batch_tokens=64)
+    engine = LLMEngine(runner, ctx_size=128, max_queue=8, max_prefill_tokens=40, max_prefill_tokens_while_decoding=4,
+                       prompt_tokens_shared_while_decoding=8)  # fmt: skip
+    for i in range(2):
+        submit(engine, [i + 1, 2], temperature=0.0, max_tokens=9)
+    engine.step()  # both prompts; each has its first token, 8 to go
+    _, late = submit(engine, [30] * 40, temperature=0.0, max_tokens=2)
+    engine.step()
+    assert sum(1 for tok in runner.batches[-1] if tok[2] == (2,)) == 5
+    run_until_done(engine)
+    assert late.finish_reasons() == {0: "length"}
+
+
+def test_a_returning_turns_few_new_tokens_go_in_one_step_beside_decoding_streams() -> None:
+    """Up to 4x the step's share, the prompt first in line is computed whole: three or four chunks would each be
+    another pass over the weights for every decoding stream, and the returning user waits for all of them."""
+    for prompt_len, chunk in ((24, 24), (30, 6)):
+        runner = FakeRunner(max_seqs=8, max_batch_tokens=64)
+        engine = LLMEngine(runner, ctx_size=128, max_queue=8, max_prefill_tokens=40,
+                           max_prefill_tokens_while_decoding=4, prompt_tokens_shared_while_decoding=24)  # fmt: skip
+        for i in range(4):  # 24 / 4 streams: a share of 6
+            submit(engine, [i + 1, 2], temperature=0.0, max_tokens=40)
+        engine.step()
+        _, late = submit(engine, [30] * prompt_len, temperature=0.0, max_tokens=2)
+        engine.step()
+        assert sum(1 for tok in runner.batches[-1] if tok[2] == (4,)) == chunk, prompt_len
+        run_until_done(engine)
+        assert late.finish_reasons() == {0: "length"}
+
+
+def test_returning_turns_arriving_together_finish_in_the_same_step() -> None:
+    runner = FakeRunner(max_seqs=8, max_batch_tokens=64)
+    engine = LLMEngine(runner, ctx_size=128, max_queue=8, max_prefill_tokens=40, max_prefill_tokens_while_decoding=4,
+                       prompt_tokens_shared_while_decoding=24)  # fmt: skip
+    for i in range(4):
+        submit(engine, [i + 1, 2], temperature=0.0, max_tokens=40)
+    engine.step()
+    late = [submit(engine, [30 + i] * 8, temperature=0.0, max_tokens=2)[1] for i in range(3)]  # 24 <= 4 x 6
+    engine.step()
+    assert all(any(isinstance(o, RequestOutput) and o.deltas for o in sink.outputs) for sink in late)
+    run_until_done(engine)

@@ -91,6 +91,7 @@ class Request:
     prefix_tier: str | None = None  # where a saved state of its prompt was loaded from (ram, disk), if one was
     waits_for_prefix: bool = False  # prefill paused: an earlier request is computing a prefix of this prompt
     is_prefix_searched: bool = False  # prefix caching has looked for this prompt's cached prefix
+    admitted_at_step: int = 0  # the scheduler's step count when it got its slots (prompts age from there)
 
     @property
     def num_prompt_tokens(self) -> int:
