@@ -209,7 +209,9 @@ class Scheduler:
         """
         if not plan.decoding or self.prompt_tokens_shared_while_decoding <= 0:
             return 0
-        steps_left = min(r.max_new_tokens - max(len(s.output_ids) for s in r.live_sequences) for r in plan.decoding)
+        steps_left = min(
+            r.max_new_tokens - max((len(s.output_ids) for s in r.live_sequences), default=0) for r in plan.decoding
+        )
         backlog = sum(r.num_prompt_tokens - r.num_computed for r in prompts)
         return -(-backlog // max(1, steps_left))
 
