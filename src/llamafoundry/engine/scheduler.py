@@ -150,7 +150,6 @@ class Scheduler:
             end = min(request.num_prompt_tokens, start + budget)
             plan.prefill.append(PrefillChunk(request, start, end))
             budget -= end - start
-        plan.prefill.sort(key=lambda chunk: self.running.index(chunk.request))  # the batch keeps admission order
         return plan
 
     def _computable_prompts(self) -> list[Request]:
@@ -160,7 +159,7 @@ class Scheduler:
     def _prefill_rank(self, request: Request) -> int:
         """Tokens left to compute, less the aging credit of the steps since admission (lower goes first)."""
         waited = self.num_steps - request.admitted_at_step
-        return request.num_prompt_tokens - request.num_computed - PREFILL_AGING_TOKENS_PER_STEP * waited
+        return request.num_prompt_tokens_left - PREFILL_AGING_TOKENS_PER_STEP * waited
 
     def _prefill_budget(self, plan: StepPlan, room: int, prompts: list[Request]) -> int:
         """Prompt tokens this step may compute.
@@ -175,7 +174,7 @@ class Scheduler:
         num_decoding = sum(len(r.live_sequences) for r in plan.decoding)
         prefilling = [r for r in self.running if r.status is RequestStatus.PREFILL]
         if num_decoding < len(prefilling):
-            return self._burst_budget(prefilling, room)
+            return self._burst_budget(prompts, room)
         # Every decoding stream waits for the step's prompt tokens: with few streams a prompt may take larger
         # chunks (a returning turn's ~60 new tokens in one step instead of four, each also a second pass over the
         # weights: ~2x the cost per prompt token), with many the chunks stay small.
@@ -192,10 +191,9 @@ class Scheduler:
         which would be another pass over the weights for every decoding stream."""
         total = 0
         for request in prompts:
-            left = request.num_prompt_tokens - request.num_computed
-            if total + left > limit:
+            if total + request.num_prompt_tokens_left > limit:
                 break
-            total += left
+            total += request.num_prompt_tokens_left
         return total
 
     def _spread_budget(self, plan: StepPlan, prompts: list[Request]) -> int:
@@ -212,19 +210,19 @@ class Scheduler:
         steps_left = min(
             r.max_new_tokens - max((len(s.output_ids) for s in r.live_sequences), default=0) for r in plan.decoding
         )
-        backlog = sum(r.num_prompt_tokens - r.num_computed for r in prompts)
+        backlog = sum(r.num_prompt_tokens_left for r in prompts)
         return -(-backlog // max(1, steps_left))
 
-    def _burst_budget(self, prefilling: list[Request], room: int) -> int:
-        """Prompt tokens for a step of a burst: `max_prefill_tokens`, or every prompt's remaining tokens when
-        they overrun it by at most `BURST_STRETCH` and fit the `room` the step's batch has left.
+    def _burst_budget(self, prompts: list[Request], room: int) -> int:
+        """Prompt tokens for a step of a burst: `max_prefill_tokens`, or the computable `prompts`' remaining tokens
+        when they overrun it by at most `BURST_STRETCH` and fit the `room` the step's batch has left.
 
         Why: what a burst step leaves over is computed in small chunks beside the streams the burst just
         started, and each such step costs all of them a second pass over the weights. At 16 concurrent streams
         of ~40-token prompts the 512-token step left two prompts that took four steps of ~420 ms instead of
         ~215 (docs/benchmarks.md); finishing them in the burst step makes it ~0.5 s longer once instead.
         """
-        remaining = sum(r.num_prompt_tokens - r.num_computed for r in prefilling if not r.waits_for_prefix)
+        remaining = sum(r.num_prompt_tokens_left for r in prompts)
         if remaining <= min(self.max_prefill_tokens * BURST_STRETCH, room):
             return max(remaining, self.max_prefill_tokens)
         return self.max_prefill_tokens

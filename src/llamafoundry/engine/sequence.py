@@ -98,6 +98,11 @@ class Request:
         return len(self.prompt_ids)
 
     @property
+    def num_prompt_tokens_left(self) -> int:
+        """Prompt tokens not yet in the KV cache (computed or taken from a cache)."""
+        return len(self.prompt_ids) - self.num_computed
+
+    @property
     def num_slots_needed(self) -> int:
         return self.params.num_candidates
 
