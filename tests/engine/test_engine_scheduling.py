@@ -26,6 +26,11 @@ class Collector:
         return any(isinstance(o, RequestOutput) and o.finished for o in self.outputs) or self.errors
 
     @property
+    def has_output(self) -> bool:
+        """Some output with a delta has come (the prompt is computed and a first token sampled)."""
+        return any(isinstance(o, RequestOutput) and o.deltas for o in self.outputs)
+
+    @property
     def errors(self) -> list[object]:
         return [o for o in self.outputs if isinstance(o, Exception)]
 

@@ -4,7 +4,6 @@ prompts queued together get their first tokens one after another."""
 from __future__ import annotations
 
 from llamafoundry.engine.engine import LLMEngine
-from llamafoundry.engine.outputs import RequestOutput
 
 from .fake_runner import FakeRunner
 from .test_engine_scheduling import run_until_done, submit
@@ -41,8 +40,7 @@ def test_prompts_queued_together_get_first_tokens_in_turn() -> None:
         engine.step()
         step += 1
         for index, sink in enumerate(sinks):
-            has_output = any(isinstance(o, RequestOutput) and o.deltas for o in sink.outputs)
-            if has_output and len(first_step) == index:
+            if sink.has_output and len(first_step) == index:
                 first_step.append(step)
     assert first_step == [1, 2, 3, 4]
 
@@ -71,7 +69,7 @@ def test_a_burst_just_over_the_prompt_budget_is_finished_in_one_step() -> None:
     sinks = [submit(engine, [i + 3] * 10, temperature=0.0, max_tokens=3)[1] for i in range(5)]  # 50 tokens
     engine.step()
     assert sum(1 for tok in runner.batches[-1] if tok[2] != (0,)) == 50
-    assert all(any(isinstance(o, RequestOutput) and o.deltas for o in sink.outputs) for sink in sinks)
+    assert all(sink.has_output for sink in sinks)
     engine.step()  # six streams decode, no prompt is left
     assert sorted(tok[2][0] for tok in runner.batches[-1]) == [0, 1, 2, 3, 4, 5]
     run_until_done(engine)
@@ -135,8 +133,8 @@ def test_a_short_prompt_goes_before_a_long_one_being_computed() -> None:
     _, short_prompt = submit(engine, [8] * 12, temperature=0.0, max_tokens=2)
     engine.step()
     assert sum(1 for tok in runner.batches[-1] if tok[2] == (1,)) == 12, "the short prompt whole, in one step"
-    assert any(isinstance(o, RequestOutput) and o.deltas for o in short_prompt.outputs)
-    assert not any(isinstance(o, RequestOutput) and o.deltas for o in long_prompt.outputs)
+    assert short_prompt.has_output
+    assert not long_prompt.has_output
     run_until_done(engine)
     assert long_prompt.finish_reasons() == {0: "length"} and short_prompt.finish_reasons() == {0: "length"}
 
@@ -199,5 +197,5 @@ def test_returning_turns_arriving_together_finish_in_the_same_step() -> None:
     engine.step()
     late = [submit(engine, [30 + i] * 8, temperature=0.0, max_tokens=2)[1] for i in range(3)]  # 24 <= 4 x 6
     engine.step()
-    assert all(any(isinstance(o, RequestOutput) and o.deltas for o in sink.outputs) for sink in late)
+    assert all(sink.has_output for sink in late)
     run_until_done(engine)
