@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import httpx_sse
 
 from llamafoundry.model.prefix_routing import PrefixAffinity, conversation_keys
 
@@ -201,7 +202,14 @@ class RemoteChatClient:
         Close the returned generator (`aclose()`) to abandon the request: the connection is closed, which
         makes the upstream abort generation.
         """
-        upstream, response = await self._open({**body, "stream": True}, headers, path)
+        body = {**body, "stream": True}
+        upstream, response = await self._open_stream(body, headers, path, [])
+        return self._stream_chunks(body, headers, path, upstream, response)
+
+    async def _open_stream(
+        self, body: dict[str, Any], headers: dict[str, str] | None, path: str, tried: list[Upstream]
+    ) -> tuple[Upstream, httpx.Response]:
+        upstream, response = await self._open(body, headers, path, tried)
         if response.status_code != 200:
             try:
                 content = await response.aread()
@@ -209,16 +217,56 @@ class RemoteChatClient:
             finally:
                 upstream.num_in_flight -= 1
             raise _error_from(response.status_code, content)
-        return _chunks(response, upstream)
+        return upstream, response
+
+    async def _stream_chunks(
+        self,
+        body: dict[str, Any],
+        headers: dict[str, str] | None,
+        path: str,
+        upstream: Upstream,
+        response: httpx.Response,
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """The chunks of a stream. Until a chunk says something (text, a tool call, a finish), the chunks are held
+        and a connection that breaks sends the request to another server, as one the server never answered would:
+        llama-server sends its headers (and vLLM its role chunk) before a queued request gets a slot, so a server
+        killed with requests queued used to end them all as broken streams."""
+        tried = [upstream]
+        chunks = _chunks(response, upstream)
+        held: list[dict[str, Any]] = []
+        try:
+            while True:
+                try:
+                    async for chunk in chunks:
+                        held.append(chunk)
+                        if _says_something(chunk):
+                            break
+                    break  # something was said, or the stream ended
+                except UpstreamError as exc:
+                    if exc.status is not None or len(tried) >= len(self.upstreams):
+                        raise
+                    upstream.failed(exc.message)
+                    upstream.num_retries += 1
+                    held.clear()
+                    upstream, response = await self._open_stream(body, headers, path, tried)
+                    tried.append(upstream)
+                    chunks = _chunks(response, upstream)
+            for chunk in held:
+                yield chunk
+            async for chunk in chunks:
+                yield chunk
+        finally:
+            await chunks.aclose()
 
     async def _open(
-        self, body: dict[str, Any], headers: dict[str, str] | None, path: str
+        self, body: dict[str, Any], headers: dict[str, str] | None, path: str, tried: list[Upstream] | None = None
     ) -> tuple[Upstream, httpx.Response]:
         """Send the request to a server, counted in flight there (the caller ends the count), and return once the
         answer's headers came (its body unread). A server that did not accept the request (`UNANSWERED`, or a
         502 or 503: loading, restarting, shutting down) is set aside, and the request goes to the next server,
-        until each was tried once; a server that answers 200 is up, whatever its last health check said."""
-        tried: list[Upstream] = []
+        until each was tried once (`tried`: servers already tried for it); a server that answers 200 is up,
+        whatever its last health check said."""
+        tried = list(tried or [])
         keys = conversation_keys(body)
         preferred = self.affinity.preferred(keys)
         while True:
@@ -286,23 +334,47 @@ class RemoteChatClient:
 
 
 async def _chunks(response: httpx.Response, upstream: Upstream) -> AsyncGenerator[dict[str, Any], None]:
+    """The JSON chunks of an upstream's event stream, read as SSE says: lines end only at CR, LF or CRLF.
+    (httpx's `aiter_lines` also splits at U+2028, U+2029 and U+0085, which JSON strings carry unescaped: model
+    text with one of them broke the chunk in two.)"""
     try:
-        async for line in response.aiter_lines():
-            if not line.startswith("data:"):
-                continue  # blank separators, comments, event:/id: lines
-            data = line[5:].strip()
-            if data == "[DONE]":
+        async for event in httpx_sse.EventSource(response).aiter_sse():
+            if not event.data:
+                continue  # comments (keep-alives), event: or id: lines alone
+            if event.data.strip() == "[DONE]":
                 return
-            chunk = json.loads(data)
-            if isinstance(chunk, dict) and chunk.get("error") and not chunk.get("choices"):
-                raise _stream_error(chunk["error"])
-            yield chunk
+            yield _chunk_of(event.data)
+    except httpx_sse.SSEError as exc:  # before TransportError, which it subclasses
+        raise UpstreamError(502, f"The upstream server did not answer with an event stream: {exc}") from None
     except httpx.TransportError as exc:
         raise UpstreamError(None, f"the upstream connection broke during the stream ({exc})") from None
     finally:
         upstream.num_in_flight -= 1
         with contextlib.suppress(Exception):
             await response.aclose()
+
+
+def _says_something(chunk: dict[str, Any]) -> bool:
+    """Whether a chunk carries any of the answer (text, a tool call, a finish, usage), not just the role."""
+    for choice in chunk.get("choices") or []:
+        delta = choice.get("delta") or {}
+        if choice.get("text") or choice.get("finish_reason") or any(v for k, v in delta.items() if k != "role"):
+            return True
+    return bool(chunk.get("usage"))
+
+
+def _chunk_of(data: str) -> dict[str, Any]:
+    """One event's JSON: a chunk, or the error object a server sends in place of one."""
+    try:
+        chunk = json.loads(data)
+    except json.JSONDecodeError as exc:
+        message = f"The upstream server sent an event that is not JSON ({exc}): {data[:200]!r}"
+        raise UpstreamError(502, message) from None
+    if not isinstance(chunk, dict):
+        raise UpstreamError(502, f"The upstream server sent an event that is not a JSON object: {data[:200]!r}")
+    if chunk.get("error") and not chunk.get("choices"):
+        raise _stream_error(chunk["error"])
+    return chunk
 
 
 def _stream_error(error: Any) -> UpstreamError:
