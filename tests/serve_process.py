@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+TEST_SEED = "20261207"
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -23,8 +25,13 @@ def free_port() -> int:
 
 
 def launch_serve(args: list[str], log_path: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """`python -m llamafoundry serve ARGS`, stdout and stderr into `log_path`; `env` added to the environment."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", **(env or {})}
+    """`python -m llamafoundry serve ARGS`, stdout and stderr into `log_path`; `env` added to the environment.
+
+    Requests that send no seed sample with `TEST_SEED` (`serve --seed`, which the gateway passes to its replicas):
+    a random-weight model writes random tokens from the whole vocabulary, and now and then they end
+    early (an end-of-text token) or read as harmful to the content filter (" burn SEX"), which failed tests that
+    expect a full answer at random. Seeded, a test's request gets the same answer every run."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", "LLAMAFOUNDRY_SEED": TEST_SEED, **(env or {})}
     with log_path.open("wb") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "llamafoundry", "serve", *args], stdout=log, stderr=subprocess.STDOUT, env=env

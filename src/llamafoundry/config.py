@@ -55,6 +55,7 @@ class EngineSettings:
     flash_attn: str = "auto"  # auto (llama.cpp decides), on, off
     batch_pad: int = 16  # pad decode steps to one pass of this many sequences (LLMEngine.batch_pad); 0: off
     speculative_tokens: int = 15  # prompt-lookup draft length (LLMEngine.speculative_tokens); 0: off
+    seed: int | None = None  # the seed of requests that send none (LLMEngine.default_seed); None: random
     gpu_layers: int = 0  # layers offloaded to a GPU (a llama.cpp built with LLAMAFOUNDRY_GPU=cuda|vulkan); 0: CPU
     kv_cache_type: str = "f16"  # f16, q8_0, q4_0: keys and values at ~2, ~1.06, ~0.56 bytes per number
     prefix_cache_ram: int = 0  # bytes of host memory for KV states saved out of the slots (0: none)

@@ -105,6 +105,7 @@ class ServeOptions(StoreOptions):
     flash_attn: Literal["auto", "on", "off"] = "auto"
     batch_pad: int = Field(16, ge=0)
     speculative_tokens: int = Field(15, ge=0)
+    seed: int | None = Field(None, ge=0)  # the sampling seed of requests that send none; None: random each
     stream_keepalive: float = Field(15.0, ge=0)
     gpu_layers: int = Field(0, ge=0)
     kv_cache_type: Literal["f16", "q8_0", "q4_0"] = "f16"

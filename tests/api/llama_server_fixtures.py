@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.serve_process import free_port, stop_process
+from tests.serve_process import TEST_SEED, free_port, stop_process
 
 START_TIMEOUT_S = 120.0
 
@@ -71,7 +71,7 @@ def start_llama_server(model: Path, log_dir: Path, *extra: str, parallel: int = 
     port = free_port()
     log_path = log_dir / f"llama-server-{port}.log"
     command = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "-c", str(1024 * parallel),
-               "-np", str(parallel), "-t", "1", "--jinja", *extra]  # fmt: skip
+               "-np", str(parallel), "-t", "1", "--jinja", "--seed", TEST_SEED, *extra]  # fmt: skip
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     server = LlamaServer(process, port, log_path)

@@ -69,6 +69,9 @@ def validate_stream(updates: list[StreamingChatCompletionsUpdate], target: Targe
         assert update.choices[0].delta.role is None and update.choices[0].delta.content is not None
         assert update.choices[0].delta.tool_calls is None
     assert [u.choices[0].finish_reason is not None for u in updates] == [False] * (len(updates) - 1) + [True]
+    # A length finish rides the last token's update (Azure's shape), never an empty update of its own after it
+    # (the count below misses that extra update whenever a token ends inside a UTF-8 character).
+    assert updates[-1].choices[0].finish_reason != "length" or updates[-1].choices[0].delta.content
     assert all(u.usage is None for u in updates[:-1])
     usage = updates[-1].usage
     # one update per token (a stop may end with an empty one), except that a token ending inside a UTF-8

@@ -58,7 +58,10 @@ def test_stream_bytes(target: Target) -> None:
     payloads = split_events(response.content)
     chunks = [json.loads(p) for p in payloads[:-1]]
     for payload, chunk in zip(payloads, chunks, strict=False):
-        assert payload == json.dumps(chunk, separators=(",", ":"), ensure_ascii=False).encode()  # compact
+        compact = json.dumps(chunk, separators=(",", ":"), ensure_ascii=False)
+        assert payload.decode() == compact.replace("\x85", "\\u0085").replace("\u2028", "\\u2028").replace(
+            "\u2029", "\\u2029"
+        )  # compact, with the three line ends splitlines() knows and JSON leaves raw escaped
     assert len({(c["id"], c["created"], c["model"]) for c in chunks}) == 1 and isinstance(chunks[0]["created"], int)
     assert chunks[0]["choices"] == [
         {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None, "logprobs": None}
@@ -69,6 +72,34 @@ def test_stream_bytes(target: Target) -> None:
     assert 1 <= len(finish) <= 6 and finish == [None] * (len(finish) - 1) + ["length"]
     assert [("usage" in c) for c in chunks] == [False] * (len(chunks) - 1) + [True]
     assert chunks[-1]["usage"]["completion_tokens"] == 6
+
+
+def test_a_request_without_a_seed_takes_the_servers_seed(target: Target) -> None:
+    """The test servers run with `--seed` (LLAMAFOUNDRY_SEED, tests/serve_process.py; the gateway passes it to a
+    deployment's replicas): the same unseeded request gets the same answer; a seed of its own, another one."""
+    def answer(**extra: Any) -> str:
+        body = {**BODY, "temperature": 1.0, "max_tokens": 12, **extra}
+        reply = httpx.post(f"{target.url}/chat/completions", json=body, headers={"api-key": target.key, **PASS_THROUGH},
+                           timeout=60)  # fmt: skip
+        assert reply.status_code == 200, reply.text
+        return str(reply.json()["choices"][0]["message"]["content"])
+
+    first = answer()
+    assert answer() == first and answer(seed=987654) != first
+
+
+def test_stream_unicode_line_ends_stay_inside_their_event(target: Target) -> None:
+    """U+0085 (one token), like U+2028 and U+2029, ends a line for Python's `splitlines` (httpx's `iter_lines`)
+    and JSON leaves it raw: the server escapes it, and the gateway reads an upstream's raw one (llama-server's) as
+    SSE says, inside the event."""
+    body = {**BODY, "logit_bias": {"116360": 100}}  # the token of "\x85"
+    raw = stream_raw(target, body, PASS_THROUGH).content
+    text = raw.decode()
+    assert not {"\x85", "\u2028", "\u2029"} & set(text)
+    assert text.splitlines()[::2] == [f"data: {p.decode()}" for p in split_events(raw)]
+    chunks = [json.loads(p) for p in split_events(raw)[:-1]]
+    content = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert content == "\x85" * 6 and chunks[-1]["choices"][0]["finish_reason"] == "length"
 
 
 def test_stream_of_several_choices(target: Target) -> None:

@@ -77,6 +77,20 @@ def test_same_seed_same_output_and_other_seeds_differ(tiny_model_path: Path) -> 
     run_engine(tiny_model_path, body, ctx_size=256, parallel=2)
 
 
+@pytest.mark.parametrize("default_seed", [None, 11])
+def test_requests_without_a_seed_take_the_servers_default_seed(tiny_model_path: Path, default_seed: int | None) -> None:
+    async def body(engine: AsyncEngine) -> None:
+        runs = [await collect(engine, PROMPT, temperature=1.0, max_tokens=16) for _ in range(2)]
+        seeded = await collect(engine, PROMPT, temperature=1.0, seed=11, max_tokens=16)
+        first, again = (token_ids(r)[0] for r in runs)
+        if default_seed is None:  # a random seed each: 16 tokens of a random model's near-uniform vocabulary
+            assert first != again
+        else:
+            assert first == again == token_ids(seeded)[0]
+
+    run_engine(tiny_model_path, body, ctx_size=256, parallel=2, seed=default_seed)
+
+
 def test_n_choices_stream_with_indexes_and_count_tokens(tiny_model_path: Path) -> None:
     async def body(engine: AsyncEngine) -> None:
         outputs = await collect(engine, PROMPT, temperature=1.0, seed=1, n=3, max_tokens=8)

@@ -105,6 +105,7 @@ def _settings_and_service(options: ServeOptions, home: Path) -> tuple[ServeSetti
             flash_attn=options.flash_attn,
             batch_pad=options.batch_pad,
             speculative_tokens=options.speculative_tokens,
+            seed=options.seed,
             gpu_layers=options.gpu_layers,
             kv_cache_type=options.kv_cache_type,
             prefix_cache_ram=_prefix_cache_ram(options.prefix_cache_ram),

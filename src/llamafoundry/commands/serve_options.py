@@ -60,6 +60,9 @@ def _add_engine_options(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--gpu-layers", type=int, metavar="N", help="model layers offloaded to the GPU (needs llama.cpp "
                        "built with LLAMAFOUNDRY_GPU=cuda|vulkan; `llamafoundry doctor` shows the backend); default 0: "
                        "all on the CPU")  # fmt: skip
+    serve.add_argument("--seed", type=int, metavar="N", help="the sampling seed of requests that send none, so that "
+                       "a request sent again gets the same answer (as llama-server's --seed; default: a random seed "
+                       "for each request)")  # fmt: skip
     _add_kv_cache_options(serve)
 
 

@@ -84,6 +84,7 @@ class AsyncEngine:
         prefix_caching: share cached prompt prefixes across requests (LLMEngine's option; on by default).
         batch_pad: LLMEngine's batch padding (0: off).
         speculative_tokens: LLMEngine's prompt-lookup speculative decoding, most tokens per draft (0: off).
+        default_seed: LLMEngine's seed of requests that send none (None: a random one each).
         make_kv_tiers: builds the prefix cache's host-memory and disk tiers for the loaded runner (they need its
             state fingerprint), or None for none; closed (disk writes finished) by `stop()`.
         prompt_tokens_shared_while_decoding: LLMEngine's larger prompt chunks beside few decoding streams (0: off).
@@ -98,6 +99,7 @@ class AsyncEngine:
         prefix_caching: bool = True,
         batch_pad: int = 16,
         speculative_tokens: int = 0,
+        default_seed: int | None = None,
         make_kv_tiers: Callable[[ModelRunner], KvTiers | None] | None = None,
         prompt_tokens_shared_while_decoding: int = PROMPT_TOKENS_SHARED_WHILE_DECODING,
     ) -> None:
@@ -111,6 +113,7 @@ class AsyncEngine:
         self._prefix_caching = prefix_caching
         self._batch_pad = batch_pad
         self._speculative_tokens = speculative_tokens
+        self._default_seed = default_seed
         self._engine: LLMEngine | None = None
         self._model_info: ModelInfo | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -138,6 +141,7 @@ class AsyncEngine:
             self._prefix_caching,
             batch_pad=self._batch_pad,
             speculative_tokens=self._speculative_tokens,
+            default_seed=self._default_seed,
             kv_tiers=self._kv_tiers,
             prompt_tokens_shared_while_decoding=self._prompt_tokens_shared,
         )

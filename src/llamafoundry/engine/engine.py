@@ -54,6 +54,8 @@ class LLMEngine:
             `scheduler.padding_slots`); 0 turns it off. 16 suits llama.cpp's CPU kernels on x86 (AVX2).
         speculative_tokens: prompt-lookup speculative decoding: up to this many tokens guessed from a sequence's
             own prompt and output are checked in its step (see speculative.py); 0 turns it off.
+        default_seed: the sampling seed of requests that send none (None: a random one for each). A fixed one
+            makes a repeated request give the same answer, as llama-server's --seed does.
         kv_tiers: with prefix caching, where states go when their slots are needed and come back from (host
             memory, disk; kv_tiers.py); None keeps prefixes in the idle slots only.
     """
@@ -70,6 +72,7 @@ class LLMEngine:
         batch_pad: int = 16,
         speculative_tokens: int = 0,
         kv_tiers: KvTiers | None = None,
+        default_seed: int | None = None,
     ) -> None:
         self.runner = runner
         self.ctx_size = ctx_size
@@ -84,6 +87,7 @@ class LLMEngine:
         self.prefix_cache = PrefixCache(runner, tiers=kv_tiers) if prefix_caching else None
         self.batch_pad = batch_pad
         self.speculative_tokens = speculative_tokens
+        self.default_seed = default_seed
         self.num_draft_tokens = 0  # drafted tokens checked so far (speculative decoding)
         self.num_accepted_draft_tokens = 0  # of those, the ones the sampler chose too
         self._padding: list[tuple[int, int]] = []  # (seq_id, position) of this step's throwaway tokens
@@ -97,7 +101,9 @@ class LLMEngine:
         self, request_id: str, prompt_ids: list[int], params: SamplingParams, emit: Callable[[object], None]
     ) -> Request:
         max_new = check_request(prompt_ids, params, self.ctx_size, self.runner)
-        seed = params.seed if params.seed is not None else secrets.randbits(63)
+        seed = params.seed if params.seed is not None else self.default_seed
+        if seed is None:
+            seed = secrets.randbits(63)
         return Request(request_id, list(prompt_ids), params, max_new, seed, emit)
 
     def add_request(self, request: Request) -> None:

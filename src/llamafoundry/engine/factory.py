@@ -55,5 +55,6 @@ def build_local_engine(settings: EngineSettings, model_name: str, model_provider
         describe,
         batch_pad=settings.batch_pad,
         speculative_tokens=settings.speculative_tokens,
+        default_seed=settings.seed,
         make_kv_tiers=tiers,
     )

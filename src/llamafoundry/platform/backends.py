@@ -45,7 +45,7 @@ def local_backend_factory(
                 num_replicas=deployment.instances,
                 sizing=sizing.resolve(settings, sizing.model_shape(weights), deployment.instances, cores),
                 log_dir=home / "logs",
-                **_replica_prefix_cache(engine, deployment.instances),
+                **_replica_engine_options(engine, deployment.instances),
             )
             provider = ReplicaSet(spec)
             max_context = spec.sizing.ctx_size
@@ -56,10 +56,13 @@ def local_backend_factory(
     return build
 
 
-def _replica_prefix_cache(engine: EngineSettings | None, num_replicas: int) -> dict[str, Any]:
+def _replica_engine_options(engine: EngineSettings | None, num_replicas: int) -> dict[str, Any]:
+    """What replicas take from the gateway's own engine settings: its prefix-cache tiers (the host memory split
+    between them) and its default seed."""
     if engine is None:
         return {}
     return {
+        "seed": engine.seed,
         "prefix_cache_ram": engine.prefix_cache_ram // max(1, num_replicas),
         "prefix_cache_dir": engine.prefix_cache_dir,
         "prefix_cache_disk": engine.prefix_cache_disk,

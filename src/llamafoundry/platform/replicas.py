@@ -54,6 +54,7 @@ class ReplicaSpec:
     prefix_cache_ram: int | None = None  # bytes of each replica's host-memory tier (None: the replica's default)
     prefix_cache_dir: Path | None = None  # the disk tier every replica shares
     prefix_cache_disk: int | None = None
+    seed: int | None = None  # the gateway's `--seed`: the sampling seed of requests that send none
 
     def kv_cache_options(self) -> list[str]:
         """`serve` options of the KV cache and its prefix-cache tiers."""
@@ -157,6 +158,7 @@ class ReplicaSet:
             "--port", str(replica.port),
             *spec.sizing.serve_options(),
             *spec.kv_cache_options(),
+            *(["--seed", str(spec.seed)] if spec.seed is not None else []),
         ]  # fmt: skip
         argv += logs.current_options()  # the gateway's log level and format: one format across the processes
         spawning = asyncio.ensure_future(spawn_replica(argv, {API_KEY_ENV: self.api_key}, log_path(spec, replica)))
