@@ -8,8 +8,14 @@ are a deterministic function of the sequence's cached tokens, so a wrong fork or
 from __future__ import annotations
 
 from array import array
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from llamafoundry.engine.engine import LLMEngine
+
+Token = tuple[int, int, tuple[int, ...], bool]  # (token id, position, sequence ids, wants logits), as batch_add got it
 
 VOCAB = 40
 EOG = 39
@@ -111,3 +117,19 @@ class FakeRunner:
 
     def close(self) -> None:
         pass
+
+
+def record_steps(engine: LLMEngine, runner: FakeRunner) -> list[list[Token]]:
+    """The tokens each `engine.step()` from now on computes, one list per step that computed any: a step makes two
+    `decode` calls (`runner.batches`) when it has both prompt chunks and decoding sequences."""
+    steps: list[list[Token]] = []
+    step = engine.step
+
+    def recorded() -> None:
+        before = len(runner.batches)
+        step()
+        if len(runner.batches) > before:
+            steps.append([token for batch in runner.batches[before:] for token in batch])
+
+    setattr(engine, "step", recorded)  # noqa: B010 (an instance attribute over the method)
+    return steps

@@ -11,7 +11,7 @@ from llamafoundry.engine.sampling_params import SamplingParams
 from llamafoundry.engine.sequence import Request
 from llamafoundry.errors import EngineError, PromptTooLongError, RequestTooLargeError
 
-from .fake_runner import EOG, FakeRunner
+from .fake_runner import EOG, FakeRunner, record_steps
 
 
 class Collector:
@@ -76,15 +76,16 @@ def greedy(**extra: object) -> dict[str, object]:
 def test_every_step_decodes_all_running_sequences_and_chunks_long_prompts() -> None:
     runner = FakeRunner(max_seqs=4, max_batch_tokens=8)
     engine = LLMEngine(runner, ctx_size=64, max_queue=8)
+    steps = record_steps(engine, runner)
     _, short = submit(engine, [1, 2, 3], **greedy(max_tokens=10))
     engine.step()  # prefill of the short prompt
     engine.step()  # its first decode
     _, long_sink = submit(engine, list(range(1, 21)), **greedy())
     run_until_done(engine)
     # While the 20-token prompt is prefilled in chunks, the running request still gets its token each step.
-    for batch in runner.batches[2:5]:
-        seqs = [b[2] for b in batch]
-        assert (0,) in seqs and len(batch) <= 8
+    for tokens in steps[2:5]:
+        seqs = [b[2] for b in tokens]
+        assert (0,) in seqs and len(tokens) <= 8
     prefill_tokens = sum(1 for batch in runner.batches for tok in batch if tok[2] == (1,) and not tok[3])
     assert prefill_tokens == 19  # every prompt token but the last (which asks for logits) exactly once
     assert short.finish_reasons() == {0: "length"} and long_sink.finish_reasons() == {0: "length"}

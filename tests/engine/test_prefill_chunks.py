@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from llamafoundry.engine.engine import LLMEngine
 
-from .fake_runner import FakeRunner
+from .fake_runner import FakeRunner, record_steps
 from .test_engine_scheduling import run_until_done, submit
 
 
 def test_steps_that_decode_take_fewer_prompt_tokens_and_every_stream_decodes_each_step() -> None:
     runner = FakeRunner(max_seqs=3, max_batch_tokens=32)
     engine = LLMEngine(runner, ctx_size=128, max_queue=8, max_prefill_tokens=12, max_prefill_tokens_while_decoding=4)
+    steps = record_steps(engine, runner)
     _, running = submit(engine, [1, 2], temperature=0.0, max_tokens=30)
     engine.step()
     _, long_prompt = submit(engine, list(range(1, 41)), temperature=0.0, max_tokens=3)
@@ -25,7 +26,7 @@ def test_steps_that_decode_take_fewer_prompt_tokens_and_every_stream_decodes_eac
     run_until_done(solo)
     # nothing decodes: the larger chunks, and the last 16 tokens (within 1.5 x 12) in one
     assert [len(b) for b in alone.batches[:3]] == [12, 12, 16]
-    decoding_steps = runner.batches[1:11]
+    decoding_steps = steps[1:11]
     assert all(any(t[2] == (0,) for t in b) for b in decoding_steps), "the running stream decodes every step"
     assert running.finish_reasons() == {0: "length"} and long_prompt.finish_reasons() == {0: "length"}
 
@@ -48,14 +49,15 @@ def test_prompts_queued_together_get_first_tokens_in_turn() -> None:
 def test_a_burst_of_prompts_is_computed_in_large_chunks_even_while_a_stream_decodes() -> None:
     runner = FakeRunner(max_seqs=8, max_batch_tokens=64)
     engine = LLMEngine(runner, ctx_size=128, max_queue=8, max_prefill_tokens=40, max_prefill_tokens_while_decoding=4)
+    steps = record_steps(engine, runner)
     submit(engine, [1, 2], temperature=0.0, max_tokens=30)
     engine.step()
     for i in range(7):  # seven prompts against one decoding stream: a burst of 70 tokens, over 1.5 x 40
         submit(engine, [i + 3] * 10, temperature=0.0, max_tokens=3)
     engine.step()
-    assert sum(1 for tok in runner.batches[-1] if tok[2] != (0,)) == 40  # four whole prompts at once
+    assert sum(1 for tok in steps[-1] if tok[2] != (0,)) == 40  # four whole prompts at once
     engine.step()  # five streams decode, three prompts are left: they go in small chunks
-    assert sorted(tok[2][0] for tok in runner.batches[-1]) == [0, 1, 2, 3, 4, 5, 5, 5, 5]
+    assert sorted(tok[2][0] for tok in steps[-1]) == [0, 1, 2, 3, 4, 5, 5, 5, 5]
     run_until_done(engine)
 
 
@@ -64,38 +66,41 @@ def test_a_burst_just_over_the_prompt_budget_is_finished_in_one_step() -> None:
     costing them a second pass over the weights; up to 1.5 x the budget goes in the burst step instead."""
     runner = FakeRunner(max_seqs=8, max_batch_tokens=64)
     engine = LLMEngine(runner, ctx_size=128, max_queue=8, max_prefill_tokens=40, max_prefill_tokens_while_decoding=4)
+    steps = record_steps(engine, runner)
     submit(engine, [1, 2], temperature=0.0, max_tokens=30)
     engine.step()
     sinks = [submit(engine, [i + 3] * 10, temperature=0.0, max_tokens=3)[1] for i in range(5)]  # 50 tokens
     engine.step()
-    assert sum(1 for tok in runner.batches[-1] if tok[2] != (0,)) == 50
+    assert sum(1 for tok in steps[-1] if tok[2] != (0,)) == 50
     assert all(sink.has_output for sink in sinks)
     engine.step()  # six streams decode, no prompt is left
-    assert sorted(tok[2][0] for tok in runner.batches[-1]) == [0, 1, 2, 3, 4, 5]
+    assert sorted(tok[2][0] for tok in steps[-1]) == [0, 1, 2, 3, 4, 5]
     run_until_done(engine)
 
 
 def test_the_burst_stretch_stays_within_the_batch() -> None:
     runner = FakeRunner(max_seqs=8, max_batch_tokens=48)  # 1 decoding token + 50 prompt tokens do not fit
     engine = LLMEngine(runner, ctx_size=128, max_queue=8, max_prefill_tokens=40, max_prefill_tokens_while_decoding=4)
+    steps = record_steps(engine, runner)
     submit(engine, [1, 2], temperature=0.0, max_tokens=30)
     engine.step()
     for i in range(5):
         submit(engine, [i + 3] * 10, temperature=0.0, max_tokens=3)
     engine.step()
-    assert len(runner.batches[-1]) == 41  # the decoding token and the 40-token budget
+    assert len(steps[-1]) == 41  # the decoding token and the 40-token budget
     run_until_done(engine)
 
 
 def test_batch_tokens_go_in_ascending_sequence_id_and_slots_are_the_lowest_free() -> None:
     runner = FakeRunner(max_seqs=4, max_batch_tokens=32)
     engine = LLMEngine(runner, ctx_size=64, max_queue=8)
+    steps = record_steps(engine, runner)
     sinks = [submit(engine, [i + 1, 2, 3], temperature=0.0, max_tokens=6 + 4 * i)[1] for i in range(4)]
     while not sinks[1].finished:  # slots 0 then 1 come free; 2 and 3 still run
         engine.step()
     _, late = submit(engine, [9, 9, 9], temperature=0.0, max_tokens=2)
     engine.step()
-    assert (0,) in [tok[2] for tok in runner.batches[-1] if not tok[3]], "the lowest free slot, not the latest"
+    assert (0,) in [tok[2] for tok in steps[-1] if not tok[3]], "the lowest free slot, not the latest"
     run_until_done(engine)
     for batch in runner.batches:
         seq_ids = [tok[2][0] for tok in batch]
@@ -111,13 +116,14 @@ def test_a_prompt_beside_few_decoding_streams_takes_a_larger_chunk() -> None:
         runner = FakeRunner(max_seqs=8, max_batch_tokens=64)
         engine = LLMEngine(runner, ctx_size=128, max_queue=8, max_prefill_tokens=40,
                            max_prefill_tokens_while_decoding=4, prompt_tokens_shared_while_decoding=24)  # fmt: skip
+        steps = record_steps(engine, runner)
         for i in range(num_decoding):
             submit(engine, [i + 1, 2], temperature=0.0, max_tokens=40)
         engine.step()
         _, late = submit(engine, [30] * 120, temperature=0.0, max_tokens=2)  # over 4x the share: not taken whole
         engine.step()
         seq = num_decoding  # the lowest free slot
-        assert sum(1 for tok in runner.batches[-1] if tok[2] == (seq,)) == chunk, num_decoding
+        assert sum(1 for tok in steps[-1] if tok[2] == (seq,)) == chunk, num_decoding
         run_until_done(engine)
         assert late.finish_reasons() == {0: "length"}
 
@@ -128,11 +134,12 @@ def test_a_short_prompt_goes_before_a_long_one_being_computed() -> None:
     returning turn against llama-server's 2.8 s when the long prompts went first)."""
     runner = FakeRunner(max_seqs=4, max_batch_tokens=64)
     engine = LLMEngine(runner, ctx_size=256, max_queue=8, max_prefill_tokens=16, max_prefill_tokens_while_decoding=16)
+    steps = record_steps(engine, runner)
     _, long_prompt = submit(engine, [7] * 160, temperature=0.0, max_tokens=2)
     engine.step()  # the long prompt's first chunk
     _, short_prompt = submit(engine, [8] * 12, temperature=0.0, max_tokens=2)
     engine.step()
-    assert sum(1 for tok in runner.batches[-1] if tok[2] == (1,)) == 12, "the short prompt whole, in one step"
+    assert sum(1 for tok in steps[-1] if tok[2] == (1,)) == 12, "the short prompt whole, in one step"
     assert short_prompt.has_output
     assert not long_prompt.has_output
     run_until_done(engine)
@@ -161,12 +168,13 @@ def test_a_prompt_beside_streams_about_to_finish_is_spread_over_their_steps() ->
     runner = FakeRunner(max_seqs=8, max_batch_tokens=64)
     engine = LLMEngine(runner, ctx_size=128, max_queue=8, max_prefill_tokens=40, max_prefill_tokens_while_decoding=4,
                        prompt_tokens_shared_while_decoding=8)  # fmt: skip
+    steps = record_steps(engine, runner)
     for i in range(2):
         submit(engine, [i + 1, 2], temperature=0.0, max_tokens=9)
     engine.step()  # both prompts; each has its first token, 8 to go
     _, late = submit(engine, [30] * 40, temperature=0.0, max_tokens=2)
     engine.step()
-    assert sum(1 for tok in runner.batches[-1] if tok[2] == (2,)) == 5
+    assert sum(1 for tok in steps[-1] if tok[2] == (2,)) == 5
     run_until_done(engine)
     assert late.finish_reasons() == {0: "length"}
 
@@ -178,12 +186,13 @@ def test_a_returning_turns_few_new_tokens_go_in_one_step_beside_decoding_streams
         runner = FakeRunner(max_seqs=8, max_batch_tokens=64)
         engine = LLMEngine(runner, ctx_size=128, max_queue=8, max_prefill_tokens=40,
                            max_prefill_tokens_while_decoding=4, prompt_tokens_shared_while_decoding=24)  # fmt: skip
+        steps = record_steps(engine, runner)
         for i in range(4):  # 24 / 4 streams: a share of 6
             submit(engine, [i + 1, 2], temperature=0.0, max_tokens=40)
         engine.step()
         _, late = submit(engine, [30] * prompt_len, temperature=0.0, max_tokens=2)
         engine.step()
-        assert sum(1 for tok in runner.batches[-1] if tok[2] == (4,)) == chunk, prompt_len
+        assert sum(1 for tok in steps[-1] if tok[2] == (4,)) == chunk, prompt_len
         run_until_done(engine)
         assert late.finish_reasons() == {0: "length"}
 
@@ -199,3 +208,28 @@ def test_returning_turns_arriving_together_finish_in_the_same_step() -> None:
     engine.step()
     assert all(sink.has_output for sink in late)
     run_until_done(engine)
+
+
+def test_prompt_chunks_are_computed_in_a_call_of_their_own_beside_decoding_streams() -> None:
+    """Beside one-token rows of decoding sequences, llama.cpp computed a prompt chunk ~1.4x slower than the same two
+    batches in two calls (docs/benchmarks.md): a step with both makes two, the prompt chunks first, and a prompt it
+    finishes samples its first token from its own logits (kept from the first call), as it would alone."""
+
+    def run(with_company: bool) -> tuple[list[list[tuple[int, ...]]], list[int]]:
+        runner = FakeRunner(max_seqs=4, max_batch_tokens=64)
+        engine = LLMEngine(runner, ctx_size=128, max_queue=8, max_prefill_tokens=40,
+                           max_prefill_tokens_while_decoding=40, batch_pad=0)  # fmt: skip
+        if with_company:
+            submit(engine, [1, 2], temperature=0.0, max_tokens=8)
+            engine.step()  # its prompt, and its first token
+        before = len(runner.batches)
+        _, late = submit(engine, [5, 6, 7, 8], temperature=0.0, max_tokens=4)
+        engine.step()
+        calls = [sorted({tok[2] for tok in batch}) for batch in runner.batches[before:]]
+        run_until_done(engine)
+        return calls, late.token_ids()[0]
+
+    calls, beside = run(with_company=True)
+    assert calls == [[(1,)], [(0,)]]  # the prompt alone, then the decoding stream's token
+    alone_calls, alone = run(with_company=False)
+    assert alone_calls == [[(0,)]] and beside == alone
