@@ -39,24 +39,42 @@ def _tokens(n: int) -> list[int]:
 
 
 def step_cost(
-    runner: LlamaCppRunner, decoding: int, chunk: int, context: int, repeats: int, all_logits: bool = False
+    runner: LlamaCppRunner,
+    decoding: int,
+    chunk: int,
+    context: int,
+    repeats: int,
+    all_logits: bool = False,
+    apart: bool = False,
 ) -> float:
     """Seconds of the fastest of `repeats` decodes of one step shape.
 
     Every sequence holds `context` tokens. Sequences 0..decoding-1 decode one token each (with logits); the chunk
     goes to the next sequence id (consecutive, as the engine lays batches out) at positions context.. (a prompt
     whose first `context` tokens are cached), logits on its last token, or on every token with `all_logits` (a
-    speculative draft being checked). Afterwards every sequence holds its `context` tokens again.
+    speculative draft being checked). `apart`: the chunk in a `llama_decode` call of its own, then the decoding
+    tokens in another (what the engine does with such a step). Afterwards every sequence holds its `context`
+    tokens again.
     """
     prefix = _tokens(context + chunk + 1)
     best = float("inf")
-    for _ in range(repeats):
-        runner.batch_clear()
-        for seq in range(decoding):
-            runner.batch_add(prefix[context], context, [seq], True)
+    split = apart and chunk and decoding
+
+    def add_chunk() -> None:
         for pos in range(context, context + chunk):
             runner.batch_add(prefix[pos], pos, [decoding], all_logits or pos == context + chunk - 1)
+
+    for _ in range(repeats):
         start = time.perf_counter()
+        runner.batch_clear()
+        if split:
+            add_chunk()
+            runner.decode()
+            runner.batch_clear()
+        for seq in range(decoding):  # ascending sequence ids, as the engine lays a batch out
+            runner.batch_add(prefix[context], context, [seq], True)
+        if not split:
+            add_chunk()
         runner.decode()
         best = min(best, time.perf_counter() - start)
         for seq in range(decoding + 1):
@@ -79,15 +97,19 @@ def fill_context(runner: LlamaCppRunner, sequences: int, context: int) -> None:
 
 
 def measure(runner: LlamaCppRunner, shapes: list[tuple[int, int]], context: int, repeats: int) -> list[dict]:
+    """Each shape in one call; a shape with both decoding sequences and a chunk also in two (`apart_ms`)."""
     fill_context(runner, runner.max_seqs, context)
     rows = []
     for decoding, chunk in shapes:
         seconds = step_cost(runner, decoding, chunk, context, repeats)
+        apart = step_cost(runner, decoding, chunk, context, repeats, apart=True) if decoding and chunk else None
         tokens = decoding + chunk
-        rows.append({"decoding": decoding, "chunk": chunk, "context": context, "ms": seconds * 1000, "tokens": tokens})
+        rows.append({"decoding": decoding, "chunk": chunk, "context": context, "ms": seconds * 1000, "tokens": tokens,
+                     "apart_ms": apart * 1000 if apart is not None else None})  # fmt: skip
+        in_two = f"; in two calls {apart * 1000:7.1f} ms" if apart is not None else ""
         print(
             f"context {context:5d}  decoding {decoding:2d} + chunk {chunk:3d} = {tokens:3d} tokens: "
-            f"{seconds * 1000:7.1f} ms  ({seconds * 1000 / tokens:5.2f} ms/token)",
+            f"{seconds * 1000:7.1f} ms  ({seconds * 1000 / tokens:5.2f} ms/token){in_two}",
             flush=True,
         )
     return rows
@@ -102,7 +124,8 @@ def markdown(rows: list[dict], contexts: list[int]) -> str:
         cells = []
         for context in contexts:
             row = next(r for r in rows if (r["decoding"], r["chunk"], r["context"]) == (decoding, chunk, context))
-            cells.append(f"{row['ms']:.0f} ({row['ms'] / row['tokens']:.1f})")
+            apart = f"; in two calls {row['apart_ms']:.0f}" if row.get("apart_ms") is not None else ""
+            cells.append(f"{row['ms']:.0f} ({row['ms'] / row['tokens']:.1f}){apart}")
         lines.append(f"| {decoding} + {chunk} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -141,7 +141,7 @@ class LLMEngine:
         if plan.is_empty:
             return
         try:
-            apart = bool(plan.decoding and plan.prefill)
+            apart = bool(plan.prefill) and any(request.live_sequences for request in plan.decoding)
             prompt_logits = self._compute_prompts_apart(plan) if apart else {}
             rows = self._fill_batch(plan, with_prefill=not apart)
             self.runner.decode()
