@@ -157,9 +157,9 @@ class LLMEngine:
         returns {id(request): logits} of the prompts this step finishes (the next call overwrites llama.cpp's).
 
         Why: beside one-token rows of decoding sequences, llama.cpp computed a prompt chunk ~1.4x slower than the
-        same two batches in two calls (7 decoding streams and a 64-token chunk at 800 tokens of context: 921 ms
-        against 673 ms on 2 AMD EPYC cores; docs/benchmarks.md). The decode rows are a pass of their own either
-        way: llama.cpp's first pass over a mixed batch takes one token of every sequence.
+        same two batches in two calls (7 decoding streams and a 64-token chunk at 1,000 tokens of context: 973 ms
+        against 681 ms on 2 AMD EPYC cores, `bench shapes`; docs/benchmarks.md). The decode rows are a pass of
+        their own either way: llama.cpp's first pass over a mixed batch takes one token of every sequence.
         """
         rows = self._fill_batch(plan, with_decoding=False)
         self.runner.decode()
