@@ -6,17 +6,15 @@ server that dies after its headers (and a role chunk) but before any of the answ
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import socket
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
 
 from llamafoundry.platform.upstream_client import RemoteChatClient, UpstreamError
+from tests.platform.test_upstream_pools import http_server
 
 TEXT = "line\u2028separator\u2029paragraph\x85next line"
 
@@ -41,17 +39,6 @@ def sending(body: bytes, content_type: str = "text/event-stream") -> type[BaseHT
             pass
 
     return Handler
-
-
-@contextlib.contextmanager
-def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def read_stream(body: bytes, content_type: str = "text/event-stream") -> list[dict[str, Any]]:
