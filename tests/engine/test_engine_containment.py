@@ -48,7 +48,7 @@ def start(engine: LLMEngine, request: Request) -> None:
 def test_a_sampler_fault_ends_its_request_alone_and_the_others_finish() -> None:
     engine = LLMEngine(FakeRunner(max_seqs=4), ctx_size=64, max_queue=8)
     bad, bad_sink = submit(engine, [1, 2, 3], temperature=0.0, max_tokens=8)
-    good, good_sink = submit(engine, [4, 5, 6], temperature=0.7, max_tokens=8, n=2)
+    good, good_sink = submit(engine, [4, 5, 6], temperature=0.7, max_tokens=8, n=2, seed=5)  # seeded: EOG is a token
     start(engine, bad)
     fail_sampler_after(bad, 3, IndexError("index -1 is out of bounds for axis 0 with size 0"))
     run_until_done(engine)

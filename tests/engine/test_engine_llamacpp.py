@@ -80,7 +80,8 @@ def test_same_seed_same_output_and_other_seeds_differ(tiny_model_path: Path) -> 
 @pytest.mark.parametrize("default_seed", [None, 11])
 def test_requests_without_a_seed_take_the_servers_default_seed(tiny_model_path: Path, default_seed: int | None) -> None:
     async def body(engine: AsyncEngine) -> None:
-        runs = [await collect(engine, PROMPT, temperature=1.0, max_tokens=16) for _ in range(2)]
+        # three runs: the last two both find the prompt cached (a fresh computation can differ in the last bits)
+        runs = [await collect(engine, PROMPT, temperature=1.0, max_tokens=16) for _ in range(3)][1:]
         seeded = await collect(engine, PROMPT, temperature=1.0, seed=11, max_tokens=16)
         first, again = (token_ids(r)[0] for r in runs)
         if default_seed is None:  # a random seed each: 16 tokens of a random model's near-uniform vocabulary
