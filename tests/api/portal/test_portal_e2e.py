@@ -65,7 +65,7 @@ def find_and_deploy(page: Any, weights: Path, shoot: Any) -> None:
     expect_named_controls(page)
     shoot(page, "catalog")
     page.get_by_role("link", name=MODEL, exact=True).click()
-    assert page.get_by_text("Llama 3.1 Community License").is_visible()  # the card text
+    page.get_by_text("Llama 3.1 Community License").wait_for(state="visible")  # the card text (waits for it)
     shoot(page, "model")
     page.get_by_role("link", name="Deploy", exact=True).click()
     page.get_by_label("Deployment name").fill("x")  # a name the platform refuses: its sentence, on the field
