@@ -5,8 +5,9 @@ answer, or, when streaming, each `data:` chunk as a dict until `[DONE]`. It know
 records: the platform's `UpstreamChatService` builds the bodies and reads the answers. Several base URLs
 (replicas of one model, or an `--upstream` pool) are balanced by the fewest requests in flight, skipping a server
 that is down (a failed connection, or a failed health check, `probe`); a request no server has accepted yet (no
-connection, a connection closed before any byte of an answer, a 502 or 503) goes to the next one. Nothing is
-retried once an answer has begun: a stream whose server breaks ends with an error.
+connection, a connection closed before any byte of an answer, a 502 or 503) goes to the next one, and so does a
+stream that breaks before it has said anything (text, a tool call, a finish). Nothing is retried after that: a
+stream whose server breaks then ends with an error. Reading the answers is upstream_events.py's part.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import httpx_sse
 
 from llamafoundry.model.prefix_routing import PrefixAffinity, conversation_keys
+from llamafoundry.platform.upstream_events import UpstreamError, error_from, event_chunks, says_something
 
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 600.0  # a long completion on CPU sends nothing until it is done
@@ -31,37 +32,6 @@ RETRIED_STATUSES = (502, 503)  # a proxy with nothing behind it, a server loadin
 # Failures before any byte of the answer: the server took no request (connect) or died with it (closed, reset).
 UNSENT = (httpx.ConnectError, httpx.ConnectTimeout)
 UNANSWERED = (*UNSENT, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
-
-
-class UpstreamError(Exception):
-    """The upstream answered with an error, or could not be reached (`status` None).
-
-    Attributes:
-        status: the upstream's HTTP status, or None when no answer came.
-        message: the upstream's own error message when it sent one.
-        param: the request field the upstream blamed, if it said.
-        is_unsent: the request never reached the server (no connection).
-        is_unanswered: no byte of an answer came (no connection, or one closed or reset first): the request may
-            go to another server.
-    """
-
-    def __init__(
-        self,
-        status: int | None,
-        message: str,
-        param: str | None = None,
-        is_unsent: bool = False,
-        code: str | None = None,
-        is_unanswered: bool = False,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.param = param
-        self.is_unsent = is_unsent  # no connection was made
-        self.is_unanswered = is_unanswered or is_unsent  # nothing came back: another server may take the request
-        self.code = code  # the upstream's own error code (`generation_failed`, `context_length_exceeded`, ...)
-
 
 CHAT = "chat/completions"
 TEXT_COMPLETIONS = "completions"  # OpenAI's legacy text completions: vLLM, llama-server and llamafoundry serve it
@@ -108,6 +78,9 @@ class Upstream:
 
     def answered(self) -> None:
         self.failed_at = None
+
+    def request_ended(self) -> None:
+        self.num_in_flight -= 1
 
 
 class RemoteChatClient:
@@ -186,7 +159,7 @@ class RemoteChatClient:
             finally:
                 await response.aclose()
             if response.status_code != 200:
-                raise _error_from(response.status_code, content)
+                raise error_from(response.status_code, content)
             try:
                 return dict(json.loads(content))
             except ValueError:
@@ -216,7 +189,7 @@ class RemoteChatClient:
                 await response.aclose()
             finally:
                 upstream.num_in_flight -= 1
-            raise _error_from(response.status_code, content)
+            raise error_from(response.status_code, content)
         return upstream, response
 
     async def _stream_chunks(
@@ -232,14 +205,14 @@ class RemoteChatClient:
         llama-server sends its headers (and vLLM its role chunk) before a queued request gets a slot, so a server
         killed with requests queued used to end them all as broken streams."""
         tried = [upstream]
-        chunks = _chunks(response, upstream)
+        chunks = event_chunks(response, upstream.request_ended)
         held: list[dict[str, Any]] = []
         try:
             while True:
                 try:
                     async for chunk in chunks:
                         held.append(chunk)
-                        if _says_something(chunk):
+                        if says_something(chunk):
                             break
                     break  # something was said, or the stream ended
                 except UpstreamError as exc:
@@ -250,7 +223,7 @@ class RemoteChatClient:
                     held.clear()
                     upstream, response = await self._open_stream(body, headers, path, tried)
                     tried.append(upstream)
-                    chunks = _chunks(response, upstream)
+                    chunks = event_chunks(response, upstream.request_ended)
             for chunk in held:
                 yield chunk
             async for chunk in chunks:
@@ -331,73 +304,3 @@ class RemoteChatClient:
                 break
         upstream.is_up = False
         upstream.failed(error)
-
-
-async def _chunks(response: httpx.Response, upstream: Upstream) -> AsyncGenerator[dict[str, Any], None]:
-    """The JSON chunks of an upstream's event stream, read as SSE says: lines end only at CR, LF or CRLF.
-    (httpx's `aiter_lines` also splits at U+2028, U+2029 and U+0085, which JSON strings carry unescaped: model
-    text with one of them broke the chunk in two.)"""
-    try:
-        async for event in httpx_sse.EventSource(response).aiter_sse():
-            if not event.data:
-                continue  # comments (keep-alives), event: or id: lines alone
-            if event.data.strip() == "[DONE]":
-                return
-            yield _chunk_of(event.data)
-    except httpx_sse.SSEError as exc:  # before TransportError, which it subclasses
-        raise UpstreamError(502, f"The upstream server did not answer with an event stream: {exc}") from None
-    except httpx.TransportError as exc:
-        raise UpstreamError(None, f"the upstream connection broke during the stream ({exc})") from None
-    finally:
-        upstream.num_in_flight -= 1
-        with contextlib.suppress(Exception):
-            await response.aclose()
-
-
-def _says_something(chunk: dict[str, Any]) -> bool:
-    """Whether a chunk carries any of the answer (text, a tool call, a finish, usage), not just the role."""
-    for choice in chunk.get("choices") or []:
-        delta = choice.get("delta") or {}
-        if choice.get("text") or choice.get("finish_reason") or any(v for k, v in delta.items() if k != "role"):
-            return True
-    return bool(chunk.get("usage"))
-
-
-def _chunk_of(data: str) -> dict[str, Any]:
-    """One event's JSON: a chunk, or the error object a server sends in place of one."""
-    try:
-        chunk = json.loads(data)
-    except json.JSONDecodeError as exc:
-        message = f"The upstream server sent an event that is not JSON ({exc}): {data[:200]!r}"
-        raise UpstreamError(502, message) from None
-    if not isinstance(chunk, dict):
-        raise UpstreamError(502, f"The upstream server sent an event that is not a JSON object: {data[:200]!r}")
-    if chunk.get("error") and not chunk.get("choices"):
-        raise _stream_error(chunk["error"])
-    return chunk
-
-
-def _stream_error(error: Any) -> UpstreamError:
-    """An error event in the stream: a server that says it is unavailable (503: shutting down, restarting) keeps
-    that status; any other failure is the upstream's (502)."""
-    message = error.get("message", "") if isinstance(error, dict) else str(error)
-    status = error.get("status") if isinstance(error, dict) else None
-    code = error.get("code") if isinstance(error, dict) and isinstance(error.get("code"), str) else None
-    if status == 503:
-        return UpstreamError(503, f"The upstream server became unavailable during the stream: {message}", code=code)
-    return UpstreamError(502, f"The upstream server failed during the stream: {message}", code=code)
-
-
-def _error_from(status: int, content: bytes) -> UpstreamError:
-    """The upstream's own message from an OpenAI, Azure or MaaS error body, when it has one."""
-    message, param, code = content.decode(errors="replace")[:500], None, None
-    with contextlib.suppress(ValueError, AttributeError, TypeError):
-        body = json.loads(content)
-        error = body.get("error", body)
-        if isinstance(error, dict):
-            message = str(error.get("message") or message)
-            param, code = error.get("param"), error.get("code")
-        elif isinstance(error, str):
-            message = error
-    param = param if isinstance(param, str) else None
-    return UpstreamError(status, message, param, code=code if isinstance(code, str) else None)
