@@ -78,6 +78,43 @@ def test_a_burst_just_over_the_prompt_budget_is_finished_in_one_step() -> None:
     run_until_done(engine)
 
 
+def first_token_steps(engine: LLMEngine, sinks: list) -> list[int]:
+    """The step at which each sink got its first output."""
+    firsts: dict[int, int] = {}
+    step = 0
+    while engine.has_work:
+        engine.step()
+        step += 1
+        for index, sink in enumerate(sinks):
+            if sink.has_output:
+                firsts.setdefault(index, step)
+    return [firsts[i] for i in range(len(sinks))]
+
+
+def test_a_small_burst_of_long_prompts_is_computed_a_prompt_a_step_shortest_first() -> None:
+    """Three returning turns of ~100 new tokens arriving together: one step for all three gave each its first token
+    after all 300 tokens; a prompt a step gives the first after 100, the next after 200."""
+    runner = FakeRunner(max_seqs=8, max_batch_tokens=512)
+    engine = LLMEngine(runner, ctx_size=256, max_queue=8, max_prefill_tokens=512, max_prefill_tokens_while_decoding=16,
+                       prompt_tokens_shared_while_decoding=256)  # fmt: skip
+    steps = record_steps(engine, runner)
+    lengths = (110, 90, 100)
+    sinks = [submit(engine, [i + 1] * length, temperature=0.0, max_tokens=4)[1] for i, length in enumerate(lengths)]
+    assert first_token_steps(engine, sinks) == [3, 1, 2]
+    assert {tok[2][0] for tok in steps[0]} == {1} and len(steps[0]) == 90
+    assert len(steps[1]) == 100 + 1 and len(steps[2]) == 110 + 2  # beside the streams already answering
+
+
+def test_a_small_burst_of_short_prompts_and_a_large_burst_stay_in_one_step() -> None:
+    """Prompts shorter than STAGGER_MIN_TOKENS together go in one step, and so does a burst of more streams than
+    STAGGER_MAX_STREAMS: there the extra passes over the weights for the first streams would cost more."""
+    for count, length in ((3, 20), (10, 40)):
+        runner = FakeRunner(max_seqs=12, max_batch_tokens=512)
+        engine = LLMEngine(runner, ctx_size=256, max_queue=12, max_prefill_tokens=512)
+        sinks = [submit(engine, [i + 1] * length, temperature=0.0, max_tokens=2)[1] for i in range(count)]
+        assert first_token_steps(engine, sinks) == [1] * count
+
+
 def test_the_burst_stretch_stays_within_the_batch() -> None:
     runner = FakeRunner(max_seqs=8, max_batch_tokens=48)  # 1 decoding token + 50 prompt tokens do not fit
     engine = LLMEngine(runner, ctx_size=128, max_queue=8, max_prefill_tokens=40, max_prefill_tokens_while_decoding=4)

@@ -21,6 +21,11 @@ PREFILL_AGING_TOKENS_PER_STEP = 8
 # Beside decoding streams, the prompts first in line are computed whole when their tokens left come to at most this
 # many times the step's prompt budget (returning turns' new tokens in one step, not four).
 WHOLE_PROMPT_STRETCH = 4
+# A small burst (at most STAGGER_MAX_STREAMS prompts and decoding streams together) is computed a few prompts a
+# step, at least STAGGER_MIN_TOKENS tokens each step, so that the first prompts start answering while the next are
+# computed (see `_staggered_budget`).
+STAGGER_MIN_TOKENS = 64
+STAGGER_MAX_STREAMS = 8
 
 
 @dataclass
@@ -174,6 +179,10 @@ class Scheduler:
         num_decoding = sum(len(r.live_sequences) for r in plan.decoding)
         prefilling = [r for r in self.running if r.status is RequestStatus.PREFILL]
         if num_decoding < len(prefilling):
+            if num_decoding + len(prefilling) <= STAGGER_MAX_STREAMS:
+                staggered = self._staggered_budget(prompts)
+                if staggered:
+                    return staggered
             return self._burst_budget(prompts, room)
         # Every decoding stream waits for the step's prompt tokens: with few streams a prompt may take larger
         # chunks (a returning turn's ~60 new tokens in one step instead of four, each also a second pass over the
@@ -212,6 +221,23 @@ class Scheduler:
         )
         backlog = sum(r.num_prompt_tokens_left for r in prompts)
         return -(-backlog // max(1, steps_left))
+
+    def _staggered_budget(self, prompts: list[Request]) -> int:
+        """Prompt tokens for a step of a small burst: the prompts first in line up to the first that brings them to
+        STAGGER_MIN_TOKENS (at most `max_prefill_tokens`); 0 when that would be every prompt anyway.
+
+        Why: a CPU computes prompt tokens at the same rate in any chunk size, so a burst of three returning turns
+        of ~100 new tokens computed in one step gives all three their first token after ~300 tokens' time; one a
+        step gives them after ~100, ~200 and ~300, for two extra passes over the weights for the first streams'
+        tokens (a pass for a stream or two costs about what a few prompt tokens do). With many streams those
+        passes are dear, so large bursts stay whole (`_burst_budget`).
+        """
+        total = 0
+        for index, request in enumerate(prompts):
+            total += request.num_prompt_tokens_left
+            if total >= STAGGER_MIN_TOKENS:
+                return 0 if index == len(prompts) - 1 else min(total, self.max_prefill_tokens)
+        return 0
 
     def _burst_budget(self, prompts: list[Request], room: int) -> int:
         """Prompt tokens for a step of a burst: `max_prefill_tokens`, or the computable `prompts`' remaining tokens
