@@ -9,11 +9,11 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Callable, Iterator
-from functools import partial
 
 import numpy as np
 
 from llamafoundry.engine.admission import check_request
+from llamafoundry.engine.batch import BatchBuilder
 from llamafoundry.engine.beam_search import BeamSearcher
 from llamafoundry.engine.constraint import ConstraintVocab
 from llamafoundry.engine.detokenizer import IncrementalDetokenizer
@@ -22,9 +22,9 @@ from llamafoundry.engine.outputs import FinishReason, RequestOutput, TokenLogpro
 from llamafoundry.engine.prefix_cache import PrefixCache
 from llamafoundry.engine.sampler import TokenSampler, choice_seed, token_logprob
 from llamafoundry.engine.sampling_params import SamplingParams
-from llamafoundry.engine.scheduler import PrefillChunk, Scheduler, StepPlan, padding_slots
+from llamafoundry.engine.scheduler import Scheduler, StepPlan
 from llamafoundry.engine.sequence import Request, RequestStatus, Sequence
-from llamafoundry.engine.speculative import NgramDrafter, assign_drafts
+from llamafoundry.engine.speculative import NgramDrafter
 from llamafoundry.errors import GenerationError
 from llamafoundry.model.base import DecodeError, ModelRunner
 
@@ -85,12 +85,11 @@ class LLMEngine:
             prompt_tokens_shared_while_decoding,
         )
         self.prefix_cache = PrefixCache(runner, tiers=kv_tiers) if prefix_caching else None
-        self.batch_pad = batch_pad
         self.speculative_tokens = speculative_tokens
         self.default_seed = default_seed
         self.num_draft_tokens = 0  # drafted tokens checked so far (speculative decoding)
         self.num_accepted_draft_tokens = 0  # of those, the ones the sampler chose too
-        self._padding: list[tuple[int, int]] = []  # (seq_id, position) of this step's throwaway tokens
+        self.batch = BatchBuilder(runner, batch_pad, speculative_tokens, ctx_size)
         self._pieces: dict[tuple[int, bool], bytes] = {}
         self.beams = BeamSearcher(runner, self.scheduler.release_slot, self._piece)
         self.constraints = ConstraintVocab(runner)  # grammars of constrained requests (response_format, tools)
@@ -143,13 +142,13 @@ class LLMEngine:
         try:
             apart = bool(plan.prefill) and any(request.live_sequences for request in plan.decoding)
             prompt_logits = self._compute_prompts_apart(plan) if apart else {}
-            rows = self._fill_batch(plan, with_prefill=not apart)
+            rows = self.batch.fill(plan, self._free_slot_lengths, with_prefill=not apart)
             self.runner.decode()
         except DecodeError as exc:
-            self._drop_padding()
+            self.batch.drop_padding()
             self._fail(plan, GenerationError(f"The model failed to process the batch ({exc}). Retry the request."))
             return
-        self._drop_padding()
+        self.batch.drop_padding()
         self._postprocess(plan, rows, prompt_logits)
 
     def _compute_prompts_apart(self, plan: StepPlan) -> dict[int, np.ndarray]:
@@ -161,9 +160,14 @@ class LLMEngine:
         against 681 ms on 2 AMD EPYC cores, `bench shapes`; docs/benchmarks.md). The decode rows are a pass of
         their own either way: llama.cpp's first pass over a mixed batch takes one token of every sequence.
         """
-        rows = self._fill_batch(plan, with_decoding=False)
+        rows = self.batch.fill(plan, self._free_slot_lengths, with_decoding=False)
         self.runner.decode()
         return {key: self.runner.logits(row).copy() for key, row in rows.items()}
+
+    def _free_slot_lengths(self) -> dict[int, int]:
+        """{free sequence id: cells its idle cached prefix holds}, for a step's padding tokens (batch.py)."""
+        cache = self.prefix_cache
+        return {seq: cache.cached_length(seq) if cache else 0 for seq in self.scheduler.free_slots}
 
     def _allocate(self, request: Request, slots: list[int]) -> None:
         """Create the sequences of an admitted request on its slots."""
@@ -185,72 +189,6 @@ class LLMEngine:
             drafter = NgramDrafter(self.speculative_tokens) if self.speculative_tokens else None
             detokenizer = IncrementalDetokenizer(params.stop)
             request.sequences.append(Sequence(index, seq_id, sampler, detokenizer, drafter=drafter))
-
-    def _fill_batch(self, plan: StepPlan, with_decoding: bool = True, with_prefill: bool = True) -> dict[int, int]:
-        """Queue this step's tokens in the runner's batch (the decoding sequences', the prompt chunks', or both).
-        Returns {id(sequence or request): batch index}.
-
-        Tokens go in ascending sequence id: with one KV stream per sequence, llama.cpp splits a batch into one
-        pass over the weights per run of consecutive sequence ids in batch order (8 streams in reverse order
-        decoded at half the speed of the same streams in order).
-        """
-        # (seq_id, what queues its token); `object`: a padding token's row index (batch_add's result) is unused
-        work: list[tuple[int, Callable[[], object]]] = []
-        rows: dict[int, int] = {}
-        runner = self.runner
-
-        def add_decode(seq: Sequence, pos: int) -> None:
-            rows[id(seq)] = runner.batch_add(seq.output_ids[-1], pos, [seq.seq_id], True)
-            for offset, token in enumerate(seq.draft, 1):  # rows follow the sequence's own: row + offset
-                runner.batch_add(token, pos + offset, [seq.seq_id], True)
-
-        def add_chunk(chunk: PrefillChunk) -> None:
-            request = chunk.request
-            seq_ids = [request.sequences[0].seq_id]
-            last = request.num_prompt_tokens - 1
-            for pos in range(chunk.start, chunk.end):
-                index = runner.batch_add(request.prompt_ids[pos], pos, seq_ids, pos == last)
-            request.num_computed = chunk.end
-            if chunk.is_last:
-                rows[id(request)] = index
-
-        room = runner.max_batch_tokens - plan.num_tokens
-        decoding = plan.decoding if with_decoding else []
-        num_drafted = assign_drafts(plan, room) if self.speculative_tokens and decoding else 0
-        for request in decoding:
-            base = request.num_prompt_tokens - 1
-            for seq in request.live_sequences:
-                work.append((seq.seq_id, partial(add_decode, seq, base + len(seq.output_ids))))
-        for chunk in plan.prefill if with_prefill else []:
-            work.append((chunk.request.sequences[0].seq_id, partial(add_chunk, chunk)))
-        # Only beside decoding sequences: llama.cpp's first pass then takes one token of every sequence anyway,
-        # whereas a one-token pad among prompt chunks alone would split their pass in two. Not beside drafts:
-        # they already give the pass its rows.
-        self._padding = []  # set every step: a stale entry would remove another step's cells
-        if decoding and not num_drafted:
-            self._padding = self._padding_for([seq_id for seq_id, _ in work], room)
-        for seq_id, pos in self._padding:
-            work.append((seq_id, partial(runner.batch_add, 0, pos, [seq_id], False)))
-        runner.batch_clear()
-        for _, add in sorted(work, key=lambda item: item[0]):
-            add()
-        return rows
-
-    def _padding_for(self, batch_seq_ids: list[int], room: int) -> list[tuple[int, int]]:
-        """(seq_id, position) of the throwaway tokens this step gets: on free slots, after what their cells hold
-        (an idle slot's cached prefix is kept; the token is removed right after the step)."""
-        if self.batch_pad <= 0:
-            return []
-        cache = self.prefix_cache
-        held = {seq: cache.cached_length(seq) if cache else 0 for seq in self.scheduler.free_slots}
-        free = {seq for seq, length in held.items() if length < self.ctx_size}
-        pads = padding_slots(batch_seq_ids, free, self.runner.max_seqs, self.batch_pad)
-        return [(seq, held[seq]) for seq in pads] if len(pads) <= room else []
-
-    def _drop_padding(self) -> None:
-        for seq_id, pos in self._padding:
-            self.runner.seq_remove(seq_id, pos, -1)
-        self._padding = []
 
     def _postprocess(self, plan: StepPlan, rows: dict[int, int], prompt_logits: dict[int, np.ndarray]) -> None:
         for request in plan.decoding:
