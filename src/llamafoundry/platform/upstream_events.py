@@ -48,7 +48,8 @@ class UpstreamError(Exception):
 async def event_chunks(response: httpx.Response, on_end: Callable[[], None]) -> AsyncGenerator[dict[str, Any], None]:
     """The JSON chunks of an upstream's event stream, read as SSE says: lines end only at CR, LF or CRLF.
     (httpx's `aiter_lines` also splits at U+2028, U+2029 and U+0085, which JSON strings carry unescaped: model
-    text with one of them broke the chunk in two.)"""
+    text with one of them broke the chunk in two.) `on_end` is called once the stream is over, however it ended
+    (the balancer's count of requests in flight)."""
     try:
         async for event in httpx_sse.EventSource(response).aiter_sse():
             if not event.data:
