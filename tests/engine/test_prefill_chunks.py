@@ -31,19 +31,24 @@ def test_steps_that_decode_take_fewer_prompt_tokens_and_every_stream_decodes_eac
     assert running.finish_reasons() == {0: "length"} and long_prompt.finish_reasons() == {0: "length"}
 
 
-def test_prompts_queued_together_get_first_tokens_in_turn() -> None:
-    runner = FakeRunner(max_seqs=4, max_batch_tokens=64)
-    engine = LLMEngine(runner, ctx_size=128, max_queue=8, max_prefill_tokens=6, max_prefill_tokens_while_decoding=6)
-    sinks = [submit(engine, [i + 1] * 6, temperature=0.0, max_tokens=4)[1] for i in range(4)]
-    first_step: list[int] = []
+def first_token_steps(engine: LLMEngine, sinks: list) -> list[int]:
+    """The step at which each sink got its first output."""
+    firsts: dict[int, int] = {}
     step = 0
     while engine.has_work:
         engine.step()
         step += 1
         for index, sink in enumerate(sinks):
-            if sink.has_output and len(first_step) == index:
-                first_step.append(step)
-    assert first_step == [1, 2, 3, 4]
+            if sink.has_output:
+                firsts.setdefault(index, step)
+    return [firsts[i] for i in range(len(sinks))]
+
+
+def test_prompts_queued_together_get_first_tokens_in_turn() -> None:
+    runner = FakeRunner(max_seqs=4, max_batch_tokens=64)
+    engine = LLMEngine(runner, ctx_size=128, max_queue=8, max_prefill_tokens=6, max_prefill_tokens_while_decoding=6)
+    sinks = [submit(engine, [i + 1] * 6, temperature=0.0, max_tokens=4)[1] for i in range(4)]
+    assert first_token_steps(engine, sinks) == [1, 2, 3, 4]
 
 
 def test_a_burst_of_prompts_is_computed_in_large_chunks_even_while_a_stream_decodes() -> None:
@@ -76,19 +81,6 @@ def test_a_burst_just_over_the_prompt_budget_is_finished_in_one_step() -> None:
     engine.step()  # six streams decode, no prompt is left
     assert sorted(tok[2][0] for tok in steps[-1]) == [0, 1, 2, 3, 4, 5]
     run_until_done(engine)
-
-
-def first_token_steps(engine: LLMEngine, sinks: list) -> list[int]:
-    """The step at which each sink got its first output."""
-    firsts: dict[int, int] = {}
-    step = 0
-    while engine.has_work:
-        engine.step()
-        step += 1
-        for index, sink in enumerate(sinks):
-            if sink.has_output:
-                firsts.setdefault(index, step)
-    return [firsts[i] for i in range(len(sinks))]
 
 
 def test_a_small_burst_of_long_prompts_is_computed_a_prompt_a_step_shortest_first() -> None:
