@@ -80,6 +80,7 @@ class Upstream:
         self.failed_at = None
 
     def request_ended(self) -> None:
+        """A request sent to it is over (answered, failed, or its stream closed)."""
         self.num_in_flight -= 1
 
 
@@ -165,7 +166,7 @@ class RemoteChatClient:
             except ValueError:
                 raise UpstreamError(502, "The upstream server answered with a body that is not JSON.") from None
         finally:
-            upstream.num_in_flight -= 1
+            upstream.request_ended()
 
     async def stream(
         self, body: dict[str, Any], headers: dict[str, str] | None = None, path: str = CHAT
@@ -188,7 +189,7 @@ class RemoteChatClient:
                 content = await response.aread()
                 await response.aclose()
             finally:
-                upstream.num_in_flight -= 1
+                upstream.request_ended()
             raise error_from(response.status_code, content)
         return upstream, response
 
@@ -254,7 +255,7 @@ class RemoteChatClient:
             try:
                 response = await self._send(upstream, request)
             except UpstreamError as exc:
-                upstream.num_in_flight -= 1
+                upstream.request_ended()
                 if exc.is_unanswered and can_go_elsewhere:
                     upstream.num_retries += 1
                     continue
@@ -262,7 +263,7 @@ class RemoteChatClient:
             if response.status_code in RETRIED_STATUSES:
                 upstream.failed(f"answered {response.status_code}")
             if response.status_code in RETRIED_STATUSES and can_go_elsewhere:
-                upstream.num_in_flight -= 1
+                upstream.request_ended()
                 upstream.num_retries += 1
                 await response.aclose()
                 continue
