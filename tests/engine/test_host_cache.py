@@ -78,3 +78,42 @@ def test_the_budget_is_never_exceeded_and_oversized_states_are_refused() -> None
             cache.take(key)
         assert cache.used_bytes <= budget
     assert cache.used_bytes == sum(e.num_bytes for e in cache._entries.values())
+
+
+def bytes_of(*lengths: int) -> int:
+    return sum(100 * n + 4 * n for n in lengths)  # a state and its tokens (int32)
+
+
+def test_a_history_saved_again_with_a_reworded_answer_gives_way_first() -> None:
+    # Llama 3's template trims an answer's leading space, so a conversation's next turn parts from its saved state
+    # where the answer starts: two entries share the whole history before it. Kept at full value, the older copy
+    # pushed out other conversations (here X, the least valuable at full value).
+    head = tokens(0, 300)
+    turn_1 = head + tokens(1, 24)
+    turn_2 = head + tokens(2, 24) + tokens(3, 40)
+    other = tokens(9, 200)
+    cache = HostCache(budget_bytes=bytes_of(200, 324, 364))
+    for toks in (other, turn_1, turn_2):
+        assert cache.put(toks, state(len(toks)))
+    assert cache.put(tokens(8, 200), state(200))
+    assert cache.num_evicted == 1
+    assert cache.longest(other)[1] == 200
+    assert cache.longest(turn_1)[1] == 300  # the history is still there, in turn 2's state
+    assert cache.covers(turn_2)
+
+
+def test_when_the_newer_copy_goes_the_older_is_still_worth_only_what_no_newer_entry_holds() -> None:
+    head = tokens(0, 300)
+    turn_1 = head + tokens(1, 24)
+    turn_2 = head + tokens(2, 24) + tokens(3, 40) + tokens(4, 24)
+    turn_3 = turn_2[:364] + tokens(5, 24) + tokens(6, 40)  # parts from turn 2 where its answer starts
+    other = tokens(9, 200)
+    cache = HostCache(budget_bytes=bytes_of(200, 324, 388, 428))
+    for toks in (other, turn_1, turn_2, turn_3):
+        assert cache.put(toks, state(len(toks)))
+    assert cache.put(tokens(8, 200), state(200))  # evicts turn 2: 24 tokens of its own in 388
+    assert cache.longest(turn_2)[1] == 364
+    assert cache.put(tokens(7, 200), state(200))  # turn 1's history is still in turn 3: turn 1 goes, not `other`
+    assert cache.longest(turn_1)[1] == 300
+    assert cache.longest(other)[1] == 200
+    assert cache.num_evicted == 2

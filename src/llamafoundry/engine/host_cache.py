@@ -12,6 +12,13 @@ faster than the token count: attention reads every earlier position) and `clock`
 entry evicted, so an entry used often survives a wave of one-off ones, a large entry must earn its room, and old
 favourites still age out. An entry whose tokens are a prefix of a new one is dropped (the new one holds them
 too), passing its hits on.
+
+An entry that shares only part of its tokens with a newer one is worth only what it alone holds: `cost` counts
+the tokens past the newer entry's share. This is a conversation's previous turn when the chat template rendered
+its answer differently from how it was generated (Llama 3's template trims an answer's leading space, so the new
+history parts from the saved one where the answer starts): kept at full value it held its whole history a second
+time and pushed out other conversations (48 conversations of ~2,000 tokens filled a 4.8 GiB budget). When the
+newer entry goes, the older one's value comes back.
 """
 
 from __future__ import annotations
@@ -38,6 +45,9 @@ class CachedState:
     data: StateBytes
     hits: int = 0
     priority: float = 0.0
+    clock: float = 0.0  # the cache's clock when it was stored or last used (GreedyDual's inflation)
+    shared: int = 0  # leading tokens a newer entry also holds
+    shared_with: int | None = None  # that entry's key
 
     @property
     def num_bytes(self) -> int:
@@ -81,6 +91,7 @@ class HostCache:
         if entry is None:
             return None
         entry.hits += 1
+        entry.clock = self._clock
         entry.priority = self._priority(entry)
         self.num_hits += 1
         return entry
@@ -95,13 +106,15 @@ class HostCache:
             assert isinstance(key, int)
             entry.hits += self._entries[key].hits
             self._drop(key)
+        key = next(self._keys)
+        self._share_with(key, tokens)
         while self.used_bytes + entry.num_bytes > self.budget_bytes and self._entries:
             victim = min(self._entries, key=lambda k: self._entries[k].priority)
-            self._clock = self._entries[victim].priority
+            self._clock = max(self._clock, self._entries[victim].priority)  # a shared entry's value fell below it
             self._drop(victim)
             self.num_evicted += 1
+        entry.clock = self._clock
         entry.priority = self._priority(entry)
-        key = next(self._keys)
         self._entries[key] = entry
         self._index.add(key, entry.tokens)
         self.used_bytes += entry.num_bytes
@@ -113,9 +126,25 @@ class HostCache:
             self._drop(key)
 
     def _priority(self, entry: CachedState) -> float:
-        return self._clock + (1 + entry.hits) * recompute_cost(len(entry.tokens)) / entry.num_bytes
+        own_cost = recompute_cost(len(entry.tokens)) - recompute_cost(entry.shared)
+        return entry.clock + (1 + entry.hits) * own_cost / entry.num_bytes
+
+    def _share_with(self, key: int, tokens: Sequence[int]) -> None:
+        """The entries sharing a prefix with the new entry `key` are worth only what they hold beyond it (the
+        newer of two entries is charged for what they share)."""
+        for other, length in self._index.shared_prefixes(tokens).items():
+            entry = self._entries[other]  # type: ignore[index]
+            if length > entry.shared:
+                entry.shared, entry.shared_with = length, key
+                entry.priority = self._priority(entry)
 
     def _drop(self, key: int) -> None:
         entry = self._entries.pop(key)
         self._index.remove(key)
         self.used_bytes -= entry.num_bytes
+        for other_key, other in self._entries.items():
+            if other.shared_with == key:  # what they shared is its own again, but for what a newer entry holds
+                shares = self._index.shared_prefixes(other.tokens)
+                newer = [(length, k) for k, length in shares.items() if isinstance(k, int) and k > other_key]
+                other.shared, other.shared_with = max(newer, default=(0, None))
+                other.priority = self._priority(other)

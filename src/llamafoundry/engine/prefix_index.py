@@ -101,6 +101,14 @@ class PrefixIndex:
                 best_key, best_len = key, length
         return best_key, best_len
 
+    def shared_prefixes(self, tokens: Sequence[int]) -> dict[Hashable, int]:
+        """{key: common prefix length} of the entries sharing at least one whole block with `tokens`."""
+        first = next(block_hashes(tokens), None)
+        if first is None:
+            return {}
+        tokens = _as_list(tokens)
+        return {key: common_prefix_len(tokens, self._tokens[key].tolist()) for key in self._buckets.get(first, ())}
+
     def prefixes_of(self, tokens: Sequence[int]) -> list[Hashable]:
         """Keys of the entries whose whole sequence is a prefix of `tokens` (made redundant by it)."""
         tokens = _as_list(tokens)
