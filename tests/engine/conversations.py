@@ -34,10 +34,12 @@ def run_conversations(
     answer_len: int = 4,
     vocab: int = 38,
     seed: int = 0,
+    rerender: Callable[[list[int]], list[int]] = list,
 ) -> list[Turn]:
     """Every conversation's turn 1, then every turn 2, ... with at most `concurrency` requests in flight (the
     next one is sent as one finishes). Prompts share a `header` (the chat template's system header) and then
-    differ; each turn resends the history with the engine's own answer."""
+    differ; each turn resends the history with the engine's own answer, as `rerender` gives it back (a chat
+    template may write an answer with other tokens than were generated)."""
     rng = random.Random(seed)
     head = [rng.randrange(1, vocab) for _ in range(header)]
     history = {c: list(head) for c in range(num_conversations)}
@@ -57,7 +59,7 @@ def run_conversations(
             if sink.finished:
                 del in_flight[(c, t)]
                 answer = sink.token_ids()[0]
-                history[c] = prompt + answer
+                history[c] = prompt + rerender(answer)
                 turns.append(Turn(c, t, prompt, answer, request.num_cached_tokens))
     raise AssertionError("the conversations did not finish")
 
