@@ -133,7 +133,8 @@ class HostCache:
         """The entries sharing a prefix with the new entry `key` are worth only what they hold beyond it (the
         newer of two entries is charged for what they share)."""
         for other, length in self._index.shared_prefixes(tokens).items():
-            entry = self._entries[other]  # type: ignore[index]
+            assert isinstance(other, int)
+            entry = self._entries[other]
             if length > entry.shared:
                 entry.shared, entry.shared_with = length, key
                 entry.priority = self._priority(entry)
