@@ -78,6 +78,8 @@ def test_the_budget_is_never_exceeded_and_oversized_states_are_refused() -> None
             cache.take(key)
         assert cache.used_bytes <= budget
     assert cache.used_bytes == sum(e.num_bytes for e in cache._entries.values())
+    cache.clear()
+    assert len(cache) == 0 and cache.used_bytes == 0 and cache.longest(kept[-1]) == (None, 0)
 
 
 def bytes_of(*lengths: int) -> int:
@@ -87,7 +89,7 @@ def bytes_of(*lengths: int) -> int:
 def test_a_history_saved_again_with_a_reworded_answer_gives_way_first() -> None:
     # Llama 3's template trims an answer's leading space, so a conversation's next turn parts from its saved state
     # where the answer starts: two entries share the whole history before it. Kept at full value, the older copy
-    # pushed out other conversations (here X, the least valuable at full value).
+    # pushed out other conversations (here `other`, the least valuable entry at full value).
     head = tokens(0, 300)
     turn_1 = head + tokens(1, 24)
     turn_2 = head + tokens(2, 24) + tokens(3, 40)

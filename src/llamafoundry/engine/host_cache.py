@@ -122,8 +122,9 @@ class HostCache:
         return True
 
     def clear(self) -> None:
-        for key in list(self._entries):
-            self._drop(key)
+        self._entries.clear()
+        self._index = PrefixIndex()
+        self.used_bytes = 0
 
     def _priority(self, entry: CachedState) -> float:
         own_cost = recompute_cost(len(entry.tokens)) - recompute_cost(entry.shared)
