@@ -28,6 +28,8 @@ def test_the_longest_prefix_is_found_across_blocks_and_into_a_partial_one() -> N
     assert index.longest(b[: BLOCK_TOKENS - 1]) == (None, 0)
     assert index.longest(tokens(4, 200)) == (None, 0)
     assert sorted(index.prefixes_of(a + [1, 2])) == ["a", "a-short"]
+    assert index.shared_prefixes(a[:90] + [7, 7]) == {"a": 90, "a-short": 40}  # b shares no whole block
+    assert index.shared_prefixes(a[:20]) == {}
     index.remove("a")
     assert index.longest(a) == ("a-short", 40) and len(index) == 2
 

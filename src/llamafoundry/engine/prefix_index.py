@@ -106,8 +106,8 @@ class PrefixIndex:
         first = next(block_hashes(tokens), None)
         if first is None:
             return {}
-        tokens = _as_list(tokens)
-        return {key: common_prefix_len(tokens, self._tokens[key].tolist()) for key in self._buckets.get(first, ())}
+        held = array("i", tokens)  # array against array compares in C, without a list of every entry's tokens
+        return {key: common_prefix_len(held, self._tokens[key]) for key in self._buckets.get(first, ())}
 
     def prefixes_of(self, tokens: Sequence[int]) -> list[Hashable]:
         """Keys of the entries whose whole sequence is a prefix of `tokens` (made redundant by it)."""
