@@ -19,14 +19,12 @@ class BatchBuilder:
     Args:
         runner: the loaded model whose batch is filled.
         batch_pad: the pass size padding aims for (0: never pad; see `scheduler.padding_slots`).
-        speculative_tokens: most drafted tokens per sequence (0: speculative decoding is off).
         ctx_size: positions one sequence may use; a free slot already full gets no padding token.
     """
 
-    def __init__(self, runner: ModelRunner, batch_pad: int, speculative_tokens: int, ctx_size: int) -> None:
+    def __init__(self, runner: ModelRunner, batch_pad: int, ctx_size: int) -> None:
         self.runner = runner
         self.batch_pad = batch_pad
-        self.speculative_tokens = speculative_tokens
         self.ctx_size = ctx_size
         self.padding: list[tuple[int, int]] = []  # (seq_id, position) of this step's throwaway tokens
 
@@ -66,7 +64,8 @@ class BatchBuilder:
 
         room = runner.max_batch_tokens - plan.num_tokens
         decoding = plan.decoding if with_decoding else []
-        num_drafted = assign_drafts(plan, room) if self.speculative_tokens and decoding else 0
+        # sequences draft only when the engine gave them a drafter (speculative decoding on): else none is assigned
+        num_drafted = assign_drafts(plan, room) if decoding else 0
         for request in decoding:
             base = request.num_prompt_tokens - 1
             for seq in request.live_sequences:

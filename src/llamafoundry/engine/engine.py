@@ -89,7 +89,7 @@ class LLMEngine:
         self.default_seed = default_seed
         self.num_draft_tokens = 0  # drafted tokens checked so far (speculative decoding)
         self.num_accepted_draft_tokens = 0  # of those, the ones the sampler chose too
-        self.batch = BatchBuilder(runner, batch_pad, speculative_tokens, ctx_size)
+        self.batch = BatchBuilder(runner, batch_pad, ctx_size)
         self._pieces: dict[tuple[int, bool], bytes] = {}
         self.beams = BeamSearcher(runner, self.scheduler.release_slot, self._piece)
         self.constraints = ConstraintVocab(runner)  # grammars of constrained requests (response_format, tools)
