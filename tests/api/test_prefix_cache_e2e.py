@@ -67,8 +67,11 @@ def test_a_conversation_returning_after_a_restart_restores_its_history_from_disk
         second = ask(after, turn_2)
         assert reused_tokens(after)["disk"] >= first["usage"]["prompt_tokens"]
         assert requests_by_tier(after) == {"slot": 0, "ram": 0, "disk": 1, "none": 0}
+        copied = {labels["direction"]: value for labels, value in prefix_cache(after, "copy_seconds_total")}
+        assert copied["load"] > 0 and copied["save"] > 0  # the history loaded; the new turn written through
         assert second["choices"][0]["message"] == ask(plain, turn_2)["choices"][0]["message"]
         assert reused_tokens(plain).get("disk", 0) == 0
+        assert prefix_cache(plain, "copy_seconds_total") == []  # no tiers, nothing copied to report
     finally:
         stop_server(after)
         stop_server(plain)

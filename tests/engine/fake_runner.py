@@ -100,11 +100,13 @@ class FakeRunner:
         cache.extend(source[p0:p1])
         self.copies.append((src, dst, p0, p1))
 
-    def seq_save(self, seq_id: int) -> bytearray:
+    def seq_save(self, seq_id: int, into: bytearray | None = None) -> bytearray:
         """The sequence's tokens stand for its keys and values (4 bytes each, after a 4-byte magic)."""
         tokens = self.kv.get(seq_id, [])
         self.saves.append((seq_id, len(tokens)))
-        return bytearray(b"FAKE" + array("i", tokens).tobytes())
+        data = bytearray() if into is None else into
+        data[:] = b"FAKE" + array("i", tokens).tobytes()
+        return data
 
     def seq_load(self, seq_id: int, data: bytes | bytearray | memoryview) -> bool:
         self.kv.pop(seq_id, None)

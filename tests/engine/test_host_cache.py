@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
+from llamafoundry.engine.disk_cache import DiskCache
 from llamafoundry.engine.host_cache import HostCache
+from llamafoundry.engine.kv_tiers import KvTiers
 from llamafoundry.engine.prefix_index import BLOCK_TOKENS, PrefixIndex
 
 
@@ -121,3 +124,31 @@ def test_when_the_newer_copy_goes_the_older_is_still_worth_only_what_no_newer_en
     assert cache.longest(turn_1)[1] == 300
     assert cache.longest(other)[1] == 200
     assert cache.num_evicted == 2
+
+
+def test_an_evicted_entrys_buffer_is_handed_out_once_for_the_next_save() -> None:
+    cache = HostCache(budget_bytes=2 * (100 * 64 + 4 * 64 + 1))  # two 64-token states (a bytearray's +1)
+    first = bytearray(state(64))
+    cache.put(tokens(0, 64), first)
+    cache.put(tokens(1, 64), bytearray(state(64)))
+    assert cache.spare_buffer() is None  # nothing dropped yet
+    cache.put(tokens(2, 64), bytearray(state(64)))  # evicts the first
+    assert cache.spare_buffer() is first and cache.spare_buffer() is None
+    cache.recycles_buffers = False  # beside a disk tier (KvTiers): its writer thread may still hold the buffer
+    cache.put(tokens(3, 64), bytearray(state(64)))
+    assert cache.num_evicted == 2 and cache.spare_buffer() is None
+
+
+def test_a_reused_buffer_counts_the_memory_it_keeps_not_its_state_length() -> None:
+    cache = HostCache(budget_bytes=10**6)
+    big = bytearray(state(100))
+    del big[100 * 64 :]  # a 100-token buffer holding a 64-token state keeps its allocation (CPython's bytearray)
+    cache.put(tokens(0, 64), big)
+    assert cache.used_bytes >= 100 * 100 + 4 * 64
+
+
+def test_buffers_are_not_recycled_beside_a_disk_tier(tmp_path: Path) -> None:
+    assert KvTiers(HostCache(10**6), None).ram.recycles_buffers  # type: ignore[union-attr]
+    with_disk = KvTiers(HostCache(10**6), DiskCache(tmp_path, "fingerprint", budget_bytes=10**6))
+    assert with_disk.ram is not None and not with_disk.ram.recycles_buffers
+    with_disk.close()

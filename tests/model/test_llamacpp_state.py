@@ -41,6 +41,9 @@ def test_a_saved_sequence_continues_the_same_in_another_slot_and_another_context
         prefill(first, 0, tokens[:-1])
         state = first.seq_save(0)
         assert len(state) > 200 * (len(tokens) - 1)  # keys and values of every cell
+        for size in (len(state) * 3, 10):  # written over a buffer of another state, shrunk or grown to fit
+            reused = first.seq_save(0, into=bytearray(b"x" * size))
+            assert reused == state
         assert first.seq_load(2, state) and restarted.seq_load(1, bytes(state))
         expected = continue_greedy(first, 0, len(tokens) - 1, tokens[-1])
         assert continue_greedy(first, 2, len(tokens) - 1, tokens[-1]) == expected

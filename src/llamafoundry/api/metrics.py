@@ -116,6 +116,12 @@ def engine_families() -> dict[str, GaugeMetricFamily | CounterMetricFamily]:
             "and from which tier (slot, ram, disk; none for a miss).",
             labels=[*d, "result", "tier"],
         ),
+        "prefix_cache_copy_seconds": CounterMetricFamily(
+            f"{NAMESPACE}_prefix_cache_copy_seconds",
+            "Seconds spent copying KV states out of the KV cache into host memory or disk (direction: save) and "
+            "back into a sequence slot (load); no sequence decodes meanwhile.",
+            labels=[*d, "direction"],
+        ),
         "prefix_cache_ram_bytes": GaugeMetricFamily(
             f"{NAMESPACE}_prefix_cache_ram_bytes", "Bytes of KV states held in host memory.", labels=d
         ),
@@ -131,6 +137,8 @@ def add_engine_samples(
             families[key].add_metric([deployment], float(status[key]))
     for source, count in (status.get("prefix_cache_tokens") or {}).items():
         families["prefix_cache_tokens"].add_metric([deployment, source], float(count))
+    for direction, seconds in (status.get("prefix_cache_copy_seconds") or {}).items():
+        families["prefix_cache_copy_seconds"].add_metric([deployment, direction], float(seconds))
     for tier, count in (status.get("prefix_cache_requests") or {}).items():
         result = ("miss", "none") if tier == "miss" else ("hit", tier)
         families["prefix_cache_requests"].add_metric([deployment, *result], float(count))

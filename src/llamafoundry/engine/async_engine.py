@@ -200,6 +200,13 @@ class AsyncEngine:
         return dict(cache.num_requests) if cache else None
 
     @property
+    def prefix_cache_copy_seconds(self) -> dict[str, float] | None:
+        """Seconds the engine thread spent copying KV states out of the context into the tiers ("save") and back
+        into a slot ("load"), when it has tiers: time no sequence decodes."""
+        stats = self._kv_tiers.stats if self._kv_tiers else None
+        return {"save": stats.save_seconds, "load": stats.load_seconds} if stats else None
+
+    @property
     def prefix_cache_ram_bytes(self) -> int | None:
         """Bytes of saved KV states held in host memory, when the engine has that tier."""
         ram = self._kv_tiers.ram if self._kv_tiers else None

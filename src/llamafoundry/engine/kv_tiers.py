@@ -52,6 +52,8 @@ class KvTiers:
     def __init__(self, ram: HostCache | None, disk: DiskCache | None) -> None:
         self.ram = ram
         self.disk = disk
+        if ram is not None:  # the disk tier's writer thread may still be writing a buffer the RAM tier drops
+            ram.recycles_buffers = disk is None
         self.stats = TierStats()
 
     @property
@@ -76,15 +78,15 @@ class KvTiers:
         """Every tier that keeps states already holds `tokens` (or a longer sequence starting with them)."""
         return all(tier.covers(tokens) for tier in (self.ram, self.disk) if tier is not None)
 
-    def keep(self, tokens: Sequence[int], save: Callable[[], StateBytes]) -> bool:
-        """Keep the state of exactly `tokens`, saved by `save()` only if some tier lacks it. True when a tier
-        holds it afterwards."""
+    def keep(self, tokens: Sequence[int], save: Callable[[bytearray | None], StateBytes]) -> bool:
+        """Keep the state of exactly `tokens`, saved by `save(into)` only if some tier lacks it (`into`: a buffer
+        to write it over, or None). True when a tier holds it afterwards."""
         need_ram = self.ram is not None and not self.ram.covers(tokens)
         need_disk = self.disk is not None and not self.disk.covers(tokens)
         if not (need_ram or need_disk):
             return self.ram is not None or self.disk is not None
         start = time.perf_counter()
-        data = save()
+        data = save(self.ram.spare_buffer() if self.ram is not None else None)
         self.stats.save_seconds += time.perf_counter() - start
         self.stats.tokens_saved += len(tokens)
         kept = bool(need_ram and self.ram is not None and self.ram.put(tokens, data))

@@ -29,6 +29,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from llamafoundry.engine.kv_tiers import DISK, RAM, KvTiers, TierHit
 from llamafoundry.engine.prefix_index import common_prefix_len
@@ -169,7 +170,7 @@ class PrefixCache:
         age = list(self._idle).index(seq_id)
         held = self._idle.pop(seq_id)
         if not self._is_held_elsewhere(held):
-            if self.tiers is None or not self.tiers.keep(held, lambda: self.runner.seq_save(seq_id)):
+            if self.tiers is None or not self.tiers.keep(held, partial(self.runner.seq_save, seq_id)):
                 self._move_to_free_slot(seq_id, held, age, free, protected)
         if not keep_cells:
             self.runner.seq_remove(seq_id)
@@ -266,7 +267,7 @@ class PrefixCache:
         self._idle.pop(seq_id, None)
         self._idle[seq_id] = tokens
         if self.tiers is not None and self.tiers.writes_through:
-            self.tiers.keep(tokens, lambda: self.runner.seq_save(seq_id))
+            self.tiers.keep(tokens, partial(self.runner.seq_save, seq_id))
 
     def _count(self, request: Request) -> None:
         """A finished request's hit or miss: the tier its prompt's state was loaded from, else "slot" when part

@@ -72,8 +72,9 @@ class ModelRunner(Protocol):
         """Make `dst` share `src`'s cached positions [p0, p1) (no recompute)."""
         ...
 
-    def seq_save(self, seq_id: int) -> bytearray:
-        """The KV state of one sequence (its cells' positions, keys and values), to keep outside the context."""
+    def seq_save(self, seq_id: int, into: bytearray | None = None) -> bytearray:
+        """The KV state of one sequence (its cells' positions, keys and values), to keep outside the context;
+        written over `into` (resized) when given."""
         ...
 
     def seq_load(self, seq_id: int, data: bytes | bytearray | memoryview) -> bool:

@@ -281,10 +281,17 @@ class LlamaCppRunner(LlamaCppVocab):
         if not self.seq_load(dst, self.seq_save(src)):
             raise DecodeError(f"llama.cpp could not copy sequence {src} to {dst}")
 
-    def seq_save(self, seq_id: int) -> bytearray:
-        """The KV state of one sequence (positions, keys and values of its cells) in llama.cpp's format."""
+    def seq_save(self, seq_id: int, into: bytearray | None = None) -> bytearray:
+        """The KV state of one sequence (positions, keys and values of its cells) in llama.cpp's format, written
+        over `into` (resized to fit) when given: memory the process already has takes a state in a tenth of the
+        time fresh memory does (65 MB: 9 ms against ~230 ms once the process holds a few GB; the new pages fault
+        in one by one)."""
         size = llama_cpp.llama_state_seq_get_size(self._ctx, seq_id)
-        data = bytearray(size)
+        data = bytearray(size) if into is None else into
+        if len(data) > size:
+            del data[size:]
+        elif len(data) < size:
+            data.extend(bytes(size - len(data)))
         written = llama_cpp.llama_state_seq_get_data(self._ctx, _uint8_pointer(data), size, seq_id)
         if written != size:
             raise DecodeError(f"llama.cpp wrote {written} of {size} bytes of sequence {seq_id}'s state")

@@ -27,7 +27,7 @@ from llamafoundry.service.types import (
 
 # What the local engine reports beside running and waiting requests (`status()`, /metrics).
 ENGINE_GAUGES = ("kv_cache_usage", "prefix_cache_tokens", "prefix_cache_computed_tokens", "prefix_cache_requests",
-                 "prefix_cache_ram_bytes", "speculative_counts")
+                 "prefix_cache_ram_bytes", "prefix_cache_copy_seconds", "speculative_counts")
 
 
 class ManagedEngine(EngineClient, Protocol):
