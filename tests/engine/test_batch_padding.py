@@ -8,8 +8,6 @@ from pathlib import Path
 
 from llamafoundry.engine.engine import LLMEngine
 from llamafoundry.engine.scheduler import padding_slots
-from llamafoundry.model.base import ModelRunner
-from llamafoundry.model.llamacpp import LlamaCppRunner
 
 from .fake_runner import FakeRunner
 from .test_engine_llamacpp import PROMPT, collect, run_engine, token_ids
@@ -34,15 +32,6 @@ def test_no_padding_where_it_would_not_pay_or_cannot_be_done() -> None:
     assert padding_slots(list(range(16)), set(), 16, 16) == []
     assert padding_slots(list(range(15)), {15}, 16, 0) == []  # turned off
     assert padding_slots([0, 1, 2], {3}, 4, 16) == []  # fewer slots than the pass size
-
-
-def test_with_fewer_slots_than_the_pass_size_a_step_split_by_one_id_is_closed() -> None:
-    split = [0, 1, 2, 4, 5, 6, 7]  # slot 3 computes its prompt (or is free) while the others decode
-    assert padding_slots(split, {3}, 8, 16) == [3]
-    assert padding_slots(split, set(), 8, 16) == []  # slot 3 cannot take a token (full)
-    assert padding_slots(list(range(7)), {7}, 8, 16) == []  # one run already: 7 rows cost less than 8
-    assert padding_slots([0, 1, 3, 4, 6, 7], {2, 5}, 8, 16) == [2, 5]  # two single ids: one pass, not three
-    assert padding_slots([0, 1, 4, 5, 6, 7], {2, 3}, 8, 16) == []  # a gap of two ids: two rows cost what a pass does
 
 
 def test_padding_picks_a_window_of_free_ids_when_there_are_more_slots() -> None:
@@ -102,48 +91,3 @@ def test_padded_steps_give_the_same_greedy_outputs_through_llama_cpp(tiny_model_
     padded = run_engine(tiny_model_path, body, parallel=16, ctx_size=256, batch_pad=16)
     plain = run_engine(tiny_model_path, body, parallel=16, ctx_size=256, batch_pad=0)
     assert padded == plain
-
-
-def _decode_around_a_long_prompt(runner: ModelRunner, batch_pad: int) -> tuple[list[int], list[list[int]]]:
-    """Seven streams decode (slots 0-2 and 4-7) while slot 3 computes a long prompt over several steps; returns the
-    positions slot 3 was padded at and every request's greedy output."""
-    pads: list[int] = []
-    engine = LLMEngine(runner, ctx_size=128, max_queue=16, batch_pad=batch_pad)
-    drop = engine.batch.drop_padding
-
-    def recording() -> None:
-        pads.extend(pos for seq, pos in engine.batch.padding if seq == 3)
-        drop()
-
-    engine.batch.drop_padding = recording  # type: ignore[method-assign]
-    sinks = [submit(engine, [101 + i, 2, 3], temperature=0.0, max_tokens=30)[1] for i in range(3)]
-    engine.step()  # slots 0-2 computed: they decode from the next step
-    sinks.append(submit(engine, [5 + i % 11 for i in range(70)], temperature=0.0, max_tokens=4)[1])  # slot 3
-    sinks += [submit(engine, [109 + i, 4, 1], temperature=0.0, max_tokens=30)[1] for i in range(4)]
-    run_until_done(engine)
-    return pads, [sink.token_ids()[0] for sink in sinks]
-
-
-def test_a_slot_computing_its_prompt_between_decoding_ones_is_padded_where_its_prompt_has_got_to() -> None:
-    def runner() -> FakeRunner:
-        return FakeRunner(max_seqs=8, max_batch_tokens=16, ctx_size=128)
-
-    pads, outputs = _decode_around_a_long_prompt(runner(), 16)
-    # at the position its prompt had got to (position 0 would be the slot free again, after the request); the fake
-    # checks each token's position against the slot's cells, so a pad left in place fails the next chunk
-    assert [pos for pos in pads if 0 < pos < 70], "decode calls beside slot 3's prompt should have padded it"
-    assert outputs == _decode_around_a_long_prompt(runner(), 0)[1]
-
-
-def test_a_prompt_slot_padded_between_decoding_ones_gives_the_same_greedy_outputs_through_llama_cpp(
-    tiny_model_path: Path,
-) -> None:
-    runner = LlamaCppRunner(tiny_model_path, kv_size=8 * 128, max_seqs=8, max_batch_tokens=16, num_threads=1)
-    try:
-        pads, padded = _decode_around_a_long_prompt(runner, 16)
-        assert [pos for pos in pads if 0 < pos < 70]
-        for seq in range(8):
-            runner.seq_remove(seq)
-        assert padded == _decode_around_a_long_prompt(runner, 0)[1]
-    finally:
-        runner.close()

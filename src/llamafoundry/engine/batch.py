@@ -31,13 +31,12 @@ class BatchBuilder:
     def fill(
         self,
         plan: StepPlan,
-        paddable_slot_lengths: Callable[[], dict[int, int]],
+        free_slot_lengths: Callable[[], dict[int, int]],
         with_decoding: bool = True,
         with_prefill: bool = True,
     ) -> dict[int, int]:
         """Queue this step's tokens in the runner's batch (the decoding sequences', the prompt chunks', or both).
-        Returns {id(sequence or request): batch index}. `paddable_slot_lengths`: {sequence id that may take a
-        padding token (a free slot, a prompt's slot with no token in this call): cells it holds}.
+        Returns {id(sequence or request): batch index}. `free_slot_lengths`: {free sequence id: cells it holds}.
 
         Tokens go in ascending sequence id: with one KV stream per sequence, llama.cpp splits a batch into one
         pass over the weights per run of consecutive sequence ids in batch order (8 streams in reverse order
@@ -63,28 +62,22 @@ class BatchBuilder:
             if chunk.is_last:
                 rows[id(request)] = index
 
+        room = runner.max_batch_tokens - plan.num_tokens
         decoding = plan.decoding if with_decoding else []
-        chunks = plan.prefill if with_prefill else []
-        # what this call's batch has left (a step computed in two calls holds its prompt chunks in the other)
-        room = (
-            runner.max_batch_tokens
-            - sum(len(r.live_sequences) for r in decoding)
-            - sum(c.end - c.start for c in chunks)
-        )
         # sequences draft only when the engine gave them a drafter (speculative decoding on): else none is assigned
         num_drafted = assign_drafts(plan, room) if decoding else 0
         for request in decoding:
             base = request.num_prompt_tokens - 1
             for seq in request.live_sequences:
                 work.append((seq.seq_id, partial(add_decode, seq, base + len(seq.output_ids))))
-        for chunk in chunks:
+        for chunk in plan.prefill if with_prefill else []:
             work.append((chunk.request.sequences[0].seq_id, partial(add_chunk, chunk)))
         # Only beside decoding sequences: llama.cpp's first pass then takes one token of every sequence anyway,
         # whereas a one-token pad among prompt chunks alone would split their pass in two. Not beside drafts:
         # they already give the pass its rows.
         self.padding = []  # set every step: a stale entry would remove another step's cells
         if decoding and not num_drafted:
-            self.padding = self._padding_for([seq_id for seq_id, _ in work], room, paddable_slot_lengths())
+            self.padding = self._padding_for([seq_id for seq_id, _ in work], room, free_slot_lengths())
         for seq_id, pos in self.padding:
             work.append((seq_id, partial(runner.batch_add, 0, pos, [seq_id], False)))
         runner.batch_clear()
@@ -93,9 +86,8 @@ class BatchBuilder:
         return rows
 
     def _padding_for(self, batch_seq_ids: list[int], room: int, held: dict[int, int]) -> list[tuple[int, int]]:
-        """(seq_id, position) of the throwaway tokens this step gets: on slots with no token in it, after what
-        their cells hold (an idle slot's cached prefix, a prompt computed so far: kept; the token is removed right
-        after the step)."""
+        """(seq_id, position) of the throwaway tokens this step gets: on free slots, after what their cells hold
+        (an idle slot's cached prefix is kept; the token is removed right after the step)."""
         if self.batch_pad <= 0:
             return []
         free = {seq for seq, length in held.items() if length < self.ctx_size}

@@ -9,7 +9,6 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Callable, Iterator
-from functools import partial
 
 import numpy as np
 
@@ -143,7 +142,7 @@ class LLMEngine:
         try:
             apart = bool(plan.prefill) and any(request.live_sequences for request in plan.decoding)
             prompt_logits = self._compute_prompts_apart(plan) if apart else {}
-            rows = self.batch.fill(plan, partial(self._paddable_slot_lengths, plan), with_prefill=not apart)
+            rows = self.batch.fill(plan, self._free_slot_lengths, with_prefill=not apart)
             self.runner.decode()
         except DecodeError as exc:
             self.batch.drop_padding()
@@ -161,21 +160,14 @@ class LLMEngine:
         against 681 ms on 2 AMD EPYC cores, `bench shapes`; docs/benchmarks.md). The decode rows are a pass of
         their own either way: llama.cpp's first pass over a mixed batch takes one token of every sequence.
         """
-        rows = self.batch.fill(plan, partial(self._paddable_slot_lengths, plan), with_decoding=False)
+        rows = self.batch.fill(plan, self._free_slot_lengths, with_decoding=False)
         self.runner.decode()
         return {key: self.runner.logits(row).copy() for key, row in rows.items()}
 
-    def _paddable_slot_lengths(self, plan: StepPlan) -> dict[int, int]:
-        """{sequence id that may take a padding token beside the step's decoding sequences (batch.py): cells it
-        holds}: free slots (their idle cached prefix) and the first slot of each request still computing its
-        prompt (its cells are the prompt so far; nothing has been sampled from it yet)."""
+    def _free_slot_lengths(self) -> dict[int, int]:
+        """{free sequence id: cells its idle cached prefix holds}, for a step's padding tokens (batch.py)."""
         cache = self.prefix_cache
-        lengths = {seq: cache.cached_length(seq) if cache else 0 for seq in self.scheduler.free_slots}
-        decoding = {id(request) for request in plan.decoding}
-        for request in self.scheduler.running:
-            if id(request) not in decoding and request.sequences and not request.num_completion_tokens:
-                lengths[request.sequences[0].seq_id] = request.num_computed
-        return lengths
+        return {seq: cache.cached_length(seq) if cache else 0 for seq in self.scheduler.free_slots}
 
     def _allocate(self, request: Request, slots: list[int]) -> None:
         """Create the sequences of an admitted request on its slots."""

@@ -262,41 +262,28 @@ class Scheduler:
 
 
 def padding_slots(batch_seq_ids: list[int], free: set[int], max_seqs: int, pad_to: int) -> list[int]:
-    """Sequence ids to give one throwaway token so that a step's sequences form a single run of consecutive ids;
-    [] when padding would not pay or cannot be done.
+    """Free sequence ids to give one throwaway token so that a step's sequences form a single run of `pad_to`
+    consecutive ids; [] when padding would not pay or cannot be done.
 
     Why: with one KV stream per sequence, llama.cpp computes a batch in one pass over the weights per run of
     consecutive sequence ids, and its CPU matrix kernels have a fast path from 16 rows on: on an AVX2 core 15
     decoding sequences take 274 ms, 16 take 213 ms, and 15 split by one free id into two runs 367 ms (docs/
-    benchmarks.md, `llamafoundry bench shapes`). Padding to `pad_to` pays when the step is just short of it (at
-    least `pad_to - 2` sequences), or split into several runs with more than half of `pad_to` sequences.
-    Otherwise a step split only by single ids (a slot computing its prompt between decoding ones) has them
-    filled: a row costs less than a pass. On 2 Intel Xeon cores, 8 slots holding 1,500 tokens each: 7 decoding
-    around one id 289 ms, all 8 278 ms; 6 around two single ids 320-329 ms, all 8 278 ms; but 6 around a gap of
-    two ids 253 ms (docs/benchmarks.md, "Gaps in a decode step").
+    benchmarks.md, `llamafoundry bench shapes`). Padding pays when the step is just short of `pad_to` sequences
+    (at least `pad_to - 2`), or split into several runs with more than half of `pad_to` sequences.
 
     Args:
         batch_seq_ids: the sequence ids with tokens in this step.
-        free: sequence ids that may take a throwaway token (no token in this step, room for one more).
+        free: sequence ids that hold no running sequence and have room for one more token.
         max_seqs: sequence ids of the context (0 .. max_seqs - 1).
         pad_to: the pass size to reach (0: never pad).
     """
     ids = sorted(set(batch_seq_ids))
     count = len(ids)
-    if pad_to <= 0 or not ids or count >= pad_to:
+    if pad_to <= 0 or not ids or count >= pad_to or pad_to > max_seqs:
         return []
     runs = 1 + sum(1 for a, b in zip(ids, ids[1:], strict=False) if b != a + 1)
-    if pad_to <= max_seqs and (count >= pad_to - 2 or (runs > 1 and count > pad_to // 2)):
-        window = _free_window(ids, free, max_seqs, pad_to)
-        if window:
-            return window
-    gaps = [s for s in range(ids[0], ids[-1] + 1) if s not in set(ids)]
-    single_ids = len(gaps) == runs - 1
-    return gaps if runs > 1 and single_ids and all(s in free for s in gaps) else []
-
-
-def _free_window(ids: list[int], free: set[int], max_seqs: int, pad_to: int) -> list[int]:
-    """The ids to fill for `ids` to be `pad_to` consecutive ids, all of them in `free`, or []."""
+    if count < pad_to - 2 and not (runs > 1 and count > pad_to // 2):
+        return []
     members = set(ids)
     # the windows of pad_to consecutive ids that contain every sequence of the step, highest start first (the
     # scheduler hands out low ids, so free ids tend to sit above the running ones)
