@@ -8,6 +8,9 @@ those costs directly, so that scheduling decisions rest on numbers from this mac
 
     llamafoundry bench shapes --model /tmp/bench-1b-q4km.gguf --threads 1 --context 100 1000
 
+`--decode-sets 0-6 0-2,4-7 0-7` measures decode steps of exactly those sequence ids instead: what a gap in the ids
+(a slot computing its prompt between decoding ones) costs against a step that fills it.
+
 Every shape runs `--repeats` times; the fastest run is reported (the others only add noise from the machine).
 """
 
@@ -82,6 +85,40 @@ def step_cost(
     return best
 
 
+def decode_set_cost(runner: LlamaCppRunner, seq_ids: list[int], context: int, repeats: int) -> float:
+    """Seconds of the fastest of `repeats` decodes of one token on each of `seq_ids` (in ascending order), every
+    sequence holding `context` tokens."""
+    token = _tokens(context + 1)[context]
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        runner.batch_clear()
+        for seq in sorted(seq_ids):
+            runner.batch_add(token, context, [seq], True)
+        runner.decode()
+        best = min(best, time.perf_counter() - start)
+        for seq in seq_ids:
+            runner.seq_remove(seq, context, -1)
+    return best
+
+
+def parse_ids(text: str) -> list[int]:
+    """Sequence ids from "0-2,4-7": [0, 1, 2, 4, 5, 6, 7]."""
+    ids: list[int] = []
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        ids += range(int(first), int(last or first) + 1)
+    return ids
+
+
+def measure_decode_sets(runner: LlamaCppRunner, sets: list[str], context: int, repeats: int) -> None:
+    fill_context(runner, runner.max_seqs, context)
+    for text in sets:
+        ids = parse_ids(text)
+        seconds = decode_set_cost(runner, ids, context, repeats)
+        print(f"context {context:5d}  decoding ids {text:>12} ({len(ids):2d} sequences): {seconds * 1000:7.1f} ms")
+
+
 def fill_context(runner: LlamaCppRunner, sequences: int, context: int) -> None:
     """Give sequences 0..sequences-1 the same `context` tokens (computed once, copied to the others)."""
     for seq in range(runner.max_seqs):
@@ -131,6 +168,8 @@ def markdown(rows: list[dict], contexts: list[int]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.decode_sets:
+        return run_decode_sets(args)
     shapes = [tuple(int(x) for x in s.split("+")) for s in args.shapes] if args.shapes else list(DEFAULT_SHAPES)
     slots = max(d for d, _ in shapes) + 1
     ctx_per_seq = max(args.context) + max(c for _, c in shapes) + 8
@@ -145,11 +184,23 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_decode_sets(args: argparse.Namespace) -> int:
+    slots = max(max(parse_ids(text)) for text in args.decode_sets) + 1
+    runner = open_runner(args.model, slots, max(args.context) + 8, args.threads, 512, FLASH_ATTN_MODES[args.flash_attn])
+    try:
+        for context in args.context:
+            measure_decode_sets(runner, args.decode_sets, context, args.repeats)
+    finally:
+        runner.close()
+    return 0
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--context", type=int, nargs="+", default=[100], help="tokens already in each sequence")
     parser.add_argument("--shapes", nargs="+", help="DECODING+CHUNK pairs, e.g. 8+0 8+16 (default: a standard set)")
+    parser.add_argument("--decode-sets", nargs="+", help="decode steps of these sequence ids, e.g. 0-6 0-2,4-7 0-7")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--flash-attn", choices=list(FLASH_ATTN_MODES), default="auto")
 

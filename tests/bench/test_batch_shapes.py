@@ -36,3 +36,18 @@ def test_step_cost_leaves_the_sequences_as_it_found_them(tiny_model_path: Path) 
             assert batch_shapes.step_cost(runner, 3, 6, 20, repeats=2) > 0
     finally:
         runner.close()
+
+
+def test_decode_steps_of_given_sequence_ids_are_measured(
+    tiny_model_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert batch_shapes.parse_ids("0-2,4,6-7") == [0, 1, 2, 4, 6, 7]
+    parser = argparse.ArgumentParser()
+    batch_shapes.add_arguments(parser)
+    args = parser.parse_args(
+        ["--model", str(tiny_model_path), "--context", "10", "--decode-sets", "0-2", "0,2", "--repeats", "2"]
+    )
+    assert batch_shapes.run(args) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "decoding ids" in line]
+    assert [line.split("decoding ids")[1].split("(")[0].strip() for line in lines] == ["0-2", "0,2"]
+    assert all(float(line.split(":")[-1].split()[0]) > 0 for line in lines)

@@ -49,6 +49,33 @@ def test_more_conversations_than_slots_restored_from_host_memory_answer_as_cold(
     assert [t.answer for t in turns] == cold_answers(tiny_model_path, [t.prompt for t in turns], 4)
 
 
+def test_states_saved_over_evicted_entries_buffers_answer_as_cold(tiny_model_path: Path) -> None:
+    warm = runner(tiny_model_path)
+    reused = []
+    save = warm.seq_save
+
+    def recording(seq_id: int, into: bytearray | None = None) -> bytearray:
+        reused.append(into is not None)
+        return save(seq_id, into)
+
+    warm.seq_save = recording  # type: ignore[method-assign]
+    warm.batch_clear()
+    for pos in range(100):
+        warm.batch_add(1000 + pos, pos, [0], False)
+    warm.decode()
+    per_token = len(save(0)) / 100
+    warm.seq_remove(0)
+    tiers = KvTiers(HostCache(budget_bytes=int(per_token * 700)), None)  # about six histories: an eviction
+    try:
+        engine = LLMEngine(warm, ctx_size=CTX, max_queue=64, prefix_caching=True, kv_tiers=tiers)
+        turns = run_conversations(engine, num_conversations=6, concurrency=2, header=30, first_len=60, vocab=5000)
+    finally:
+        warm.close()
+    assert tiers.ram is not None and tiers.ram.num_evicted > 0 and any(reused)
+    assert tiers.stats.num_loads >= 5
+    assert [t.answer for t in turns] == cold_answers(tiny_model_path, [t.prompt for t in turns], 4)
+
+
 def test_a_restart_with_the_disk_tier_keeps_the_hits(tiny_model_path: Path, tmp_path: Path) -> None:
     histories = []
     first = runner(tiny_model_path)
