@@ -92,13 +92,17 @@ def test_streaming_with_usage(setup: Setup) -> None:
     assert usage and usage[-1].completion_tokens == 12 and usage[-1].prompt_tokens > 0
 
 
+# llama-server's JSON grammar allows whitespace between tokens: a random model writes `{ "city":` on some CPUs
+STARTS_WITH_CITY = re.compile(r'\{\s*"city"\s*:')
+
+
 def test_forced_tool_call(setup: Setup) -> None:
     response = sdk(setup).chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "The weather in Paris?"}], tools=[WEATHER],  # type: ignore[list-item]
         max_tokens=40, **FORCED)  # fmt: skip
     calls = response.choices[0].message.tool_calls
     assert calls and calls[0].function.name == "get_weather" and calls[0].id  # type: ignore[union-attr]
-    assert calls[0].function.arguments.startswith('{"city":')  # type: ignore[union-attr]
+    assert STARTS_WITH_CITY.match(calls[0].function.arguments)  # type: ignore[union-attr]
 
 
 def test_forced_tool_call_streamed(setup: Setup) -> None:
@@ -108,7 +112,7 @@ def test_forced_tool_call_streamed(setup: Setup) -> None:
     deltas = [call for c in chunks if c.choices for call in c.choices[0].delta.tool_calls or []]
     names = [d.function.name for d in deltas if d.function and d.function.name]
     arguments = "".join(d.function.arguments or "" for d in deltas if d.function)
-    assert names == ["get_weather"] and arguments.startswith('{"city":')
+    assert names == ["get_weather"] and STARTS_WITH_CITY.match(arguments)
     assert any(d.id for d in deltas)
 
 
