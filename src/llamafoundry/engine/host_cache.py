@@ -65,14 +65,13 @@ class HostCache:
 
     Args:
         budget_bytes: most bytes of states (and their tokens) held; 0 holds nothing.
-        recycles_buffers: keep the largest buffer of the entries dropped since the last `spare_buffer()` for the
-            next save to write over (only when nothing else may still hold it: `KvTiers` turns it off beside a
-            disk tier, whose writer thread may).
     """
 
-    def __init__(self, budget_bytes: int, recycles_buffers: bool = True) -> None:
+    def __init__(self, budget_bytes: int) -> None:
         self.budget_bytes = budget_bytes
-        self.recycles_buffers = recycles_buffers
+        # keep the largest buffer of the entries dropped since the last `spare_buffer()` for the next save to write
+        # over; only while nothing else may still hold it (`KvTiers` turns it off beside a disk tier's writer thread)
+        self.recycles_buffers = True
         self._spare: bytearray | None = None
         self.used_bytes = 0
         self.num_hits = 0  # states loaded into a slot
