@@ -80,12 +80,15 @@ def test_a_conversation_returning_after_a_restart_restores_its_history_from_disk
 def test_a_deployments_replicas_get_the_cache_type_and_share_the_disk_tier(
     tiny32_model_path: Path, tmp_path: Path
 ) -> None:
+    """...and a host-memory tier too small for the slots it backs is named at start-up, for the server's own model
+    and for the deployment (whose replicas each get half of it)."""
     home, kv = tmp_path / "home", tmp_path / "kv"
     home.mkdir()
     weights = str(tiny32_model_path)
     created = cli_json(home, "deploy", "create", "fleet", "--model", "Meta-Llama-3.1-8B-Instruct", "--type",
                        "managed", "--instances", "2", "--weights", weights)  # fmt: skip
-    gateway = start_gateway(home, tiny32_model_path, "--kv-cache-type", "q8_0", "--prefix-cache-dir", str(kv))
+    tiers = ("--kv-cache-type", "q8_0", "--prefix-cache-dir", str(kv), "--prefix-cache-ram", "64KiB")
+    gateway = start_gateway(home, tiny32_model_path, *tiers)
     try:
         url = f"{gateway.url}/deployments/fleet/chat/completions"
         key = created["primary_key"]
@@ -97,5 +100,8 @@ def test_a_deployments_replicas_get_the_cache_type_and_share_the_disk_tier(
         states = list(kv.glob("*/*.kv"))
         assert len({p.parent for p in states}) == 1  # both replicas: one model key, one directory
         assert b"q8_0" in states[0].read_bytes()[:400]  # the fingerprint in the file's header
+        logged = " ".join(gateway.log().split())
+        assert "--prefix-cache-ram 64.0 KiB holds the KV states of" in logged, logged  # the server's own model
+        assert "deployment fleet (each of its 2 replicas' share): --prefix-cache-ram 32.0 KiB" in logged, logged
     finally:
         gateway.stop()

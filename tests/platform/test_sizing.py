@@ -99,3 +99,19 @@ def test_split_weights_count_every_part(tmp_path: Path) -> None:
         (tmp_path / f"big-{part:05d}-of-00003.gguf").write_bytes(b"x" * size)
     (tmp_path / "other-00001-of-00002.gguf").write_bytes(b"x" * 999)
     assert sizing.weights_size(tmp_path / "big-00001-of-00003.gguf") == 350
+
+
+def test_a_host_memory_tier_smaller_than_the_slots_it_backs_is_warned_about() -> None:
+    """A 16 MiB tier beside two 1,024-token slots of a 1B model kept no conversation's history: said at start-up."""
+
+    def warning(ram_bytes: int, kv_cache_type: str = "f16") -> str | None:  # two slots of 1,024 tokens
+        return sizing.host_tier_shortfall(ram_bytes, LLAMA_8B, 1024, 2, kv_cache_type)
+
+    said = warning(16 << 20)  # Llama 3.1 8B in f16: 128 KiB a token, 256 MiB for the two slots
+    assert said is not None
+    assert "16.0 MiB holds the KV states of 128 tokens" in said
+    assert "2 slot(s) of 1,024 tokens (256.0 MiB)" in said and "auto" in said
+    assert warning(256 << 20) is None
+    assert warning(0) is None  # no tier: nothing to say
+    assert warning(200 << 20, "q8_0") is None  # q8_0 states are 17/32 the size
+    assert warning(200 << 20) is not None

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import errno
 import faulthandler
+import logging
 import math
 import socket
 from pathlib import Path
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from llamafoundry.platform.store import Store
     from llamafoundry.safety.chat import ChatSafety
     from llamafoundry.service.backend import ChatBackend
+
+logger = logging.getLogger(__name__)
 
 # Idle keep-alive connections stay open longer than any Retry-After the API sends (a rate limit's is at most 60 s):
 # azure-core waits as told and retries on its pooled connection, and with uvicorn's default of 5 s the server
@@ -125,10 +128,27 @@ def _settings_and_service(options: ServeOptions, home: Path) -> tuple[ServeSetti
     )
     if options.no_default:
         return settings, None
+    _warn_if_host_tier_small(settings.engine)
     engine = build_local_engine(settings.engine, settings.model_name, settings.model_provider)
     own = ChatService(engine, settings.model_name, settings.model_provider, settings.engine.ctx_size)
     safety = _content_safety(options)
     return settings, FilteredChatBackend(own, lambda: safety)  # the one safety layer deployments have too
+
+
+def _warn_if_host_tier_small(engine: EngineSettings) -> None:
+    """Say so at start-up when `--prefix-cache-ram` cannot hold the slots' worth of this model's KV states."""
+    from llamafoundry.platform.errors import DeploymentError
+    from llamafoundry.platform.sizing import host_tier_shortfall, model_shape
+
+    try:
+        shape = model_shape(engine.model_path)
+    except DeploymentError:  # metadata it cannot read: the model's load says what is wrong with the file
+        return
+    warning = host_tier_shortfall(
+        engine.prefix_cache_ram, shape, engine.ctx_size, engine.parallel, engine.kv_cache_type
+    )
+    if warning:
+        logger.warning(warning)
 
 
 def _prefix_cache_ram(size: str) -> int:

@@ -4,10 +4,12 @@ of its local weights, sized by its settings (`platform/sizing.py`) with the gate
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from llamafoundry.config import EngineSettings
+from llamafoundry.model.gguf_builder import KvShape
 from llamafoundry.platform import sizing
 from llamafoundry.platform.catalog import find_instance_type, find_model
 from llamafoundry.platform.deployments import upstream_urls
@@ -17,6 +19,8 @@ from llamafoundry.platform.store import Deployment
 from llamafoundry.platform.upstream import UpstreamChatService
 from llamafoundry.platform.upstream_pool import UpstreamPool
 from llamafoundry.service.backend import ChatBackend
+
+logger = logging.getLogger(__name__)
 
 
 def local_backend_factory(
@@ -37,16 +41,18 @@ def local_backend_factory(
             weights = Path(deployment.weights_path)
             cores = find_instance_type(deployment.instance_type).num_cores if deployment.instance_type else None
             settings = {"kv_cache_type": engine.kv_cache_type, **deployment.settings} if engine else deployment.settings
+            shape = sizing.model_shape(weights)
             spec = ReplicaSpec(
                 name=deployment.name,
                 weights_path=weights,
                 model_name=model.name,
                 model_provider=model.provider,
                 num_replicas=deployment.instances,
-                sizing=sizing.resolve(settings, sizing.model_shape(weights), deployment.instances, cores),
+                sizing=sizing.resolve(settings, shape, deployment.instances, cores),
                 log_dir=home / "logs",
                 **_replica_engine_options(engine, deployment.instances),
             )
+            _warn_if_host_tier_small(spec, shape)
             provider = ReplicaSet(spec)
             max_context = spec.sizing.ctx_size
         return UpstreamChatService(
@@ -54,6 +60,16 @@ def local_backend_factory(
         )
 
     return build
+
+
+def _warn_if_host_tier_small(spec: ReplicaSpec, shape: KvShape) -> None:
+    if spec.prefix_cache_ram is None:
+        return
+    ctx_size, parallel, kv_cache_type = spec.sizing.ctx_size, spec.sizing.parallel, spec.sizing.kv_cache_type
+    warning = sizing.host_tier_shortfall(spec.prefix_cache_ram, shape, ctx_size, parallel, kv_cache_type)
+    if warning:
+        share = f" (each of its {spec.num_replicas} replicas' share)" if spec.num_replicas > 1 else ""
+        logger.warning("deployment %s%s: %s", spec.name, share, warning)
 
 
 def _replica_engine_options(engine: EngineSettings | None, num_replicas: int) -> dict[str, Any]:

@@ -185,6 +185,30 @@ def _too_big(sizing: Sizing, needed: MemoryEstimate, free: int) -> str:
     )
 
 
+def host_tier_shortfall(ram_bytes: int, shape: KvShape, ctx_size: int, parallel: int, kv_cache_type: str) -> str | None:
+    """A warning when a host-memory tier of `ram_bytes` (0: none) holds less than the KV cache it backs: when
+    conversations outnumber the slots, the states saved out of the slots then push each other out before their
+    conversations come back, and every returning turn is computed again (a 16 MiB tier beside two 1,024-token
+    slots of a 1B model kept none of four conversations' histories). None when it holds that much."""
+    per_token = shape.kv_numbers_per_token * KV_BYTES_PER_NUMBER[kv_cache_type]
+    slots_bytes = int(per_token * ctx_size * parallel)
+    if ram_bytes <= 0 or ram_bytes >= slots_bytes:
+        return None
+    return (
+        f"--prefix-cache-ram {_binary_size(ram_bytes)} holds the KV states of {int(ram_bytes // per_token):,} tokens "
+        f"of this model ({kv_cache_type}), less than its {parallel} slot(s) of {ctx_size:,} tokens "
+        f"({_binary_size(slots_bytes)}): conversations that come back after their slot was reused will mostly find "
+        "their histories dropped and be computed again. Leave --prefix-cache-ram at auto, or raise it."
+    )
+
+
+def _binary_size(num_bytes: int) -> str:
+    for unit, size in (("GiB", GiB), ("MiB", 2**20)):
+        if num_bytes >= size:
+            return f"{num_bytes / size:,.1f} {unit}"
+    return f"{num_bytes / 1024:,.1f} KiB"
+
+
 def _gib(num_bytes: int) -> str:
     return f"{num_bytes / GiB:.1f}"
 
