@@ -5,9 +5,11 @@ skewed frequencies (conversation i about 1/(i+1) as often as the first), `--conc
 Checks, and prints: every greedy answer equals the answer of an engine without any cache for the same prompt;
 the host-memory pool never holds more than its budget (checked after every step) and the disk directory ends
 within its budget; after a restart (a new context over the same directory) returning conversations still load
-their histories from disk.
+their histories from disk. With `--disk-budget 0`, host memory alone (what `serve` runs without
+`--prefix-cache-dir`, where a save is written over an evicted state's buffer): no restart.
 
     llamafoundry bench kv-soak --model /tmp/tiny.gguf --conversations 400 --turns 6
+    llamafoundry bench kv-soak --model /tmp/tiny.gguf --conversations 400 --turns 6 --disk-budget 0
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class SoakReport:
     disk_budget: int = 0
     reused: dict[str, int] = field(default_factory=dict)
     ram_evictions: int = 0
+    ram_recycled_buffers: int = 0
     disk_evictions: int = 0
     restart_disk_tokens: int = 0
     restart_turns: int = 0
@@ -106,12 +109,14 @@ def soak(args: argparse.Namespace) -> SoakReport:
         assert engine.prefix_cache is not None
         report.reused = dict(engine.prefix_cache.num_reused_tokens)
         report.ram_evictions = tiers.ram.num_evicted if tiers.ram else 0
+        report.ram_recycled_buffers = tiers.ram.num_recycled if tiers.ram else 0
     finally:
         tiers.close()
         warm.close()
-    report.disk_evictions = tiers.disk.num_evicted if tiers.disk else 0
-    report.disk_bytes = sum(p.stat().st_size for p in disk_dir.rglob("*" + SUFFIX))
-    _restart(args, disk_dir, histories, cold, report, rng)
+    if tiers.disk is not None:
+        report.disk_evictions = tiers.disk.num_evicted
+        report.disk_bytes = sum(p.stat().st_size for p in disk_dir.rglob("*" + SUFFIX))
+        _restart(args, disk_dir, histories, cold, report, rng)
     cold_runner.close()
     report.seconds = time.perf_counter() - started
     return report
@@ -119,7 +124,7 @@ def soak(args: argparse.Namespace) -> SoakReport:
 
 def _engine(args: argparse.Namespace, disk_dir: Path, ram: bool = True) -> tuple[LlamaCppRunner, KvTiers, LLMEngine]:
     runner = LlamaCppRunner(args.model, args.slots * args.ctx_size, args.slots, 256, args.threads)
-    disk = DiskCache(disk_dir, runner.state_fingerprint, args.disk_budget)
+    disk = DiskCache(disk_dir, runner.state_fingerprint, args.disk_budget) if args.disk_budget > 0 else None
     tiers = KvTiers(HostCache(args.ram_budget) if ram else None, disk)
     return runner, tiers, LLMEngine(runner, args.ctx_size, 1024, prefix_caching=True, kv_tiers=tiers)
 
@@ -150,7 +155,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"{r.turns} turns in {r.seconds:.0f} s; answers differing from a cache-off engine: {len(r.mismatches)}"
           f"{' (turns ' + str(r.mismatches[:10]) + ')' if r.mismatches else ''}")  # fmt: skip
     print(f"prompt tokens reused by source: {r.reused}")
-    print(f"host memory: at most {r.max_ram_bytes:,} of {r.ram_budget:,} bytes, {r.ram_evictions} evictions")
+    print(f"host memory: at most {r.max_ram_bytes:,} of {r.ram_budget:,} bytes, {r.ram_evictions} evictions, "
+          f"{r.ram_recycled_buffers} saves over an evicted state's buffer")  # fmt: skip
+    if args.disk_budget <= 0:
+        return 0 if not r.mismatches else 1
     print(f"disk: {r.disk_bytes:,} of {r.disk_budget:,} bytes at the end, {r.disk_evictions} evictions")
     print(f"after a restart: {r.restart_disk_tokens} prompt tokens of {r.restart_turns} returning turns loaded from "
           f"disk, {r.restart_mismatches} answers differing")  # fmt: skip
@@ -167,7 +175,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ctx-size", type=int, default=1024)
     parser.add_argument("--answer-len", type=int, default=6)
     parser.add_argument("--ram-budget", type=int, default=4 << 20, help="bytes of host memory for saved states")
-    parser.add_argument("--disk-budget", type=int, default=16 << 20, help="bytes of disk for saved states")
+    parser.add_argument("--disk-budget", type=int, default=16 << 20, help="bytes of disk for states (0: no disk tier)")
     parser.add_argument("--disk-dir", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seed", type=int, default=0)

@@ -20,6 +20,23 @@ def test_a_short_soak_evicts_answers_as_cold_stays_in_budget_and_keeps_hits_afte
     report = kv_soak.soak(args)
     assert report.turns > 100 and report.mismatches == []
     assert report.ram_evictions > 0 and report.max_ram_bytes <= args.ram_budget
+    assert report.ram_recycled_buffers == 0  # the disk writer thread may still hold a dropped buffer
     assert report.disk_evictions > 0 and report.disk_bytes <= args.disk_budget
     assert report.reused["ram"] > 0 and report.reused["disk"] > 0
     assert report.restart_disk_tokens > 0 and report.restart_mismatches == 0
+
+
+def test_host_memory_alone_writes_saves_over_evicted_buffers_and_answers_as_cold(
+    tiny_model_path: Path, tmp_path: Path
+) -> None:
+    """`serve` without `--prefix-cache-dir`: a save is written over an evicted state's buffer."""
+    parser = argparse.ArgumentParser()
+    kv_soak.add_arguments(parser)
+    args = parser.parse_args(["--model", str(tiny_model_path), "--conversations", "40", "--turns", "3",
+                              "--ram-budget", "300000", "--disk-budget", "0", "--disk-dir", str(tmp_path),
+                              "--threads", "1"])  # fmt: skip
+    report = kv_soak.soak(args)
+    assert report.turns > 100 and report.mismatches == []
+    assert report.ram_evictions > 0 and report.max_ram_bytes <= args.ram_budget
+    assert report.ram_recycled_buffers > 0 and report.reused["ram"] > 0
+    assert not list(tmp_path.iterdir())  # no disk tier

@@ -77,6 +77,7 @@ class HostCache:
         self.num_hits = 0  # states loaded into a slot
         self.num_stored = 0
         self.num_evicted = 0
+        self.num_recycled = 0  # saves written over a dropped entry's buffer
         self._entries: dict[int, CachedState] = {}
         self._index = PrefixIndex()
         self._keys = itertools.count()
@@ -134,6 +135,7 @@ class HostCache:
     def spare_buffer(self) -> bytearray | None:
         """A dropped entry's buffer to save the next state into (handed out once), or None."""
         spare, self._spare = self._spare, None
+        self.num_recycled += spare is not None
         return spare
 
     def clear(self) -> None:
