@@ -185,3 +185,25 @@ def test_a_cache_in_the_lowest_free_slot_moves_aside_for_a_newcomer() -> None:
     run_until_done(engine)
     assert request.num_cached_tokens == len(turn_1) + 3
     assert second.token_ids()[0] == cold_tokens(turn_2, 4)
+
+
+def test_a_prefix_held_by_several_slots_is_copied_from_the_one_with_the_fewest_cells() -> None:
+    """A copy moves a whole sequence: a chat header every slot holds is taken from a short prompt, not from a long
+    history (with one KV stream per sequence, 2,000 tokens of a 1B model are 65 MB to copy)."""
+    runner = FakeRunner(max_seqs=4, ctx_size=96)
+    engine = LLMEngine(runner, ctx_size=96, max_queue=8, prefix_caching=True)
+    header = list(range(1, 11))
+    long_history = header + [(5 * i) % 30 + 1 for i in range(40)]
+    _, _ = submit(engine, long_history, temperature=0.0, max_tokens=1)
+    run_until_done(engine)
+    _, short = submit(engine, header + [33, 34], temperature=0.0, max_tokens=30)  # slot 0; the history moves aside
+    engine.step()
+    engine.step()
+    assert engine.prefix_cache.idle_slots == [3] and len(runner.kv[3]) == len(long_history)
+    request, newcomer = submit(engine, header + [35, 36, 37], temperature=0.0, max_tokens=4)  # slot 1
+    run_until_done(engine)
+    assert request.num_cached_tokens == len(header)
+    assert [(src, dst) for src, dst, _, _ in runner.copies][-1] == (0, 1)  # from the short prompt's slot, not 3
+    assert engine.prefix_cache.slot_copy_seconds > 0
+    assert newcomer.token_ids()[0] == cold_tokens(header + [35, 36, 37], 4)
+    assert short.token_ids()[0] == cold_tokens(header + [33, 34], 30)

@@ -118,8 +118,8 @@ def engine_families() -> dict[str, GaugeMetricFamily | CounterMetricFamily]:
         ),
         "prefix_cache_copy_seconds": CounterMetricFamily(
             f"{NAMESPACE}_prefix_cache_copy_seconds",
-            "Seconds spent copying KV states out of the KV cache into host memory or disk (direction: save) and "
-            "back into a sequence slot (load); no sequence decodes meanwhile.",
+            "Seconds spent copying KV states from one sequence slot to another (direction: slot), out of the KV "
+            "cache into host memory or disk (save) and back into a slot (load); no sequence decodes meanwhile.",
             labels=[*d, "direction"],
         ),
         "prefix_cache_ram_bytes": GaugeMetricFamily(

@@ -201,10 +201,14 @@ class AsyncEngine:
 
     @property
     def prefix_cache_copy_seconds(self) -> dict[str, float] | None:
-        """Seconds the engine thread spent copying KV states out of the context into the tiers ("save") and back
-        into a slot ("load"), when it has tiers: time no sequence decodes."""
+        """Seconds the engine thread spent copying KV states: from one slot to another ("slot"), and, when it has
+        tiers, out of the context into them ("save") and back into a slot ("load"); time no sequence decodes."""
+        cache = self._engine.prefix_cache if self._engine else None
+        if cache is None:
+            return None
         stats = self._kv_tiers.stats if self._kv_tiers else None
-        return {"save": stats.save_seconds, "load": stats.load_seconds} if stats else None
+        tiers = {"save": stats.save_seconds, "load": stats.load_seconds} if stats else {}
+        return {"slot": cache.slot_copy_seconds, **tiers}
 
     @property
     def prefix_cache_ram_bytes(self) -> int | None:

@@ -84,6 +84,7 @@ class PrefixCache:
         self.num_computed_tokens = 0  # prompt tokens computed: not found in any cache (the misses)
         # finished requests by where the head of their prompt came from (a tier, a slot) or "miss" (nowhere)
         self.num_requests: dict[str, int] = {"slot": 0, RAM: 0, DISK: 0, MISS: 0}
+        self.slot_copy_seconds = 0.0  # copying sequences between slots (no sequence decodes meanwhile)
 
     def cached_length(self, seq_id: int) -> int:
         """Positions an idle slot's cells hold (0 for a slot holding nothing)."""
@@ -182,7 +183,7 @@ class PrefixCache:
         if victim is not None:
             self._idle.pop(victim, None)
             self.runner.seq_remove(victim)
-            self.runner.seq_copy(seq_id, victim)
+            self._copy_sequence(seq_id, victim)
             self._idle[victim] = held
 
     def _is_held_elsewhere(self, tokens: TokenIds) -> bool:
@@ -215,28 +216,36 @@ class PrefixCache:
     def _best_holder(
         self, request: Request, running: list[Request], exclude: set[int], prefer: int = -1
     ) -> tuple[int, int]:
-        """(seq_id, length) of the longest prefix of the prompt held anywhere, at most all but its last token;
-        `prefer` wins a tie (the request's own slot: reused in place, nothing copied)."""
-        best_seq, best_len = -1, 0
+        """(seq_id, length) of the longest prefix of the prompt held anywhere, at most all but its last token.
+        A tie goes to `prefer` (the request's own slot: reused in place, nothing copied), then to the holder with
+        the fewest cells: a copy moves all of them (a chat header shared by every slot is copied from a prompt
+        just started, not from a 2,000-token history)."""
+        best_seq, best = -1, (0, False, 0)
         last = request.num_prompt_tokens - 1  # the last token is computed for its logits
         for holder in self._holders(running):
             if holder.seq_id not in exclude:
                 length = min(match_len(request.prompt_ids, holder.head, holder.tail, holder.tail_len), last)
-                if length > best_len or (length == best_len and length and holder.seq_id == prefer):
-                    best_seq, best_len = holder.seq_id, length
-        return best_seq, best_len
+                rank = (length, holder.seq_id == prefer, -(len(holder.head) + holder.tail_len))
+                if length and rank > best:
+                    best_seq, best = holder.seq_id, rank
+        return best_seq, best[0]
 
     def _copy_prefix(self, src: int, dst: int, length: int, request: Request) -> None:
         """Give `dst` the first `length` positions of `src`: a whole-sequence copy, then a trim (llama.cpp copies
         only whole sequences between per-sequence KV streams; in a unified cache the cells gain an owner)."""
         self.runner.seq_remove(dst)
-        self.runner.seq_copy(src, dst)
+        self._copy_sequence(src, dst)
         self.runner.seq_remove(dst, length, -1)
         if src in self._idle:
             self._idle.move_to_end(src)
         request.num_cached_tokens += length - request.num_computed
         self.num_reused_tokens["slot"] += length - request.num_computed
         request.num_computed = length
+
+    def _copy_sequence(self, src: int, dst: int) -> None:
+        started = time.perf_counter()
+        self.runner.seq_copy(src, dst)
+        self.slot_copy_seconds += time.perf_counter() - started
 
     def _holders(self, running: list[Request]) -> list[Holder]:
         """Every sequence id with cells: idle slots, prompts being computed, decoding sequences."""
