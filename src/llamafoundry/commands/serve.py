@@ -61,6 +61,8 @@ def _serve(args: argparse.Namespace) -> int:
         options = options.model_copy(update={"tpm": 0, "rpm": 0, "content_safety": "off"})
     home = default_data_dir() if args.replica else data_home(resolved)  # a replica keeps no state
     settings, service = _settings_and_service(options, home)
+    if service is not None and not args.replica:  # a replica's gateway has said it for the deployment
+        _warn_if_host_tier_small(settings.engine)
     tls = tls_options(options, home)  # every check that can fail comes before the banners (and a shown-once admin key)
     if settings.redis_url:
         check_redis(settings.redis_url)
@@ -128,7 +130,6 @@ def _settings_and_service(options: ServeOptions, home: Path) -> tuple[ServeSetti
     )
     if options.no_default:
         return settings, None
-    _warn_if_host_tier_small(settings.engine)
     engine = build_local_engine(settings.engine, settings.model_name, settings.model_provider)
     own = ChatService(engine, settings.model_name, settings.model_provider, settings.engine.ctx_size)
     safety = _content_safety(options)
