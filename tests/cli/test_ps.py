@@ -22,7 +22,11 @@ def test_ps_lists_the_server_model_and_the_deployments_replicas(tmp_path: Path, 
         def listed() -> dict[str, Any]:
             return {row["name"]: row for row in cli_json(home, "ps")}
 
-        wait_for(lambda: listed().get("fleet", {}).get("replicas") == "2/2", 30, "ps showing both replicas")
+        def settled() -> bool:  # the report written while wait_ready's last request was in flight says 1 until the next
+            fleet = listed().get("fleet", {})
+            return fleet.get("replicas") == "2/2" and fleet.get("in_flight") == 0
+
+        wait_for(settled, 30, "ps showing both replicas, idle")
         rows = listed()
         own, fleet = rows["tiny-llama"], rows["fleet"]
         assert own["kind"] == "server model" and own["state"] == "ready"
